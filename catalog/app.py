@@ -1,0 +1,42 @@
+"""The application factory: one Flask app serving the catalogue, the open APIs and the OGC API."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Flask
+
+from catalog.store import Store
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
+               config: dict | None = None) -> Flask:
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config.update(RENKEI_DATA=str(data_dir), RENKEI_BASE_URL=base_url.rstrip("/"),
+                      JSON_AS_ASCII=False)
+    app.json.ensure_ascii = False
+    if config:
+        app.config.update(config)
+    store = Store(data_dir)
+    app.extensions["renkei_store"] = store
+
+    from catalog.ogc_views import register_ogcapi
+    from geo.ogcapi import OGCAPI
+    ogcapi = OGCAPI(app.config["RENKEI_BASE_URL"] + "/ogcapi",
+                    list_collections=lambda: collection_dicts(store),
+                    version=store.publish_version)
+    register_ogcapi(app, ogcapi, prefix="/ogcapi")
+
+    from catalog.views import bp as pages
+    app.register_blueprint(pages)
+    return app
+
+
+def collection_dicts(store: Store) -> list[dict]:
+    out = []
+    for c in store.active_collections():
+        out.append({"id": c.id, "title": c.title, "description": c.description,
+                    "keywords": c.keywords or [], "bbox": c.bbox, "count": c.feature_count,
+                    "path": str(store.data_dir / c.path), "layer": c.layer, "fields": c.fields})
+    return out

@@ -1,0 +1,104 @@
+"""`renkei` command line: harvest, serve, jobs, demo (the contract in DESIGN.md)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="renkei", description="兵庫県オープンデータ連携基盤 renkei")
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get("RENKEI_DATA", "renkei-data")),
+                        help="data directory (default: $RENKEI_DATA or ./renkei-data)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    h = sub.add_parser("harvest", help="harvest the sources of a sources.yaml")
+    h.add_argument("--config", type=Path, default=Path("sources.yaml"))
+    h.add_argument("--source", action="append", default=[], help="only this source (repeatable)")
+    h.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    s = sub.add_parser("serve", help="serve the catalogue and the OGC API")
+    _serve_args(s)
+    j = sub.add_parser("jobs", help="past harvest jobs and their errors")
+    j.add_argument("--source")
+    j.add_argument("--limit", type=int, default=20)
+    d = sub.add_parser("demo", help="harvest the bundled examples offline, then serve")
+    _serve_args(d)
+    args = parser.parse_args(argv)
+    return {"harvest": cmd_harvest, "serve": cmd_serve, "jobs": cmd_jobs,
+            "demo": cmd_demo}[args.command](args)
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2)
+
+
+def cmd_harvest(args) -> int:
+    from harvesters.config import ConfigError, load_config
+    try:
+        sources, orgs = load_config(args.config)
+    except ConfigError as exc:
+        print(f"renkei: {exc}", file=sys.stderr)
+        return 2
+    if args.source:
+        unknown = set(args.source) - {s.name for s in sources}
+        if unknown:
+            print(f"renkei: no such source in {args.config}: {', '.join(sorted(unknown))}",
+                  file=sys.stderr)
+            return 2
+        sources = [s for s in sources if s.name in args.source]
+    return _harvest(args.data_dir, sources, orgs, args.timeout)
+
+
+def _harvest(data_dir: Path, sources, orgs, timeout: float) -> int:
+    from catalog.store import Store
+    from harvesters.runner import exit_code, run_harvest, summary
+    store = Store(data_dir)
+    reports = run_harvest(store, sources, orgs, timeout=timeout)
+    print(summary(reports), file=sys.stderr)
+    return exit_code(reports)
+
+
+def cmd_serve(args) -> int:
+    from catalog.server import serve
+    return serve(args.data_dir, host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_jobs(args) -> int:
+    from sqlalchemy import select
+
+    from catalog.store import HarvestJob, Store
+    store = Store(args.data_dir)
+    with store.session() as s:
+        stmt = select(HarvestJob).order_by(HarvestJob.id.desc()).limit(args.limit)
+        if args.source:
+            stmt = stmt.where(HarvestJob.source_name == args.source)
+        jobs = list(s.scalars(stmt))
+        print(f"{'job':>5} {'source':20} {'status':7} {'started (UTC)':20} {'added':>6} "
+              f"{'updated':>8} {'unchanged':>10} {'withdrawn':>10} {'failed':>7} {'errors':>7}")
+        for job in jobs:
+            print(f"{job.id:>5} {job.source_name:20} {job.status:7} "
+                  f"{job.started_at:%Y-%m-%d %H:%M:%S}  {job.added:>6} {job.updated:>8} "
+                  f"{job.unchanged:>10} {job.withdrawn:>10} {job.failed:>7} {len(job.errors):>7}")
+            for err in job.errors:
+                where = " / ".join(x for x in (err.dataset, err.resource) if x)
+                row = f" row {err.row}" if err.row is not None else ""
+                print(f"      [{err.stage}] {where}{row}: {err.message}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from harvesters.config import load_config
+    sources, orgs = load_config(EXAMPLES / "sources.yaml")
+    code = _harvest(args.data_dir, sources, orgs, 30.0)
+    if code == 2:
+        return code
+    return cmd_serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

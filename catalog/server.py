@@ -1,0 +1,32 @@
+"""`renkei serve`: gunicorn with N workers, each building its own app (no shared state but disk)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Server(BaseApplication):
+    def __init__(self, factory, options: dict):
+        self.factory, self.options = factory, options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.factory()
+
+
+def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2) -> int:
+    from catalog.app import create_app
+    data_dir = Path(data_dir).resolve()
+    base_url = f"http://{host}:{port}"
+    print(f"renkei: serving {data_dir} at {base_url}/  (OGC API: {base_url}/ogcapi/)",
+          file=sys.stderr, flush=True)
+    _Server(lambda: create_app(data_dir, base_url=base_url),
+            {"bind": f"{host}:{port}", "workers": max(1, workers), "timeout": 120,
+             "accesslog": "-", "errorlog": "-", "loglevel": "warning"}).run()
+    return 0

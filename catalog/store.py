@@ -1,0 +1,208 @@
+"""The catalogue store: organizations, sources, datasets, resources, collections, harvest jobs.
+
+SQLAlchemy over a SQLite file in the data dir by default; a PostgreSQL URL can replace it
+(`RENKEI_DATABASE_URL`). Nothing here imports Flask, so the harvest runner can use it too.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, String, Text, create_engine,
+                        event, select, text)
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
+                            sessionmaker)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Organization(Base):
+    __tablename__ = "organization"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name_ja: Mapped[str] = mapped_column(Text)
+    name_en: Mapped[str | None] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(String(6))  # 全国地方公共団体コード
+
+
+class Source(Base):
+    __tablename__ = "source"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    type: Mapped[str] = mapped_column(String(20))
+    url: Mapped[str] = mapped_column(Text)
+    organization_id: Mapped[str | None] = mapped_column(String(100))
+    last_success: Mapped[datetime | None] = mapped_column(DateTime)
+    last_failure: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Dataset(Base):
+    __tablename__ = "dataset"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source_name: Mapped[str] = mapped_column(String(100), index=True)
+    remote_id: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))  # the remote slug (CKAN `name`)
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    theme: Mapped[str | None] = mapped_column(String(50))
+    license_id: Mapped[str | None] = mapped_column(String(100))
+    license_title: Mapped[str | None] = mapped_column(Text)
+    license_url: Mapped[str | None] = mapped_column(Text)
+    organization_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    issued: Mapped[str | None] = mapped_column(String(40))
+    modified: Mapped[str | None] = mapped_column(String(40))  # remote metadata_modified
+    landing_page: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    raw: Mapped[dict] = mapped_column(JSON, default=dict)  # source metadata, for provenance
+    metadata_hash: Mapped[str | None] = mapped_column(String(64))
+    bbox: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)  # our last change
+
+    resources: Mapped[list["Resource"]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", order_by="Resource.position")
+    collections: Mapped[list["Collection"]] = relationship(
+        back_populates="dataset", cascade="all, delete-orphan", order_by="Collection.id")
+
+
+class Resource(Base):
+    __tablename__ = "resource"
+    id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    remote_id: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str] = mapped_column(Text)
+    format: Mapped[str | None] = mapped_column(String(40))  # as declared by the source
+    detected_format: Mapped[str | None] = mapped_column(String(40))
+    size: Mapped[int | None] = mapped_column(Integer)
+    encoding: Mapped[str | None] = mapped_column(String(20))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)  # HTTP Last-Modified
+    remote_modified: Mapped[str | None] = mapped_column(String(40))  # CKAN last_modified
+    fetched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # ok | table | error | other
+    message: Mapped[str | None] = mapped_column(Text)  # why it is not published
+    preview: Mapped[dict | None] = mapped_column(JSON)  # {"columns": [...], "rows": [[...]]}
+    quality: Mapped[dict | None] = mapped_column(JSON)  # per-layer read report
+
+    dataset: Mapped[Dataset] = relationship(back_populates="resources")
+
+
+class Collection(Base):
+    __tablename__ = "collection"
+    id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("dataset.id"), index=True)
+    resource_id: Mapped[str] = mapped_column(String(250))
+    layer_name: Mapped[str] = mapped_column(Text, default="")
+    title: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    keywords: Mapped[list] = mapped_column(JSON, default=list)
+    path: Mapped[str] = mapped_column(Text)  # relative to the data dir
+    layer: Mapped[str] = mapped_column(String(100), default="features")
+    feature_count: Mapped[int] = mapped_column(Integer, default=0)
+    bbox: Mapped[list | None] = mapped_column(JSON)
+    fields: Mapped[dict | None] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    published_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="collections")
+
+
+class HarvestJob(Base):
+    __tablename__ = "harvest_job"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source_name: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running|done|failed
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    withdrawn: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+
+    errors: Mapped[list["HarvestError"]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="HarvestError.id")
+
+
+class HarvestError(Base):
+    __tablename__ = "harvest_error"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("harvest_job.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(20))  # enumerate | fetch | translate | publish
+    dataset: Mapped[str | None] = mapped_column(Text)
+    resource: Mapped[str | None] = mapped_column(Text)
+    row: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+
+    job: Mapped[HarvestJob] = relationship(back_populates="errors")
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def database_url(data_dir: Path) -> str:
+    return os.environ.get("RENKEI_DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'catalogue.db'}"
+
+
+class Store:
+    """One per process: the engine, a session factory and the publish counter."""
+
+    def __init__(self, data_dir: Path | str):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        url = database_url(self.data_dir)
+        self.engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        from catalog.search import SearchIndex  # search tables live beside the catalogue
+        self.search = SearchIndex(self.engine)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self.Session()
+
+    def publish_version(self) -> str:
+        """A token that changes with every publish: web workers compare it on each request."""
+        with self.engine.connect() as conn:
+            value = conn.execute(text("SELECT value FROM meta WHERE key = 'publish_seq'")).scalar()
+        return value or "0"
+
+    @staticmethod
+    def bump_version(session: Session) -> None:
+        row = session.get(Meta, "publish_seq")
+        if row is None:
+            session.add(Meta(key="publish_seq", value="1"))
+        else:
+            row.value = str(int(row.value) + 1)
+
+    def active_collections(self) -> list[Collection]:
+        with self.session() as s:
+            stmt = (select(Collection).join(Dataset)
+                    .where(Collection.status == "active", Dataset.status == "active")
+                    .order_by(Collection.id))
+            return list(s.scalars(stmt))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # WAL lets the web workers read while a harvest writes; busy_timeout covers the switch.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

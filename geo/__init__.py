@@ -1,0 +1,1 @@
+"""Data translation: read files into GeoDataFrames, feature storage, the OGC API."""

@@ -1,0 +1,80 @@
+"""sources.yaml: read and validate before anything is touched (a bad config changes nothing)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from harvesters.base import SourceConfig
+
+TYPES = {"ckan", "files"}  # ngsi-v2, ngsi-ld and ogcapi come with their harvesters
+PLANNED = {"ngsi-v2", "ngsi-ld", "ogcapi"}
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+
+# 全国地方公共団体コード of the platform's members; sources.yaml may add or override.
+KNOWN_ORGANIZATIONS = {
+    "hyogo-pref": {"name_ja": "兵庫県", "name_en": "Hyogo Prefecture", "code": "280003"},
+    "himeji-city": {"name_ja": "姫路市", "name_en": "Himeji City", "code": "282014"},
+    "kakogawa-city": {"name_ja": "加古川市", "name_en": "Kakogawa City", "code": "282103"},
+    "kasai-city": {"name_ja": "加西市", "name_en": "Kasai City", "code": "282201"},
+    "yabu-city": {"name_ja": "養父市", "name_en": "Yabu City", "code": "282227"},
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list):
+        raise ConfigError(f"{path}: expected a mapping with a 'sources' list")
+    orgs = dict(KNOWN_ORGANIZATIONS)
+    for slug, org in (doc.get("organizations") or {}).items():
+        if not isinstance(org, dict) or not org.get("name_ja"):
+            raise ConfigError(f"{path}: organization {slug!r} needs at least name_ja")
+        orgs[slug] = {**orgs.get(slug, {}), **org}
+    sources, names = [], set()
+    for i, entry in enumerate(doc["sources"], 1):
+        where = f"{path}: source #{i}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        name, kind = entry.get("name"), entry.get("type")
+        if not isinstance(name, str) or not SLUG.match(name):
+            raise ConfigError(f"{where}: 'name' must be a lower-case slug, got {name!r}")
+        where = f"{path}: source {name!r}"
+        if name in names:
+            raise ConfigError(f"{where}: duplicate name")
+        names.add(name)
+        if kind in PLANNED:
+            raise ConfigError(f"{where}: type {kind!r} is not supported yet")
+        if kind not in TYPES:
+            raise ConfigError(f"{where}: unknown type {kind!r} (one of {', '.join(sorted(TYPES))})")
+        url = entry.get("url") or ""
+        if kind == "ckan" and not re.match(r"^https?://", url):
+            raise ConfigError(f"{where}: a ckan source needs an http(s) 'url'")
+        if kind == "files" and not isinstance(entry.get("files"), list):
+            raise ConfigError(f"{where}: a files source needs a 'files' list")
+        options = {k: v for k, v in entry.items() if k not in ("name", "type", "url", "organization")}
+        if kind == "files":
+            options.setdefault("base_dir", str(Path(path).resolve().parent))
+            for j, f in enumerate(entry["files"], 1):
+                if not isinstance(f, dict) or not f.get("url"):
+                    raise ConfigError(f"{where}: file #{j} needs a 'url'")
+        sources.append(SourceConfig(name=name, type=kind, url=url,
+                                    organization=entry.get("organization"), options=options))
+    return sources, orgs
+
+
+def harvester_for(source: SourceConfig, timeout: float):
+    if source.type == "ckan":
+        from harvesters.ckan import CKANHarvester
+        return CKANHarvester(source, timeout=timeout)
+    from harvesters.files import FilesHarvester
+    return FilesHarvester(source, timeout=timeout)

@@ -1,0 +1,105 @@
+"""Real HTTP servers on 127.0.0.1 for tests: a CKAN-compatible catalogue fixture, and a
+helper to run any WSGI app in a thread."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+from flask import Flask, abort, jsonify, request, send_file
+from werkzeug.serving import make_server
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@contextmanager
+def live_server(app):
+    """Serve a WSGI app on a free 127.0.0.1 port; yields the base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+class FakeCKAN:
+    """A CKAN Action API site: package_search with a server-side rows cap, files with ETags.
+
+    `packages` are CKAN package dicts; resource URLs may use the placeholder `{base}` and
+    files are served from `files` (name → path) at `{base}/files/<name>`.
+    """
+
+    def __init__(self, packages: list[dict], files: dict[str, Path], *, max_rows: int = 5):
+        self.packages, self.files, self.max_rows = packages, files, max_rows
+        self.downloads: Counter = Counter()      # name → full (200) downloads
+        self.not_modified: Counter = Counter()   # name → 304 answers
+        self.fail_search = False                 # answer success:false with HTTP 200
+        self.base = ""
+        self.app = self._make_app()
+
+    def _make_app(self) -> Flask:
+        app = Flask("fake_ckan")
+
+        @app.route("/api/3/action/package_search", methods=["GET", "POST"])
+        def package_search():
+            params = request.get_json(silent=True) or request.values
+            if self.fail_search:
+                return jsonify({"help": "", "success": False,
+                                "error": {"__type": "Search Query Error",
+                                          "message": "Search Query Error: solr is down"}})
+            rows = min(int(params.get("rows", 10)), self.max_rows)
+            start = int(params.get("start", 0))
+            page = [self._expand(p) for p in self.packages[start:start + rows]]
+            return jsonify({"help": "https://ckan.example/api/3/action/help_show?name=package_search",
+                            "success": True,
+                            "result": {"count": len(self.packages), "results": page,
+                                       "sort": "score desc, metadata_modified desc",
+                                       "facets": {}, "search_facets": {}}})
+
+        @app.route("/files/<name>")
+        def files(name):
+            if name not in self.files:
+                abort(404)
+            resp = send_file(self.files[name], conditional=True, etag=True)
+            if resp.status_code == 304:
+                self.not_modified[name] += 1
+            else:
+                self.downloads[name] += 1
+            return resp
+
+        return app
+
+    def _expand(self, pkg: dict) -> dict:
+        out = dict(pkg)
+        out["resources"] = [dict(r, url=r["url"].replace("{base}", self.base))
+                            for r in pkg.get("resources", [])]
+        return out
+
+    @contextmanager
+    def running(self):
+        with live_server(self.app) as url:
+            self.base = url
+            yield url
+
+
+def package(pid: str, title: str, resources: list[tuple[str, str]], *, org=("kakogawa-city", "加古川市"),
+            notes: str = "", tags=(), license_id="cc-by-4.0") -> dict:
+    """A CKAN package dict as package_search returns it; resources are (file name, format)."""
+    return {
+        "id": f"uuid-{pid}", "name": pid, "title": title, "notes": notes,
+        "license_id": license_id, "license_title": "クリエイティブ・コモンズ 表示 4.0",
+        "license_url": "https://creativecommons.org/licenses/by/4.0/",
+        "metadata_created": "2024-04-01T00:00:00.000000",
+        "metadata_modified": "2025-06-01T09:30:00.000000",
+        "organization": {"name": org[0], "title": org[1]},
+        "tags": [{"name": t, "display_name": t} for t in tags],
+        "url": f"https://www.city.example.lg.jp/{pid}.html",
+        "resources": [{"id": f"res-{pid}-{i}", "name": name, "format": fmt,
+                       "url": "{base}/files/" + name, "last_modified": "2025-06-01T09:30:00"}
+                      for i, (name, fmt) in enumerate(resources)],
+    }
