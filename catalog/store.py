@@ -5,7 +5,9 @@ SQLAlchemy over a SQLite file in the data dir by default; a PostgreSQL URL can r
 """
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -169,7 +171,8 @@ class Store:
         self.engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        with _schema_lock(self.data_dir):
+            Base.metadata.create_all(self.engine)
         from catalog.search import SearchIndex  # search tables live beside the catalogue
         self.search = SearchIndex(self.engine)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
@@ -197,6 +200,14 @@ class Store:
                     .where(Collection.status == "active", Dataset.status == "active")
                     .order_by(Collection.id))
             return list(s.scalars(stmt))
+
+
+@contextmanager
+def _schema_lock(data_dir: Path):
+    """Workers starting together would race on CREATE TABLE; the first creates, others wait."""
+    with open(data_dir / ".schema.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

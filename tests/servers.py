@@ -46,6 +46,7 @@ class FakeCKAN:
         app = Flask("fake_ckan")
 
         @app.route("/api/3/action/package_search", methods=["GET", "POST"])
+        @app.route("/api/action/package_search", methods=["GET", "POST"])
         def package_search():
             params = request.get_json(silent=True) or request.values
             if self.fail_search:

@@ -1,0 +1,248 @@
+"""SearchIndex on a real SQLite file: the Japanese cases measured in
+shared/reference/catalogue-ux-and-search.md §1 (short terms, NFKC, AND, 表記ゆれ)."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from catalog.search import SearchIndex, expand, normalize, split_query
+
+
+def doc(id, title, description="", tags=(), organization="hyogo-pref", theme=None,
+        formats=("CSV",), license_id="cc-by-4.0", modified="2024-01-01T00:00:00"):
+    return {"id": id, "title": title, "description": description, "tags": list(tags),
+            "organization": organization, "organization_title": ORG_TITLES.get(organization, ""),
+            "theme": theme, "formats": list(formats), "license_id": license_id,
+            "modified": modified}
+
+
+ORG_TITLES = {"hyogo-pref": "兵庫県", "himeji": "姫路市", "kobe": "神戸市", "kakogawa": "加古川市"}
+
+DOCS = [
+    doc("himeji-shelter", "指定緊急避難場所一覧", "姫路市内の避難所の位置と収容人数。\n令和６年度版。",
+        tags=["避難所", "防災"], organization="himeji", theme="shelter",
+        formats=["CSV", "GEOJSON"], modified="2024-06-01T00:00:00"),
+    doc("kobe-shelter", "避難所一覧（神戸市）", "神戸市の避難所。", tags=["避難所", "防災"],
+        organization="kobe", theme="shelter", formats=["CSV"], modified="2024-05-01T00:00:00"),
+    doc("kakogawa-aed", "ＡＥＤ設置箇所一覧", "市内の公共施設に設置したＡＥＤ。", tags=["ＡＥＤ"],
+        organization="kakogawa", formats=["CSV"], modified="2023-04-01T00:00:00"),
+    doc("himeji-aed", "AED設置場所", "姫路市のaed", tags=["AED", "医療"], organization="himeji",
+        formats=["XLSX"], license_id="odc-by", modified="2023-03-01T00:00:00"),
+    doc("hyogo-defib", "自動体外式除細動器の設置状況", "県有施設", tags=["医療"],
+        formats=["PDF"], modified="2022-01-01T00:00:00"),
+    doc("hyogo-population", "兵庫県の推計人口", "市区町別の人口と世帯数（令和6年度）。", tags=["統計"],
+        formats=["XLSX", "CSV"], modified="2024-07-01T00:00:00"),
+    doc("yumesaki-flood", "夢前川洪水浸水想定区域図", "想定最大規模の降雨による浸水の範囲。",
+        tags=["防災", "ハザードマップ"], organization="himeji", theme="flood",
+        formats=["SHP"], modified="2021-01-01T00:00:00"),
+    doc("kakogawa-hazard", "加古川市 防災マップ", "ハザード・マップ（洪水浸水想定区域を含む）",
+        tags=["防災"], organization="kakogawa", formats=["PDF"], modified="2024-08-01T00:00:00"),
+    doc("kids-1", "子ども食堂一覧", "", tags=["子育て"], modified="2020-01-01T00:00:00"),
+    doc("kids-2", "こども園の所在地", "", tags=["子育て"], modified="2020-01-02T00:00:00"),
+    doc("kids-3", "子供の遊び場", "", tags=["子育て"], modified="2020-01-03T00:00:00"),
+    doc("easy-ja", "ひなんじょ（やさしい日本語）", "じしんの ときに にげる ばしょ", tags=["防災"],
+        organization="himeji", modified="2019-01-01T00:00:00"),
+]
+
+
+@pytest.fixture()
+def index(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'search.db'}")
+    ix = SearchIndex(engine)
+    with engine.begin() as conn:
+        for d in DOCS:
+            ix.upsert(conn, d)
+    return ix
+
+
+def ids(ix, q="", **kw):
+    return set(ix.search(q, per_page=100, **kw).ids)
+
+
+def test_sqlite_has_fts5_trigram():
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram')")
+
+
+def test_normalize():
+    assert normalize("ＡＥＤ") == "aed"
+    assert normalize("令和６年度") == "令和6年度"
+    assert normalize("ハザード・マップ") == "ハザードマップ"
+    assert normalize("ﾊｻﾞｰﾄﾞ･ﾏｯﾌﾟ") == "ハザードマップ"
+    assert normalize("  避難所\u3000 姫路\n") == "避難所 姫路"
+    assert normalize("東京・大阪") == "東京・大阪"  # only between katakana
+
+
+def test_split_query_and_variants():
+    assert split_query("避難所　姫路") == [["避難所"], ["姫路"]]
+    assert split_query("避難所 AND 姫路") == [["避難所"], ["姫路"]]
+    assert set(expand("子ども")) == {"子ども", "こども", "子供"}
+    assert set(expand("子供食堂")) == {"子供食堂", "子ども食堂", "こども食堂"}
+    assert expand("ひなんじょ") == ["ひなんじょ", "避難所"]
+    assert expand("caedmon") == ["caedmon"]  # ASCII members only as whole terms
+
+
+def test_two_character_terms(index):
+    assert ids(index, "人口") == {"hyogo-population"}
+    assert ids(index, "避難") == {"himeji-shelter", "kobe-shelter"}
+
+
+def test_one_character_term(index):
+    assert ids(index, "川") == {"yumesaki-flood", "kakogawa-aed", "kakogawa-hazard"}
+
+
+def test_ascii_case_and_width(index):
+    expected = {"kakogawa-aed", "himeji-aed", "hyogo-defib"}  # hyogo-defib via 自動体外式除細動器
+    assert ids(index, "AED") == expected
+    assert ids(index, "aed") == expected
+    assert ids(index, "ＡＥＤ") == expected
+    assert ids(index, "自動体外式除細動器") == expected
+
+
+def test_multi_word_is_and(index):
+    assert ids(index, "避難所 姫路") == {"himeji-shelter"}
+    assert ids(index, "避難所\u3000姫路") == {"himeji-shelter"}
+    assert ids(index, "避難所 神戸市") == {"kobe-shelter"}
+    assert ids(index, "避難所 大阪") == set()
+    # A long term and a 1-char term together, the case trigram MATCH alone gets wrong.
+    assert ids(index, "浸水想定 川") == {"yumesaki-flood", "kakogawa-hazard"}
+
+
+def test_full_width_digits(index):
+    assert ids(index, "令和6年度") == {"himeji-shelter", "hyogo-population"}
+    assert ids(index, "令和６年度") == {"himeji-shelter", "hyogo-population"}
+
+
+def test_spelling_variants(index):
+    assert ids(index, "子ども") == {"kids-1", "kids-2", "kids-3"}
+    assert ids(index, "こども") == {"kids-1", "kids-2", "kids-3"}
+    assert ids(index, "子供") == {"kids-1", "kids-2", "kids-3"}
+    assert ids(index, "ハザードマップ") == {"yumesaki-flood", "kakogawa-hazard"}
+    assert ids(index, "ﾊｻﾞｰﾄﾞﾏｯﾌﾟ") == {"yumesaki-flood", "kakogawa-hazard"}
+    assert ids(index, "ひなんじょ") == {"easy-ja", "himeji-shelter", "kobe-shelter"}
+
+
+def test_partial_word(index):
+    assert ids(index, "加古") == {"kakogawa-aed", "kakogawa-hazard"}  # via organization_title
+    assert ids(index, "夢前") == {"yumesaki-flood"}
+
+
+def test_query_syntax_is_literal(index):
+    for q in ['"', "'", "%", "_", "*", "(", "NEAR(", "OR", "-避難", "避難\\", 'a"b']:
+        index.search(q)  # must not raise
+    assert ids(index, "%") == set()
+    assert ids(index, "_") == set()
+
+
+def test_empty_query_lists_everything_newest_first(index):
+    res = index.search("")
+    assert res.total == len(DOCS)
+    assert res.ids[:3] == ["kakogawa-hazard", "hyogo-population", "himeji-shelter"]
+
+
+def test_sorts_and_paging(index):
+    by_title = index.search("", sort="title", per_page=100).ids
+    assert by_title.index("himeji-aed") < by_title.index("kakogawa-aed")  # aed設置場所 < aed設置箇所一覧
+    page1 = index.search("", per_page=5, page=1)
+    page3 = index.search("", per_page=5, page=3)
+    assert page1.total == page3.total == len(DOCS)
+    assert len(page1.ids) == 5 and len(page3.ids) == 2
+    all_ids = (page1.ids + index.search("", per_page=5, page=2).ids + page3.ids)
+    assert sorted(all_ids) == sorted(d["id"] for d in DOCS)
+    with pytest.raises(ValueError):
+        index.search("", sort="popular")
+    with pytest.raises(ValueError):
+        index.search("", page=0)
+
+
+def test_ranking_title_hit_first(index):
+    # kakogawa-hazard is newer but has 洪水浸水想定区域 only in its description.
+    assert index.search("洪水浸水想定区域").ids == ["yumesaki-flood", "kakogawa-hazard"]
+    assert index.search("浸水").ids == ["yumesaki-flood", "kakogawa-hazard"]
+    assert index.search("避難所").ids[0] == "kobe-shelter"  # title 避難所一覧; himeji: description
+    # Explicit date sort overrides relevance.
+    assert index.search("洪水浸水想定区域", sort="modified").ids[0] == "kakogawa-hazard"
+
+
+def test_facet_counts(index):
+    res = index.search("防災")
+    assert res.total == 5
+    assert dict(res.facets["organization"]) == {"himeji": 3, "kobe": 1, "kakogawa": 1}
+    assert dict(res.facets["tags"])["防災"] == 5
+    assert dict(res.facets["tags"])["避難所"] == 2
+    assert dict(res.facets["res_format"]) == {"CSV": 3, "GEOJSON": 1, "SHP": 1, "PDF": 1}
+    assert dict(res.facets["theme"]) == {"shelter": 2, "flood": 1}
+    assert res.facets["organization"][0] == ("himeji", 3)  # most frequent first
+    everything = index.search("")
+    assert dict(everything.facets["license_id"]) == {"cc-by-4.0": 11, "odc-by": 1}
+    # Tags are NFKC'd for display: ＡＥＤ and AED are one facet value.
+    assert dict(everything.facets["tags"])["AED"] == 2
+
+
+def test_filters_narrow(index):
+    assert ids(index, "防災", filters={"organization": ["himeji"]}) == {
+        "himeji-shelter", "yumesaki-flood", "easy-ja"}
+    # Organization values are alternatives; tag values must all be present.
+    assert ids(index, "", filters={"organization": ["kobe", "kakogawa"]}) == {
+        "kobe-shelter", "kakogawa-aed", "kakogawa-hazard"}
+    assert ids(index, "", filters={"tags": ["防災", "避難所"]}) == {"himeji-shelter", "kobe-shelter"}
+    assert ids(index, "", filters={"res_format": ["geojson"]}) == {"himeji-shelter"}
+    assert ids(index, "", filters={"formats": ["SHP"]}) == {"yumesaki-flood"}  # alias
+    assert ids(index, "", filters={"formats": ["SHP"], "res_format": ["CSV"]}) == set()
+    assert ids(index, "", filters={"license": ["odc-by"]}) == {"himeji-aed"}
+    assert ids(index, "", filters={"theme": ["flood"], "organization": ["kobe"]}) == set()
+    res = index.search("", filters={"tags": ["ＡＥＤ"]})
+    assert set(res.ids) == {"kakogawa-aed", "himeji-aed"}
+    assert dict(res.facets["organization"]) == {"kakogawa": 1, "himeji": 1}
+    with pytest.raises(ValueError):
+        index.search("", filters={"colour": ["red"]})
+
+
+def test_delete_and_reindex(index):
+    with index.engine.begin() as conn:
+        index.delete(conn, "kobe-shelter")
+    assert ids(index, "避難") == {"himeji-shelter"}
+    assert "kobe" not in dict(index.search("").facets["organization"])
+    with index.engine.begin() as conn:
+        index.upsert(conn, doc("himeji-shelter", "福祉避難所一覧", tags=["福祉"], organization="himeji"))
+    assert ids(index, "指定緊急") == set()
+    assert ids(index, "福祉避難所") == {"himeji-shelter"}
+    assert dict(index.search("").facets["tags"]).get("避難所") is None
+    with index.engine.connect() as conn:  # the FTS index stays consistent with its content
+        conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
+
+
+def test_upsert_joins_the_callers_transaction(index):
+    with index.engine.connect() as conn:
+        trans = conn.begin()
+        index.upsert(conn, doc("draft", "未公開の下書きデータ"))
+        index.delete(conn, "kids-1")
+        trans.rollback()
+    assert ids(index, "下書き") == set()
+    assert ids(index, "子ども食堂") == {"kids-1"}
+
+
+def test_tables_created_by_workers_starting_together(tmp_path):
+    url = f"sqlite:///{tmp_path / 'again.db'}"
+    barrier, errors = threading.Barrier(6), []
+
+    def start_worker():
+        barrier.wait()
+        try:
+            SearchIndex(create_engine(url, connect_args={"timeout": 30}))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+    assert {"search_doc", "search_facet", "search_fts"} <= names
