@@ -23,7 +23,7 @@ def write_version(gdf: gpd.GeoDataFrame, data_dir: Path, collection_id: str,
     folder = Path(data_dir) / "features" / SAFE.sub("_", collection_id)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"v{version}.gpkg"
-    tmp = folder / f".v{version}.gpkg.part"
+    tmp = folder / f".writing-v{version}.gpkg"
     tmp.unlink(missing_ok=True)
     frame = gdf.reset_index(drop=True)
     # GDAL writes the spatial index (R-tree) for GPKG by default; say so, it is what bbox uses.

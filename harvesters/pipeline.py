@@ -13,11 +13,13 @@ import requests
 from catalog import publish
 from catalog.store import Dataset, Resource, Store
 from geo import featurestore
-from geo.readers import ReadError, read_resource
+from geo.readers import ReadError, detect_format, read_resource
 from harvesters.base import HarvestFailure, RemoteDataset, RemoteResource, SourceConfig
 from harvesters.fetch import fetch
 
 PREVIEW_ROWS = 20
+FORMAT_LABELS = {"csv": "CSV", "geojson": "GeoJSON", "shapefile-zip": "SHP", "zip": "ZIP",
+                 "kml": "KML", "gpkg": "GPKG", "xlsx": "XLSX", "json": "JSON"}
 MAX_QUALITY_ROWS = 1000  # rejected rows kept on the page; the job report keeps all of them
 
 
@@ -143,7 +145,7 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
         state="ok" if outcome.collections else ("table" if layers and not spatial else "empty"),
         message=None if outcome.collections or not spatial else "no features could be published",
         quality=quality, encoding=next((e for e in encodings if e), None),
-        detected_format=getattr(layers[0], "format", None) if layers else None)
+        detected_format=FORMAT_LABELS.get(detect_format(got.path, res.format)))
     return outcome
 
 
