@@ -1,0 +1,445 @@
+"""Turn one downloaded resource into GeoDataFrames in EPSG:4326 (x = lon, y = lat).
+
+GDAL (through pyogrio) parses every spatial format; this module decides what GDAL cannot know
+from the bytes alone — the format behind a wrong CKAN label, the text encoding of a DBF without
+.cpg, the CRS of a KSJ shapefile without .prj — and reports every row it refuses.
+Tabular input (CSV, JSON records, XLSX sheets) is handled in geo.csvread.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from .crs import WGS84, assume_crs, crs_source_text, ksj_srs_from_xml, out_of_range
+
+
+@dataclass
+class RowIssue:
+    row: int        # 1-based data row (CSV: header excluded; spatial formats: feature number)
+    reason: str
+
+
+@dataclass
+class Layer:
+    name: str
+    frame: "gpd.GeoDataFrame | pd.DataFrame"
+    spatial: bool
+    encoding: str | None
+    crs_source: str | None
+    rows_in: int
+    rejected: list[RowIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class ReadError(Exception):
+    """The whole resource cannot be read; .row is set when a specific row is to blame."""
+
+    def __init__(self, message: str, row: int | None = None):
+        super().__init__(message)       # callers report .row beside the message
+        self.message, self.row = message, row
+
+
+_HEAD = 64 * 1024
+_DECLARED = {  # CKAN resource formats / mimetypes → hint
+    "csv": "csv", "tsv": "csv", "text/csv": "csv", "geojson": "geojson",
+    "application/geo+json": "geojson", "json": "json", "application/json": "json",
+    "shp": "shapefile-zip", "shapefile": "shapefile-zip", "esri shapefile": "shapefile-zip",
+    "zip": "shapefile-zip", "application/zip": "shapefile-zip", "kml": "kml", "kmz": "kml",
+    "application/vnd.google-earth.kml+xml": "kml", "gpkg": "gpkg", "geopackage": "gpkg",
+    "xlsx": "xlsx", "excel": "xlsx",
+}
+_GEOJSON_TYPES = {"FeatureCollection", "Feature", "Point", "MultiPoint", "LineString",
+                  "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
+# Only collection/feature markers: NGSI entities nest {"type": "Point"} geometries too.
+_GEOJSON_HEAD = re.compile(r'"type"\s*:\s*"(FeatureCollection|Feature)"|"features"\s*:\s*\[')
+_MEMBER_EXT = {".geojson": "geojson", ".json": "json", ".kml": "kml", ".gpkg": "gpkg",
+               ".csv": "csv"}
+
+
+def detect_format(path, declared: str | None = None) -> str | None:
+    """'csv' | 'geojson' | 'shapefile-zip' | 'zip' | 'kml' | 'gpkg' | 'xlsx' | 'json' | None.
+
+    Content decides; `declared` (a CKAN format such as 'CSV', 'SHP', 'ZIP') only breaks ties,
+    because portals label zips 'CSV' and GeoJSON 'JSON'. 'zip' = an archive without .shp
+    whose members are other readable files (KSJ *_GEOJSON.zip)."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD)
+    return _sniff(head, _hint(declared), path)
+
+
+def read_resource(path, declared_format: str | None = None) -> list[Layer]:
+    """Read every layer of the resource. Layers whose rows were all rejected are kept (with
+    their reasons) as long as another layer has rows; if none has, ReadError."""
+    path = Path(path)
+    fmt = detect_format(path, declared_format)
+    if fmt is None:
+        raise ReadError(_unsupported(path, declared_format))
+    if fmt in ("shapefile-zip", "zip"):
+        layers = _read_zip(path)
+    elif fmt in ("csv", "json"):
+        layers = _read_text(fmt, path.read_bytes(), path.stem, str(path))
+    elif fmt == "xlsx":
+        layers = _read_xlsx(path)
+    elif fmt == "kml" and zipfile.is_zipfile(path):                          # KMZ
+        with zipfile.ZipFile(path) as zf:
+            doc = next(m for m in _members(zf) if m.lower().endswith(".kml"))
+        layers = _read_gdal(fmt, _vsizip(path, doc), path.stem, None)
+    else:
+        layers = _read_gdal(fmt, str(path), path.stem, lambda: open(path, "rb"))
+    layers = [lay for lay in layers if lay.rows_in]          # empty KML folders, empty sheets
+    if not any(len(lay.frame) for lay in layers):
+        first = next((i for lay in layers for i in lay.rejected), None)
+        if first is None:
+            raise ReadError("データ行がありません")
+        raise ReadError(f"使える行がありません。最初の問題 ({first.row} 行目): {first.reason}",
+                        row=first.row)
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------
+# format detection
+
+def _hint(declared: str | None) -> str | None:
+    return _DECLARED.get((declared or "").strip().lower().lstrip("."))
+
+
+def _sniff(head: bytes, hint: str | None, path=None) -> str | None:
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return _zip_kind(path, hint) if path is not None else None
+    if head.startswith(b"SQLite format 3\x00"):
+        return "gpkg"            # GDAL's GPKG/SQLite drivers read both
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head.decode("utf-16", "replace")
+    elif b"\x00" in head:
+        return None              # binary: legacy .xls, PDF, images...
+    else:
+        text = head.decode("utf-8", "replace")
+    text = text.lstrip("\ufeff \t\r\n")
+    if text.startswith("{"):
+        return "geojson" if hint == "geojson" or _GEOJSON_HEAD.search(text) else "json"
+    if text.startswith("["):
+        return "json"
+    if text.startswith("<"):
+        return "kml" if re.search(r"<kml[\s>]", text[:4096]) else None   # HTML error pages, GML
+    first = text.split("\n", 1)[0]
+    return "csv" if ("," in first or "\t" in first or hint == "csv") else None
+
+
+def _zip_kind(path, hint):
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n.lower() for n in _members(zf)]
+    except (zipfile.BadZipFile, OSError):
+        return hint if hint in ("xlsx", "kml", "shapefile-zip") else "zip"   # reader reports it
+    if "[content_types].xml" in names and any(n.startswith("xl/") for n in names):
+        return "xlsx"
+    if any(n.endswith(".shp") for n in names):
+        return "shapefile-zip"
+    exts = {PurePosixPath(n).suffix for n in names}
+    if exts & {".kml"} and not exts & {".geojson", ".json", ".gpkg", ".csv"}:
+        return "kml"             # KMZ
+    return "zip" if exts & set(_MEMBER_EXT) else None
+
+
+def _unsupported(path: Path, declared) -> str:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip()
+    if head[:1] == b"<" and b"html" in head.lower():
+        return "HTML ページでした (データではありません)"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "旧 Excel (.xls) 形式には対応していません"
+    return f"対応していない形式です (宣言された形式: {declared!r})"
+
+
+def _members(zf: zipfile.ZipFile) -> list[str]:
+    return [n for n in zf.namelist() if not n.endswith("/") and "__MACOSX/" not in n
+            and not PurePosixPath(n).name.startswith("._")]
+
+
+# ---------------------------------------------------------------------------------------------
+# readers per format
+
+def _read_text(fmt: str, data: bytes, name: str, gdal_src: str) -> list[Layer]:
+    from . import csvread
+    if fmt == "csv":
+        return [csvread.read_csv_bytes(data, name)]
+    text, encoding = csvread.decode_text(data)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReadError(f"JSON として読めません: {e.msg} ({e.lineno} 行 {e.colno} 列)") from None
+    if isinstance(obj, dict) and obj.get("type") in _GEOJSON_TYPES:
+        return _read_gdal("geojson", gdal_src, name, lambda: io.BytesIO(data))
+    return [csvread.read_json_records(obj, name, encoding)]
+
+
+def _read_xlsx(path: Path) -> list[Layer]:
+    from . import csvread
+    src = f"XLSX:{path}"   # the XLSX driver only claims *.xlsx names; cache files may have none
+    opts = dict(FIELD_TYPES="STRING", HEADERS="FORCE")   # keep codes like 0000000001 as text
+    layers = []
+    for sheet, _ in _list_layers(src):
+        df = _gdal_read(src, [], layer=sheet, read_geometry=False, **opts)
+        df.columns = clean_columns(df.columns)
+        if len(df):
+            layers.append(csvread.table_layer(df, sheet, None, kind="XLSX"))
+    return layers
+
+
+def _read_gdal(fmt: str, src: str, stem: str, opener, *, encoding=None, crs_hint=None,
+               fix_dbf=None) -> list[Layer]:
+    """GeoJSON, KML, GPKG and one shapefile, all through pyogrio."""
+    warns: list[str] = []
+    kw = {}
+    if fmt == "geojson":
+        from .csvread import sniff_stream_encoding
+        encoding = sniff_stream_encoding(opener)
+        if encoding == "cp932":     # RFC 7946 says UTF-8; GDAL would read mojibake
+            with opener() as f:
+                src = io.BytesIO(f.read().decode("cp932").encode("utf-8"))
+            warns.append("GeoJSON が CP932 でした (RFC 7946 では UTF-8); 変換して読みました")
+    elif fmt == "shapefile":
+        # fid_as_index: the DBF decimals fix maps rows back to records by FID.
+        kw = {"encoding": encoding, "fid_as_index": True}
+    layers = []
+    for lname, gtype in _list_layers(src):
+        lwarns = list(warns)
+        df = _gdal_read(src, lwarns, layer=lname, **kw)
+        name = stem if fmt in ("geojson", "shapefile") else lname
+        if not isinstance(df, gpd.GeoDataFrame) or gtype is None:
+            df.columns = clean_columns(df.columns)
+            jsonify_objects(df)
+            layers.append(Layer(name, df, False, None, None, len(df), [], lwarns))
+            continue
+        if fix_dbf is not None:
+            fix_dbf(df, lwarns)
+        if fmt == "kml":
+            df = _drop_libkml_defaults(df)
+        if df.crs is not None:
+            crs_source = crs_source_text(fmt, df.crs)
+        else:
+            try:
+                df, crs_source, warning = assume_crs(df, crs_hint, fmt)
+            except ValueError as e:
+                raise ReadError(f"{name}: {e}") from None
+            lwarns.append(warning)
+        layers.append(finish_spatial(df, name, encoding=None if fmt in ("kml", "gpkg")
+                                     else encoding, crs_source=crs_source, warnings_=lwarns))
+    return layers
+
+
+_LIBKML_DEFAULTS = {"id": None, "Name": None, "description": None, "timestamp": None,
+                    "begin": None, "end": None, "altitudeMode": None, "tessellate": -1,
+                    "extrude": 0, "visibility": -1, "drawOrder": None, "icon": None}
+
+
+def _drop_libkml_defaults(df):
+    """LIBKML adds a dozen KML housekeeping columns; keep only those that carry a value."""
+    drop = [c for c, default in _LIBKML_DEFAULTS.items() if c in df.columns
+            and (df[c].isna() | (df[c] == default if default is not None else False)).all()]
+    return df.drop(columns=drop)
+
+
+def _list_layers(src):
+    try:
+        return [(n, g) for n, g in pyogrio.list_layers(src)]
+    except Exception as e:   # DataSourceError, corrupt members, GDAL errors
+        raise ReadError(f"読み込めません: {e}") from None
+
+
+def _gdal_read(src, warns: list[str], **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            df = pyogrio.read_dataframe(src, **kw)
+        except Exception as e:
+            raise ReadError(f"読み込めません ({kw.get('layer')}): {e}") from None
+    msgs = [str(w.message) for w in caught if "parsed incompletely" not in str(w.message)]
+    if msgs:
+        warns.append(f"GDAL の警告 {len(msgs)} 件: " + "; ".join(dict.fromkeys(msgs[:3])))
+    return df
+
+
+# ---------------------------------------------------------------------------------------------
+# zip archives: KSJ shapefiles, or GeoJSON/KML/GPKG/CSV members
+
+def _read_zip(path: Path) -> list[Layer]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ReadError(f"zip として読めません (壊れているか途中で切れています): {e}") from None
+    with zf:
+        members = _members(zf)
+        shps = [m for m in members if m.lower().endswith(".shp")]
+        if shps:
+            return [lay for m in shps for lay in _read_zipped_shapefile(path, zf, m, members)]
+        layers = []
+        for m in members:
+            ext = PurePosixPath(m).suffix.lower()
+            if ext not in _MEMBER_EXT:
+                continue
+            name, src = PurePosixPath(_display(zf, m)).stem, _vsizip(path, m)
+            try:
+                _check_crc(zf, [m])
+                fmt = _sniff(zf.open(m).read(_HEAD), _MEMBER_EXT[ext])
+                if fmt in ("csv", "json"):
+                    layers += _read_text(fmt, zf.read(m), name, src)
+                elif fmt in ("geojson", "kml", "gpkg"):
+                    layers += _read_gdal(fmt, src, name, lambda m=m: zf.open(m))
+            except zipfile.BadZipFile as e:
+                raise ReadError(f"zip のメンバー {m} が壊れています: {e}") from None
+        if not layers:
+            raise ReadError("zip の中に読めるファイルがありません")
+        return layers
+
+
+def _read_zipped_shapefile(path, zf, shp, members) -> list[Layer]:
+    from .csvread import Dbf
+    sib = {PurePosixPath(m).suffix.lower(): m for m in members
+           if m[:-4].lower() == shp[:-4].lower() and len(m) == len(shp)}
+    warns: list[str] = []
+    try:
+        _check_crc(zf, sib.values())
+        dbf = Dbf(zf.read(sib[".dbf"])) if ".dbf" in sib else None
+        cpg = zf.read(sib[".cpg"]).decode("ascii", "replace").strip() if ".cpg" in sib else None
+        hint = None
+        if ".prj" not in sib:   # the KSJ GML beside the shapefile names its datum
+            xmls = [m for m in members if m.lower().endswith(".xml") and "ks-meta" not in m.lower()]
+            found = (ksj_srs_from_xml(zf.open(m).read(_HEAD)) for m in xmls)
+            hint = next(filter(None, found), None)
+        src, enc = _vsizip(path, shp), None
+        if dbf is not None:
+            enc = dbf.encoding(cpg, warns)
+            if dbf.names_cut(enc):
+                # pyogrio cannot decode a field name cut mid-character: rebuild in memory.
+                buf = io.BytesIO()
+                with zipfile.ZipFile(buf, "w") as out:
+                    for ext, m in sib.items():
+                        out.writestr("layer" + ext, dbf.with_clean_names(enc) if ext == ".dbf"
+                                     else enc if ext == ".cpg" else zf.read(m))
+                src = buf.getvalue()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ReadError(f"zip のメンバーが壊れています ({shp}): {e}") from None
+    fix = (lambda df, w: dbf.fix_decimals(df, enc, w)) if dbf is not None else None
+    layers = _read_gdal("shapefile", src, PurePosixPath(_display(zf, shp)).stem, None,
+                        encoding=enc, crs_hint=hint, fix_dbf=fix)
+    for lay in layers:
+        lay.warnings[:0] = warns
+    return layers
+
+
+def _check_crc(zf: zipfile.ZipFile, members) -> None:
+    """Read members through zipfile, which checks CRC-32: GDAL's /vsizip/ reads a damaged
+    member without complaint and yields garbage features instead of an error."""
+    for m in members:
+        with zf.open(m) as f:
+            while f.read(1 << 20):
+                pass
+
+
+def _vsizip(path: Path, member: str) -> str:
+    return f"/vsizip/{{{Path(path).resolve()}}}/{member}"   # {} = archive of any file name
+
+
+def _display(zf, member: str) -> str:
+    """Member name for humans: names without the zip UTF-8 flag are often CP932, not CP437."""
+    info = zf.getinfo(member)
+    if info.flag_bits & 0x800:
+        return member
+    try:
+        return member.encode("cp437").decode("cp932")
+    except UnicodeError:
+        return member
+
+
+# ---------------------------------------------------------------------------------------------
+# shared clean-up
+
+def clean_columns(names, reserved=("geometry",)) -> list[str]:
+    """Keep source names (Japanese stays Japanese) but strip BOM/whitespace, name empty ones
+    column_N and make duplicates unique case-insensitively (GPKG/SQLite columns are)."""
+    seen, out = {r.casefold() for r in reserved}, []
+    for i, n in enumerate(names, 1):
+        base = "" if _missing(n) else str(n)
+        base = base.replace("\ufeff", "").strip() or f"column_{i}"
+        cand, k = base, 2
+        while cand.casefold() in seen:
+            cand, k = f"{base}_{k}", k + 1
+        seen.add(cand.casefold())
+        out.append(cand)
+    return out
+
+
+def _json_cell(v):
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, ensure_ascii=False, default=str)
+    return v
+
+
+def jsonify_objects(df) -> None:
+    """Lists/dicts (GeoJSON arrays, JSON subtypes) → JSON text; mixed-type columns → text,
+    so the feature store can write them. Missing values stay missing."""
+    for c in df.columns:
+        if df[c].dtype != object or (isinstance(df, gpd.GeoDataFrame) and c == df.geometry.name):
+            continue
+        s = df[c].map(_json_cell)
+        if len({type(v) for v in s if not _missing(v)}) > 1:
+            s = s.map(lambda v: v if _missing(v) or isinstance(v, str) else str(v))
+        df[c] = s
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def finish_spatial(gdf, name, *, encoding, crs_source, warnings_) -> Layer:
+    """Clean columns, drop empty geometries, reproject to EPSG:4326, reject features that do
+    not land on the globe, repair invalid geometries."""
+    rows_in = len(gdf)
+    if gdf.geometry.name != "geometry":
+        gdf = gdf.rename_geometry("geometry")
+    cleaned = iter(clean_columns([c for c in gdf.columns if c != "geometry"]))
+    gdf.columns = ["geometry" if c == "geometry" else next(cleaned) for c in gdf.columns]
+    gdf = gdf.reset_index(drop=True)
+    jsonify_objects(gdf)
+    rows = np.arange(1, rows_in + 1)
+    issues: list[RowIssue] = []
+
+    def reject(mask, reason):
+        nonlocal gdf, rows
+        issues.extend(RowIssue(int(r), reason) for r in rows[mask])
+        gdf, rows = gdf[~mask], rows[~mask]
+
+    reject((gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy(), "ジオメトリが空です")
+    if gdf.crs.to_epsg() != 4326:
+        gdf = gdf.to_crs(WGS84)      # geopandas transforms with always_xy: x = lon
+    else:
+        gdf = gdf.set_crs(WGS84, allow_override=True)
+    reject(out_of_range(gdf.geometry.to_numpy()),
+           f"座標が緯度経度の範囲外です ({crs_source} から変換); CRS の指定が誤っている可能性があります")
+    geoms = gdf.geometry.to_numpy()
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.make_valid(geoms[invalid], method="structure",
+                                            keep_collapsed=False)
+        gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=WGS84))
+        warnings_.append(f"不正なジオメトリ {int(invalid.sum())} 件を shapely.make_valid で修復しました")
+        reject((gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy(),
+               "不正なジオメトリを修復すると空になりました")
+    return Layer(name, gdf.reset_index(drop=True), True, encoding, crs_source, rows_in,
+                 sorted(issues, key=lambda r: r.row), warnings_)
