@@ -28,6 +28,13 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                     version=store.publish_version)
     register_ogcapi(app, ogcapi, prefix="/ogcapi")
 
+    from catalog.ckan_api import bp as ckan_api
+    from catalog.dcat import bp as dcat
+    from catalog.openapi_spec import bp as openapi_spec
+    for blueprint in (ckan_api, dcat, openapi_spec):  # before pages: more specific routes
+        app.register_blueprint(blueprint)
+    from catalog.harvest_views import bp as harvest_pages
+    app.register_blueprint(harvest_pages)
     from catalog.views import bp as pages
     app.register_blueprint(pages)
     return app

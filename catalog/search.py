@@ -1,35 +1,38 @@
-"""Japanese full-text search over the catalogue, behind a small interface.
+"""Japanese full-text search over the catalogue, behind a small interface (SearchIndex).
 
-Embedded backend: a plain content table `search_doc` (normalised text) + an external-content
-FTS5 trigram table `search_fts` kept in step by triggers + `search_facet` (one row per
-dataset/field/value). Measured on SQLite 3.40 (shared/reference/catalogue-ux-and-search.md §1):
-trigram MATCH cannot answer terms under 3 characters, LIKE on the FTS table is broken for
-non-ASCII, and a short term inside a multi-term MATCH gives false positives. So the query is
-split here: terms of >= 3 characters become MATCH phrases, shorter ones LIKE on `search_doc`,
-all ANDed in one statement. On a non-SQLite engine every term uses LIKE (portable, unranked).
+Measured in shared/reference/catalogue-ux-and-search.md §1 and bench/search_bench.py:
+- Text is NFKC + casefolded, ハザード・マップ loses its dot, at index and at query time.
+- The index is an FTS5 table over CJK bigrams we compute (Lucene CJKAnalyzer style): every run
+  of letters/digits becomes overlapping 2-character tokens, ASCII words stay words, and the last
+  character of each run goes to a `tail` column. A 2-character query is then one token lookup, a
+  longer one a phrase of bigrams (exact substring), a 1-character one a prefix query. The
+  trigram tokenizer it replaces could not answer 1–2 characters without a LIKE scan, which
+  made facet counts for 2-character queries 300 ms at 100k datasets.
+- FTS5 only says which documents match. Facet counts, filters, sorting and ranking run on
+  arrays held per process (catalog/search_cache.py), reloaded when the index generation moves.
+- 表記ゆれ: each term is expanded to its spelling variants (OR), terms are ANDed.
+On a non-SQLite database terms are matched with LIKE on the normalised text (portable, slower).
 """
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-MIN_MATCH_CHARS = 3  # the trigram tokenizer's floor
+from catalog.search_cache import FACETS, SORTS, SearchCache, SearchResult  # noqa: F401 (re-export)
+
 MAX_TERMS = 16
 MAX_VARIANTS = 8
-SORTS = ("relevance", "modified", "title")
-# Facet names are the CKAN / URL parameter names, so views pass request args straight through.
-FACETS = ("organization", "tags", "res_format", "license_id", "theme")
-# Single-valued fields: several values mean "any of them"; multi-valued: "all of them" (CKAN).
-SINGLE_VALUED = {"organization", "license_id", "theme"}
+TOKENIZER_VERSION = "bigram-1"  # bump when tokens() changes: the index is rebuilt at start-up
 FILTER_ALIASES = {"formats": "res_format", "license": "license_id"}
 
 _KATAKANA = "[\u30a1-\u30fa\u30fc]"
 _KATAKANA_DOT = re.compile(f"(?<={_KATAKANA})\u30fb(?={_KATAKANA})")
 _SPACE = re.compile(r"\s+")
+_RUN = re.compile(r"[^\W_]+")
+_PART = re.compile(r"[a-z]+|[^a-z]+")
 
 
 def normalize(text_: str) -> str:
@@ -45,14 +48,48 @@ def normalize(text_: str) -> str:
     return _SPACE.sub(" ", s).strip()
 
 
-# 表記ゆれ: groups of spellings that mean the same thing (both ways), then one-way rewrites
-# (やさしい日本語 ひなんじょ should find 避難所, but 避難所 need not pull in every ひなん text).
+def _parts(s: str):
+    """Runs of word characters, split where ASCII letters meet anything else."""
+    for run in _RUN.findall(s):
+        yield from _PART.findall(run)
+
+
+def tokens(s: str) -> tuple[list[str], list[str]]:
+    """(tokens in order, the last character of each multi-character non-ASCII part)."""
+    out, tails = [], []
+    for part in _parts(s):
+        if len(part) == 1 or (part.isascii() and part.isalpha()):
+            out.append(part)
+        else:
+            out += [part[i:i + 2] for i in range(len(part) - 1)]
+            tails.append(part[-1])
+    return out, tails
+
+
+def fts_expr(term: str) -> str | None:
+    """The FTS5 query for one normalised term; None when it has no word characters."""
+    toks, _ = tokens(term)
+    if not toks:
+        return None
+    last = toks[-1]
+    # A trailing ASCII word or single character may continue in the document (aed -> aed設置,
+    # 川 -> 川市), so the last token is a prefix; bigrams are whole tokens.
+    prefix = "*" if (len(last) == 1 or (last.isascii() and last.isalpha())) else ""
+    return '"' + " ".join(toks) + '"' + prefix
+
+
+# 表記ゆれ: groups of spellings that mean the same thing (both ways), then one-way rewrites.
+# ひなんじょ/避難所 is two-way: a search for 避難所 should also find the やさしい日本語 lists.
 _VARIANT_GROUPS = [
     ("子ども", "こども", "子供"),
     ("aed", "自動体外式除細動器"),
+    ("避難所", "ひなんじょ"),
+    ("避難場所", "ひなんばしょ"),
 ]
 # ハザード・マップ / ﾊｻﾞｰﾄﾞﾏｯﾌﾟ need no entry: normalize() already folds them to ハザードマップ.
-_ONE_WAY = {"ひなんじょ": ("避難所",), "ひなんばしょ": ("避難場所",), "ひなん": ("避難",)}
+_ONE_WAY = {"ひなん": ("避難",)}
+# Place names that contain a shorter one: a 京都 hit that is only 東京都 ranks below true hits.
+_CONTAINED_IN = {"京都": ("東京都",), "大阪": (), "神戸": ()}
 
 
 def expand(term: str) -> list[str]:
@@ -75,13 +112,6 @@ def split_query(q: str) -> list[list[str]]:
     return [g for g in groups if g and g[0]]
 
 
-@dataclass
-class SearchResult:
-    ids: list[str]
-    total: int
-    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-
-
 _meta = MetaData()
 search_doc = Table(
     "search_doc", _meta,
@@ -93,6 +123,11 @@ search_doc = Table(
     Column("body_n", Text, nullable=False, default=""),
     Column("organization", String(100)),
     Column("modified", String(40), index=True),
+    # The token strings the FTS table indexes (external content: deletes need them back).
+    Column("title_t", Text, nullable=False, default=""),
+    Column("tags_t", Text, nullable=False, default=""),
+    Column("body_t", Text, nullable=False, default=""),
+    Column("tail_t", Text, nullable=False, default=""),
 )
 search_facet = Table(
     "search_facet", _meta,
@@ -102,31 +137,31 @@ search_facet = Table(
     UniqueConstraint("dataset_id", "field", "value"),
     Index("ix_search_facet_field_value", "field", "value"),
 )
+search_meta = Table(
+    "search_meta", _meta,
+    Column("key", String(40), primary_key=True),
+    Column("value", Text, nullable=False),
+)
 
+_COLS = "title_t, tags_t, body_t, tail_t"
 _FTS_DDL = [
-    "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(title_n, tags_n, body_n, "
-    "content='search_doc', content_rowid='doc_id', tokenize='trigram')",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS search_bigram USING fts5({_COLS}, content='search_doc', "
+    "content_rowid='doc_id', tokenize='unicode61 remove_diacritics 0')",
     # External content: the triggers are the only writers, so the index cannot drift.
-    "CREATE TRIGGER IF NOT EXISTS search_doc_ai AFTER INSERT ON search_doc BEGIN "
-    "INSERT INTO search_fts(rowid, title_n, tags_n, body_n) "
-    "VALUES (new.doc_id, new.title_n, new.tags_n, new.body_n); END",
-    "CREATE TRIGGER IF NOT EXISTS search_doc_ad AFTER DELETE ON search_doc BEGIN "
-    "INSERT INTO search_fts(search_fts, rowid, title_n, tags_n, body_n) "
-    "VALUES ('delete', old.doc_id, old.title_n, old.tags_n, old.body_n); END",
-    "CREATE TRIGGER IF NOT EXISTS search_doc_au AFTER UPDATE ON search_doc BEGIN "
-    "INSERT INTO search_fts(search_fts, rowid, title_n, tags_n, body_n) "
-    "VALUES ('delete', old.doc_id, old.title_n, old.tags_n, old.body_n); "
-    "INSERT INTO search_fts(rowid, title_n, tags_n, body_n) "
-    "VALUES (new.doc_id, new.title_n, new.tags_n, new.body_n); END",
+    f"CREATE TRIGGER IF NOT EXISTS search_doc_bi AFTER INSERT ON search_doc BEGIN "
+    f"INSERT INTO search_bigram(rowid, {_COLS}) VALUES (new.doc_id, new.title_t, new.tags_t, "
+    "new.body_t, new.tail_t); END",
+    f"CREATE TRIGGER IF NOT EXISTS search_doc_bd AFTER DELETE ON search_doc BEGIN "
+    f"INSERT INTO search_bigram(search_bigram, rowid, {_COLS}) VALUES ('delete', old.doc_id, "
+    "old.title_t, old.tags_t, old.body_t, old.tail_t); END",
 ]
+# The trigram schema this replaces (first version): dropped on start-up, then rebuilt.
+_OLD_DDL = ["DROP TRIGGER IF EXISTS search_doc_ai", "DROP TRIGGER IF EXISTS search_doc_ad",
+            "DROP TRIGGER IF EXISTS search_doc_au", "DROP TABLE IF EXISTS search_fts"]
 
 
 def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _phrase(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
 
 
 def _facet_value(field_: str, value) -> str:
@@ -135,49 +170,124 @@ def _facet_value(field_: str, value) -> str:
     return v.upper() if field_ == "res_format" else v
 
 
+def _token_columns(title_n: str, tags_n: str, body_n: str) -> dict:
+    cols, tails = {}, []
+    for name, value in (("title_t", title_n), ("tags_t", tags_n), ("body_t", body_n)):
+        toks, t = tokens(value)
+        cols[name] = " ".join(toks)
+        tails += t
+    cols["tail_t"] = " ".join(dict.fromkeys(tails))
+    return cols
+
+
 class SearchIndex:
     def __init__(self, engine):
         self.engine = engine
         self.fts = engine.dialect.name == "sqlite"
+        self.cache = SearchCache(self)
         # IF NOT EXISTS, not create_all's check-then-create: several web workers start at once
         # on the same database, and the loser of that race must not fail to boot.
         with engine.begin() as conn:
+            self._migrate_columns(conn)
             for table in _meta.sorted_tables:
                 conn.execute(CreateTable(table, if_not_exists=True))
                 for index in table.indexes:
                     conn.execute(CreateIndex(index, if_not_exists=True))
-            for ddl in _FTS_DDL if self.fts else []:
-                conn.exec_driver_sql(ddl)
+            if self.fts:
+                self._ensure_fts(conn)
+
+    def _migrate_columns(self, conn) -> None:
+        """A search_doc from the trigram version lacks the token columns: add and fill them."""
+        if not self.fts:
+            return
+        cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(search_doc)")}
+        if not cols or "title_t" in cols:
+            return
+        for _ in _OLD_DDL:
+            conn.exec_driver_sql(_)
+        for c in ("title_t", "tags_t", "body_t", "tail_t"):
+            conn.exec_driver_sql(f"ALTER TABLE search_doc ADD COLUMN {c} TEXT NOT NULL DEFAULT ''")
+        rows = conn.execute(text("SELECT doc_id, title_n, tags_n, body_n FROM search_doc")).all()
+        for doc_id, t, g, b in rows:
+            conn.execute(text("UPDATE search_doc SET title_t=:title_t, tags_t=:tags_t, "
+                              "body_t=:body_t, tail_t=:tail_t WHERE doc_id=:id"),
+                         {**_token_columns(t, g, b), "id": doc_id})
+
+    def _ensure_fts(self, conn) -> None:
+        for ddl in _OLD_DDL:
+            conn.exec_driver_sql(ddl)
+        version = conn.execute(text("SELECT value FROM search_meta WHERE key='tokenizer'")).scalar()
+        exists = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE name='search_bigram'").first() is not None
+        for ddl in _FTS_DDL:
+            conn.exec_driver_sql(ddl)
+        if version != TOKENIZER_VERSION or not exists:
+            if version is not None:  # tokens from an older tokenizer: recompute them
+                rows = conn.execute(text("SELECT doc_id, title_n, tags_n, body_n FROM search_doc"))
+                for doc_id, t, g, b in rows.all():
+                    conn.execute(text("UPDATE search_doc SET title_t=:title_t, tags_t=:tags_t, "
+                                      "body_t=:body_t, tail_t=:tail_t WHERE doc_id=:id"),
+                                 {**_token_columns(t, g, b), "id": doc_id})
+            conn.exec_driver_sql("INSERT INTO search_bigram(search_bigram) VALUES ('rebuild')")
+            self._set_meta(conn, "tokenizer", TOKENIZER_VERSION)
+
+    @staticmethod
+    def _set_meta(conn, key: str, value: str) -> None:
+        updated = conn.execute(text("UPDATE search_meta SET value=:v WHERE key=:k"),
+                               {"k": key, "v": value}).rowcount
+        if not updated:
+            conn.execute(search_meta.insert().values(key=key, value=value))
+
+    def _bump(self, conn) -> None:
+        """Every write moves the generation, so each worker's arrays reload on its next search."""
+        updated = conn.execute(text("UPDATE search_meta SET value = CAST(value AS INTEGER) + 1 "
+                                    "WHERE key = 'generation'")).rowcount
+        if not updated:
+            conn.execute(search_meta.insert().values(key="generation", value="1"))
 
     # -- writing (in the caller's transaction) -------------------------------------------
 
     def upsert(self, conn, doc: dict) -> None:
         """Index one dataset. `conn` is the publisher's Connection: the record and its index
         entry switch together, or not at all."""
-        dataset_id = doc["id"]
-        self.delete(conn, dataset_id)
-        tags = [t for t in (doc.get("tags") or []) if t]
-        body = [doc.get("description") or "", doc.get("organization_title") or "",
-                " ".join(doc.get("formats") or [])]
-        conn.execute(search_doc.insert().values(
-            dataset_id=dataset_id, title=doc.get("title") or "",
-            title_n=normalize(doc.get("title") or ""), tags_n=normalize(" ".join(tags)),
-            body_n=normalize("\n".join(body)), organization=doc.get("organization"),
-            modified=doc.get("modified")))
-        values = {
-            "organization": [doc.get("organization")], "tags": tags,
-            "res_format": doc.get("formats") or [], "license_id": [doc.get("license_id")],
-            "theme": [doc.get("theme")],
-        }
-        rows = {(f, _facet_value(f, v)) for f, vs in values.items() for v in vs if v}
-        rows = {(f, v) for f, v in rows if v}
+        self.upsert_many(conn, [doc])
+
+    def upsert_many(self, conn, docs) -> None:
+        docs = list(docs)
+        ids = [d["id"] for d in docs]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            conn.execute(search_doc.delete().where(search_doc.c.dataset_id.in_(chunk)))
+            conn.execute(search_facet.delete().where(search_facet.c.dataset_id.in_(chunk)))
+        rows, facets = [], []
+        for doc in docs:
+            tags = [t for t in (doc.get("tags") or []) if t]
+            body = [doc.get("description") or "", doc.get("organization_title") or "",
+                    " ".join(doc.get("formats") or [])]
+            title_n, tags_n = normalize(doc.get("title") or ""), normalize(" ".join(tags))
+            body_n = normalize("\n".join(body))
+            rows.append({"dataset_id": doc["id"], "title": doc.get("title") or "",
+                         "title_n": title_n, "tags_n": tags_n, "body_n": body_n,
+                         "organization": doc.get("organization"), "modified": doc.get("modified"),
+                         **_token_columns(title_n, tags_n, body_n)})
+            values = {
+                "organization": [doc.get("organization")], "tags": tags,
+                "res_format": doc.get("formats") or [], "license_id": [doc.get("license_id")],
+                "theme": [doc.get("theme")],
+            }
+            pairs = {(f, _facet_value(f, v)) for f, vs in values.items() for v in vs if v}
+            facets += [{"dataset_id": doc["id"], "field": f, "value": v}
+                       for f, v in sorted(pairs) if v]
         if rows:
-            conn.execute(search_facet.insert(), [
-                {"dataset_id": dataset_id, "field": f, "value": v} for f, v in sorted(rows)])
+            conn.execute(search_doc.insert(), rows)
+        if facets:
+            conn.execute(search_facet.insert(), facets)
+        self._bump(conn)
 
     def delete(self, conn, dataset_id: str) -> None:
         conn.execute(search_doc.delete().where(search_doc.c.dataset_id == dataset_id))
         conn.execute(search_facet.delete().where(search_facet.c.dataset_id == dataset_id))
+        self._bump(conn)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -187,87 +297,61 @@ class SearchIndex:
             raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
         if page < 1 or not 1 <= per_page <= 1000:
             raise ValueError("page must be >= 1 and per_page between 1 and 1000")
+        merged = self._filters(filters)
         groups = split_query(q)
-        params: dict[str, object] = {}
-        where = self._term_conditions(groups, params) + self._filter_conditions(filters, params)
-        where_sql = " AND ".join(where) or "1=1"
-        matched = f"SELECT d.dataset_id FROM search_doc d WHERE {where_sql}"
+        # One read transaction: the arrays and the FTS answers come from the same snapshot.
+        with self.engine.connect() as conn, conn.begin():
+            arrays = self.cache.current(conn)
+            matches = [self._match_group(conn, g) for g in groups]
+            demoted = self._contained_only(conn, groups) if groups else set()
+            return arrays.run(matches, merged, sort, page, per_page, demoted)
 
-        rank_join, order = "", self._order(groups, sort, params)
-        long_terms = [v for g in groups for v in g if len(v) >= MIN_MATCH_CHARS]
-        if self.fts and sort == "relevance" and long_terms:
-            # bm25 over every long variant; rows found only through LIKE get NULL (ranked after).
-            params["rank_q"] = " OR ".join(_phrase(v) for v in long_terms)
-            rank_join = ("LEFT JOIN (SELECT rowid AS doc_id, bm25(search_fts, 10.0, 5.0, 1.0) "
-                         "AS score FROM search_fts WHERE search_fts MATCH :rank_q) r "
-                         "ON r.doc_id = d.doc_id")
-        page_sql = (f"SELECT d.dataset_id FROM search_doc d {rank_join} WHERE {where_sql} "
-                    f"ORDER BY {order} LIMIT :limit OFFSET :offset")
-        facet_sql = (f"SELECT f.field, f.value, COUNT(*) AS n FROM search_facet f "
-                     f"WHERE f.dataset_id IN ({matched}) GROUP BY f.field, f.value")
-        with self.engine.connect() as conn:
-            total = conn.execute(text(f"SELECT COUNT(*) FROM ({matched}) m"), params).scalar()
-            ids = [r[0] for r in conn.execute(text(page_sql), {
-                **params, "limit": per_page, "offset": (page - 1) * per_page})]
-            facets: dict[str, list[tuple[str, int]]] = {f: [] for f in FACETS}
-            for f, value, n in conn.execute(text(facet_sql), params):
-                facets.setdefault(f, []).append((value, n))
-        for f in facets:
-            facets[f].sort(key=lambda vn: (-vn[1], vn[0]))
-        return SearchResult(ids=ids, total=total or 0, facets=facets)
-
-    def _term_conditions(self, groups: list[list[str]], params: dict) -> list[str]:
-        conds = []
-        for i, group in enumerate(groups):
-            alts = []
-            for j, v in enumerate(group):
-                key = f"t{i}_{j}"
-                if self.fts and len(v) >= MIN_MATCH_CHARS:
-                    params[key] = _phrase(v)
-                    alts.append(f"d.doc_id IN (SELECT rowid FROM search_fts "
-                                f"WHERE search_fts MATCH :{key})")
-                else:
-                    params[key] = _like(v)
-                    alts.append(" OR ".join(f"d.{c} LIKE :{key} ESCAPE '\\'"
-                                            for c in ("title_n", "tags_n", "body_n")))
-            conds.append("(" + " OR ".join(f"({a})" for a in alts) + ")")
-        return conds
-
-    def _filter_conditions(self, filters: dict | None, params: dict) -> list[str]:
+    def _filters(self, filters: dict | None) -> dict[str, list[str]]:
         merged: dict[str, list[str]] = {}
         for raw_key, values in (filters or {}).items():
             key = FILTER_ALIASES.get(raw_key, raw_key)
             if key not in FACETS:
                 raise ValueError(f"unknown filter {raw_key!r}; expected one of {', '.join(FACETS)}")
             merged.setdefault(key, []).extend(_facet_value(key, v) for v in (values or []) if v)
-        conds = []
-        for key, values in merged.items():
-            values = list(dict.fromkeys(v for v in values if v))
-            if not values:
-                continue
-            params[f"fk_{key}"] = key
-            sets = [values] if key in SINGLE_VALUED else [[v] for v in values]
-            for i, vals in enumerate(sets):
-                names = [f"fv_{key}_{i}_{j}" for j in range(len(vals))]
-                params.update(zip(names, vals))
-                conds.append(f"d.dataset_id IN (SELECT dataset_id FROM search_facet WHERE "
-                             f"field = :fk_{key} AND value IN ({', '.join(':' + n for n in names)}))")
-        return conds
+        return {k: list(dict.fromkeys(v for v in vs if v)) for k, vs in merged.items() if vs}
 
-    def _order(self, groups: list[list[str]], sort: str, params: dict) -> str:
-        newest = "d.modified IS NULL, d.modified DESC, d.dataset_id"
-        if sort == "title":
-            return "d.title_n, d.dataset_id"
-        if sort == "modified" or not groups:
-            return newest
-        # Relevance: datasets whose title holds more of the terms first, then bm25, then newest.
-        hits = []
-        for i, group in enumerate(groups):
-            likes = " OR ".join(f"d.title_n LIKE :t{i}_{j}l ESCAPE '\\'" for j in range(len(group)))
-            for j, v in enumerate(group):
-                params[f"t{i}_{j}l"] = _like(v)
-            hits.append(f"(CASE WHEN {likes} THEN 1 ELSE 0 END)")
-        score = "r.score IS NULL, r.score, " if self.fts and any(
-            len(v) >= MIN_MATCH_CHARS for g in groups for v in g) else ""
-        return f"({' + '.join(hits)}) DESC, {score}{newest}"
+    def _match_group(self, conn, group: list[str]) -> tuple[list[int], list[int]]:
+        """(doc ids matching any variant, doc ids with a variant in the title)."""
+        exprs = [fts_expr(v) for v in group]
+        if self.fts and all(exprs):
+            any_q = " OR ".join(exprs)
+            return (self._fts_ids(conn, any_q),
+                    self._fts_ids(conn, "{title_t} : (" + any_q + ")"))
+        # No word characters (%, ＿ …) or no FTS5: a substring scan on the normalised text.
+        params = {f"v{i}": _like(v) for i, v in enumerate(group)}
+        anyc = " OR ".join(f"{c} LIKE :v{i} ESCAPE '\\'" for i in range(len(group))
+                           for c in ("title_n", "tags_n", "body_n"))
+        titlec = " OR ".join(f"title_n LIKE :v{i} ESCAPE '\\'" for i in range(len(group)))
+        return ([r[0] for r in conn.execute(text(f"SELECT doc_id FROM search_doc WHERE {anyc}"), params)],
+                [r[0] for r in conn.execute(text(f"SELECT doc_id FROM search_doc WHERE {titlec}"), params)])
 
+    @staticmethod
+    def _fts_ids(conn, expr: str) -> list[int] | str:
+        # group_concat: one string instead of 30,000 row tuples is 3x faster to bring over.
+        s = conn.execute(text("SELECT group_concat(rowid) FROM search_bigram "
+                              "WHERE search_bigram MATCH :q"), {"q": expr}).scalar()
+        return s or ""
+
+    def _contained_only(self, conn, groups: list[list[str]]) -> set[int]:
+        """Docs whose every hit of a term sits inside a longer place name (京都 in 東京都)."""
+        out: set[int] = set()
+        for group in groups:
+            for term in group:
+                for longer in _CONTAINED_IN.get(term, ()):
+                    if self.fts:
+                        where = ("doc_id IN (SELECT rowid FROM search_bigram "
+                                 "WHERE search_bigram MATCH :l)")
+                        params = {"l": fts_expr(longer)}
+                    else:
+                        where = "title_n LIKE :l OR tags_n LIKE :l OR body_n LIKE :l"
+                        params = {"l": _like(longer)}
+                    rows = conn.execute(text("SELECT doc_id, title_n, tags_n, body_n "
+                                             f"FROM search_doc WHERE {where}"), params)
+                    out |= {doc_id for doc_id, *texts in rows
+                            if not any(term in t.replace(longer, "") for t in texts)}
+        return out

@@ -127,6 +127,7 @@ class HarvestJob(Base):
     status: Mapped[str] = mapped_column(String(20), default="running")  # running|done|failed
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)  # last sign of life
     added: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)
     unchanged: Mapped[int] = mapped_column(Integer, default=0)
@@ -173,6 +174,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with _schema_lock(self.data_dir):
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         from catalog.search import SearchIndex  # search tables live beside the catalogue
         self.search = SearchIndex(self.engine)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
@@ -208,6 +210,14 @@ def _schema_lock(data_dir: Path):
     with open(data_dir / ".schema.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
+
+
+def _add_missing_columns(engine) -> None:
+    """create_all adds tables, not columns: data dirs made before heartbeat_at get it here."""
+    from sqlalchemy import inspect
+    if "heartbeat_at" not in {c["name"] for c in inspect(engine).get_columns("harvest_job")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE harvest_job ADD COLUMN heartbeat_at DATETIME"))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

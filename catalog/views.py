@@ -13,24 +13,32 @@ from flask import Blueprint, abort, current_app, render_template, request, url_f
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from catalog import i18n
+from catalog.i18n import _, lazy_gettext
 from catalog.search import FACETS, SORTS
-from catalog.store import Collection, Dataset, Organization, Source
+from catalog.store import Collection, Dataset, Organization
 
 bp = Blueprint("pages", __name__, template_folder="templates")
+bp.record_once(lambda state: i18n.init_app(state.app))
 
 PER_PAGE = 20
 MAX_Q = 200
-FACET_LABELS = {"organization": "組織", "theme": "テーマ", "tags": "タグ",
-                "res_format": "ファイル形式", "license_id": "ライセンス"}
+FACET_LABELS = {"organization": lazy_gettext("組織"), "theme": lazy_gettext("テーマ"),
+                "tags": lazy_gettext("タグ"), "res_format": lazy_gettext("ファイル形式"),
+                "license_id": lazy_gettext("ライセンス")}
 FACET_ORDER = ("organization", "theme", "tags", "res_format", "license_id")
-SORT_LABELS = {"relevance": "関連度順", "modified": "更新日の新しい順", "title": "タイトル順"}
-STATE_LABELS = {"ok": "公開済み（地図・API）", "table": "表データ（プレビューあり）",
-                "error": "取り込みエラー", "pending": "未処理", "other": "ダウンロードのみ"}
-QUALITY_LABELS = {"layer": "レイヤー", "rows_in": "読み込んだ行数",
-                  "rows_published": "公開した行数", "crs_source": "元の座標参照系",
-                  "encoding": "文字コード", "geometry_type": "ジオメトリの種類"}
+SORT_LABELS = {"relevance": lazy_gettext("関連度順"), "modified": lazy_gettext("更新日の新しい順"),
+               "title": lazy_gettext("タイトル順")}
+STATE_LABELS = {"ok": lazy_gettext("公開済み（地図・API）"),
+                "table": lazy_gettext("表データ（プレビューあり）"),
+                "error": lazy_gettext("取り込みエラー"), "pending": lazy_gettext("未処理"),
+                "other": lazy_gettext("ダウンロードのみ")}
+QUALITY_LABELS = {"layer": lazy_gettext("レイヤー"), "rows_in": lazy_gettext("読み込んだ行数"),
+                  "rows_published": lazy_gettext("公開した行数"),
+                  "crs_source": lazy_gettext("元の座標参照系"), "encoding": lazy_gettext("文字コード"),
+                  "geometry_type": lazy_gettext("ジオメトリの種類")}
 # Paths whose 404 belongs to an API (JSON answers), not to the citizens' HTML pages.
-_MACHINE_PREFIXES = ("/ogcapi", "/api/", "/catalog.", "/static/")
+_MACHINE_PREFIXES = ("/ogcapi", "/api/", "/catalog.", "/static/", "/feeds/", "/openapi")
 JST = timedelta(hours=9)
 
 
@@ -56,13 +64,13 @@ class SearchState:
                 filters[key] = values[:20]
         sort = args.get("sort") or None
         if sort is not None and sort not in SORTS:
-            abort(400, description=f"並べ替えの指定「{sort}」は使えません。")
+            abort(400, description=_("並べ替えの指定「%(sort)s」は使えません。", sort=sort))
         try:
             page = int(args.get("page") or 1)
         except ValueError:
-            abort(400, description="ページ番号は数字で指定してください。")
+            abort(400, description=_("ページ番号は数字で指定してください。"))
         if not 1 <= page <= 10_000:
-            abort(400, description="ページ番号が範囲外です。")
+            abort(400, description=_("ページ番号が範囲外です。"))
         return cls(q, filters, sort, page)
 
     @property
@@ -128,10 +136,13 @@ def _datasets_in_order(session, ids: list[str]) -> list[Dataset]:
 
 def _value_labels(session) -> dict[str, dict[str, str]]:
     """Facet values are ids; people read names."""
-    orgs = {o.id: o.name_ja for o in session.scalars(select(Organization))}
+    en = str(i18n.get_locale()) == "en"
+    orgs = {o.id: (o.name_en if en and o.name_en else o.name_ja)
+            for o in session.scalars(select(Organization))}
     licenses = {lid: title for lid, title in session.execute(
         select(Dataset.license_id, Dataset.license_title).distinct()) if lid and title}
-    return {"organization": orgs, "license_id": licenses}
+    themes = {t: theme_label(t) for (t,) in session.execute(select(Dataset.theme).distinct()) if t}
+    return {"organization": orgs, "license_id": licenses, "theme": themes}
 
 
 def _formats(dataset: Dataset) -> list[str]:
@@ -153,9 +164,11 @@ def index():
             Collection.status == "active", Dataset.status == "active"))
         orgs = [(oid, labels["organization"].get(oid, oid), n)
                 for oid, n in recent.facets.get("organization", [])]
+        themes = [(t, labels["theme"].get(t, t), n) for t, n in recent.facets.get("theme", [])]
+        tags = recent.facets.get("tags", [])[:12]
         return render_template("home.html", total=recent.total, datasets=datasets,
-                               organizations=orgs, n_collections=n_collections or 0,
-                               labels=labels, formats=_formats)
+                               organizations=orgs, themes=themes, tags=tags,
+                               n_collections=n_collections or 0, labels=labels, formats=_formats)
 
 
 @bp.route("/datasets")
@@ -165,6 +178,15 @@ def datasets():
     result = store.search.search(state.q, state.filters, sort=state.sort,
                                  page=state.page, per_page=PER_PAGE)
     last = max(1, -(-result.total // PER_PAGE))
+    suggestions, without_filters = [], None
+    if result.total == 0 and state.q:
+        # Zero results: say which words (alone, or without the filters) do find something.
+        words = state.q.split()
+        if len(words) > 1:
+            suggestions = [(w, n) for w in words
+                           if (n := store.search.search(w, state.filters, per_page=1).total)]
+        if state.filters:
+            without_filters = store.search.search(state.q, per_page=1).total
     with store.session() as s:
         labels = _value_labels(s)
         items = _datasets_in_order(s, result.ids)
@@ -177,77 +199,43 @@ def datasets():
         return render_template(
             "search.html", state=state, result=result, items=items, chips=chips,
             facets=facets, labels=labels, formats=_formats, last_page=last,
-            pages=_pages(min(state.page, last), last),
+            pages=_pages(min(state.page, last), last), suggestions=suggestions,
+            without_filters=without_filters,
             sorts=[(k, v) for k, v in SORT_LABELS.items() if k != "relevance" or state.q])
-
-
-@bp.route("/datasets/<path:dataset_id>")
-def dataset(dataset_id: str):
-    store = _store()
-    with store.session() as s:
-        ds = s.get(Dataset, dataset_id, options=[selectinload(Dataset.resources),
-                                                 selectinload(Dataset.collections)])
-        if ds is None:
-            return render_template("error.html", status=404, heading="データセットが見つかりません",
-                                   message=f"「{dataset_id}」というデータセットはありません。"), 404
-        if ds.status != "active":
-            return render_template(
-                "error.html", status=410, heading="このデータセットは公開を終了しました",
-                message=f"「{ds.title}」は提供元で取り下げられたため、このカタログでも公開を終了しました。"), 410
-        org = s.get(Organization, ds.organization_id) if ds.organization_id else None
-        source = s.get(Source, ds.source_name)
-        collections = [c for c in ds.collections if c.status == "active"]
-        page_url = _base_url() + url_for("pages.dataset", dataset_id=ds.id)
-        return render_template(
-            "dataset.html", ds=ds, org=org, source=source, collections=collections,
-            page_url=page_url, quality=_quality_layers, state_labels=STATE_LABELS,
-            quality_labels=QUALITY_LABELS, jsonld=_jsonld(ds, org, page_url))
 
 
 @bp.app_errorhandler(404)
 def not_found(e):
     if request.path.startswith(_MACHINE_PREFIXES):
         return e
-    return render_template("error.html", status=404, heading="ページが見つかりません",
-                           message="URLが正しいか確認してください。"), 404
+    return render_template("error.html", status=404, heading=_("ページが見つかりません"),
+                           message=_("URLが正しいか確認してください。")), 404
 
 
 @bp.errorhandler(400)
 def bad_request(e):
-    return render_template("error.html", status=400, heading="指定に誤りがあります",
+    return render_template("error.html", status=400, heading=_("指定に誤りがあります"),
                            message=e.description), 400
 
 
 # -- helpers for the dataset page -------------------------------------------------------------
 
-def _base_url() -> str:
+def base_url() -> str:
     return current_app.config.get("RENKEI_BASE_URL") or request.url_root.rstrip("/")
 
 
-def _quality_layers(quality) -> list[dict]:
-    """resource.quality is a list of per-layer reports; accept one report or {"layers": [...]}."""
-    if not quality:
-        return []
-    if isinstance(quality, dict):
-        quality = quality.get("layers") if isinstance(quality.get("layers"), list) else [quality]
-    return [q for q in quality if isinstance(q, dict)]
-
-
-def _jsonld(ds: Dataset, org: Organization | None, page_url: str) -> dict:
-    """schema.org Dataset, so the page can appear in Google Dataset Search."""
-    doc = {"@context": "https://schema.org/", "@type": "Dataset", "name": ds.title,
-           "description": ds.description or ds.title, "url": page_url, "identifier": ds.id,
-           "keywords": list(ds.tags or []), "isAccessibleForFree": True,
-           "distribution": [{"@type": "DataDownload", "name": r.name or r.url,
-                             "contentUrl": r.url, "encodingFormat": r.detected_format or r.format}
-                            for r in ds.resources if http_url(r.url)]}
-    if ds.modified:
-        doc["dateModified"] = ds.modified
-    if http_url(ds.license_url) or ds.license_title:
-        doc["license"] = http_url(ds.license_url) or ds.license_title
-    if org is not None:
-        doc["publisher"] = {"@type": "GovernmentOrganization", "name": org.name_ja}
-    return doc
+def theme_label(theme: str | None) -> str:
+    """Theme ids (shelter, aed …) as people read them, from the theme schemas in geo.themes."""
+    if not theme:
+        return ""
+    try:
+        from geo.themes import THEMES
+    except ImportError:  # the theme module is optional for the pages
+        return theme
+    t = THEMES.get(theme)
+    if t is None:
+        return theme
+    return t.title_en if str(i18n.get_locale()) == "en" else t.title_ja
 
 
 @bp.app_template_filter("http_url")
@@ -303,3 +291,7 @@ def filesize(n) -> str:
 def excerpt(text_: str, length: int = 120) -> str:
     flat = " ".join((text_ or "").split())
     return flat if len(flat) <= length else flat[:length] + "…"
+
+
+# Routes of the other page modules live on this blueprint (url_for("pages.…") everywhere).
+from catalog import dataset_views, downloads, site_views  # noqa: E402,F401

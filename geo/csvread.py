@@ -164,7 +164,11 @@ def table_layer(frame: pd.DataFrame, name: str, encoding: str | None, kind: str 
     lon_raw, lon_blank, lon = _numbers(frame[lon_c])
     numeric = np.isfinite(lat) & np.isfinite(lon)
     if numeric.any() and _looks_swapped(lat[numeric], lon[numeric]):
-        lat, lon = lon, lat
+        # Rows already written lat/lon the right way round stay as they are.
+        with np.errstate(invalid="ignore"):
+            right = ((lat >= JAPAN_LAT[0]) & (lat <= JAPAN_LAT[1])
+                     & (lon >= JAPAN_LON[0]) & (lon <= JAPAN_LON[1]))
+        lat, lon = np.where(right, lat, lon), np.where(right, lon, lat)
         warns.append(f"{lat_c} と {lon_c} の値が入れ替わっていたため、入れ替えて読みました")
     blank = lat_blank | lon_blank
     nonnum = ~blank & ~numeric

@@ -1,6 +1,15 @@
-"""CKAN sources, through ckanapi's RemoteCKAN and the Action API's package_search."""
+"""CKAN sources, through ckanapi's RemoteCKAN and the Action API.
+
+Full runs page through package_search. With `incremental: true` the runner sets `since` (the
+start of the last error-free job minus a margin) and only datasets modified after it are asked
+for (`fq=metadata_modified:[since TO *]`); the names of all datasets come cheaply from
+package_list, so deletions are still seen, and names we do not hold as active (new, withdrawn
+earlier, or never harvested) are fetched one by one with package_show. A file that changes
+without its CKAN record changing is only seen by a full run, so incremental is opt-in.
+"""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Iterator
 
 import ckanapi
@@ -8,8 +17,9 @@ import requests
 
 from harvesters.base import (Harvester, HarvestFailure, RemoteDataset, RemoteResource,
                              SourceConfig)
+from harvesters.http import USER_AGENT, make_session, retry_settings
 
-USER_AGENT = "renkei-harvester/0.1 (+https://github.com/renkei)"
+LIST_PAGE = 1000
 
 
 class CKANHarvester(Harvester):
@@ -19,47 +29,117 @@ class CKANHarvester(Harvester):
         super().__init__(source, timeout=timeout)
         self.page_size = int(source.options.get("rows", self.page_size))
         self.fq = source.options.get("fq")
+        self.incremental = bool(source.options.get("incremental", False))
+        self.since: datetime | None = None        # set by the runner
+        self.known_names: set[str] = set()         # active dataset names we hold (runner)
+        self.present_names: set[str] | None = None  # every remote name, when enumerated
+        self.skipped_unchanged = 0                 # present, not modified since `since`
+        self.failures: list[HarvestFailure] = []   # per-dataset enumeration failures
+        self.session = make_session(*retry_settings(source.options))
 
     def enumerate(self) -> Iterator[RemoteDataset]:
+        with ckanapi.RemoteCKAN(self.source.url.rstrip("/"), user_agent=USER_AGENT,
+                                session=self.session) as ckan:
+            if not (self.incremental and self.since):
+                seen: set[str] = set()
+                for remote in self._search(ckan, self.fq):
+                    seen.add(remote.name)
+                    yield remote
+                self.present_names = seen
+                return
+            names = self._names(ckan)
+            since = self.since.strftime("%Y-%m-%dT%H:%M:%SZ")
+            fq = f"metadata_modified:[{since} TO *]"
+            seen = set()
+            for remote in self._search(ckan, f"({self.fq}) AND {fq}" if self.fq else fq):
+                seen.add(remote.name)
+                yield remote
+            for name in sorted(names - seen - self.known_names):
+                seen.add(name)
+                try:
+                    pkg = self._call(ckan, "package_show", {"id": name})
+                except HarvestFailure as exc:  # one unreadable record is not a source failure
+                    exc.dataset = name
+                    self.failures.append(exc)
+                    continue
+                if not is_derived(pkg):
+                    yield to_remote_dataset(pkg)
+            self.skipped_unchanged = len((names & self.known_names) - seen)
+            self.present_names = names | seen
+
+    def _names(self, ckan) -> set[str]:
+        """Every dataset name, cheaply: package_list pages (or package_search fl=name under fq)."""
+        if self.fq:
+            return {r.name for r in self._search(ckan, self.fq, fields="id,name")}
+        names: set[str] = set()
+        offset = 0
+        while True:
+            page = self._call(ckan, "package_list", {"limit": LIST_PAGE, "offset": offset})
+            if not isinstance(page, list):
+                raise HarvestFailure("enumerate", "CKAN package_list did not answer a list")
+            if page and set(page) <= names:
+                self.complete = False
+                self.warnings.append(f"package_list repeated a page at offset {offset}")
+                return names
+            names.update(page)
+            # Short page: the end. Longer than asked: the site ignores limit and sent them all.
+            if len(page) != LIST_PAGE:
+                return names
+            offset += len(page)
+
+    def _search(self, ckan, fq: str | None, fields: str | None = None) -> Iterator[RemoteDataset]:
         seen: set[str] = set()
         start, count = 0, None
-        with ckanapi.RemoteCKAN(self.source.url.rstrip("/"), user_agent=USER_AGENT,
-                                session=requests.Session()) as ckan:
-            while count is None or start < count:
-                params = {"rows": self.page_size, "start": start, "sort": "id asc"}
-                if self.fq:
-                    params["fq"] = self.fq
-                page = self._call(ckan, params)
-                results = page.get("results") or []
-                if count is None:
-                    count = int(page.get("count", 0))
-                elif int(page.get("count", 0)) != count:
+        while count is None or start < count:
+            params = {"rows": self.page_size, "start": start, "sort": "id asc"}
+            if fq:
+                params["fq"] = fq
+            if fields:
+                params["fl"] = fields
+            page = self._call(ckan, "package_search", params)
+            results = page.get("results") or []
+            if count is None:
+                count = int(page.get("count", 0))
+            elif int(page.get("count", 0)) != count:
+                self.complete = False
+                self.warnings.append(
+                    f"package_search count changed during paging ({count} → {page.get('count')})")
+            if not results:
+                if start < count:  # a site that stops early must not look like deletions
                     self.complete = False
                     self.warnings.append(
-                        f"package_search count changed during paging ({count} → {page.get('count')})")
-                if not results:
-                    if start < count:  # a site that stops early must not look like deletions
-                        self.complete = False
-                        self.warnings.append(
-                            f"package_search returned an empty page at start={start} of {count}")
-                    break
-                # Sites cap rows below what we ask (often 1000 → 100): advance by what came back.
-                start += len(results)
-                for pkg in results:
-                    if pkg.get("id") in seen:
-                        continue
-                    seen.add(pkg.get("id"))
+                        f"package_search returned an empty page at start={start} of {count}")
+                break
+            # Sites cap rows below what we ask (often 1000 → 100): advance by what came back.
+            start += len(results)
+            if all(pkg.get("id") in seen for pkg in results):
+                self.complete = False
+                self.warnings.append(f"package_search repeated a page at start={start}")
+                break
+            for pkg in results:
+                if pkg.get("id") in seen:
+                    continue
+                seen.add(pkg.get("id"))
+                if not is_derived(pkg):
                     yield to_remote_dataset(pkg)
 
-    def _call(self, ckan, params: dict) -> dict:
+    def _call(self, ckan, action: str, params: dict):
         try:
-            return ckan.call_action("package_search", params,
-                                    requests_kwargs={"timeout": self.timeout})
+            return ckan.call_action(action, params, requests_kwargs={"timeout": self.timeout})
         except ckanapi.errors.CKANAPIError as exc:
             # ckanapi raises when `success` is false, whatever the HTTP status was.
-            raise HarvestFailure("enumerate", f"CKAN package_search failed: {_short(exc)}") from exc
+            raise HarvestFailure("enumerate", f"CKAN {action} failed: {_short(exc)}") from exc
         except requests.RequestException as exc:
             raise HarvestFailure("enumerate", f"CKAN site unreachable: {_short(exc)}") from exc
+
+
+def is_derived(item: dict) -> bool:
+    """A renkei peer marks what it derived itself (theme layers, OGC API links, translated
+    downloads): we derive those again from the originals, so harvesting them would copy copies."""
+    if item.get("renkei_derived") in (True, "true"):
+        return True
+    return any(e.get("key") == "renkei_derived" and e.get("value") == "true"
+               for e in item.get("extras") or [] if isinstance(e, dict))
 
 
 def to_remote_dataset(pkg: dict) -> RemoteDataset:
@@ -70,7 +150,7 @@ def to_remote_dataset(pkg: dict) -> RemoteDataset:
                        description=r.get("description") or "",
                        remote_modified=r.get("last_modified") or r.get("metadata_modified"),
                        size=_int_or_none(r.get("size")))
-        for i, r in enumerate(pkg.get("resources") or [])]
+        for i, r in enumerate(pkg.get("resources") or []) if not is_derived(r)]
     return RemoteDataset(
         remote_id=pkg["id"], name=pkg.get("name") or pkg["id"],
         title=pkg.get("title") or pkg.get("name") or pkg["id"],

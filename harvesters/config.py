@@ -6,10 +6,16 @@ from pathlib import Path
 
 import yaml
 
+from harvesters import auth
 from harvesters.base import SourceConfig
 
-TYPES = {"ckan", "files"}  # ngsi-v2, ngsi-ld and ogcapi come with their harvesters
-PLANNED = {"ngsi-v2", "ngsi-ld", "ogcapi"}
+TYPES = {"ckan", "files", "ngsi-v2", "ngsi-ld", "ogcapi"}
+PLANNED: set[str] = set()
+API_TYPES = {"ckan", "ngsi-v2", "ngsi-ld", "ogcapi"}  # need an http(s) url
+NUMERIC = {"time_limit": (1, 7 * 86400), "retries": (1, 10), "backoff": (0, 60),
+           "limit": (1, 10000), "rows": (1, 1000), "incremental_margin": (0, 30 * 86400),
+           "max_withdraw": (0, 1)}
+DEFAULT_TIME_LIMIT = 3600  # seconds per source
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 # 全国地方公共団体コード of the platform's members; sources.yaml may add or override.
@@ -57,8 +63,11 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
         if kind not in TYPES:
             raise ConfigError(f"{where}: unknown type {kind!r} (one of {', '.join(sorted(TYPES))})")
         url = entry.get("url") or ""
-        if kind == "ckan" and not re.match(r"^https?://", url):
-            raise ConfigError(f"{where}: a ckan source needs an http(s) 'url'")
+        if kind in API_TYPES and not re.match(r"^https?://", url):
+            raise ConfigError(f"{where}: a {kind} source needs an http(s) 'url'")
+        problem = auth.validate(entry.get("auth"), where) or _check_options(entry, where)
+        if problem:
+            raise ConfigError(problem)
         if kind == "files" and not isinstance(entry.get("files"), list):
             raise ConfigError(f"{where}: a files source needs a 'files' list")
         options = {k: v for k, v in entry.items() if k not in ("name", "type", "url", "organization")}
@@ -72,9 +81,36 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
     return sources, orgs
 
 
-def harvester_for(source: SourceConfig, timeout: float):
+def _check_options(entry: dict, where: str) -> str | None:
+    for key, (low, high) in NUMERIC.items():
+        if key in entry:
+            value = entry[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not low <= value <= high:
+                return f"{where}: {key!r} must be a number from {low} to {high}, got {value!r}"
+    types = entry.get("entity_types")
+    if types is not None:
+        if not isinstance(types, list) or not all(
+                isinstance(t, str) or (isinstance(t, dict) and isinstance(t.get("type"), str))
+                for t in types):
+            return f"{where}: 'entity_types' must be a list of type names or {{type: …}} mappings"
+    cols = entry.get("collections")
+    if cols is not None and not (isinstance(cols, list) and all(isinstance(c, str) for c in cols)):
+        return f"{where}: 'collections' must be a list of collection ids"
+    return None
+
+
+def harvester_for(source: SourceConfig, timeout: float, work_dir: Path | None = None):
+    """The harvester of a source type; API harvesters write their pages under work_dir/cache."""
     if source.type == "ckan":
         from harvesters.ckan import CKANHarvester
         return CKANHarvester(source, timeout=timeout)
+    if source.type in ("ngsi-v2", "ngsi-ld", "ogcapi"):
+        from harvesters.ngsi_ld import NGSILDHarvester
+        from harvesters.ngsi_v2 import NGSIv2Harvester
+        from harvesters.ogcapi_source import OGCAPIHarvester
+        cls = {"ngsi-v2": NGSIv2Harvester, "ngsi-ld": NGSILDHarvester,
+               "ogcapi": OGCAPIHarvester}[source.type]
+        return cls(source, timeout=timeout, work_dir=work_dir)
     from harvesters.files import FilesHarvester
     return FilesHarvester(source, timeout=timeout)

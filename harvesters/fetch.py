@@ -1,12 +1,16 @@
 """Download a resource to the content cache: streamed, size-limited, conditional, hashed.
 
 Local paths (and file:// URLs) are read in place, so the offline demo and `files` sources of
-local paths go through the same change detection (content hash) as remote ones.
+local paths go through the same change detection (content hash) as remote ones. So are
+`cache:` URLs: files that an API harvester (NGSI, OGC API) wrote under the cache from the
+entities it paged through; they are relative to the data dir, so no server path reaches a page.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,7 @@ import requests
 
 from harvesters.base import HarvestFailure
 
+CACHE_SCHEME = "cache:"
 MAX_BYTES = int(os.environ.get("RENKEI_MAX_DOWNLOAD", 2 * 1024 ** 3))
 CHUNK = 1 << 20
 
@@ -36,6 +41,8 @@ def fetch(url: str, cache_dir: Path, *, etag: str | None = None,
           session: requests.Session | None = None, max_bytes: int = MAX_BYTES,
           dataset: str | None = None, resource: str | None = None) -> Fetched:
     where = {"dataset": dataset, "resource": resource or url}
+    if url.startswith(CACHE_SCHEME):
+        return _local(cache_dir / url[len(CACHE_SCHEME):], max_bytes, where)
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return _local(Path(unquote(parsed.path)) if parsed.scheme else Path(url), max_bytes, where)
@@ -99,3 +106,75 @@ def _local(path: Path, max_bytes: int, where: dict) -> Fetched:
             digest.update(chunk)
     return Fetched(path, False, digest.hexdigest(), size)
 
+
+
+class FeatureFileWriter:
+    """Features streamed into `<cache>/<kind>/<source>/<name>.geojson`, one per line, so 50,000
+    entities never sit in memory twice. The same entities give the same bytes (no timestamps,
+    keys sorted), so the content hash says "unchanged". Written aside and renamed on success:
+    a failed enumeration leaves the previous file as it was."""
+
+    def __init__(self, cache_dir: Path, kind: str, source: str, name: str):
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+        if safe != name:  # two type names that fold to the same file must not collide
+            safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        self.cache_dir = Path(cache_dir)
+        self.relative = f"{kind}/{source}/{safe}.geojson"
+        self.path = self.cache_dir / self.relative
+        self.count = self.placed = 0
+        self.format = "GeoJSON"
+        self._out = None
+
+    @property
+    def url(self) -> str:
+        return CACHE_SCHEME + self.relative
+
+    def __enter__(self) -> "FeatureFileWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(self.path.name + ".part")
+        self._out = open(self._tmp, "w", encoding="utf-8")
+        self._out.write('{"type": "FeatureCollection", "features": [\n')
+        return self
+
+    def add(self, feature_id, geometry: dict | None, properties: dict) -> None:
+        if self.count:
+            self._out.write(",\n")
+        feature = {"type": "Feature", "geometry": geometry, "properties": properties}
+        if feature_id is not None:
+            feature["id"] = feature_id
+        self._out.write(json.dumps(feature, ensure_ascii=False, sort_keys=True,
+                                   separators=(",", ":")))
+        self.count += 1
+        self.placed += geometry is not None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._out.write("\n]}\n")
+        self._out.close()
+        if exc_type is not None:
+            Path(self._tmp).unlink(missing_ok=True)
+        elif self.count and not self.placed:
+            self._as_table()
+        else:
+            os.replace(self._tmp, self.path)
+
+    def _as_table(self) -> None:
+        """Entities without any place (e.g. shelter opening status) are a table, not a layer:
+        a JSON array of records, which the readers turn into a catalogue entry with a preview."""
+        self.relative = self.relative[: -len(".geojson")] + ".json"
+        self.path = self.cache_dir / self.relative
+        self.format = "JSON"
+        tmp = self.path.with_name(self.path.name + ".part")
+        with open(self._tmp, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8") as out:
+            out.write("[\n")
+            first = True
+            for line in src:
+                line = line.strip().rstrip(",")
+                if not line.startswith('{"geometry"'):
+                    continue  # the FeatureCollection's opening and closing lines
+                out.write(("" if first else ",\n") + json.dumps(
+                    json.loads(line)["properties"], ensure_ascii=False, sort_keys=True))
+                first = False
+            out.write("\n]\n")
+        os.replace(tmp, self.path)
+        Path(self._tmp).unlink(missing_ok=True)

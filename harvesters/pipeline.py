@@ -14,6 +14,7 @@ from catalog import publish
 from catalog.store import Dataset, Resource, Store
 from geo import featurestore
 from geo.readers import ReadError, detect_format, read_resource
+from geo.translate import as_layer, collection_extras, publisher_of, translate
 from harvesters.base import HarvestFailure, RemoteDataset, RemoteResource, SourceConfig
 from harvesters.fetch import fetch
 
@@ -70,7 +71,7 @@ def process_dataset(store: Store, source: SourceConfig, remote: RemoteDataset, o
         try:
             outcomes.append(_process_resource(store, remote, remote_res, rid, previous.get(rid),
                                               versions, spatial_resources > 1, errors,
-                                              session=session, timeout=timeout))
+                                              session=session, timeout=timeout, orgs=orgs))
         except HarvestFailure as exc:
             exc.dataset = exc.dataset or remote.title
             exc.resource = exc.resource or remote_res.name or remote_res.url
@@ -95,7 +96,8 @@ def process_dataset(store: Store, source: SourceConfig, remote: RemoteDataset, o
 
 def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, rid: str,
                       prev: Resource | None, versions: dict, several: bool,
-                      errors: list[HarvestFailure], *, session, timeout) -> ResourceOutcome:
+                      errors: list[HarvestFailure], *, session, timeout,
+                      orgs=None) -> ResourceOutcome:
     where = {"dataset": remote.title, "resource": res.name or res.url}
     if not res.url:
         raise HarvestFailure("fetch", "resource has no URL", **where)
@@ -112,6 +114,15 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
         layers = read_resource(got.path, res.format)
     except ReadError as exc:
         raise HarvestFailure("translate", str(exc), row=getattr(exc, "row", None), **where) from exc
+    org_id = (remote.organization or {}).get("name")
+    who = publisher_of(org_id, orgs or {}, remote.organization)
+    translated = {}   # id(layer) → geo.translate.Translated: the theme schema and its report
+    for i, layer in enumerate(layers):
+        if layer.spatial:
+            t = translate(layer, title=remote.title, tags=remote.tags,
+                          source_dataset=rid.rsplit("--", 1)[0], **who)
+            layers[i] = as_layer(layer, t)
+            translated[id(layers[i])] = t
     outcome = ResourceOutcome(res, rid, changed=True, fields=dict(base))
     quality, encodings = [], set()
     spatial = [layer for layer in layers if layer.spatial]
@@ -125,7 +136,8 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
                                      for i in layer.rejected[:MAX_QUALITY_ROWS]],
                         "rejected_count": len(layer.rejected), "warnings": list(layer.warnings),
                         "crs_source": layer.crs_source, "encoding": layer.encoding,
-                        "spatial": layer.spatial})
+                        "spatial": layer.spatial,
+                        **(translated[id(layer)].report() if id(layer) in translated else {})})
         if not layer.spatial:
             outcome.fields["preview"] = table_preview(layer.frame)
             continue
@@ -139,7 +151,8 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
             title += f"（{res.name or layer.name}）"
         if len(spatial) > 1:
             title += f" {layer.name}"
-        outcome.collections.append({**written, "id": cid, "title": title,
+        extras = collection_extras(translated[id(layer)]) if id(layer) in translated else {}
+        outcome.collections.append({**written, **extras, "id": cid, "title": title,
                                     "layer_name": layer.name, "version": versions.get(cid, 0) + 1})
     outcome.fields.update(
         state="ok" if outcome.collections else ("table" if layers and not spatial else "empty"),

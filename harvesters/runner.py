@@ -1,25 +1,38 @@
-"""A harvest job per source: lock, enumerate, process each dataset, record everything.
+"""A harvest job per source: lock, enumerate, process each dataset, withdraw what is gone,
+record everything.
 
-A job runs to completion in this process. Whatever fails is recorded with its stage, dataset,
-resource and row; nothing published before is removed by a failure.
+A job runs to completion in this process, within the source's time limit (`time_limit`
+seconds, default 3600): past it the job stops where it is, nothing half-done is switched, and
+the job is recorded as failed with the reason. Every error is recorded with its stage,
+dataset, resource and row; nothing published before is removed by a failure. A job left
+"running" by a killed process is closed as failed by the next run (the lock tells us it died).
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
-import requests
+from sqlalchemy import select
 
-from catalog.store import HarvestError, HarvestJob, Source, Store, utcnow
+from catalog.store import Dataset, HarvestError, HarvestJob, Source, Store, utcnow
+from catalog.publish import publish_theme_layers
+from harvesters.auth import redact
 from harvesters.base import HarvestFailure, SourceConfig
-from harvesters.config import harvester_for
+from harvesters.config import DEFAULT_TIME_LIMIT, harvester_for
+from harvesters.http import make_session, retry_settings
 from harvesters.pipeline import process_dataset
+
+MAX_WITHDRAW = 0.2        # share of a source's datasets one run may withdraw
+INCREMENTAL_MARGIN = 3600  # seconds before the last good job's start, for clock skew
 
 
 @dataclass
@@ -37,17 +50,26 @@ class SourceLocked(Exception):
     pass
 
 
+class TimeLimitExceeded(BaseException):
+    """BaseException: no `except Exception` on the way may swallow it."""
+
+
 @contextmanager
 def source_lock(data_dir: Path, name: str):
     """An advisory lock the kernel drops when the process dies: no stale lock after a crash."""
     folder = Path(data_dir) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / f"{name}.lock", "w")
+    fh = open(folder / f"{name}.lock", "a+")
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise SourceLocked(f"source {name!r} is being harvested by another process") from exc
+            fh.seek(0)
+            holder = fh.read().strip()
+            raise SourceLocked(f"source {name!r} is being harvested by another process"
+                               f"{f' (pid {holder})' if holder else ''}") from exc
+        fh.seek(0)
+        fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
         yield
@@ -55,8 +77,30 @@ def source_lock(data_dir: Path, name: str):
         fh.close()
 
 
+@contextmanager
+def time_limit(seconds: float):
+    """Interrupt the job wherever it is (a hanging read included) once `seconds` have passed.
+    Signals only reach the main thread; elsewhere the runner's checks between datasets do."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise TimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_harvest(store: Store, sources: list[SourceConfig], orgs: dict, *,
                 timeout: float = 30.0, log=None) -> list[JobReport]:
+    """Sources one after another; each is bounded by its own time limit, so a slow or dead
+    source delays the others by at most that, and never fails them."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     return [run_source(store, src, orgs, timeout=timeout, log=log) for src in sources]
 
@@ -80,43 +124,131 @@ def _run_locked(store: Store, source: SourceConfig, orgs: dict, *, timeout, log)
         src = s.get(Source, source.name) or Source(name=source.name)
         src.type, src.url, src.organization_id = source.type, source.url, source.organization
         s.add(src)
-        job = HarvestJob(source_name=source.name)
+        job = HarvestJob(source_name=source.name, heartbeat_at=utcnow())
         s.add(job)
         s.flush()
         report = JobReport(source.name, job.id)
-    harvester = harvester_for(source, timeout)
-    http = requests.Session()
-    log(f"[{source.name}] harvesting {source.type} {source.url or ''}".rstrip())
+    harvester = harvester_for(source, timeout, store.data_dir)
+    credentials = getattr(harvester, "credentials", None)
+    secrets = credentials.secrets if credentials else list
+
+    def say(msg: str) -> None:
+        log(redact(msg, secrets()))
+
+    _prepare_incremental(store, source, harvester)
+    http = make_session(*retry_settings(source.options))
+    limit = float(source.options.get("time_limit", DEFAULT_TIME_LIMIT))
+    deadline = time.monotonic() + limit
+    seen: set[str] = set()
+    say(f"[{source.name}] harvesting {source.type} {source.url or ''}".rstrip())
     try:
-        for remote in harvester.enumerate():
-            try:
-                outcome = process_dataset(store, source, remote, orgs, session=http,
-                                          timeout=timeout)
-            except HarvestFailure as exc:
-                exc.dataset = exc.dataset or remote.title
-                report.counts["failed"] += 1
-                report.errors.append(exc)
-                continue
-            except Exception as exc:  # a bug or an unexpected input must not stop the job
-                report.counts["failed"] += 1
-                report.errors.append(HarvestFailure(
-                    "publish", f"{type(exc).__name__}: {exc}", dataset=remote.title))
-                continue
-            report.counts[outcome.status] += 1
-            report.errors.extend(outcome.errors)
-            log(f"[{source.name}] {outcome.status:9} {remote.title}")
+        with time_limit(limit):
+            for remote in harvester.enumerate():
+                seen.add(remote.name)
+                _process(store, source, remote, orgs, http, timeout, report, say)
+                _heartbeat(store, report.job_id)
+                if time.monotonic() > deadline:
+                    raise TimeLimitExceeded()
+    except TimeLimitExceeded:
+        report.status = "failed"
+        harvester.complete = False
+        report.errors.append(HarvestFailure(
+            "enumerate", f"time limit of {limit:g} s exceeded; the job stopped after "
+            f"{sum(report.counts.values())} datasets (what was published stays)"))
     except HarvestFailure as exc:
         report.errors.append(exc)
         report.status = "failed"
+        harvester.complete = False
+    failures = getattr(harvester, "failures", [])
+    if failures and not seen:
+        report.status = "failed"  # nothing of the source could be read: the source failed
+    report.errors.extend(failures)
+    report.counts["failed"] += len(failures)
+    report.counts["unchanged"] += getattr(harvester, "skipped_unchanged", 0)
     report.warnings.extend(harvester.warnings)
-    _record(store, report)
+    if harvester.complete and report.status == "done":
+        present = getattr(harvester, "present_names", None)
+        _withdraw_missing(store, source, present if present is not None else seen, report, say)
+    elif report.status == "done":
+        report.warnings.append("the source was not enumerated completely: nothing withdrawn")
+    publish_theme_layers(store, log=say)   # geo.theme_layers: merged layers of changed themes
+    _record(store, report, secrets())
     return report
 
 
-def _record(store: Store, report: JobReport) -> None:
+def _process(store, source, remote, orgs, http, timeout, report, say) -> None:
+    try:
+        outcome = process_dataset(store, source, remote, orgs, session=http, timeout=timeout)
+    except HarvestFailure as exc:
+        exc.dataset = exc.dataset or remote.title
+        report.counts["failed"] += 1
+        report.errors.append(exc)
+        return
+    except Exception as exc:  # a bug or an unexpected input must not stop the job
+        report.counts["failed"] += 1
+        report.errors.append(HarvestFailure(
+            "publish", f"{type(exc).__name__}: {exc}", dataset=remote.title))
+        return
+    report.counts[outcome.status] += 1
+    report.errors.extend(outcome.errors)
+    say(f"[{source.name}] {outcome.status:9} {remote.title}")
+
+
+def _prepare_incremental(store: Store, source: SourceConfig, harvester) -> None:
+    """Tell an incremental harvester what we hold and since when nothing failed."""
+    if not getattr(harvester, "incremental", False):
+        return
+    with store.session() as s:
+        last = s.scalars(select(HarvestJob).where(
+            HarvestJob.source_name == source.name, HarvestJob.status == "done",
+            HarvestJob.failed == 0, ~HarvestJob.errors.any())
+            .order_by(HarvestJob.id.desc()).limit(1)).first()
+        harvester.known_names = set(s.scalars(select(Dataset.name).where(
+            Dataset.source_name == source.name, Dataset.status == "active")))
+    if last is not None:
+        margin = float(source.options.get("incremental_margin", INCREMENTAL_MARGIN))
+        harvester.since = last.started_at - timedelta(seconds=margin)
+
+
+def _withdraw_missing(store: Store, source: SourceConfig, present: set[str], report: JobReport,
+                      say) -> None:
+    """Withdraw (never purge) datasets gone from a completely enumerated source, unless so
+    many are gone that the source itself is more likely broken than emptied."""
+    cap = float(source.options.get("max_withdraw", MAX_WITHDRAW))
+    with store.session() as s, s.begin():
+        active = list(s.scalars(select(Dataset).where(Dataset.source_name == source.name,
+                                                      Dataset.status == "active")))
+        gone = [d for d in active if d.name not in present]
+        if not gone:
+            return
+        if len(gone) > cap * len(active):
+            names = ", ".join(d.title for d in gone[:10]) + (" …" if len(gone) > 10 else "")
+            report.warnings.append(
+                f"{len(gone)} of {len(active)} datasets are no longer offered by the source "
+                f"(over {cap:.0%}): nothing withdrawn; check the source, or raise max_withdraw "
+                f"for one run if the removal is real ({names})")
+            return
+        for ds in gone:
+            ds.status, ds.updated_at = "withdrawn", utcnow()
+            store.search.delete(s.connection(), ds.id)
+            say(f"[{source.name}] withdrawn {ds.title}")
+        store.bump_version(s)
+        report.counts["withdrawn"] += len(gone)
+
+
+def _heartbeat(store: Store, job_id: int) -> None:
+    with store.session() as s, s.begin():
+        s.get(HarvestJob, job_id).heartbeat_at = utcnow()
+
+
+def _record(store: Store, report: JobReport, secrets: list[str]) -> None:
+    for err in report.errors:  # nothing a source's credentials produced may be stored
+        err.message = redact(err.message, secrets)
+        err.dataset, err.resource = redact(err.dataset, secrets), redact(err.resource, secrets)
+    report.warnings = [redact(w, secrets) for w in report.warnings]
     with store.session() as s, s.begin():
         job = s.get(HarvestJob, report.job_id)
-        job.finished_at = utcnow()
+        job.finished_at = job.heartbeat_at = utcnow()
         job.status = report.status
         for key in ("added", "updated", "unchanged", "withdrawn", "failed"):
             setattr(job, key, report.counts.get(key, 0))
@@ -136,11 +268,38 @@ def _close_abandoned_jobs(store: Store, name: str) -> None:
     with store.session() as s, s.begin():
         for job in s.query(HarvestJob).filter_by(source_name=name, status="running"):
             job.status, job.finished_at = "failed", utcnow()
-            job.message = "the harvest process ended before the job finished"
+            last = job.heartbeat_at or job.started_at
+            job.message = (f"the harvest process ended before the job finished (last sign of "
+                           f"life {last:%Y-%m-%d %H:%M:%S} UTC); closed by the next run")
 
 
 def exit_code(reports: list[JobReport]) -> int:
     return 0 if all(r.status == "done" and not r.errors for r in reports) else 1
+
+
+def group_errors(errors) -> list[dict]:
+    """Errors grouped by stage and message, each with every place it happened: one line per
+    problem, however many rows or datasets share it (no "first twenty only")."""
+    groups: dict[tuple, dict] = {}
+    for e in errors:
+        g = groups.setdefault((e.stage, e.message), {"stage": e.stage, "message": e.message,
+                                                     "count": 0, "places": {}})
+        g["count"] += 1
+        rows = g["places"].setdefault((e.dataset, e.resource), [])
+        if e.row is not None:
+            rows.append(e.row)
+    out = []
+    for g in groups.values():
+        g["places"] = [{"dataset": d, "resource": r, "rows": sorted(rows)}
+                       for (d, r), rows in g["places"].items()]
+        out.append(g)
+    return sorted(out, key=lambda g: (-g["count"], g["stage"], g["message"]))
+
+
+def _rows_text(rows: list[int]) -> str:
+    if not rows:
+        return ""
+    return f" (row {', '.join(map(str, rows[:20]))}{f' … {len(rows)} rows' if len(rows) > 20 else ''})"
 
 
 def summary(reports: list[JobReport]) -> str:
@@ -155,13 +314,16 @@ def summary(reports: list[JobReport]) -> str:
     for r in reports:
         for w in r.warnings:
             lines.append(f"warning [{r.source}] {w}")
-        groups: dict[tuple, list[HarvestFailure]] = {}
-        for e in r.errors:
-            groups.setdefault((e.stage, e.dataset, e.resource, e.message), []).append(e)
-        for (stage, dataset, resource, message), errs in groups.items():
-            rows = sorted(e.row for e in errs if e.row is not None)
-            where = " / ".join(x for x in (r.source, dataset, resource) if x)
-            row_text = f" (row {', '.join(map(str, rows[:20]))}{' …' if len(rows) > 20 else ''})" \
-                if rows else ""
-            lines.append(f"error [{stage}] {where}: {message}{row_text}")
+        for g in group_errors(r.errors):
+            places = g["places"]
+            if len(places) == 1:
+                p = places[0]
+                where = " / ".join(x for x in (r.source, p["dataset"], p["resource"]) if x)
+                lines.append(f"error [{g['stage']}] {where}: {g['message']}{_rows_text(p['rows'])}")
+                continue
+            lines.append(f"error [{g['stage']}] {r.source}: {g['message']} "
+                         f"({g['count']} times, {len(places)} places)")
+            for p in places:
+                where = " / ".join(x for x in (r.source, p["dataset"], p["resource"]) if x)
+                lines.append(f"    {where}{_rows_text(p['rows'])}")
     return "\n".join(lines)

@@ -2,8 +2,10 @@
 helper to run any WSGI app in a thread."""
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +41,8 @@ class FakeCKAN:
         self.downloads: Counter = Counter()      # name → full (200) downloads
         self.not_modified: Counter = Counter()   # name → 304 answers
         self.fail_search = False                 # answer success:false with HTTP 200
+        self.empty_at_start: int | None = None   # answer an empty page at this start
+        self.calls: list[tuple[str, dict]] = []  # (action, params) of every API call
         self.base = ""
         self.app = self._make_app()
 
@@ -53,14 +57,39 @@ class FakeCKAN:
                 return jsonify({"help": "", "success": False,
                                 "error": {"__type": "Search Query Error",
                                           "message": "Search Query Error: solr is down"}})
+            self.calls.append(("package_search", dict(params)))
             rows = min(int(params.get("rows", 10)), self.max_rows)
             start = int(params.get("start", 0))
-            page = [self._expand(p) for p in self.packages[start:start + rows]]
+            matching = [p for p in self.packages if _matches(p, params.get("fq"))]
+            page = [self._expand(p) for p in matching[start:start + rows]]
+            if start == self.empty_at_start:
+                page = []
             return jsonify({"help": "https://ckan.example/api/3/action/help_show?name=package_search",
                             "success": True,
-                            "result": {"count": len(self.packages), "results": page,
+                            "result": {"count": len(matching), "results": page,
                                        "sort": "score desc, metadata_modified desc",
                                        "facets": {}, "search_facets": {}}})
+
+        @app.route("/api/3/action/package_list", methods=["GET", "POST"])
+        @app.route("/api/action/package_list", methods=["GET", "POST"])
+        def package_list():
+            params = request.get_json(silent=True) or request.values
+            self.calls.append(("package_list", dict(params)))
+            offset, limit = int(params.get("offset", 0)), params.get("limit")
+            names = [p["name"] for p in self.packages][offset:]
+            return jsonify({"success": True,
+                            "result": names[:int(limit)] if limit is not None else names})
+
+        @app.route("/api/3/action/package_show", methods=["GET", "POST"])
+        @app.route("/api/action/package_show", methods=["GET", "POST"])
+        def package_show():
+            params = request.get_json(silent=True) or request.values
+            self.calls.append(("package_show", dict(params)))
+            for p in self.packages:
+                if params.get("id") in (p["id"], p["name"]):
+                    return jsonify({"success": True, "result": self._expand(p)})
+            return jsonify({"success": False, "error": {"__type": "Not Found Error",
+                                                        "message": "Not found"}}), 404
 
         @app.route("/files/<name>")
         def files(name):
@@ -86,6 +115,15 @@ class FakeCKAN:
         with live_server(self.app) as url:
             self.base = url
             yield url
+
+
+def _matches(pkg: dict, fq: str | None) -> bool:
+    """Solr's `metadata_modified:[T TO *]`, the only filter query the harvester sends."""
+    m = re.search(r"metadata_modified:\[(\S+) TO \*\]", fq or "")
+    if not m:
+        return True
+    since = datetime.fromisoformat(m.group(1).replace("Z", ""))
+    return datetime.fromisoformat(pkg["metadata_modified"]) >= since
 
 
 def package(pid: str, title: str, resources: list[tuple[str, str]], *, org=("kakogawa-city", "加古川市"),

@@ -64,7 +64,7 @@ def seed(store: Store) -> None:
     shelters = dataset(
         "himeji-shelters", "指定緊急避難場所一覧", "himeji", "2024-06-01T09:00:00",
         "姫路市が指定する指定緊急避難場所の一覧です。\n令和６年度版。", ["避難所", "防災"],
-        theme="shelter", resources=[
+        theme="shelter", raw={"extras": [{"key": "更新頻度", "value": "毎年4月"}]}, resources=[
             dict(name="避難場所一覧（CSV）", url=f"{ckan}/dl/shelters.csv", format="CSV",
                  size=2048, encoding="cp932", state="table",
                  preview={"columns": ["名称", "所在地", "収容人数"],
@@ -87,7 +87,8 @@ def seed(store: Store) -> None:
                 "市区町別の人口と世帯数。", ["統計"],
                 resources=[dict(name="推計人口", url=f"{ckan}/dl/pop.xlsx", format="XLSX")]),
         dataset("evil", "注意<b>太字</b>", "hyogo-pref", "2020-01-01T00:00:00",
-                "<script>alert('xss')</script>\n2行目", ["<i>タグ</i>"],
+                "<script>alert('xss')</script>\n2行目\n\n[罠](javascript:alert(4)) **太字** [公式](https://example.lg.jp/)",
+                ["<i>タグ</i>"],
                 landing_page="javascript:alert(2)", license_url="javascript:alert(3)",
                 resources=[dict(name="危険なリンク", url="javascript:alert(1)", format="CSV")]),
     ]
@@ -204,13 +205,13 @@ def test_sort_and_bad_parameters(site):
 def test_dataset_page(site):
     html = get(site, "/datasets/himeji-shelters")
     assert "<h1>指定緊急避難場所一覧</h1>" in html
-    assert "一覧です。\n令和６年度版。" in html  # line breaks kept (CSS pre-line)
-    assert 'href="/datasets?organization=himeji">姫路市</a>' in html
+    assert "一覧です。<br />\n令和６年度版。" in html  # line breaks kept (Markdown, breaks on)
+    assert 'href="/organizations/himeji">姫路市</a>' in html
     assert ('<a href="https://creativecommons.org/licenses/by/4.0/deed.ja" rel="noopener license">'
             "クリエイティブ・コモンズ 表示 4.0 国際</a>") in html
     assert "出典：姫路市「指定緊急避難場所一覧」（https://ckan.example.lg.jp/dataset/himeji-shelters）" in html
     assert 'href="/datasets?tags=%E9%81%BF%E9%9B%A3%E6%89%80">避難所</a>' in html
-    assert 'href="/datasets?theme=shelter">shelter</a>' in html
+    assert re.search(r'href="/datasets\?theme=shelter">[^<]*避難[^<]*</a>', html)  # theme title from geo.themes
     assert '<time datetime="2024-06-01T09:00:00">2024年6月1日</time>' in html
     assert "このカタログへの取り込み" in html and "（日本時間）" in html
     assert "外部のカタログ（hyogo-ckan）" in html
@@ -239,11 +240,12 @@ def test_dataset_page(site):
 def test_harvested_text_stays_inert(site):
     html = get(site, "/datasets/evil")
     assert "<script>alert" not in html
-    assert "&lt;script&gt;alert(&#39;xss&#39;)&lt;/script&gt;\n2行目" in html
+    assert "&lt;script&gt;alert('xss')&lt;/script&gt;<br />\n2行目" in html
     assert "<b>太字</b>" not in html and "注意&lt;b&gt;太字&lt;/b&gt;" in html
     assert "<i>タグ</i>" not in html
     assert "javascript:" not in html.split("<body>", 1)[1].replace(
-        "<code>javascript:alert(1)</code>", "")  # shown as text, never as a link
+        "<code>javascript:alert(1)</code>", "").replace(
+        "[罠](javascript:alert(4))", "")  # shown as text, never as a link
     ld = re.search(r'<script type="application/ld\+json">(.*?)</script>', html, re.S).group(1)
     assert "<" not in ld and json.loads(ld)["description"].startswith("<script>")
     listing = get(site, "/datasets", {"q": "注意"})
@@ -268,3 +270,87 @@ def test_withdrawn_dataset_410(site):
     assert "公開を終了しました" in html and "旧避難所一覧" in html
     gone = get(site, "/datasets", {"q": "旧避難所"})
     assert result_titles(gone) == [] and "<strong>0</strong> 件" in gone
+
+
+def test_description_markdown_is_safe_and_frequency_shown(site):
+    evil = get(site, "/datasets/evil")
+    assert "<strong>太字</strong>" in evil and '<a href="https://example.lg.jp/">公式</a>' in evil
+    assert 'href="javascript' not in evil  # markdown-it refuses the URL; the text stays text
+    shelters = get(site, "/datasets/himeji-shelters")
+    assert "<dt>更新頻度</dt>\n  <dd>毎年4月</dd>" in shelters  # CKAN extras 更新頻度
+    assert "提供元の記載なし" in get(site, "/datasets/kakogawa-aed")
+
+
+def test_organization_pages(site):
+    html = get(site, "/organizations")
+    assert re.search(r'href="/organizations/hyogo-pref">兵庫県</a> <span class="count">24件', html)
+    org = get(site, "/organizations/himeji")
+    assert "<h1>姫路市</h1>" in org and "<dd>282014</dd>" in org
+    assert result_titles(org) == ["指定緊急避難場所一覧"]  # not the withdrawn one
+    assert 'href="/feeds/organizations/himeji.atom"' in org
+    big = get(site, "/organizations/hyogo-pref")
+    assert len(result_titles(big)) == 20 and 'href="?page=2"' in big
+    assert "組織が見つかりません" in get(site, "/organizations/nowhere", status=404)
+
+
+def test_sitemap_and_robots(site):
+    import xml.etree.ElementTree as ET
+    r = requests.get(site + "/sitemap.xml", timeout=10)
+    assert r.headers["Content-Type"].startswith("application/xml")
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
+    locs = [e.text for e in ET.fromstring(r.content).findall("s:url/s:loc", ns)]
+    assert any(u.endswith("/datasets/himeji-shelters") for u in locs)
+    assert not any(u.endswith("/datasets/old-shelters") for u in locs)  # withdrawn
+    assert any(u.endswith("/organizations/himeji") for u in locs)
+    assert len([u for u in locs if "/datasets/" in u]) == 26
+    robots = requests.get(site + "/robots.txt", timeout=10)
+    assert robots.headers["Content-Type"].startswith("text/plain")
+    assert "Sitemap: " in robots.text and robots.text.strip().endswith("/sitemap.xml")
+
+
+def test_atom_feeds(site):
+    import xml.etree.ElementTree as ET
+    atom = "{http://www.w3.org/2005/Atom}"
+    r = requests.get(site + "/feeds/datasets.atom", timeout=10)
+    assert r.headers["Content-Type"].startswith("application/atom+xml")
+    feed = ET.fromstring(r.content)
+    entries = feed.findall(f"{atom}entry")
+    assert len(entries) == 26 and feed.find(f"{atom}updated").text.endswith("Z")
+    titles = {e.find(f"{atom}title").text for e in entries}
+    assert "注意<b>太字</b>" in titles  # escaped in XML, text again once parsed
+    assert "旧避難所一覧" not in titles
+    org = ET.fromstring(requests.get(site + "/feeds/organizations/himeji.atom", timeout=10).content)
+    assert [e.find(f"{atom}title").text for e in org.findall(f"{atom}entry")] == ["指定緊急避難場所一覧"]
+    assert requests.get(site + "/feeds/organizations/nowhere.atom", timeout=10).status_code == 404
+
+
+def test_english_switch(site):
+    s = requests.Session()
+    html = s.get(site + "/datasets", params={"q": "避難", "lang": "en"}, timeout=10).text
+    assert '<html lang="en">' in html
+    assert "Results for “避難”" in html and "<strong>1</strong> datasets" in html
+    assert ">Filter</h2>" in html and 'lang="ja" hreflang="ja">日本語</a>' in html
+    again = s.get(site + "/", timeout=10).text  # the cookie remembers the choice
+    assert '<html lang="en">' in again and "Recently updated datasets" in again
+    back = s.get(site + "/", params={"lang": "ja"}, timeout=10).text
+    assert '<html lang="ja">' in back and "最近更新されたデータセット" in back
+    page = s.get(site + "/datasets/himeji-shelters", params={"lang": "en"}, timeout=10).text
+    assert "Update frequency" in page and "How to credit the source" in page
+
+
+def test_zero_results_suggests_single_words(site):
+    html = get(site, "/datasets", {"q": "避難 人口"})
+    assert "<strong>0</strong> 件" in html
+    assert "「避難」だけで探す（1件）" in html and "「人口」だけで探す（1件）" in html
+    filtered = get(site, "/datasets", {"q": "人口", "organization": "kakogawa"})
+    assert "絞り込みを外して「人口」だけで探す（1件）" in filtered
+
+
+def test_message_catalogue_is_compiled_from_the_po():
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+    folder = Path(__file__).resolve().parent.parent / "catalog/translations/en/LC_MESSAGES"
+    with open(folder / "messages.po", "rb") as po, open(folder / "messages.mo", "rb") as mo:
+        source, compiled = read_po(po), read_mo(mo)
+    assert {m.id: m.string for m in source if m.id} == {m.id: m.string for m in compiled if m.id}
+    assert all(m.string for m in source if m.id)  # every Japanese text has its English

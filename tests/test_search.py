@@ -8,7 +8,7 @@ import threading
 import pytest
 from sqlalchemy import create_engine, text
 
-from catalog.search import SearchIndex, expand, normalize, split_query
+from catalog.search import SearchIndex, expand, fts_expr, normalize, split_query, tokens
 
 
 def doc(id, title, description="", tags=(), organization="hyogo-pref", theme=None,
@@ -77,11 +77,15 @@ def test_normalize():
 
 
 def test_split_query_and_variants():
-    assert split_query("避難所　姫路") == [["避難所"], ["姫路"]]
-    assert split_query("避難所 AND 姫路") == [["避難所"], ["姫路"]]
+    assert split_query("浸水　姫路") == [["浸水"], ["姫路"]]
+    assert split_query("浸水 AND 姫路") == [["浸水"], ["姫路"]]
+    assert split_query("ＡＥＤ") == [["aed", "自動体外式除細動器"]]
     assert set(expand("子ども")) == {"子ども", "こども", "子供"}
     assert set(expand("子供食堂")) == {"子供食堂", "子ども食堂", "こども食堂"}
     assert expand("ひなんじょ") == ["ひなんじょ", "避難所"]
+    assert expand("避難所") == ["避難所", "ひなんじょ"]  # two-way: finds やさしい日本語 lists
+    assert expand("ひなん") == ["ひなん", "避難"]  # one-way
+    assert expand("避難") == ["避難"]
     assert expand("caedmon") == ["caedmon"]  # ASCII members only as whole terms
 
 
@@ -103,8 +107,10 @@ def test_ascii_case_and_width(index):
 
 
 def test_multi_word_is_and(index):
-    assert ids(index, "避難所 姫路") == {"himeji-shelter"}
-    assert ids(index, "避難所\u3000姫路") == {"himeji-shelter"}
+    # easy-ja is 姫路市's list in やさしい日本語 (ひなんじょ is a variant of 避難所).
+    assert ids(index, "避難所 姫路") == {"himeji-shelter", "easy-ja"}
+    assert ids(index, "避難所\u3000姫路") == {"himeji-shelter", "easy-ja"}
+    assert ids(index, "指定緊急 姫路") == {"himeji-shelter"}
     assert ids(index, "避難所 神戸市") == {"kobe-shelter"}
     assert ids(index, "避難所 大阪") == set()
     # A long term and a 1-char term together, the case trigram MATCH alone gets wrong.
@@ -212,7 +218,7 @@ def test_delete_and_reindex(index):
     assert ids(index, "福祉避難所") == {"himeji-shelter"}
     assert dict(index.search("").facets["tags"]).get("避難所") is None
     with index.engine.connect() as conn:  # the FTS index stays consistent with its content
-        conn.exec_driver_sql("INSERT INTO search_fts(search_fts) VALUES ('integrity-check')")
+        conn.exec_driver_sql("INSERT INTO search_bigram(search_bigram) VALUES ('integrity-check')")
 
 
 def test_upsert_joins_the_callers_transaction(index):
@@ -245,4 +251,83 @@ def test_tables_created_by_workers_starting_together(tmp_path):
     engine = create_engine(url)
     with engine.connect() as conn:
         names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
-    assert {"search_doc", "search_facet", "search_fts"} <= names
+    assert {"search_doc", "search_facet", "search_bigram", "search_meta"} <= names
+
+
+def test_tokens_and_fts_expressions():
+    assert tokens("避難所") == (["避難", "難所"], ["所"])
+    assert tokens("aed設置場所") == (["aed", "設置", "置場", "場所"], ["所"])
+    assert tokens("令和6年度") == (["令和", "和6", "6年", "年度"], ["度"])
+    assert tokens("川 (cc-by)") == (["川", "cc", "by"], [])
+    assert fts_expr("避難") == '"避難"'
+    assert fts_expr("避難所") == '"避難 難所"'
+    assert fts_expr("川") == '"川"*'  # 川 inside 加古川市 is the start of the token 川市
+    assert fts_expr("aed") == '"aed"*'
+    assert fts_expr("%") is None
+
+
+def test_contained_place_name_ranks_below_true_hits(index):
+    with index.engine.begin() as conn:
+        index.upsert(conn, doc("tokyo-ref", "京都府との連携データ 参考", "東京都の事例も参考にした。",
+                               modified="2020-01-01T00:00:00"))
+        index.upsert(conn, doc("tokyo-only", "施設一覧", "東京都の公開事例を参考にしました。",
+                               modified="2025-01-01T00:00:00"))
+        index.upsert(conn, doc("kyoto", "近畿の公共施設", "京都府と兵庫県の境界付近の施設。",
+                               modified="2018-01-01T00:00:00"))
+    # The newest 京都 hit is only 東京都: it comes last, after older true hits.
+    assert index.search("京都").ids == ["tokyo-ref", "kyoto", "tokyo-only"]
+    assert index.search("東京都").ids == ["tokyo-only", "tokyo-ref"]
+
+
+def test_ranking_weighs_rare_terms_and_titles(index):
+    # Both match 防災 and 姫路; only yumesaki-flood has 浸水 in its title.
+    assert index.search("防災 浸水").ids[0] == "yumesaki-flood"
+    # Shorter title (closer to the words) first among equal scores, then newest.
+    assert index.search("子ども").ids == ["kids-3", "kids-1", "kids-2"]
+
+
+def test_trigram_index_from_first_version_is_migrated(tmp_path):
+    """A data dir indexed by the trigram version keeps working after the upgrade."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        for ddl in [
+            "CREATE TABLE search_doc (doc_id INTEGER PRIMARY KEY AUTOINCREMENT, dataset_id "
+            "VARCHAR(200) NOT NULL UNIQUE, title TEXT NOT NULL, title_n TEXT NOT NULL, tags_n TEXT "
+            "NOT NULL, body_n TEXT NOT NULL, organization VARCHAR(100), modified VARCHAR(40))",
+            "CREATE TABLE search_facet (dataset_id VARCHAR(200) NOT NULL, field VARCHAR(20) NOT "
+            "NULL, value TEXT NOT NULL, UNIQUE (dataset_id, field, value))",
+            "CREATE VIRTUAL TABLE search_fts USING fts5(title_n, tags_n, body_n, "
+            "content='search_doc', content_rowid='doc_id', tokenize='trigram')",
+            "CREATE TRIGGER search_doc_ai AFTER INSERT ON search_doc BEGIN INSERT INTO "
+            "search_fts(rowid, title_n, tags_n, body_n) VALUES (new.doc_id, new.title_n, "
+            "new.tags_n, new.body_n); END",
+            "INSERT INTO search_doc (dataset_id, title, title_n, tags_n, body_n, organization, "
+            "modified) VALUES ('old', '旧版の避難所一覧', '旧版の避難所一覧', '防災', '姫路市', 'himeji', "
+            "'2020-01-01')",
+            "INSERT INTO search_facet VALUES ('old', 'organization', 'himeji')",
+        ]:
+            conn.exec_driver_sql(ddl)
+    ix = SearchIndex(engine)
+    res = ix.search("避難")
+    assert res.ids == ["old"] and dict(res.facets["organization"]) == {"himeji": 1}
+    with engine.begin() as conn:
+        ix.upsert(conn, doc("old", "新版の一覧", organization="kobe"))
+    assert ix.search("避難").ids == [] and ix.search("新版").ids == ["old"]
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+        conn.exec_driver_sql("INSERT INTO search_bigram(search_bigram) VALUES ('integrity-check')")
+    assert "search_fts" not in names
+
+
+def test_each_worker_sees_writes_of_another(tmp_path):
+    """Two SearchIndex objects on one file (two web workers): arrays follow every publish."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    assert reader.search("").total == 0
+    with writer.engine.begin() as conn:
+        writer.upsert(conn, doc("a", "公園一覧", organization="kobe"))
+    res = reader.search("公園")
+    assert res.ids == ["a"] and dict(res.facets["organization"]) == {"kobe": 1}
+    with writer.engine.begin() as conn:
+        writer.delete(conn, "a")
+    assert reader.search("公園").total == 0 and reader.search("").facets["organization"] == []

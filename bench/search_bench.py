@@ -1,0 +1,185 @@
+"""Search benchmark: the catalogue's SearchIndex over the seeded corpus from
+shared/tools/gen_search_corpus.py (default 100,000 datasets), timing the full results page
+(total + first page + every facet's counts, i.e. what /datasets renders) and checking recall
+against the corpus's planted spelling variants.
+
+    python bench/search_bench.py [--n 100000] [--db PATH] [--runs 3]
+
+Each query: one warm-up, then --runs timed runs; p50/p95 are over all timed runs of a kind.
+Targets (issue 5): p50 <= 15 ms and p95 <= 50 ms; recall 100% for NFKC, >= 95% for 表記ゆれ.
+Prints figures only; nothing here asserts on time.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from catalog.search import SearchIndex  # noqa: E402
+
+GEN = REPO.parent / "shared" / "tools" / "gen_search_corpus.py"
+
+QUERIES = {
+    "3+ chars": ["避難所", "浸水想定", "土砂災害", "設置場所", "ハザードマップ", "公共施設", "図書館",
+                 "令和6年度", "洪水浸水想定区域", "観光入込客数", "子育て支援", "医療機関", "津波浸水",
+                 "消防水利", "指定緊急避難場所", "加古川市", "夢前川", "気象観測", "aed", "シェープファイル"],
+    "2 chars": ["避難", "浸水", "人口", "加古", "夢前", "公園", "統計", "医療", "津波", "洪水",
+                "土砂", "防災", "観光", "病院", "姫路", "神戸", "子育", "財政", "地価", "水道"],
+    "multi-word": ["避難所 姫路市", "AED 神戸市", "洪水 加古川", "公共施設 尼崎市", "ハザードマップ 津波",
+                   "令和6年度 統計", "子ども 食堂", "浸水 揖保川", "図書館 西宮市", "避難 福祉",
+                   "土砂災害 警戒区域 豊岡市", "観光 たつの市", "医療 明石市", "ごみ 収集", "人口 統計",
+                   "公園 一覧", "病院 一覧 三田市", "津波 避難ビル", "気象 データ", "体育館 姫路市"],
+    # Browsing by facets only (no words): counts over large sets, the home page's case.
+    "facet counts": [("", {}), ("", {"organization": ["兵庫県"]}), ("", {"organization": ["姫路市"]}),
+                     ("", {"res_format": ["CSV"]}), ("", {"res_format": ["PDF", ]}),
+                     ("", {"tags": ["防災"]}), ("", {"tags": ["公共施設"]}),
+                     ("", {"license_id": ["CC BY 4.0"]}), ("", {"license_id": ["CC0"]}),
+                     ("", {"organization": ["神戸市"], "res_format": ["GEOJSON"]}),
+                     ("", {"tags": ["統計"], "organization": ["尼崎市"]}),
+                     ("", {"tags": ["避難所"]}), ("", {"res_format": ["XLSX"], "tags": ["統計"]}),
+                     ("", {"organization": ["加古川市", "高砂市"]}), ("", {"tags": ["医療"]}),
+                     ("", {"res_format": ["SHAPEFILE"]}), ("", {"organization": ["佐用町"]}),
+                     ("", {"license_id": ["公共データ利用規約（第1.0版）"]}),
+                     ("", {"tags": ["防災", "洪水"]}), ("", {"res_format": ["KML", "ZIP"]})],
+}
+
+
+def load_corpus(n: int) -> list[dict]:
+    spec = importlib.util.spec_from_file_location("gen_search_corpus", GEN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_corpus(n)
+
+
+def to_doc(r: dict) -> dict:
+    return {"id": str(r["id"]), "title": r["title"], "description": r["description"],
+            "tags": r["tags"].split(), "organization": r["org"], "organization_title": r["org"],
+            "formats": r["formats"].split(), "license_id": r["license"], "theme": None,
+            "modified": r["updated"]}
+
+
+def build(index: SearchIndex, corpus: list[dict]) -> float:
+    t0 = time.perf_counter()
+    with index.engine.begin() as conn:
+        index.upsert_many(conn, [to_doc(r) for r in corpus])
+    return time.perf_counter() - t0
+
+
+def time_kind(index: SearchIndex, queries, runs: int) -> list[float]:
+    samples = []
+    for q in queries:
+        q, filters = q if isinstance(q, tuple) else (q, {})
+        index.search(q, filters)  # warm-up
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            index.search(q, filters, per_page=20)
+            samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def recall_probes(index: SearchIndex, corpus: list[dict]) -> list[tuple]:
+    """(query, kind, truth, found of truth, extra) — extra = hits outside the truth set."""
+    def truth(pred):
+        return {str(r["id"]) for r in corpus if pred(r)}
+
+    import unicodedata
+    text_of = {str(r["id"]): unicodedata.normalize("NFKC", r["title"] + r["description"] + r["tags"]
+                                                   + r["org"]) for r in corpus}
+    probes = [
+        ("AED", "NFKC", truth(lambda r: r["aed"])),
+        ("ＡＥＤ", "NFKC", truth(lambda r: r["aed"])),
+        # r6 flags the year; only shelter and statistics titles print it.
+        ("令和6年度", "NFKC", truth(lambda r: r["r6"] and "令和6年度" in text_of[str(r["id"])])),
+        ("令和６年度", "NFKC", truth(lambda r: r["r6"] and "令和6年度" in text_of[str(r["id"])])),
+        ("ハザードマップ", "variants", truth(lambda r: r["hazard"])),
+        ("ハザード・マップ", "variants", truth(lambda r: r["hazard"])),
+        ("ﾊｻﾞｰﾄﾞﾏｯﾌﾟ", "variants", truth(lambda r: r["hazard"])),
+        ("子ども", "variants", truth(lambda r: r["kids"])),
+        ("こども", "variants", truth(lambda r: r["kids"])),
+        ("子供", "variants", truth(lambda r: r["kids"])),
+        ("ひなんじょ", "variants", truth(lambda r: r["kana_hinan"] or "避難所" in text_of[str(r["id"])])),
+        ("避難所", "variants", truth(lambda r: r["kana_hinan"] or "避難所" in text_of[str(r["id"])])),
+        ("京都", "bait", truth(lambda r: "京都" in text_of[str(r["id"])].replace("東京都", ""))),
+        ("加古", "substring", truth(lambda r: "加古" in text_of[str(r["id"])])),
+        ("川", "substring", truth(lambda r: "川" in text_of[str(r["id"])])),
+    ]
+    out = []
+    for q, kind, want in probes:
+        got = _all_ids(index, q)
+        out.append((q, kind, len(want), len(got & want), len(got - want)))
+    return out
+
+
+def _all_ids(index: SearchIndex, q: str) -> set[str]:
+    res = index.search(q, per_page=1000)
+    ids, page = set(res.ids), 1
+    while len(ids) < res.total:
+        page += 1
+        ids |= set(index.search(q, per_page=1000, page=page).ids)
+    return ids
+
+
+def kyoto_check(index: SearchIndex) -> str:
+    """A real 京都 dataset must outrank the 東京都 mentions (京都 ⊂ 東京都)."""
+    with index.engine.begin() as conn:
+        index.upsert(conn, {"id": "kyoto-bait-check", "title": "京都府との広域連携データ",
+                            "description": "京都府と兵庫県の境界付近の施設一覧です。", "tags": [],
+                            "organization": "兵庫県", "formats": ["CSV"], "license_id": "CC0",
+                            "modified": "2000-01-01"})
+    try:
+        res = index.search("京都", per_page=5)
+        return f"京都: {res.total} hits, first = {res.ids[0]!r} (expected 'kyoto-bait-check')"
+    finally:
+        with index.engine.begin() as conn:
+            index.delete(conn, "kyoto-bait-check")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--db", type=Path, help="reuse/keep the index here (default: a temp dir)")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    db = args.db or Path(tmp.name) / "bench.db"
+    engine = create_engine(f"sqlite:///{db}")
+    index = SearchIndex(engine)
+    t0 = time.perf_counter()
+    corpus = load_corpus(args.n)
+    print(f"corpus: {len(corpus):,} records generated in {time.perf_counter() - t0:.1f} s")
+    with engine.connect() as conn:
+        have = conn.execute(text("SELECT COUNT(*) FROM search_doc")).scalar()
+    if have != len(corpus):
+        print(f"index built in {build(index, corpus):.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
+    else:
+        print(f"index reused: {db}")
+    print(f"\n{'kind':14} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}   (total + page of 20 + 5 facets)")
+    for kind, queries in QUERIES.items():
+        s = time_kind(index, queries, args.runs)
+        print(f"{kind:14} {statistics.median(s):8.1f} {pct(s, 95):8.1f} {max(s):8.1f}")
+    print(f"\n{'query':12} {'kind':10} {'truth':>7} {'found':>7} {'recall':>8} {'extra':>7}")
+    for q, kind, want, found, extra in recall_probes(index, corpus):
+        print(f"{q:12} {kind:10} {want:7} {found:7} {found / max(want, 1):8.1%} {extra:7}")
+    print("\n" + kyoto_check(index))
+    with engine.connect() as conn:
+        t0 = time.perf_counter()
+        index.cache._load(conn)
+    print(f"per-worker array reload after a publish: {(time.perf_counter() - t0) * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

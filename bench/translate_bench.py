@@ -1,0 +1,115 @@
+"""Translate-and-publish of a synthetic A31-like flood layer, versus a plain pyogrio copy.
+
+    python bench/translate_bench.py                 # 1,000,000 polygons (the target size)
+    python bench/translate_bench.py --features 100000   # a quick run
+
+Generates a GeoPackage of small polygons over Hyogo with KSJ A31 v2 attributes (A31_201 depth
+rank 1–6, A31_202 date, A31_203 notice number, A31_204 rainfall), then, each in its own process
+so peak RSS is its own: (1) pyogrio.read_dataframe + write_dataframe of the whole file;
+(2) geo.stream.translate_to_version (chunks → reader clean-up → geo.translate → GeoPackage).
+Prints features/s and peak RSS. Targets: peak RSS < 1.5 GB, throughput within 3× of the copy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def generate(path: Path, n: int, chunk: int = 200_000) -> None:
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+    import shapely
+    rng = np.random.default_rng(28)
+    for start in range(0, n, chunk):
+        k = min(chunk, n - start)
+        x = rng.uniform(134.25, 135.45, k)
+        y = rng.uniform(34.20, 35.65, k)
+        d = rng.uniform(0.0003, 0.002, k)
+        # 6-vertex rings (a square with one extra vertex), like KSJ's small mesh polygons.
+        xs = np.stack([x, x + d, x + d, x + d / 2, x, x], axis=1)
+        ys = np.stack([y, y, y + d, y + d * 1.2, y + d, y], axis=1)
+        rings = shapely.linearrings(np.stack([xs, ys], axis=2))
+        frame = gpd.GeoDataFrame(pd.DataFrame({
+            "A31_201": rng.integers(1, 7, k).astype("int32"),
+            "A31_202": np.full(k, "2016/06/01", dtype=object),
+            "A31_203": np.full(k, "兵庫県告示第100号", dtype=object),
+            "A31_204": np.full(k, "加古川流域の24時間総雨量 423mm", dtype=object),
+        }), geometry=shapely.polygons(rings), crs="EPSG:6668")
+        pyogrio.write_dataframe(frame, path, layer="A31", driver="GPKG", append=start > 0)
+
+
+def run_copy(src: str, out: str) -> dict:
+    import pyogrio
+    t = time.perf_counter()
+    frame = pyogrio.read_dataframe(src)
+    pyogrio.write_dataframe(frame, out, layer="features", driver="GPKG", SPATIAL_INDEX="YES")
+    return {"seconds": time.perf_counter() - t, "features": len(frame)}
+
+
+def run_translate(src: str, data_dir: str) -> dict:
+    sys.path.insert(0, str(REPO))
+    from geo.stream import translate_to_version
+    t = time.perf_counter()
+    written, report = translate_to_version(src, data_dir, "bench-a31", 1,
+                                           title="洪水浸水想定区域（想定最大規模）",
+                                           publisher="兵庫県", source_dataset="bench")
+    return {"seconds": time.perf_counter() - t, "features": written["feature_count"],
+            "theme": report.theme, "rejected": len(report.rejected)}
+
+
+def child(mode: str, src: str, out: str) -> None:
+    result = run_copy(src, out) if mode == "copy" else run_translate(src, out)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result, ensure_ascii=False))
+
+
+def measure(mode: str, src: Path, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, str(src), str(out)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--features", type=int, default=1_000_000)
+    ap.add_argument("--child", nargs=3, metavar=("MODE", "SRC", "OUT"))
+    ap.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        src = work / f"a31_{args.features}.gpkg"
+        if not src.exists():
+            t = time.perf_counter()
+            generate(src, args.features)
+            print(f"generated {args.features:,} polygons in {time.perf_counter() - t:.1f} s "
+                  f"({src.stat().st_size / 1e6:.0f} MB GeoPackage)")
+        copy = measure("copy", src, work / "copy.gpkg")
+        trans = measure("translate", src, work / "data")
+        for name, r in (("plain read_dataframe+write_dataframe", copy),
+                        ("translate-and-publish (geo.stream)", trans)):
+            print(f"{name:40} {r['features']:>9,} features {r['seconds']:7.1f} s "
+                  f"{r['features'] / r['seconds']:>9,.0f} features/s  peak RSS "
+                  f"{r['peak_rss_mb']:7.0f} MB")
+        ratio = trans["seconds"] / copy["seconds"]
+        print(f"theme={trans['theme']} rejected={trans['rejected']}  "
+              f"time ratio translate/copy = {ratio:.2f} (target ≤ 3)  "
+              f"peak RSS target < 1536 MB: {'ok' if trans['peak_rss_mb'] < 1536 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

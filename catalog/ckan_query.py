@@ -1,0 +1,302 @@
+"""package_search for the CKAN-compatible API: Solr-style `fq`, `sort` and facets over the store.
+
+Free text (`q`) goes through the catalogue's own Japanese search (catalog.search.SearchIndex,
+with its NFKC folding and 表記ゆれ variants), so the API finds what the pages find. Filters,
+dates, sorting and paging are SQL over the dataset table and the search index's facet table, so
+the answer is exact at any `start` and `metadata_modified` is our Dataset.updated_at.
+
+The fq grammar accepted is the part of Lucene syntax CKAN clients send:
+``[+|-]field:value``, ``field:"quoted value"``, ``field:(a OR b)``, ``field:*`` and ranges
+``field:[2025-01-01T00:00:00Z TO *]`` (``{…}`` excludes the ends; ``NOW-7DAYS`` works), with
+clauses ANDed (whitespace, ``AND`` or ``&&`` between them). Anything else is a Search Query
+Error rather than a silently ignored filter.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import and_, false, func, not_, select, true
+
+from catalog.search import search_facet
+from catalog.store import Dataset, Organization
+
+DEFAULT_SORT = "score desc, metadata_modified desc"
+DEFAULT_FACET_LIMIT = 50
+# CKAN field -> search_facet field
+FACET_FIELDS = {"organization": "organization", "owner_org": "organization", "tags": "tags",
+                "res_format": "res_format", "groups": "theme", "license_id": "license_id"}
+DATE_FIELDS = {"metadata_modified": Dataset.updated_at, "metadata_created": Dataset.created_at}
+# Fields every record here has one fixed value of (CKAN adds +dataset_type:dataset itself).
+CONSTANT_FIELDS = {"dataset_type": "dataset", "type": "dataset", "state": "active",
+                   "private": "false", "capacity": "public"}
+SORT_COLUMNS = {"metadata_modified": Dataset.updated_at, "metadata_created": Dataset.created_at,
+                "name": Dataset.id, "id": Dataset.id, "title_string": Dataset.title,
+                "title": Dataset.title, "score": None}
+_CLAUSE = re.compile(r'\s*(?:(?:AND|&&)\s+)?([+-]?)([A-Za-z_][\w.]*):'
+                     r'("(?:[^"\\]|\\.)*"|[\[{][^\]}]*[\]}]|\([^)]*\)|(?:[^\s()\\]|\\.)+)\s*')
+_NOW = re.compile(r"NOW(?:/DAY)?(?:([+-])(\d+)(DAY|DAYS|HOUR|HOURS|MINUTE|MINUTES))?")
+
+
+class QueryError(ValueError):
+    pass
+
+
+@dataclass
+class Clause:
+    field: str
+    negate: bool = False
+    values: list[str] = field(default_factory=list)  # any of them; empty with `any_value`
+    any_value: bool = False
+    low: datetime | None = None
+    high: datetime | None = None
+    inclusive: tuple[bool, bool] = (True, True)
+
+
+@dataclass
+class SearchQuery:
+    q: str
+    clauses: list[Clause]
+    rows: int
+    start: int
+    sort: list[tuple[str, bool]]  # (field, descending)
+    sort_text: str
+    facet_fields: list[str]
+    facet_limit: int | None
+
+
+@dataclass
+class Found:
+    count: int
+    ids: list[str]
+    facets: dict[str, list[tuple[str, int]]]
+
+
+def parse_search(data: dict, *, natural, boolean, str_list, max_rows: int) -> SearchQuery:
+    rows = min(natural(data, "rows", 10), max_rows)  # CKAN caps rows at ckan.search.rows_max
+    start = natural(data, "start", 0)
+    q, clauses = _split_q(str(data.get("q") or ""))
+    for fq in [data.get("fq") or ""] + str_list(data, "fq_list"):
+        clauses += parse_fq(str(fq))
+    sort_text = str(data.get("sort") or DEFAULT_SORT)
+    facet_fields = str_list(data, "facet.field") if boolean(data, "facet", True) else []
+    limit = data.get("facet.limit")
+    facet_limit = None if str(limit).strip() == "-1" else natural(data, "facet.limit",
+                                                                   DEFAULT_FACET_LIMIT)
+    return SearchQuery(q, clauses, rows, start, parse_sort(sort_text), sort_text,
+                       list(dict.fromkeys(facet_fields)), facet_limit)
+
+
+def parse_fq(text: str) -> list[Clause]:
+    clauses, pos, text = [], 0, text.strip()
+    while pos < len(text):
+        m = _CLAUSE.match(text, pos)
+        if not m:
+            raise QueryError(f"cannot parse fq near {text[pos:pos + 40]!r}; "
+                             "use field:value clauses")
+        clauses.append(_clause(m.group(2), m.group(3), m.group(1) == "-"))
+        pos = m.end()
+    return clauses
+
+
+def parse_sort(text: str) -> list[tuple[str, bool]]:
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, direction = part.partition(" ")
+        direction = direction.strip().lower() or "asc"
+        if name not in SORT_COLUMNS or direction not in ("asc", "desc"):
+            raise QueryError(f"cannot sort by {part!r}; use e.g. 'metadata_modified desc'")
+        out.append((name, direction == "desc"))
+    return out
+
+
+def _split_q(q: str) -> tuple[str, list[Clause]]:
+    """Free text for the search index; `field:value` words of known fields become filters."""
+    words, clauses = [], []
+    for word in q.split():
+        name = word.lstrip("+-").split(":", 1)[0]
+        if word in ("*:*", "*"):
+            continue
+        if ":" in word and (name in FACET_FIELDS or name in DATE_FIELDS or name in
+                            CONSTANT_FIELDS or name in ("name", "id")):
+            clauses += parse_fq(word)
+        else:
+            words.append(word)
+    return " ".join(words), clauses
+
+
+def _clause(name: str, raw: str, negate: bool) -> Clause:
+    known = name in FACET_FIELDS or name in CONSTANT_FIELDS or name in ("name", "id")
+    if raw[0] in "[{":
+        if name not in DATE_FIELDS:
+            raise QueryError(f"ranges are supported on metadata_modified/metadata_created, "
+                             f"not {name!r}")
+        low, sep, high = raw[1:-1].partition(" TO ")
+        if not sep:
+            raise QueryError(f"a range needs 'TO': {raw!r}")
+        return Clause(name, negate, low=_when(low.strip()), high=_when(high.strip()),
+                      inclusive=(raw[0] == "[", raw[-1] == "]"))
+    if not known:
+        raise QueryError(f"unknown field {name!r} in fq")
+    if raw == "*":
+        return Clause(name, negate, any_value=True)
+    if raw[0] == "(":
+        parts = re.findall(r'"(?:[^"\\]|\\.)*"|[^\s()]+', raw[1:-1])
+        values = [_unquote(p) for p in parts if p not in ("OR", "||")]
+        if not values or any(p in ("AND", "&&", "NOT") for p in parts):
+            raise QueryError(f"only (a OR b) groups are supported: {raw!r}")
+        return Clause(name, negate, values=values)
+    return Clause(name, negate, values=[_unquote(raw)])
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def _when(text: str) -> datetime | None:
+    if text == "*":
+        return None
+    m = _NOW.fullmatch(text)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    if m:
+        if text.startswith("NOW/DAY"):
+            now = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if m.group(1):
+            unit = {"D": "days", "H": "hours", "M": "minutes"}[m.group(3)[0]]
+            try:
+                delta = timedelta(**{unit: int(m.group(2))})
+                now = now - delta if m.group(1) == "-" else now + delta
+            except OverflowError:
+                raise QueryError(f"date out of range: {text!r}") from None
+        return now
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(f"not a date: {text!r} (use 2025-06-01T00:00:00Z, NOW-7DAYS or *)") \
+            from None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+# -- running --------------------------------------------------------------------------------------
+
+def facet_value(name: str, value: str) -> str:
+    """As catalog.search stores facet values: NFKC, formats upper-cased."""
+    v = unicodedata.normalize("NFKC", str(value)).strip()
+    return v.upper() if name == "res_format" else v
+
+
+def _condition(c: Clause, session):
+    if c.field in DATE_FIELDS:
+        col, conds = DATE_FIELDS[c.field], []
+        if c.low is not None:
+            conds.append(col >= c.low if c.inclusive[0] else col > c.low)
+        if c.high is not None:
+            conds.append(col <= c.high if c.inclusive[1] else col < c.high)
+        cond = and_(true(), *conds)
+    elif c.field in CONSTANT_FIELDS:
+        cond = true() if c.any_value or CONSTANT_FIELDS[c.field] in [v.lower() for v in c.values] \
+            else false()
+    elif c.field in ("name", "id"):
+        from catalog.ckan_dicts import find_dataset
+        found = [find_dataset(session, v) for v in c.values]
+        ids = [d.id for d in found if d is not None]
+        cond = true() if c.any_value else (Dataset.id.in_(ids) if ids else false())
+    else:
+        facet = FACET_FIELDS[c.field]
+        sub = select(search_facet.c.dataset_id).where(search_facet.c.field == facet)
+        if not c.any_value:
+            sub = sub.where(search_facet.c.value.in_([facet_value(facet, v) for v in c.values]))
+        cond = Dataset.id.in_(sub)
+    return not_(cond) if c.negate else cond
+
+
+def _text_matches(store, q: str) -> list[str]:
+    """Every dataset id the catalogue search finds for q, best first."""
+    ids, page = [], 1
+    while True:
+        result = store.search.search(q, sort="relevance", page=page, per_page=1000)
+        ids += result.ids
+        if not result.ids or len(ids) >= result.total:
+            return ids
+        page += 1
+
+
+def _in_ids(session, ids: list[str]):
+    if session.get_bind().dialect.name == "sqlite":
+        # One JSON parameter instead of one per id: a broad q can match 100,000 datasets.
+        values = func.json_each(json.dumps(ids)).table_valued("value")
+        return Dataset.id.in_(select(values.c.value))
+    return Dataset.id.in_(ids)
+
+
+def run(store, session, query: SearchQuery) -> Found:
+    conds = [Dataset.status == "active"] + [_condition(c, session) for c in query.clauses]
+    rank = None
+    if query.q:
+        matches = _text_matches(store, query.q)
+        rank = {i: n for n, i in enumerate(matches)}
+        conds.append(_in_ids(session, matches))
+    where = and_(*conds)
+    count = session.scalar(select(func.count()).select_from(Dataset).where(where)) or 0
+    sort = [(name, desc) for name, desc in query.sort if name != "score" or rank is not None]
+    end = query.start + query.rows
+    if sort and sort[0][0] == "score":
+        # Relevance comes from the search index, not SQL: order the matched ids by its rank.
+        ids = list(session.scalars(select(Dataset.id).where(where)))
+        ids = sorted(ids, key=lambda i: rank.get(i, len(rank)))[query.start:end]
+    else:
+        order = [SORT_COLUMNS[n].desc() if d else SORT_COLUMNS[n].asc() for n, d in sort]
+        stmt = (select(Dataset.id).where(where).order_by(*order, Dataset.id)
+                .offset(query.start).limit(query.rows))
+        ids = list(session.scalars(stmt)) if query.rows else []
+    facets = _facets(session, where, query) if query.facet_fields else {}
+    return Found(count, ids, facets)
+
+
+def _facets(session, where, query: SearchQuery) -> dict[str, list[tuple[str, int]]]:
+    wanted = {name: FACET_FIELDS.get(name) for name in query.facet_fields}
+    internal = sorted({f for f in wanted.values() if f})
+    counts: dict[str, list[tuple[str, int]]] = {f: [] for f in internal}
+    if internal:
+        stmt = (select(search_facet.c.field, search_facet.c.value, func.count())
+                .where(search_facet.c.field.in_(internal),
+                       search_facet.c.dataset_id.in_(select(Dataset.id).where(where)))
+                .group_by(search_facet.c.field, search_facet.c.value))
+        for f, value, n in session.execute(stmt):
+            counts[f].append((value, n))
+    out = {}
+    for name, f in wanted.items():
+        items = sorted(counts.get(f, []), key=lambda vn: (-vn[1], vn[0])) if f else []
+        out[name] = items if query.facet_limit is None else items[:query.facet_limit]
+    return out
+
+
+def facet_dicts(session, facets: dict[str, list[tuple[str, int]]]) -> tuple[dict, dict]:
+    """CKAN's two shapes: `facets` {field: {value: n}} and `search_facets` with display names."""
+    titles = {}
+    if "organization" in facets or "owner_org" in facets:
+        titles = {o.id: o.name_ja for o in session.scalars(select(Organization))}
+    plain, rich = {}, {}
+    for name, items in facets.items():
+        plain[name] = {v: n for v, n in items}
+        rich[name] = {"title": name, "items": [
+            {"name": v, "display_name": titles.get(v, v) if name in ("organization", "owner_org")
+             else v, "count": n} for v, n in items]}
+    return plain, rich
+
+
+def all_tags(session) -> list[str]:
+    active = select(Dataset.id).where(Dataset.status == "active")
+    stmt = (select(search_facet.c.value).distinct()
+            .where(search_facet.c.field == "tags", search_facet.c.dataset_id.in_(active))
+            .order_by(search_facet.c.value))
+    return list(session.scalars(stmt))

@@ -1,0 +1,124 @@
+"""The dataset page: metadata, licence and attribution, resources, map and table previews of
+the translated data, the quality report, machine links and schema.org JSON-LD.
+
+Harvested text is untrusted: descriptions are rendered as Markdown with raw HTML disabled
+(markdown-it escapes it; its link validator drops javascript:/data: URLs), everything else is
+autoescaped, and harvested URLs become links only when they are http(s).
+"""
+from __future__ import annotations
+
+from flask import current_app, render_template, request, url_for
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+from sqlalchemy.orm import selectinload
+
+from catalog.downloads import FORMATS, table_page
+from catalog.i18n import _
+from catalog.store import Dataset, Organization, Source
+from catalog.views import (QUALITY_LABELS, STATE_LABELS, base_url, bp, http_url,
+                           theme_label)
+
+TABLE_ROWS = 20
+# Keys under which sources give an update frequency (CKAN extras, DCAT, our files harvester).
+FREQUENCY_KEYS = ("更新頻度", "update_frequency", "frequency", "accrualPeriodicity",
+                  "accrual_periodicity", "dct:accrualPeriodicity")
+
+_md = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False})
+
+
+def render_description(text: str) -> Markup:
+    return Markup(_md.render(text or ""))
+
+
+def update_frequency(raw) -> str | None:
+    """The source's own wording for how often the data is updated, when it gives one."""
+    if not isinstance(raw, dict):
+        return None
+    for key in FREQUENCY_KEYS:
+        if isinstance(raw.get(key), str) and raw[key].strip():
+            return raw[key].strip()
+    for extra in raw.get("extras") or []:
+        if isinstance(extra, dict) and extra.get("key") in FREQUENCY_KEYS and extra.get("value"):
+            return str(extra["value"]).strip()
+    return None
+
+
+@bp.route("/datasets/<path:dataset_id>")
+def dataset(dataset_id: str):
+    store = current_app.extensions["renkei_store"]
+    with store.session() as s:
+        ds = s.get(Dataset, dataset_id, options=[selectinload(Dataset.resources),
+                                                 selectinload(Dataset.collections)])
+        if ds is None:
+            return render_template("error.html", status=404, heading=_("データセットが見つかりません"),
+                                   message=_("「%(id)s」というデータセットはありません。", id=dataset_id)), 404
+        if ds.status != "active":
+            return render_template(
+                "error.html", status=410, heading=_("このデータセットは公開を終了しました"),
+                message=_("「%(title)s」は提供元で取り下げられたため、このカタログでも公開を終了しました。",
+                          title=ds.title)), 410
+        org = s.get(Organization, ds.organization_id) if ds.organization_id else None
+        source = s.get(Source, ds.source_name)
+        collections = [c for c in ds.collections if c.status == "active"]
+        page_url = base_url() + url_for("pages.dataset", dataset_id=ds.id)
+        try:
+            tpage = max(1, int(request.args.get("table_page") or 1))
+        except ValueError:
+            tpage = 1
+        table = None
+        if collections:
+            first = collections[0]
+            table = table_page(store.data_dir / first.path, first.layer, tpage, TABLE_ROWS,
+                               first.feature_count)
+            table["collection"] = first
+        data_modified = max((c.published_at for c in collections), default=None)
+        return render_template(
+            "dataset.html", ds=ds, org=org, source=source, collections=collections,
+            page_url=page_url, quality=_quality_layers, state_labels=STATE_LABELS,
+            quality_labels=QUALITY_LABELS, jsonld=jsonld(ds, org, page_url, collections),
+            description=render_description(ds.description) if ds.description else None,
+            frequency=update_frequency(ds.raw), table=table, formats=FORMATS,
+            basemap=current_app.config.get("RENKEI_BASEMAP", "none"),
+            data_modified=data_modified, theme_label=theme_label)
+
+
+def _quality_layers(quality) -> list[dict]:
+    """resource.quality is a list of per-layer reports; accept one report or {"layers": [...]}."""
+    if not quality:
+        return []
+    if isinstance(quality, dict):
+        quality = quality.get("layers") if isinstance(quality.get("layers"), list) else [quality]
+    return [q for q in quality if isinstance(q, dict)]
+
+
+def jsonld(ds: Dataset, org: Organization | None, page_url: str, collections=()) -> dict:
+    """schema.org Dataset, so the page can appear in Google Dataset Search."""
+    root = base_url()
+    dist = [{"@type": "DataDownload", "name": r.name or r.url, "contentUrl": r.url,
+             "encodingFormat": r.detected_format or r.format}
+            for r in ds.resources if http_url(r.url)]
+    for c in collections:
+        for ext, (mime, _label) in FORMATS.items():
+            dist.append({"@type": "DataDownload", "name": f"{c.title} ({ext})",
+                         "encodingFormat": mime,
+                         "contentUrl": root + url_for("pages.download", dataset_id=ds.id,
+                                                      collection_id=c.id, ext=ext)})
+    doc = {"@context": "https://schema.org/", "@type": "Dataset", "name": ds.title,
+           "description": ds.description or ds.title, "url": page_url, "identifier": ds.id,
+           "keywords": list(ds.tags or []), "isAccessibleForFree": True, "inLanguage": "ja",
+           "distribution": dist}
+    if ds.modified:
+        doc["dateModified"] = ds.modified
+    if ds.issued:
+        doc["datePublished"] = ds.issued
+    if http_url(ds.license_url) or ds.license_title:
+        doc["license"] = http_url(ds.license_url) or ds.license_title
+    if org is not None:
+        doc["publisher"] = doc["creator"] = {"@type": "GovernmentOrganization", "name": org.name_ja}
+    if ds.bbox and len(ds.bbox) == 4:
+        w, s_, e, n = ds.bbox
+        doc["spatialCoverage"] = {"@type": "Place",
+                                  "geo": {"@type": "GeoShape", "box": f"{s_} {w} {n} {e}"}}
+    if http_url(ds.landing_page):
+        doc["sameAs"] = http_url(ds.landing_page)
+    return doc

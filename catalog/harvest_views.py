@@ -1,0 +1,127 @@
+"""Staff status pages for harvesting: `/harvest` (sources and jobs) and `/harvest/<job>`
+(counts, every error grouped by message, and each dataset's provenance).
+
+Read-only and server-rendered, in Japanese. Errors come grouped by harvesters.runner's
+group_errors, the same grouping as the CLI summary, so a page and a cron mail never disagree.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, render_template, request
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from catalog.store import Dataset, HarvestError, HarvestJob, Organization, Source
+from harvesters.runner import group_errors
+
+bp = Blueprint("harvest", __name__, template_folder="templates")
+
+JOBS_PER_PAGE = 50
+PROVENANCE_LIMIT = 500  # datasets shown on one job page; a source larger than this is paged
+STATUS_LABELS = {"done": "完了", "failed": "失敗", "running": "実行中", "locked": "実行中のためスキップ"}
+STAGE_LABELS = {"enumerate": "一覧取得", "fetch": "ダウンロード", "translate": "変換",
+                "publish": "公開", "withdraw": "取り下げ"}
+
+
+def _store():
+    return current_app.extensions["renkei_store"]
+
+
+def _lock_held(data_dir: Path, source: str) -> bool:
+    """Is a harvest process alive for this source? (the runner holds an flock while it runs)"""
+    path = Path(data_dir) / "locks" / f"{source}.lock"
+    if not path.exists():
+        return False
+    with open(path) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def _job_state(job: HarvestJob, data_dir: Path) -> str:
+    if job.status == "running" and not _lock_held(data_dir, job.source_name):
+        return "abandoned"
+    return job.status
+
+
+@bp.route("/harvest")
+def jobs():
+    store = _store()
+    source = request.args.get("source") or None
+    try:
+        page = max(1, int(request.args.get("page") or 1))
+    except ValueError:
+        abort(400, description="ページ番号は数字で指定してください。")
+    with store.session() as s:
+        sources = list(s.scalars(select(Source).order_by(Source.name)))
+        latest = {}
+        for src in sources:
+            latest[src.name] = s.scalars(select(HarvestJob).where(
+                HarvestJob.source_name == src.name).order_by(HarvestJob.id.desc()).limit(1)).first()
+        stmt = select(HarvestJob).order_by(HarvestJob.id.desc())
+        if source:
+            stmt = stmt.where(HarvestJob.source_name == source)
+        rows = list(s.scalars(stmt.offset((page - 1) * JOBS_PER_PAGE).limit(JOBS_PER_PAGE + 1)))
+        error_counts = dict(s.execute(
+            select(HarvestError.job_id, func.count()).where(
+                HarvestError.job_id.in_([j.id for j in rows])).group_by(HarvestError.job_id)).all())
+        states = {j.id: _job_state(j, store.data_dir) for j in rows}
+        states.update({j.id: _job_state(j, store.data_dir) for j in latest.values() if j})
+    return render_template("harvest.html", sources=sources, latest=latest,
+                           jobs=rows[:JOBS_PER_PAGE], more=len(rows) > JOBS_PER_PAGE,
+                           page=page, source=source, error_counts=error_counts, states=states,
+                           labels=STATUS_LABELS)
+
+
+@bp.route("/harvest/<int:job_id>")
+def job(job_id: int):
+    store = _store()
+    with store.session() as s:
+        job_ = s.get(HarvestJob, job_id, options=[selectinload(HarvestJob.errors)])
+        if job_ is None:
+            return render_template("error.html", status=404, heading="収集ジョブが見つかりません",
+                                   message=f"番号 {job_id} の収集ジョブはありません。"), 404
+        src = s.get(Source, job_.source_name)
+        datasets = list(s.scalars(
+            select(Dataset).where(Dataset.source_name == job_.source_name)
+            .options(selectinload(Dataset.resources), selectinload(Dataset.collections))
+            .order_by(Dataset.title).limit(PROVENANCE_LIMIT + 1)))
+        orgs = {o.id: o for o in s.scalars(select(Organization))}
+        provenance = [{"ds": d, "raw": _pretty(d.raw), "record": _pretty(_record(d, orgs))}
+                      for d in datasets[:PROVENANCE_LIMIT]]
+        groups = group_errors(job_.errors)
+        state = _job_state(job_, store.data_dir)
+    return render_template("harvest_job.html", job=job_, source=src, groups=groups,
+                           provenance=provenance, truncated=len(datasets) > PROVENANCE_LIMIT,
+                           state=state, labels=STATUS_LABELS, stage_labels=STAGE_LABELS,
+                           warnings=(job_.message or "").splitlines())
+
+
+def _record(ds: Dataset, orgs: dict) -> dict:
+    """The translated catalogue record, as the catalogue holds it now."""
+    org = orgs.get(ds.organization_id)
+    return {
+        "id": ds.id, "status": ds.status, "title": ds.title, "description": ds.description,
+        "tags": ds.tags, "theme": ds.theme,
+        "organization": {"id": ds.organization_id, "name_ja": org.name_ja if org else None,
+                         "code": org.code if org else None},
+        "license": {"id": ds.license_id, "title": ds.license_title, "url": ds.license_url},
+        "issued": ds.issued, "modified": ds.modified, "landing_page": ds.landing_page,
+        "bbox": ds.bbox,
+        "resources": [{"name": r.name, "url": r.url, "format": r.format,
+                       "detected_format": r.detected_format, "state": r.state,
+                       "message": r.message, "sha256": r.sha256, "size": r.size,
+                       "encoding": r.encoding} for r in ds.resources],
+        "collections": [{"id": c.id, "title": c.title, "features": c.feature_count,
+                         "version": c.version, "status": c.status} for c in ds.collections],
+    }
+
+
+def _pretty(doc) -> str:
+    return json.dumps(doc, ensure_ascii=False, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,130 @@
+"""Flask adapter for the OGC API: routes -> pygeoapi's framework-free core.
+
+pygeoapi.flask_app is deliberately not imported: it reads PYGEOAPI_CONFIG at
+import time and holds one fixed API in module globals. Each view here asks
+``OGCAPI.api()`` for the API of the current catalogue version, so collections
+published by a harvest in another process appear without a restart.
+"""
+
+import json
+import logging
+import os
+
+from flask import Blueprint, Response, request
+from flask_cors import CORS
+
+import pygeoapi
+from pygeoapi.api import (F_HTML, APIRequest, describe_collections,
+                          get_collection_schema, openapi_)
+from pygeoapi.api.itemtypes import get_collection_item
+from pygeoapi.error import GenericError
+
+from geo import ogcapi as core
+from geo.ogcapi import OGCAPI
+
+LOGGER = logging.getLogger(__name__)
+
+PYGEOAPI_STATIC = os.path.join(os.path.dirname(pygeoapi.__file__), 'static')
+# Headers a browser client needs to read: CRS of the coordinates, language.
+EXPOSED_HEADERS = ['Content-Crs', 'Content-Language', 'Link']
+_REENCODE_MAX = 2_000_000
+# pygeoapi ships no Japanese catalogue (and its wheel no compiled ones at all): ours, for the
+# HTML templates' own words (ホーム, コレクション, …); data titles are Japanese already.
+LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ogc_locale')
+
+
+def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
+    """Mount the OGC API at ``prefix`` (must be the path of ogcapi.base_url)."""
+    prefix = '/' + prefix.strip('/')
+    if not ogcapi.base_url.endswith(prefix):
+        # Links are built from base_url, so a mismatch yields dead links.
+        LOGGER.warning('OGC API base_url %s does not end with mount prefix %s',
+                       ogcapi.base_url, prefix)
+
+    if ogcapi.locale_dir is None:
+        ogcapi.locale_dir = LOCALE_DIR
+    bp = Blueprint('ogcapi', __name__, url_prefix=prefix,
+                   static_folder=PYGEOAPI_STATIC, static_url_path='/static')
+
+    def run(fn, *args, check_format=True):
+        api = ogcapi.api()  # one API object for the whole request
+        req = APIRequest.from_flask(request, api.locales)
+        if req.format == F_HTML:
+            ogcapi.prepare_html(api)
+        if check_format and not req.is_valid():
+            headers, status, content = api.get_format_exception(req)
+        else:
+            try:
+                headers, status, content = fn(api, req, *args)
+            except GenericError as err:
+                # Core functions catch provider errors only around query();
+                # elsewhere (e.g. queryables) they would surface as a bare 500.
+                headers = req.get_response_headers(**api.api_headers)
+                headers, status, content = api.get_exception(
+                    err.http_status_code, headers, req.format,
+                    err.ogc_exception_code, err.message)
+        return _response(headers, status, content)
+
+    def openapi_view(api, req):
+        ogcapi.openapi(api)
+        return openapi_(api, req)
+
+    @bp.route('')
+    @bp.route('/')
+    def landing():
+        return run(core.landing_page)
+
+    @bp.route('/conformance')
+    def conformance():
+        return run(core.conformance)
+
+    @bp.route('/openapi')
+    def openapi():
+        return run(openapi_view)
+
+    @bp.route('/collections')
+    def collections():
+        return run(describe_collections)
+
+    @bp.route('/collections/<cid>')
+    def collection(cid):
+        return run(describe_collections, cid)
+
+    @bp.route('/collections/<cid>/queryables')
+    def queryables(cid):
+        return run(core.get_queryables, cid)
+
+    @bp.route('/collections/<cid>/schema')
+    def schema(cid):
+        return run(get_collection_schema, cid)
+
+    @bp.route('/collections/<cid>/items')
+    def items(cid):
+        # get_items validates f= itself (it also accepts f=csv).
+        return run(core.get_items, cid, check_format=False)
+
+    @bp.route('/collections/<cid>/items/<iid>')
+    def item(cid, iid):
+        return run(get_collection_item, cid, iid)
+
+    # pygeoapi's cors setting only applies to its own Flask app.
+    CORS(bp, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'OPTIONS'],
+         expose_headers=EXPOSED_HEADERS)
+    app.register_blueprint(bp)
+    return bp
+
+
+def _response(headers, status, content):
+    headers = dict(headers)
+    ctype = headers.get('Content-Type', '')
+    if isinstance(content, str) and 'json' in ctype and '\\u' in content \
+            and len(content) < _REENCODE_MAX:
+        # pygeoapi's to_json escapes Japanese as \uXXXX. Items (large) are serialised by
+        # geo.ogcapi.get_items already; other documents are small, so a round trip is cheap.
+        content = json.dumps(json.loads(content), ensure_ascii=False, separators=(',', ':'))
+    # pygeoapi sends text/html and application/json without a charset; Flask
+    # encodes str bodies as UTF-8, so say so (HTML in particular needs it).
+    if ctype and 'charset' not in ctype.lower() and (
+            isinstance(content, str) or 'json' in ctype):
+        headers['Content-Type'] = f'{ctype}; charset=utf-8'
+    return Response(content, status=int(status), headers=headers)

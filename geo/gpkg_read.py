@@ -1,0 +1,350 @@
+"""What the GeoPackage provider keeps between requests: files, schemas, counts, transformers.
+
+pygeoapi builds a provider object per request, so everything that costs (connections, schema,
+counts, CRS operations) lives here in module-level caches keyed by the file's identity (inode,
+mtime, size). Published files are never modified in place (a new version is a new file), which
+is what makes ``immutable=1`` and these caches safe.
+"""
+
+import os
+import sqlite3
+import struct
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from urllib.parse import quote
+
+import numpy as np
+import pyproj
+import shapely
+
+from pygeoapi.provider.base import ProviderConnectionError, ProviderQueryError
+
+# GPKG header envelope sizes in bytes, indexed by the envelope indicator.
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+# Storage must be lon/lat WGS 84: anything else would be served as CRS84 wrongly.
+_LONLAT_SRS = {('EPSG', 4326), ('OGC', 84), ('OGC', 'CRS84')}
+_MAX_IDLE_CONNECTIONS = 4
+_MAX_CACHED_COUNTS = 512
+_MAX_FILTER_GEOMS = 64
+
+_LOCK = threading.Lock()
+_FILES = {}  # path -> GpkgFile (the version currently on disk)
+_PREVIOUS = set()  # paths published at the previous retain_only() call
+_TRANSFORMERS = {}  # (source, target) -> pyproj.Transformer
+_FILTER_GEOMS = OrderedDict()  # WKB of a filter geometry -> prepared shapely geometry
+HYOGO = pyproj.aoi.AreaOfInterest(134.25, 34.15, 135.47, 35.68)
+CRS84 = 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
+
+
+def wkb(blob):
+    """The WKB inside a GPKG geometry blob; None for NULL or empty."""
+    if blob is None:
+        return None
+    if blob[:2] != b'GP':
+        return bytes(blob)  # plain WKB, tolerated
+    flags = blob[3]
+    if flags & 0x10:  # empty geometry: GeoJSON has no empty, so null
+        return None
+    if flags & 0x20:
+        raise ProviderQueryError('extended GeoPackage geometry types are not supported')
+    return blob[8 + _ENVELOPE_BYTES.get((flags >> 1) & 7, 0):]
+
+
+def _point_xy(w):
+    """(x, y) of a 2D WKB point without building a shapely object, else None."""
+    if len(w) != 21:
+        return None
+    fmt = '<Idd' if w[0] == 1 else '>Idd'
+    kind, x, y = struct.unpack_from(fmt, w, 1)
+    return (x, y) if kind == 1 else None
+
+
+def crs_from_uri(uri):
+    """pyproj CRS for an OGC CRS URI (CRS84 is lon/lat, EPSG codes keep EPSG axis order)."""
+    if uri in (CRS84, 'urn:ogc:def:crs:OGC:1.3:CRS84'):
+        return pyproj.CRS('OGC:CRS84')
+    url = uri.replace('urn:ogc:def:crs', 'http://www.opengis.net/def/crs').replace(':', '/')
+    try:
+        authority, code = url.rsplit('/', maxsplit=3)[1::2]
+        return pyproj.CRS.from_authority(authority, code)
+    except (ValueError, pyproj.exceptions.CRSError):
+        raise ValueError(f'unknown CRS {uri!r}')
+
+
+def transformer(source, target):
+    """A cached transformer between two CRSs given as URIs or WKT.
+
+    Building a Transformer runs PROJ's operation search (up to ~0.8 s for CRS84 -> JGD2011
+    without an area of interest), and pyproj rebuilds it in every new thread. The operation
+    chosen for Hyogo is kept as a PROJ pipeline, which is instant to rebuild anywhere.
+    """
+    key = (source, target)
+    t = _TRANSFORMERS.get(key)
+    if t is None:
+        def crs(s):
+            return pyproj.CRS.from_wkt(s) if s.lstrip()[:1].isalpha() and '[' in s \
+                else crs_from_uri(s)
+        op = pyproj.Transformer.from_crs(crs(source), crs(target), area_of_interest=HYOGO)
+        t = _TRANSFORMERS[key] = pyproj.Transformer.from_pipeline(op.definition)
+    return t
+
+
+def transform_bbox(source, target, bbox, points=21):
+    """Envelope in ``target`` of a 2D bbox given in ``source`` (both in their axis order).
+
+    Edges are densified: a straight edge in one CRS is a curve in another. (pyproj's
+    transform_bounds cannot be used on a pipeline-built transformer: it returns inf.)
+    """
+    minx, miny, maxx, maxy = bbox
+    s = np.linspace(0.0, 1.0, points)
+    xs = np.concatenate([minx + (maxx - minx) * s, np.full(points, maxx),
+                         maxx - (maxx - minx) * s, np.full(points, minx)])
+    ys = np.concatenate([np.full(points, miny), miny + (maxy - miny) * s,
+                         np.full(points, maxy), maxy - (maxy - miny) * s])
+    a, b = transformer(source, target).transform(xs, ys)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError('bbox lies outside the area where its CRS is defined')
+    return [float(a.min()), float(b.min()), float(a.max()), float(b.max())]
+
+
+def geometries_to_geojson(blobs, transformer=None):
+    """Decode GPKG blobs to GeoJSON geometry dicts, vectorised where it pays.
+
+    Points are the bulk of our data; shapely's per-object __geo_interface__ costs ~5 us each,
+    so 2D points take a vectorised coordinate path.
+    """
+    geoms = shapely.from_wkb([wkb(b) for b in blobs])
+    if transformer is not None:
+        geoms = shapely.transform(
+            geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    out = [None] * len(geoms)
+    is_point = (shapely.get_type_id(geoms) == 0) & ~shapely.has_z(geoms)
+    point_idx = is_point.nonzero()[0]
+    if len(point_idx):
+        xy = shapely.get_coordinates(geoms[point_idx]).tolist()
+        for i, c in zip(point_idx.tolist(), xy):
+            out[i] = {'type': 'Point', 'coordinates': c}
+    for i in (~is_point).nonzero()[0].tolist():
+        g = geoms[i]
+        if g is not None and not g.is_empty:
+            out[i] = g.__geo_interface__
+    return out
+
+
+def _sql_intersects_box(blob, minx, miny, maxx, maxy):
+    """SQLite function: exact geometry/bbox test for R-tree edge candidates."""
+    try:
+        w = wkb(blob)
+    except ProviderQueryError:
+        return 0
+    if w is None:
+        return 0
+    xy = _point_xy(w)
+    if xy is not None:
+        return int(minx <= xy[0] <= maxx and miny <= xy[1] <= maxy)
+    return int(shapely.intersects(shapely.from_wkb(w), shapely.box(minx, miny, maxx, maxy)))
+
+
+def filter_geometry(w):
+    """Prepared shapely geometry for a filter literal's WKB (cached: one per query, many rows)."""
+    g = _FILTER_GEOMS.get(w)
+    if g is None:
+        g = shapely.from_wkb(w)
+        shapely.prepare(g)
+        with _LOCK:
+            _FILTER_GEOMS[w] = g
+            if len(_FILTER_GEOMS) > _MAX_FILTER_GEOMS:
+                _FILTER_GEOMS.popitem(last=False)
+    return g
+
+
+def _sql_intersects_geom(blob, filter_wkb):
+    """SQLite function: exact intersection of a feature with a CQL2 geometry literal."""
+    try:
+        w = wkb(blob)
+    except ProviderQueryError:
+        return 0
+    if w is None:
+        return 0
+    g = filter_geometry(filter_wkb)
+    xy = _point_xy(w)
+    if xy is not None:
+        return int(shapely.intersects_xy(g, *xy))
+    return int(shapely.intersects(g, shapely.from_wkb(w)))
+
+
+_JSON_TYPES = {
+    'INTEGER': 'integer', 'INT': 'integer', 'MEDIUMINT': 'integer', 'SMALLINT': 'integer',
+    'TINYINT': 'integer', 'BIGINT': 'integer', 'REAL': 'number', 'FLOAT': 'number',
+    'DOUBLE': 'number', 'NUMERIC': 'number', 'BOOLEAN': 'boolean', 'TEXT': 'string',
+    'VARCHAR': 'string', 'CHAR': 'string', '': 'string', 'DATE': 'string', 'DATETIME': 'string'}
+_FORMATS = {'DATE': 'date', 'DATETIME': 'date-time'}
+
+
+def _field_schema(decltype):
+    """JSON Schema for a GPKG column type; None (not exposed) for BLOB/geometry."""
+    t = (decltype or '').upper().split('(')[0].strip()
+    if t not in _JSON_TYPES:
+        return None
+    return {'type': _JSON_TYPES[t], **({'format': _FORMATS[t]} if t in _FORMATS else {})}
+
+
+def quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Layer:
+    """Schema of one feature table, read once per file version."""
+
+    def __init__(self, con, table):
+        row = con.execute(
+            'SELECT g.column_name, g.geometry_type_name, s.organization,'
+            ' s.organization_coordsys_id FROM gpkg_geometry_columns g'
+            ' LEFT JOIN gpkg_spatial_ref_sys s ON s.srs_id = g.srs_id'
+            ' WHERE g.table_name = ?', (table,)).fetchone()
+        if row is None:
+            raise ProviderConnectionError(f'no feature table {table!r} in GeoPackage')
+        self.table, self.geom, self.geom_type = table, row[0], row[1].upper()
+        if (str(row[2]).upper(), row[3]) not in _LONLAT_SRS:
+            raise ProviderConnectionError(
+                f'layer {table!r} is stored in {row[2]}:{row[3]}, not EPSG:4326')
+        info = con.execute(f'PRAGMA table_info({quote_ident(table)})').fetchall()
+        pks = [r[1] for r in info if r[5]]
+        if len(pks) != 1:
+            raise ProviderConnectionError(f'layer {table!r} has no integer fid')
+        self.fid = pks[0]
+        self.fields = {}  # name -> JSON Schema, in table order
+        for _, name, decl, *_ in info:
+            schema = None if name in (self.fid, self.geom) else _field_schema(decl)
+            if schema is not None:
+                self.fields[name] = schema
+        self.booleans = {k for k, v in self.fields.items() if v['type'] == 'boolean'}
+        self.texts = [k for k, v in self.fields.items() if v['type'] == 'string']
+        rtree = f'rtree_{table}_{self.geom}'
+        self.rtree = rtree if con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = ?", (rtree,)).fetchone() else None
+        # Files we write have fid = row number (1..n, no gaps): then the n-th row is fid n and
+        # a deep page is a primary-key range, as cheap as the first page.
+        lo, hi, n = con.execute(
+            f'SELECT min({quote_ident(self.fid)}), max({quote_ident(self.fid)}), count(*)'
+            f' FROM {quote_ident(table)}').fetchone()
+        self.count = n
+        self.dense = n == 0 or (lo == 1 and hi == n)
+
+
+class GpkgFile:
+    """One version of one .gpkg: pooled read-only connections, schema, counts."""
+
+    def __init__(self, path, identity):
+        self.path, self.identity = path, identity
+        self.retired = False
+        self._idle = []
+        self._layers = {}
+        self._counts = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _open(self):
+        uri = f'file:{quote(self.path)}?mode=ro&immutable=1'
+        try:
+            con = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise ProviderConnectionError(f'cannot open {self.path}: {err}')
+        # CQL2 LIKE is case-sensitive; q uses instr(lower()) and is not affected.
+        con.execute('PRAGMA case_sensitive_like = ON')
+        con.create_function('renkei_intersects', 5, _sql_intersects_box, deterministic=True)
+        con.create_function('renkei_intersects_geom', 2, _sql_intersects_geom,
+                            deterministic=True)
+        return con
+
+    @contextmanager
+    def connection(self):
+        # A pool rather than thread-locals: the dev server starts a thread per request,
+        # gunicorn reuses one; a pool keeps SQLite's page cache warm in both, and never
+        # shares one connection between two threads at once.
+        with self._lock:
+            con = self._idle.pop() if self._idle else None
+        con = con or self._open()
+        try:
+            yield con
+        finally:
+            with self._lock:
+                keep = not self.retired and len(self._idle) < _MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(con)
+            if not keep:
+                con.close()
+
+    def retire(self):
+        with self._lock:
+            self.retired = True
+            idle, self._idle = self._idle, []
+        for con in idle:
+            con.close()
+
+    def layer(self, table):
+        lyr = self._layers.get(table)
+        if lyr is None:
+            try:
+                with self.connection() as con:
+                    lyr = Layer(con, table)
+            except sqlite3.Error as err:
+                raise ProviderConnectionError(f'{self.path}: {err}')
+            self._layers[table] = lyr
+        return lyr
+
+    def count(self, con, sql, params):
+        """COUNT(*) for one query on this file version, cached (the file never changes)."""
+        key = (sql, tuple(params))
+        with self._lock:
+            if key in self._counts:
+                self._counts.move_to_end(key)
+                return self._counts[key]
+        n = con.execute(sql, params).fetchone()[0]
+        with self._lock:
+            self._counts[key] = n
+            if len(self._counts) > _MAX_CACHED_COUNTS:
+                self._counts.popitem(last=False)
+        return n
+
+
+def gpkg_file(path):
+    try:
+        st = os.stat(path)
+        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+    except OSError:
+        identity = None
+    with _LOCK:
+        current = _FILES.get(path)
+        if identity is None:
+            # Unlinked after a newer version was published: connections we already hold
+            # still read the old inode, so keep serving from them for requests that started
+            # before the switch.
+            if current is not None and current._idle:
+                return current
+            raise ProviderConnectionError(f'GeoPackage not found: {path}')
+        if current is not None and current.identity == identity:
+            return current
+        _FILES[path] = fresh = GpkgFile(path, identity)
+    if current is not None:
+        current.retire()
+    return fresh
+
+
+def retain_only(paths):
+    """Close cached files that are no longer published.
+
+    New versions are new files, and the publisher deletes old ones; an open connection would
+    keep a deleted file's disk space for the life of the worker. Files of the previous call
+    stay open for one more generation, so requests still running on the previous API work.
+    """
+    global _PREVIOUS
+    current = {os.path.abspath(p) for p in paths}
+    with _LOCK:
+        keep = current | _PREVIOUS
+        gone = [f for p, f in _FILES.items() if p not in keep]
+        for f in gone:
+            del _FILES[f.path]
+        _PREVIOUS = current
+    for f in gone:
+        f.retire()

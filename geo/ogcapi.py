@@ -1,0 +1,447 @@
+"""The OGC API (pygeoapi) over renkei's published collections, without Flask.
+
+pygeoapi's own Flask app reads one YAML config at import time and never
+reloads it. Here the config is generated in code from the catalogue's list of
+collections, and rebuilt whenever the catalogue's version token changes: a
+harvest in another process publishes, bumps the token, and every web worker
+picks the new collections up on its next request, with no restart.
+
+Only the framework-free core functions of pygeoapi are used; the web adapter
+lives in catalog/ogc_views.py.
+"""
+
+import copy
+import datetime
+import itertools
+import json
+import logging
+import threading
+from http import HTTPStatus
+from typing import Callable
+from urllib.parse import quote
+
+from pygeoapi import l10n
+from pygeoapi.api import (API, F_HTML, F_JSON, F_JSONLD, FORMAT_TYPES, SYSTEM_LOCALE,
+                          evaluate_limit, landing_page as _landing_page, validate_bbox)
+from pygeoapi.api.itemtypes import get_collection_items, get_collection_queryables
+from pygeoapi.openapi import get_oas
+from pygeoapi.plugin import load_plugin
+from pygeoapi.provider.base import ProviderGenericError
+from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, str2bool,
+                           to_json)
+
+from geo import cql
+from geo.gpkg_read import transform_bbox
+from geo.provider import GPKGProvider, retain_only
+
+LOGGER = logging.getLogger(__name__)
+
+PROVIDER = 'geo.provider.GPKGProvider'
+CRS84 = 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
+# Output CRSs offered on top of CRS84 (Features Part 2): JGD2011 (6668) and
+# its plane rectangular zone V (6673, the zone Hyogo lies in) are what
+# Japanese GIS users ask for. Axis order follows the EPSG definitions.
+EXTRA_CRS = [
+    'http://www.opengis.net/def/crs/EPSG/0/4326',
+    'http://www.opengis.net/def/crs/EPSG/0/6668',
+    'http://www.opengis.net/def/crs/EPSG/0/6673',
+    'http://www.opengis.net/def/crs/EPSG/0/3857',
+]
+WORLD = [-180.0, -90.0, 180.0, 90.0]
+_BUILDS = itertools.count(1)
+
+# What we implement, stated here rather than taken from pygeoapi: its
+# conformance() advertises Features Part 4 (create/replace/delete) for every
+# feature collection, and appends to a module-level list on each call.
+CONFORMANCE = [
+    'http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core',
+    'http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/landing-page',
+    'http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/json',
+    'http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/html',
+    'http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/oas30',
+    'http://www.opengis.net/spec/ogcapi-common-2/1.0/conf/collections',
+    'http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core',
+    'http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30',
+    'http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html',
+    'http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson',
+    'http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs',
+    'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables',
+    'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters',
+    # CQL2 as geo.cql translates it to SQL, for every collection (they are all GeoPackages).
+    'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter',
+    'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter',
+    'http://www.opengis.net/spec/cql2/1.0/conf/cql2-text',
+    'http://www.opengis.net/spec/cql2/1.0/conf/cql2-json',
+    'http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2',
+    'http://www.opengis.net/spec/cql2/1.0/conf/advanced-comparison-operators',
+    'http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions',
+    'http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus',
+    'http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/schemas',
+    'http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/core-roles-features',
+]
+# Landing-page links to APIs we do not mount (processes, jobs, tiles).
+_UNMOUNTED_RELS = ('/processes', '/job-list', '/tiling-schemes')
+
+METADATA = {
+    'identification': {
+        'title': '兵庫県オープンデータ連携基盤 renkei',
+        'description': '兵庫県と県内市町のオープンデータを収集・変換し、'
+                       'OGC API Features で提供します。',
+        'keywords': ['兵庫県', 'オープンデータ', '地理空間情報', 'OGC API'],
+        'keywords_type': 'theme',
+        'terms_of_service': 'https://creativecommons.org/licenses/by/4.0/',
+        'url': 'https://www.pref.hyogo.lg.jp/',
+    },
+    'license': {'name': 'CC-BY 4.0',
+                'url': 'https://creativecommons.org/licenses/by/4.0/'},
+    'provider': {'name': '兵庫県オープンデータ連携基盤 renkei',
+                 'url': 'https://www.pref.hyogo.lg.jp/'},
+    # Placeholder contact: pass metadata= with the operator's real one.
+    'contact': {'name': 'renkei 運用担当', 'stateorprovince': '兵庫県',
+                'country': 'Japan', 'email': 'renkei@example.jp',
+                'url': 'https://www.pref.hyogo.lg.jp/', 'role': 'pointOfContact'},
+}
+# GSI (国土地理院) tiles: the base map Japanese users expect.
+MAP = {'url': 'https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png',
+       'attribution': '<a href="https://maps.gsi.go.jp/development/ichiran.html">'
+                      '地理院タイル</a>'}
+
+
+def resource_for(collection: dict) -> dict:
+    """One pygeoapi ``resources`` entry for a catalogue collection dict."""
+    bbox = collection.get('bbox')
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
+        bbox = WORLD
+    provider = {
+        'type': 'feature',
+        'name': PROVIDER,
+        'data': collection['path'],
+        'layer': collection['layer'],
+        'id_field': 'fid',
+        # Unknown query parameters reach the provider, which answers 400
+        # (Features Part 1 /req/core/query-param-unknown) instead of
+        # pygeoapi's default of silently dropping them.
+        'include_extra_query_parameters': True,
+        'storage_crs': CRS84,
+        'crs': [CRS84, *EXTRA_CRS],
+    }
+    if collection.get('fields'):
+        provider['field_info'] = collection['fields']
+    return {
+        'type': 'collection',
+        'title': collection['title'],
+        'description': collection.get('description') or collection['title'],
+        'keywords': list(collection.get('keywords') or []),
+        'links': list(collection.get('links') or []),
+        'extents': {'spatial': {'bbox': [float(v) for v in bbox], 'crs': CRS84}},
+        'providers': [provider],
+    }
+
+
+def build_config(base_url: str, collections: list, *, metadata=None,
+                 map_=None, limits=None, locale_dir=None) -> dict:
+    """The pygeoapi config dict: server, metadata, one resource per collection."""
+    resources = {}
+    for c in collections:
+        try:
+            resources[str(c['id'])] = resource_for(c)
+        except (KeyError, TypeError, ValueError) as err:
+            LOGGER.error('collection %r skipped: bad definition (%s)',
+                         c.get('id') if isinstance(c, dict) else c, err)
+    server = {
+            # bind is required by pygeoapi's schema; unused when embedded.
+            'bind': {'host': '127.0.0.1', 'port': 0},
+            'url': base_url.rstrip('/'),
+            'mimetype': 'application/json; charset=UTF-8',
+            'encoding': 'utf-8',
+            'languages': ['ja', 'en-US'],
+            'pretty_print': False,
+            # Without limits pygeoapi caps every page at 10 items.
+            'limits': dict(limits or {'default_items': 10, 'max_items': 1000,
+                                      'on_exceed': 'throttle'}),
+            'map': dict(map_ or MAP),
+    }
+    if locale_dir:  # compiled message catalogues for the HTML templates (ja)
+        server['locale_dir'] = str(locale_dir)
+    return {
+        'server': server,
+        'logging': {'level': 'WARNING'},
+        'metadata': copy.deepcopy(metadata or METADATA),
+        'resources': resources,
+    }
+
+
+class _State:
+    def __init__(self, token, api):
+        self.token, self.api = token, api
+
+
+class OGCAPI:
+    """Owns a pygeoapi API object that follows the catalogue's version token.
+
+    ``base_url`` is the public URL of the OGC API root, mount prefix included
+    (e.g. ``https://renkei.example.jp/ogcapi``): pygeoapi builds every link
+    and static URL from it. ``list_collections()`` returns the published
+    collections as dicts (id, title, description, keywords, bbox, path,
+    layer, count, optional fields); ``version()`` returns a cheap token that
+    changes whenever that list or any collection's data changes.
+    """
+
+    def __init__(self, base_url: str, list_collections: Callable[[], list],
+                 version: Callable[[], str], *, metadata=None, map_=None,
+                 limits=None):
+        self.base_url = base_url.rstrip('/')
+        self._list_collections = list_collections
+        self._version = version
+        self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
+        self._state = None
+        # Set by the web adapter, which owns the compiled `ja` catalogue for the templates.
+        self.locale_dir = None
+        self._lock = threading.Lock()
+        self._openapi_lock = threading.Lock()
+
+    def api(self) -> API:
+        """The API for the current version (built once per version).
+
+        Callers keep the returned object for the whole request: a rebuild
+        replaces ``self._state`` but never mutates an API in use.
+        """
+        token = str(self._version())
+        state = self._state
+        if state is not None and state.token == token:
+            return state.api
+        with self._lock:
+            state = self._state
+            if state is None or state.token != token:
+                state = self._build(token)
+                self._state = state
+        return state.api
+
+    def _build(self, token):
+        # The token is read before the list: if a publish lands in between we
+        # cache newer data under the older token and simply rebuild once more,
+        # never older data under the newer token.
+        collections = list(self._list_collections())
+        config = build_config(self.base_url, collections, locale_dir=self.locale_dir,
+                              **self._options)
+        # Marks this build in the translated copy pygeoapi caches, see prepare_html.
+        config['server']['renkei_build'] = f'{token}#{next(_BUILDS)}'
+        api = API(config, None)  # OpenAPI is generated lazily, see openapi()
+        api.openapi = None
+        retain_only([r['providers'][0]['data'] for r in config['resources'].values()])
+        LOGGER.info('OGC API built for version %s: %d collections',
+                    token, len(config['resources']))
+        return _State(token, api)
+
+    @staticmethod
+    def prepare_html(api: API) -> None:
+        """Call before an HTML render with ``api``.
+
+        pygeoapi 0.21 caches the locale-translated config for templates in
+        ``l10n._cfg_cache`` keyed by locale only, for the life of the process:
+        after a rebuild, templates would see the first config ever rendered
+        (collection pages of new collections fail with a 500, and a second
+        API in the same process gets the first one's URLs). Entries from
+        another build are evicted; a render racing a switch can still use the
+        old copy once, and the next HTML request corrects it.
+        """
+        build = api.config['server'].get('renkei_build')
+        cache = getattr(l10n, '_cfg_cache', None)
+        if not isinstance(cache, dict):
+            return
+        for locale, cfg in list(cache.items()):
+            if cfg.get('server', {}).get('renkei_build') != build:
+                cache.pop(locale, None)
+
+    def openapi(self, api: API) -> dict:
+        """The OpenAPI document of ``api``, generated on first use.
+
+        Generation instantiates every provider (cheap here: schemas are cached
+        per file), so it is deferred until someone asks for /openapi.
+        """
+        if api.openapi is None:
+            with self._openapi_lock:
+                if api.openapi is None:
+                    api.openapi = generate_openapi(api.config)
+        return api.openapi
+
+
+def generate_openapi(config: dict) -> dict:
+    """pygeoapi's OpenAPI document for ``config``; broken collections dropped.
+
+    pygeoapi builds all item paths in one loop that stops at the first
+    failing provider, so collections whose file cannot be opened are removed
+    first rather than losing every collection's paths.
+    """
+    cfg = copy.deepcopy(config)
+    for cid, res in list(cfg['resources'].items()):
+        try:
+            GPKGProvider(res['providers'][0])
+        except (ProviderGenericError, OSError) as err:
+            LOGGER.error('collection %s left out of OpenAPI: %s', cid, err)
+            del cfg['resources'][cid]
+    return get_oas(cfg, fail_on_invalid_collection=False)
+
+
+def conformance(api: API, request) -> tuple:
+    """Conformance declaration limited to what renkei implements."""
+    headers = request.get_response_headers(**api.api_headers)
+    doc = {'conformsTo': list(CONFORMANCE)}
+    if request.format == F_HTML:
+        content = render_j2_template(api.tpl_config, api.config['server']['templates'],
+                                     'conformance.html', doc, request.locale)
+        return headers, HTTPStatus.OK, content
+    return headers, HTTPStatus.OK, to_json(doc, api.pretty_print)
+
+
+def landing_page(api: API, request) -> tuple:
+    """pygeoapi's landing page without links to APIs that are not mounted."""
+    headers, status, content = _landing_page(api, request)
+    if status == HTTPStatus.OK and request.format in (None, F_JSON):
+        doc = json.loads(content)  # a dozen links: re-serialising is cheap
+        doc['links'] = [link for link in doc['links']
+                        if not link['rel'].endswith(_UNMOUNTED_RELS)]
+        content = to_json(doc, api.pretty_print)
+    return headers, status, content
+
+
+# -- items: our own path for GeoJSON and HTML ------------------------------------------------
+# pygeoapi's get_collection_items parses `filter` as ECQL (not CQL2), refuses
+# filter-lang=cql2-text, builds a Transformer per request for bbox-crs and escapes Japanese
+# as \uXXXX. Items are the hot path, so JSON and HTML are answered here; f=csv and f=jsonld
+# still go through pygeoapi (where our provider applies its ECQL filter the same way).
+
+_RESERVED = {'bbox', 'bbox-crs', 'crs', 'f', 'lang', 'limit', 'offset', 'resulttype',
+             'datetime', 'sortby', 'properties', 'skipGeometry', 'q', 'filter',
+             'filter-lang', 'filter-crs'}
+
+
+def _items_query(params, provider, provider_def, limits):
+    """Provider query kwargs and the output CRS URI; ValueError(message) means 400."""
+    supported = list(provider_def.get('crs') or [CRS84])
+
+    def crs_param(name):
+        uri = params.get(name)
+        if uri is None:
+            return CRS84
+        if uri not in supported:
+            raise ValueError(f'{name} {uri!r} is not supported; use one of '
+                             + ', '.join(supported))
+        return uri
+
+    try:
+        offset = int(params.get('offset') or 0)
+    except ValueError:
+        raise ValueError('offset value should be an integer')
+    if offset < 0:
+        raise ValueError('offset value should be positive or zero')
+    limit = evaluate_limit(params.get('limit'), *limits)
+    bbox = validate_bbox(params.get('bbox')) if params.get('bbox') is not None else []
+    bbox_crs = crs_param('bbox-crs')
+    if 'bbox-crs' in params and not bbox:
+        raise ValueError('bbox-crs specified without bbox')
+    if bbox and bbox_crs != CRS84:
+        xy = bbox if len(bbox) == 4 else [bbox[0], bbox[1], bbox[3], bbox[4]]
+        bbox = transform_bbox(bbox_crs, CRS84, xy)
+    out_crs = crs_param('crs')
+    spec = None if out_crs == CRS84 else CrsTransformSpec(CRS84, '', out_crs, '')
+
+    fields = provider.fields
+    sortby = []
+    for s in filter(None, (params.get('sortby') or '').split(',')):
+        order, prop = (s[0], s[1:]) if s[0] in '+-' else ('+', s)
+        if prop not in fields:
+            raise ValueError(f'sortby: unknown property {prop!r}')
+        sortby.append({'property': prop, 'order': order})
+    select = [p for p in (params.get('properties') or '').split(',') if p]
+    unknown = set(select) - set(fields)
+    if unknown:
+        raise ValueError(f'properties: unknown {sorted(unknown)}')
+    filterq = None
+    if params.get('filter') is not None:
+        try:
+            filterq = cql.parse(params['filter'], params.get('filter-lang'),
+                                crs_param('filter-crs'))
+        except cql.FilterError as err:
+            raise ValueError(str(err))
+    elif 'filter-lang' in params or 'filter-crs' in params:
+        raise ValueError('filter-lang/filter-crs given without filter')
+    return dict(
+        offset=offset, limit=limit, resulttype=params.get('resulttype') or 'results',
+        bbox=bbox, datetime_=params.get('datetime'), sortby=sortby,
+        properties=[(k, v) for k, v in params.items() if k not in _RESERVED],
+        select_properties=select, skip_geometry=str2bool(params.get('skipGeometry', False)),
+        q=params.get('q') or None, filterq=filterq, crs_transform_spec=spec), out_crs
+
+
+def get_items(api: API, request, dataset: str) -> tuple:
+    """/collections/{id}/items: GeoJSON (UTF-8, unescaped) or HTML; CQL2 and CRS applied."""
+    if request.format not in (None, F_JSON, F_HTML):
+        return get_collection_items(api, request, dataset)
+    headers = request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
+    res = api.config['resources'].get(dataset)
+    if res is None or res.get('type') != 'collection':
+        return api.get_exception(HTTPStatus.NOT_FOUND, headers, request.format,
+                                 'NotFound', 'Collection not found')
+    provider_def = res['providers'][0]
+    try:
+        provider = load_plugin('provider', provider_def)
+        limits = (api.config['server'].get('limits', {}), res.get('limits', {}))
+        kwargs, out_crs = _items_query(request.params, provider, provider_def, limits)
+        content = provider.query(language=request.raw_locale, **kwargs)
+    except ValueError as err:
+        return api.get_exception(HTTPStatus.BAD_REQUEST, headers, request.format,
+                                 'InvalidParameterValue', str(err))
+    except ProviderGenericError as err:
+        return api.get_exception(err.http_status_code, headers, request.format,
+                                 err.ogc_exception_code, err.message)
+    headers['Content-Crs'] = f'<{out_crs}>'
+    offset, limit = kwargs['offset'], kwargs['limit']
+    uri = f'{api.get_collections_url()}/{dataset}/items'
+    query = ''.join(f'&{quote(k, safe="")}={quote(str(v), safe=",")}'
+                    for k, v in request.params.items() if k not in ('f', 'offset'))
+    tr = lambda s: l10n.translate(s, request.locale)  # noqa: E731
+    links = [
+        {'type': 'application/geo+json', 'rel': request.get_linkrel(F_JSON),
+         'title': tr('This document as GeoJSON'), 'href': f'{uri}?f={F_JSON}{query}'},
+        {'type': FORMAT_TYPES[F_JSONLD], 'rel': request.get_linkrel(F_JSONLD),
+         'title': tr('This document as RDF (JSON-LD)'), 'href': f'{uri}?f={F_JSONLD}{query}'},
+        {'type': FORMAT_TYPES[F_HTML], 'rel': request.get_linkrel(F_HTML),
+         'title': tr('This document as HTML'), 'href': f'{uri}?f={F_HTML}{query}'}]
+    if offset > 0:
+        links.append({'type': 'application/geo+json', 'rel': 'prev',
+                      'title': tr('Items (prev)'),
+                      'href': f'{uri}?offset={max(0, offset - limit)}{query}'})
+    if content.get('numberMatched', 0) > offset + limit:
+        links.append({'type': 'application/geo+json', 'rel': 'next',
+                      'title': tr('Items (next)'), 'href': f'{uri}?offset={offset + limit}{query}'})
+    links.append({'type': FORMAT_TYPES[F_JSON], 'rel': 'collection',
+                  'title': tr(res['title']), 'href': uri.rsplit('/', 1)[0]})
+    content['links'] = links
+    content['timeStamp'] = datetime.datetime.now(datetime.timezone.utc).strftime(
+        '%Y-%m-%dT%H:%M:%S.%fZ')
+    l10n.set_response_language(headers, None, request.locale)
+    if request.format == F_HTML:
+        content.update(items_path=uri, dataset_path=uri.rsplit('/', 1)[0],
+                       collections_path=api.get_collections_url(), offset=offset,
+                       id_field=provider.id_field)
+        if provider.title_field is not None:
+            content['title_field'] = content['id_field'] = provider.title_field
+        return headers, HTTPStatus.OK, render_j2_template(
+            api.tpl_config, api.get_dataset_templates(dataset),
+            'collections/items/index.html', content, request.locale)
+    body = json.dumps(content, ensure_ascii=False, separators=(',', ':'), default=json_serial)
+    return headers, HTTPStatus.OK, body.encode('utf-8')
+
+
+def get_queryables(api: API, request, dataset: str) -> tuple:
+    """pygeoapi's queryables with the theme schema's Japanese titles (it puts the name)."""
+    headers, status, content = get_collection_queryables(api, request, dataset)
+    if status != HTTPStatus.OK or request.format not in (None, F_JSON):
+        return headers, status, content
+    fields = load_plugin('provider', api.config['resources'][dataset]['providers'][0]).fields
+    doc = json.loads(content)
+    for name, prop in doc.get('properties', {}).items():
+        info = fields.get(name) or {}
+        prop.update({k: info[k] for k in ('title', 'description') if info.get(k)})
+    return headers, status, json.dumps(doc, ensure_ascii=False, separators=(',', ':'))

@@ -1,0 +1,204 @@
+"""Prefecture-wide theme layers: every organization's features of one theme in one collection.
+
+Pure geo: member frames (already in the theme schema, see geo.translate) in, one merged frame
+or GeoPackage out. The catalogue switch lives in catalog.publish.publish_theme_layers.
+
+A shelter published twice — by the prefecture's copy of the GSI registry and by the city — is
+kept once with both sources listed. Same facility = the same GSI 共通ID; or the same 共通ID
+site group ("E" + 5-digit municipality code + 5-digit number: the GSI files number a site's
+指定緊急避難場所 2xx and its 指定避難所 1xx, and one site may hold several facilities, e.g.
+両荘公民館 and 両荘みらい学園) with the same normalised name; else the same normalised name less
+than 50 m apart. Only rows of different source datasets are merged: one publisher's two
+AEDs in one building are two AEDs.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from . import featurestore
+from .themes import KIND_BOTH, KIND_EMERGENCY, KIND_SHELTER, THEMES, merged_fields
+
+MATCH_METRES = 50.0
+_GSI_FACILITY = re.compile(r"^(E\d{10})")
+_EARTH_M_PER_DEG = 111_320.0
+CHUNK = 100_000
+
+
+def collection_id(theme: str) -> str:
+    return f"theme-{theme}"
+
+
+def member_frame(theme: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """One member's features in the merged schema (columns of the theme + `sources`)."""
+    fields = merged_fields(THEMES[theme])
+    out = pd.DataFrame(index=frame.index)
+    for f in fields:
+        out[f.name] = frame[f.name] if f.name in frame.columns else None
+    pub = frame.get("publisher", pd.Series(None, index=frame.index)).astype("string")
+    src = frame.get("source_dataset", pd.Series(None, index=frame.index)).astype("string")
+    out["sources"] = (pub.fillna("") + ": " + src.fillna("")).astype(object)
+    return gpd.GeoDataFrame(out, geometry=frame.geometry.values, crs="EPSG:4326")
+
+
+def merge(theme: str, frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    """Concatenate members and merge duplicates (point themes with a name)."""
+    parts = [member_frame(theme, f) for f in frames if len(f)]
+    if not parts:
+        return member_frame(theme, gpd.GeoDataFrame({"geometry": []}, crs="EPSG:4326"))
+    merged = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
+    if "name" not in merged.columns or not (merged.geom_type == "Point").all():
+        return merged
+    groups = duplicate_groups(merged)
+    return _collapse(theme, merged, groups)
+
+
+def duplicate_groups(frame: gpd.GeoDataFrame) -> np.ndarray:
+    """Group label per row (union-find over the two matching rules)."""
+    n = len(frame)
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i, j):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    dataset = frame["source_dataset"].astype("string").fillna("").to_numpy()
+    names = frame["name"].astype("string").fillna("").map(normalise_name)
+    if "gsi_id" in frame.columns:
+        gsi = frame["gsi_id"].astype("string")
+        site = gsi.str.extract(_GSI_FACILITY, expand=False)
+        for key in (gsi, site + "|" + names):
+            key = key[key.notna() & (names != "")] if key is not gsi else key.dropna()
+            for idx in key.groupby(key).groups.values():
+                idx = np.asarray(idx)
+                for j in idx[1:]:
+                    if dataset[j] != dataset[idx[0]]:
+                        union(idx[0], j)
+    x, y = shapely.get_x(frame.geometry.values), shapely.get_y(frame.geometry.values)
+    for idx in names[names != ""].groupby(names[names != ""]).groups.values():
+        idx = np.asarray(idx)
+        if len(idx) < 2:
+            continue
+        # Equirectangular metres: exact enough at 50 m and any Japanese latitude.
+        lat = np.radians(y[idx].mean())
+        px, py = x[idx] * _EARTH_M_PER_DEG * np.cos(lat), y[idx] * _EARTH_M_PER_DEG
+        dist = np.hypot(px[:, None] - px[None, :], py[:, None] - py[None, :])
+        close = (dist < MATCH_METRES) & (dataset[idx][:, None] != dataset[idx][None, :])
+        for a, b in zip(*np.nonzero(np.triu(close, 1))):
+            union(idx[a], idx[b])
+    return np.array([find(i) for i in range(n)])
+
+
+def normalise_name(name: str) -> str:
+    """NFKC, no spaces, casefolded: 「県立加古川東高等学校」 and 「県立加古川東高等学校 」 match."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", name)).casefold()
+
+
+def _collapse(theme: str, frame: gpd.GeoDataFrame, groups: np.ndarray) -> gpd.GeoDataFrame:
+    counts = np.bincount(groups, minlength=len(frame))
+    dup = counts[groups] > 1
+    single, multi = frame[~dup], frame[dup]
+    if not len(multi):
+        return frame
+    # The GSI record leads a group (national registry, stable id); the rest fill its gaps.
+    no_gsi = (multi["gsi_id"].isna().to_numpy() if "gsi_id" in multi.columns
+              else np.ones(len(multi), bool))
+    order = multi.assign(_g=groups[dup], _nogsi=no_gsi).sort_values(["_g", "_nogsi"],
+                                                                     kind="stable")
+    rows = []
+    bools = [f.name for f in merged_fields(THEMES[theme]) if f.type == "boolean"]
+    for _, g in order.groupby("_g", sort=False):
+        row = g.iloc[0].copy()
+        for col in frame.columns:
+            if col == "geometry":
+                continue
+            vals = g[col]
+            if col in bools:
+                known = vals.dropna()
+                row[col] = bool(known.astype(bool).any()) if len(known) else None
+            elif col in ("note", "sources"):
+                row[col] = "; ".join(dict.fromkeys(v for v in vals.dropna().astype(str) if v)) \
+                    or None
+            elif col == "kind":
+                row[col] = merge_kinds(vals.dropna())
+            elif row[col] is None or (np.isscalar(row[col]) and pd.isna(row[col])):
+                nonnull = vals.dropna()
+                row[col] = nonnull.iloc[0] if len(nonnull) else None
+        rows.append(row.drop(["_g", "_nogsi"]))
+    merged = gpd.GeoDataFrame(rows, columns=frame.columns, crs="EPSG:4326")
+    out = pd.concat([single, merged], ignore_index=True)
+    for col in bools:
+        out[col] = out[col].astype("boolean")
+    return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
+
+
+def merge_kinds(kinds) -> str | None:
+    kinds = set(kinds)
+    if KIND_BOTH in kinds or {KIND_EMERGENCY, KIND_SHELTER} <= kinds:
+        return KIND_BOTH
+    return next(iter(kinds), None)
+
+
+def read_member(path: Path, layer: str = featurestore.LAYER) -> gpd.GeoDataFrame:
+    frame = pyogrio.read_dataframe(path, layer=layer)
+    if frame.geometry.name != "geometry":
+        frame = frame.rename_geometry("geometry")
+    return frame
+
+
+def write_merged(theme: str, members: list[tuple[Path, str]], data_dir: Path, version: int
+                 ) -> dict:
+    """Build the theme layer from member GeoPackages and write it as a new version.
+
+    Point themes are merged in memory (tens of thousands of rows at most). Area themes have no
+    duplicates to merge and can be a million polygons, so they are copied in chunks."""
+    cid = collection_id(theme)
+    if theme in ("flood_area", "landslide_area", "tsunami_area"):
+        return _write_streamed(theme, members, Path(data_dir), cid, version)
+    frame = merge(theme, [read_member(p, lyr) for p, lyr in members])
+    for f in merged_fields(THEMES[theme]):
+        if f.type == "boolean":
+            frame[f.name] = frame[f.name].astype("boolean")
+    return featurestore.write_version(frame, data_dir, cid, version)
+
+
+def _write_streamed(theme, members, data_dir: Path, cid: str, version: int) -> dict:
+    folder = data_dir / "features" / featurestore.SAFE.sub("_", cid)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, final = folder / f".writing-v{version}.gpkg", folder / f"v{version}.gpkg"
+    tmp.unlink(missing_ok=True)
+    count, bounds, fields = 0, [], None
+    for path, layer in members:
+        total = pyogrio.read_info(path, layer=layer)["features"]
+        for start in range(0, total, CHUNK):
+            part = member_frame(theme, pyogrio.read_dataframe(
+                path, layer=layer, skip_features=start, max_features=CHUNK))
+            pyogrio.write_dataframe(part, tmp, layer=featurestore.LAYER, driver="GPKG",
+                                    append=tmp.exists(), SPATIAL_INDEX="YES",
+                                    promote_to_multi=True)
+            count += len(part)
+            bounds.append(part.total_bounds)
+            fields = fields or featurestore.field_types(part)
+    if not count:
+        pyogrio.write_dataframe(member_frame(theme, gpd.GeoDataFrame(
+            {"geometry": []}, crs="EPSG:4326")), tmp, layer=featurestore.LAYER, driver="GPKG")
+    tmp.replace(final)
+    b = np.array(bounds) if bounds else None
+    bbox = ([float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()),
+             float(b[:, 3].max())] if b is not None and np.isfinite(b).all() else None)
+    return {"path": str(final.relative_to(data_dir)), "layer": featurestore.LAYER,
+            "feature_count": count, "bbox": bbox, "fields": fields or {}}

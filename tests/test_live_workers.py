@@ -1,0 +1,156 @@
+"""Live collections across gunicorn workers: `renkei serve --workers 3` while `renkei harvest`
+runs in another process. Every worker must see a new collection on its next request (and the
+OpenAPI document with it), and a re-harvest that replaces a collection's file must never show a
+torn read (a count from one version with features from the other)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.servers import REPO, SHARED_DATA, FakeCKAN, package
+from tests.test_end_to_end import free_port
+from tests.test_harvest_ckan import write_config
+
+TITLE = "加古川市 指定避難所"
+FULL = 72
+
+
+def harvest_async(data_dir, config):
+    return subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                             "harvest", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def served3(data_dir):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                             "serve", "--port", str(port), "--workers", "3"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(base + "/ogcapi/collections?f=json", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"renkei serve did not start: {proc.stderr.read()}")
+        time.sleep(0.3)
+    try:
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def workers(master: int) -> list[int]:
+    with open(f"/proc/{master}/task/{master}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def open_gpkgs(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(".gpkg"):
+            out.add(target)
+    return out
+
+
+def titles(base: str) -> dict[str, str]:
+    # A new connection per request, so the three workers share the requests.
+    doc = requests.get(base + "/ogcapi/collections?f=json", timeout=10,
+                       headers={"Connection": "close"}).json()
+    return {c["title"]: c["id"] for c in doc["collections"]}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
+def test_every_worker_follows_publish_and_replace(tmp_path, data_dir, served3):
+    base, master = served3
+    src = json.loads((SHARED_DATA / "geojson/gsi_evacuation_282103.json").read_text("utf-8"))
+    served_file = tmp_path / "evac.json"
+    served_file.write_text(json.dumps(src, ensure_ascii=False), encoding="utf-8")
+    pkg = package("evac-282103", TITLE, [("evac.json", "GeoJSON")], tags=["避難所"])
+    site = FakeCKAN([pkg], {"evac.json": served_file}, max_rows=10)
+    pids = workers(master)
+    assert len(pids) == 3
+    for _ in range(9):  # every worker has built its (empty) OGC API before the harvest
+        assert titles(base) == {}
+
+    with site.running() as url:
+        config = write_config(tmp_path / "sources.yaml", url)
+        first = harvest_async(data_dir, config)
+        assert first.wait(300) == 0, first.stderr.read()
+
+        # Each worker, on its next request, lists the collection and serves its features:
+        # keep asking until every worker holds the new GeoPackage open (proof it served it).
+        cid = None
+        deadline = time.monotonic() + 60
+        while True:
+            ids = titles(base)
+            assert TITLE in ids, ids
+            cid = ids[TITLE]
+            doc = requests.get(f"{base}/ogcapi/collections/{cid}/items", timeout=10,
+                               headers={"Connection": "close"}).json()
+            assert doc["numberMatched"] == FULL
+            oas = requests.get(f"{base}/ogcapi/openapi?f=json", timeout=30,
+                               headers={"Connection": "close"}).json()
+            assert f"/collections/{cid}/items" in oas["paths"]
+            if all(any("/features/" in f for f in open_gpkgs(p)) for p in pids):
+                break
+            assert time.monotonic() < deadline, "some worker never served the collection"
+
+        # Re-harvest a changed file (fewer features) while clients keep reading.
+        src["features"] = src["features"][:30]
+        served_file.write_text(json.dumps(src, ensure_ascii=False), encoding="utf-8")
+        site.packages[0] = dict(pkg, metadata_modified="2030-01-01T00:00:00.000000",
+                                resources=[dict(pkg["resources"][0],
+                                                last_modified="2030-01-01T00:00:00")])
+        seen, torn, stop = [], [], threading.Event()
+
+        def read():
+            with requests.Session() as s:
+                while not stop.is_set():
+                    r = s.get(f"{base}/ogcapi/collections/{cid}/items", timeout=30,
+                              params={"limit": 1000}, headers={"Connection": "close"})
+                    if r.status_code != 200:
+                        torn.append((r.status_code, r.text[:200]))
+                        continue
+                    d = r.json()
+                    seen.append(d["numberMatched"])
+                    if d["numberMatched"] != len(d["features"]) or \
+                            d["numberMatched"] not in (FULL, 30):
+                        torn.append((d["numberMatched"], len(d["features"])))
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for t in readers:
+            t.start()
+        try:
+            second = harvest_async(data_dir, config)
+            assert second.wait(300) == 0, second.stderr.read()
+            time.sleep(0.5)  # a few reads after the switch
+        finally:
+            stop.set()
+            for t in readers:
+                t.join(30)
+    assert not torn, torn[:5]
+    assert FULL in seen and seen[-1] == 30
+    for _ in range(9):  # every worker now answers with the new version only
+        ids = titles(base)
+        assert ids[TITLE] == cid  # the id is stable across harvests
+        doc = requests.get(f"{base}/ogcapi/collections/{cid}/items", timeout=10,
+                           headers={"Connection": "close"}).json()
+        assert doc["numberMatched"] == 30

@@ -1,0 +1,168 @@
+"""Prefecture-wide theme layers: merging real GSI and city shelter lists, and the whole path
+from `renkei harvest` to the merged collection read by GDAL from the GeoPackage and through
+the OGC API."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import pyogrio
+import pytest
+import requests
+from shapely import affinity
+
+from catalog.store import Collection, Dataset, Store
+from geo import themes
+from geo.readers import read_resource
+from geo.theme_layers import merge
+from geo.translate import translate
+from tests.servers import REPO, SHARED_DATA
+from tests.test_end_to_end import free_port
+
+GSI_E = SHARED_DATA / "geojson/gsi_emergency_282103.json"
+GSI_V = SHARED_DATA / "geojson/gsi_evacuation_282103.json"
+CITY = SHARED_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json"
+
+
+def member(path, title, publisher, dataset):
+    (layer,) = read_resource(path)
+    return translate(layer, title=title, publisher=publisher, source_dataset=dataset,
+                     municipality_code="282103").frame
+
+
+@pytest.fixture(scope="module")
+def members():
+    return [member(GSI_E, "加古川市 指定緊急避難場所", "兵庫県", "gsi-e"),
+            member(GSI_V, "加古川市 指定避難所", "兵庫県", "gsi-v"),
+            member(CITY, "加古川市 指定緊急避難場所兼指定避難所", "加古川市", "city")]
+
+
+def test_duplicates_kept_once_with_every_source(members):
+    merged = merge("shelter", members)
+    rows = merged[merged["name"] == "加古川公民館"]
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert row["sources"] == "兵庫県: gsi-e; 兵庫県: gsi-v; 加古川市: city"
+    assert row["kind"] == themes.KIND_BOTH
+    assert row["gsi_id"] == "E2821000004201"            # the GSI record leads
+    assert row["capacity"] == 146 and row["phone"] == "079-423-3841"   # the city fills gaps
+    assert row["flood"] and "洪水: 2階以上" in row["note"]
+    # Emergency sites and shelters pair by 共通ID; the city list by name within 50 m.
+    gsi_pairs = (merged["sources"].str.contains("gsi-e") & merged["sources"].str.contains("gsi-v"))
+    assert gsi_pairs.sum() >= 60
+    assert len(merged) < sum(len(m) for m in members) - 100
+    assert set(merged.columns) == {f.name for f in themes.merged_fields(themes.SHELTER)} | {
+        "geometry"}
+
+
+def test_same_name_far_apart_or_same_dataset_is_not_merged(members):
+    city = members[2].copy()
+    moved = city[city["name"] == "加古川公民館"].iloc[[0]].copy()   # listed twice by the city
+    # 0.001° longitude ≈ 92 m at 34.8°N: too far to be the same shelter.
+    moved["geometry"] = moved.geometry.map(lambda g: affinity.translate(g, xoff=0.001))
+    moved["source_dataset"] = "other"
+    merged = merge("shelter", [members[0], city, moved])
+    assert (merged["name"] == "加古川公民館").sum() == 2
+    twice = merge("shelter", [members[0], members[0]])   # one dataset twice: no self-merge
+    assert len(twice) == 2 * len(members[0])
+
+
+SOURCES = """\
+sources:
+  - name: gsi-shelters
+    type: files
+    organization: hyogo-pref
+    files:
+      - id: emergency-282103
+        title: 加古川市 指定緊急避難場所（国土地理院）
+        url: gsi_emergency_282103.json
+        organization: kakogawa-city
+        license: gsi
+  - name: kakogawa-files
+    type: files
+    organization: kakogawa-city
+    files:
+      - id: shelters
+        title: 加古川市 指定緊急避難場所兼指定避難所一覧
+        url: kakogawa_shelters_sjis.csv
+        license: cc-by-4.0
+"""
+
+
+@pytest.fixture
+def served(data_dir):
+    """`renkei serve` in its own process: GDAL's OAPIF client holds the GIL, so the server
+    cannot be a thread of the test process."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                             "serve", "--port", str(port), "--workers", "1"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(base + "/ogcapi/collections?f=json", timeout=10).ok:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("renkei serve did not start")
+        time.sleep(0.3)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def harvest(data_dir, config):
+    return subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                           "harvest", "--config", str(config)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_harvest_two_sources_publishes_merged_shelter_layer(data_dir, tmp_path, served):
+    for name in ("gsi_emergency_282103.json", "kakogawa_shelters_sjis.csv"):
+        shutil.copy(REPO / "examples" / name, tmp_path / name)
+    config = tmp_path / "sources.yaml"
+    config.write_text(SOURCES, encoding="utf-8")
+    result = harvest(data_dir, config)
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt theme layer shelter" in result.stderr
+
+    store = Store(data_dir)
+    with store.session() as s:
+        col = s.get(Collection, "theme-shelter")
+        ds = s.get(Dataset, "theme-shelter")
+        assert (ds.source_name, ds.theme, ds.status) == ("renkei-themes", "shelter", "active")
+        assert ds.title == "兵庫県 指定緊急避難場所・指定避難所（統合）"
+        assert s.get(Dataset, "kakogawa-files--shelters").theme == "shelter"
+        path, version = data_dir / col.path, col.version
+        res = s.get(Dataset, "kakogawa-files--shelters").resources[0]
+        quality = res.quality[0]
+    assert quality["theme"] == "shelter" and quality["fields_mapped"]["名称"] == "name"
+    assert "名称 → name" in quality["mapping"] and quality["fields_unmapped"] == ["備蓄物資"]
+
+    gpkg = pyogrio.read_dataframe(path)
+    assert len(gpkg) < 82 + 68 and gpkg["sources"].str.contains(";").sum() >= 50
+    kominkan = gpkg[gpkg["name"] == "加古川公民館"].iloc[0]
+    assert kominkan["kind"] == themes.KIND_BOTH and kominkan["municipality_code"] == "282103"
+    assert kominkan["publisher"] == "加古川市" and kominkan["capacity"] == 146
+
+    base = served
+    ogc = pyogrio.read_dataframe(f"OAPIF:{base}/ogcapi/collections/theme-shelter")
+    assert len(ogc) == len(gpkg)
+    assert set(ogc["name"]) == set(gpkg["name"])
+    q = requests.get(f"{base}/ogcapi/collections/theme-shelter/queryables?f=json",
+                     timeout=10).json()
+    assert q["properties"]["flood"]["title"] == "災害種別_洪水"
+    page = requests.get(f"{base}/datasets/theme-shelter", timeout=10)
+    assert page.ok and "指定緊急避難場所・指定避難所（統合）" in page.text
+
+    again = harvest(data_dir, config)                  # nothing changed: no new version
+    assert again.returncode == 0 and "rebuilt theme layer" not in again.stderr
+    with store.session() as s:
+        assert s.get(Collection, "theme-shelter").version == version
