@@ -36,7 +36,10 @@ STATE_LABELS = {"ok": lazy_gettext("公開済み（地図・API）"),
 QUALITY_LABELS = {"layer": lazy_gettext("レイヤー"), "rows_in": lazy_gettext("読み込んだ行数"),
                   "rows_published": lazy_gettext("公開した行数"),
                   "crs_source": lazy_gettext("元の座標参照系"), "encoding": lazy_gettext("文字コード"),
-                  "geometry_type": lazy_gettext("ジオメトリの種類")}
+                  "geometry_type": lazy_gettext("ジオメトリの種類"),
+                  "theme": lazy_gettext("テーマ"), "theme_reason": lazy_gettext("テーマの判定理由"),
+                  "mapping": lazy_gettext("項目の対応（元の列 → 共通項目）"),
+                  "unmapped": lazy_gettext("共通項目に対応しない列（統合レイヤーには含めていません）")}
 # Paths whose 404 belongs to an API (JSON answers), not to the citizens' HTML pages.
 _MACHINE_PREFIXES = ("/ogcapi", "/api/", "/catalog.", "/static/", "/feeds/", "/openapi")
 JST = timedelta(hours=9)

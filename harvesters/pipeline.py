@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 
 import pandas as pd
+import pyogrio
 import requests
 
 from catalog import publish
 from catalog.store import Dataset, Resource, Store
-from geo import featurestore
+from geo import featurestore, stream
 from geo.readers import ReadError, detect_format, read_resource
 from geo.translate import as_layer, collection_extras, publisher_of, translate
 from harvesters.base import HarvestFailure, RemoteDataset, RemoteResource, SourceConfig
 from harvesters.fetch import fetch
 
 PREVIEW_ROWS = 20
+# Files above this size are translated in chunks straight into the GeoPackage (geo.stream), so a
+# 1 GB hazard layer never sits in memory whole.
+STREAM_BYTES = int(os.environ.get("RENKEI_STREAM_BYTES", stream.STREAM_BYTES))
 FORMAT_LABELS = {"csv": "CSV", "geojson": "GeoJSON", "shapefile-zip": "SHP", "zip": "ZIP",
                  "kml": "KML", "gpkg": "GPKG", "xlsx": "XLSX", "json": "JSON"}
 MAX_QUALITY_ROWS = 1000  # rejected rows kept on the page; the job report keeps all of them
@@ -110,12 +115,17 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
         return ResourceOutcome(res, rid, changed=False)
     base = {"sha256": got.sha256, "size": got.size, "etag": got.etag,
             "last_modified": got.last_modified}
+    org_id = (remote.organization or {}).get("name")
+    who = publisher_of(org_id, orgs or {}, remote.organization)
+    fmt = detect_format(got.path, res.format)
+    if (got.size or 0) > STREAM_BYTES and fmt in ("geojson", "gpkg") \
+            and len(pyogrio.list_layers(got.path)) == 1:
+        return _stream_resource(store, remote, res, rid, got, fmt, versions, several, errors,
+                                base, who, where)
     try:
         layers = read_resource(got.path, res.format)
     except ReadError as exc:
         raise HarvestFailure("translate", str(exc), row=getattr(exc, "row", None), **where) from exc
-    org_id = (remote.organization or {}).get("name")
-    who = publisher_of(org_id, orgs or {}, remote.organization)
     translated = {}   # id(layer) → geo.translate.Translated: the theme schema and its report
     for i, layer in enumerate(layers):
         if layer.spatial:
@@ -158,8 +168,37 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
         state="ok" if outcome.collections else ("table" if layers and not spatial else "empty"),
         message=None if outcome.collections or not spatial else "no features could be published",
         quality=quality, encoding=next((e for e in encodings if e), None),
-        detected_format=FORMAT_LABELS.get(detect_format(got.path, res.format)))
+        detected_format=FORMAT_LABELS.get(fmt))
     return outcome
+
+
+def _stream_resource(store, remote, res, rid, got, fmt, versions, several, errors, base, who,
+                     where) -> ResourceOutcome:
+    """The large-file path: chunked translate-and-write, same report and collection shape."""
+    version = versions.get(rid, 0) + 1
+    try:
+        written, t = stream.translate_to_version(
+            got.path, store.data_dir, rid, version, fmt=fmt, title=remote.title,
+            tags=remote.tags, source_dataset=rid.rsplit("--", 1)[0], **who)
+    except Exception as exc:  # GDAL errors surface mid-stream as plain exceptions
+        raise HarvestFailure("translate", f"{type(exc).__name__}: {exc}"[:400], **where) from exc
+    for issue in t.rejected:
+        errors.append(HarvestFailure("translate", issue.reason, row=issue.row, **where))
+    title = remote.title + (f"（{res.name}）" if several and res.name else "")
+    quality = [{"layer": res.name or "features", "rows_in": t.rows_in,
+                "rows_published": written["feature_count"],
+                "rejected": [{"row": i.row, "reason": i.reason}
+                             for i in t.rejected[:MAX_QUALITY_ROWS]],
+                "rejected_count": len(t.rejected), "warnings": list(t.warnings),
+                "crs_source": None, "encoding": None, "spatial": True,
+                "streamed": True, **t.report()}]
+    collections = [] if not written["feature_count"] else [
+        {**written, "theme": t.theme, "id": rid, "title": title, "layer_name": res.name,
+         "version": version}]
+    return ResourceOutcome(res, rid, changed=True, collections=collections, fields={
+        **base, "state": "ok" if collections else "empty", "quality": quality,
+        "message": None if collections else "no features could be published",
+        "encoding": None, "detected_format": FORMAT_LABELS.get(fmt)})
 
 
 def table_preview(frame: pd.DataFrame) -> dict:

@@ -37,7 +37,7 @@ def served(data_dir):
         try:
             if requests.get(base + "/ogcapi/collections?f=json", timeout=2).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or still importing
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()

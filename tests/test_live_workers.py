@@ -40,7 +40,7 @@ def served3(data_dir):
         try:
             if requests.get(base + "/ogcapi/collections?f=json", timeout=2).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or still importing
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
