@@ -3,17 +3,55 @@ helper to run any WSGI app in a thread."""
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 
+import requests
 from flask import Flask, abort, jsonify, request, send_file
 from werkzeug.serving import make_server
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def renkei_serve(data_dir: Path, workers: int = 2):
+    """`renkei serve` in its own process (GDAL's OAPIF client holds the GIL, so a server thread
+    of the test process would hang); yields (base URL, master pid)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                             "serve", "--port", str(port), "--workers", str(workers)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(base + "/ogcapi/collections?f=json", timeout=5).ok:
+                break
+        except requests.RequestException:  # not up yet, or still importing
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"renkei serve did not start: {proc.stderr.read()}")
+        time.sleep(0.3)
+    try:
+        yield base, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @contextmanager

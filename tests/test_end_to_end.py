@@ -3,51 +3,22 @@ OWSLib read and as dataset pages a citizen finds — against `renkei serve` with
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pyogrio
 import pytest
 import requests
 from owslib.ogcapi.features import Features
 
-from tests.servers import REPO, FakeCKAN, package
+from tests.servers import REPO, FakeCKAN, renkei_serve
 from tests.test_harvest_ckan import GOOD, harvest, write_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def served(data_dir):
-    """`renkei serve` on an empty data dir; yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                             "serve", "--port", str(port), "--workers", "2"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + "/ogcapi/collections?f=json", timeout=2).ok:
-                break
-        except requests.RequestException:  # not up yet, or still importing
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"renkei serve did not start: {proc.stderr.read()}")
-        time.sleep(0.3)
-    try:
+    with renkei_serve(data_dir, workers=2) as (base, _pid):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def collection_ids(base: str) -> dict[str, str]:

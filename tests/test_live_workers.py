@@ -14,8 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.servers import REPO, SHARED_DATA, FakeCKAN, package
-from tests.test_end_to_end import free_port
+from tests.servers import REPO, SHARED_DATA, FakeCKAN, package, renkei_serve
 from tests.test_harvest_ckan import write_config
 
 TITLE = "加古川市 指定避難所"
@@ -30,27 +29,8 @@ def harvest_async(data_dir, config):
 
 @pytest.fixture
 def served3(data_dir):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                             "serve", "--port", str(port), "--workers", "3"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + "/ogcapi/collections?f=json", timeout=2).ok:
-                break
-        except requests.RequestException:  # not up yet, or still importing
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"renkei serve did not start: {proc.stderr.read()}")
-        time.sleep(0.3)
-    try:
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with renkei_serve(data_dir, workers=3) as served:
+        yield served
 
 
 def workers(master: int) -> list[int]:

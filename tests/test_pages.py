@@ -3,38 +3,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import warnings
 from pathlib import Path
 
 import pytest
 import requests
-from flask import Flask
-from werkzeug.serving import make_server
 
+from catalog.app import create_app
 from catalog.store import Collection, Dataset, Organization, Resource, Source, Store
-
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-
-
-def build_app(data_dir: Path) -> Flask:
-    """The real factory; or, while the OGC API modules are mid-change and do not import,
-    an app with only the catalogue pages and the store, so these pages stay testable."""
-    try:
-        from catalog.app import create_app
-        return create_app(data_dir)
-    except Exception as exc:  # noqa: BLE001 - any import-time failure of someone else's module
-        warnings.warn(f"create_app failed ({exc!r}); testing the pages blueprint alone")
-    return pages_only_app(data_dir)
-
-
-def pages_only_app(data_dir: Path) -> Flask:
-    from catalog.views import bp
-    app = Flask("catalog.app", static_folder=str(STATIC_DIR), static_url_path="/static")
-    app.extensions["renkei_store"] = Store(data_dir)
-    app.register_blueprint(bp)
-    return app
-
+from tests.servers import live_server
 
 def index_doc(ds: Dataset, org: Organization | None) -> dict:
     return {"id": ds.id, "title": ds.title, "description": ds.description, "tags": ds.tags,
@@ -109,16 +85,10 @@ def seed(store: Store) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    app = build_app(tmp_path_factory.mktemp("pages") / "data")
+    app = create_app(tmp_path_factory.mktemp("pages") / "data")
     seed(app.extensions["renkei_store"])
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with live_server(app) as url:
+        yield url
 
 
 def get(site, path, params=None, status=200):
@@ -252,8 +222,8 @@ def test_harvested_text_stays_inert(site):
     assert "<script>alert" not in listing and "&lt;script&gt;" in listing
 
 
-def test_pages_only_app_works(tmp_path):
-    client = pages_only_app(tmp_path).test_client()
+def test_empty_catalogue_home(tmp_path):
+    client = create_app(tmp_path).test_client()
     r = client.get("/")
     assert r.status_code == 200 and "まだデータセットがありません" in r.get_data(as_text=True)
     assert client.get("/static/renkei.css").status_code == 200

@@ -33,7 +33,7 @@ def test_second_harvest_of_a_locked_source_exits_at_once_with_a_clear_message(da
                                 capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 1
     assert "source 'kakogawa-fiware' is being harvested by another process" in result.stderr
-    assert f"pid" in result.stderr and "locked" in result.stderr
+    assert "pid" in result.stderr and "locked" in result.stderr
 
 
 def test_jobs_have_heartbeats_and_a_time_limit_closes_a_hanging_job(data_dir):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 
 import pyogrio
 import pytest
@@ -18,8 +17,7 @@ from geo import themes
 from geo.readers import read_resource
 from geo.theme_layers import merge
 from geo.translate import translate
-from tests.servers import REPO, SHARED_DATA
-from tests.test_end_to_end import free_port
+from tests.servers import REPO, SHARED_DATA, renkei_serve
 
 GSI_E = SHARED_DATA / "geojson/gsi_emergency_282103.json"
 GSI_V = SHARED_DATA / "geojson/gsi_evacuation_282103.json"
@@ -93,29 +91,8 @@ sources:
 
 @pytest.fixture
 def served(data_dir):
-    """`renkei serve` in its own process: GDAL's OAPIF client holds the GIL, so the server
-    cannot be a thread of the test process."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                             "serve", "--port", str(port), "--workers", "1"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + "/ogcapi/collections?f=json", timeout=10).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("renkei serve did not start")
-        time.sleep(0.3)
-    try:
+    with renkei_serve(data_dir, workers=1) as (base, _pid):
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def harvest(data_dir, config):
