@@ -84,6 +84,8 @@ def cmd_jobs(args) -> int:
             print(f"{job.id:>5} {job.source_name:20} {job.status:7} "
                   f"{job.started_at:%Y-%m-%d %H:%M:%S}  {job.added:>6} {job.updated:>8} "
                   f"{job.unchanged:>10} {job.withdrawn:>10} {job.failed:>7} {len(job.errors):>7}")
+            for warning in (job.message or "").splitlines():
+                print(f"      warning: {warning}")
             for err in job.errors:
                 where = " / ".join(x for x in (err.dataset, err.resource) if x)
                 row = f" row {err.row}" if err.row is not None else ""
