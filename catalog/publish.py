@@ -132,7 +132,7 @@ def publish_theme_layers(store: Store, log=None) -> list[str]:
     jobs of different sources from rebuilding the same layer at once."""
     import fcntl
 
-    from geo import theme_layers, themes
+    from geo import themes
     rebuilt = []
     lock_dir = store.data_dir / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,7 @@ def publish_theme_layers(store: Store, log=None) -> list[str]:
         fcntl.flock(fh, fcntl.LOCK_EX)
         for name, theme in themes.THEMES.items():
             try:
-                if _publish_theme(store, name, theme, theme_layers):
+                if _publish_theme(store, name, theme):
                     rebuilt.append(name)
                     (log or print)(f"[{THEME_SOURCE}] rebuilt theme layer {name}")
             except Exception as exc:   # one theme's failure must not stop the others
@@ -160,11 +160,12 @@ def _theme_members(s, name: str, theme) -> list[Collection]:
     return [c for c in s.scalars(stmt) if wanted <= set(c.fields or {})]
 
 
-def _publish_theme(store: Store, name: str, theme, theme_layers) -> bool:
+def _publish_theme(store: Store, name: str, theme) -> bool:
     import hashlib
 
     from geo.themes import MERGED_TITLE_PREFIX, field_info
-    cid = theme_layers.collection_id(name)
+    from geo.themes import collection_id
+    cid = collection_id(name)
     with store.session() as s:
         members = _theme_members(s, name, theme)
         signature = hashlib.sha256(repr([(c.id, c.version, c.path) for c in members])
@@ -176,6 +177,7 @@ def _publish_theme(store: Store, name: str, theme, theme_layers) -> bool:
         version = (old.version if old else 0) + 1
         paths = [(store.data_dir / c.path, c.layer) for c in members]
         member_titles = [c.title for c in members]
+    from geo import theme_layers  # the GIS stack loads only when a layer is rebuilt
     written = theme_layers.write_merged(name, paths, store.data_dir, version) if members else None
     title = f"{MERGED_TITLE_PREFIX} {theme.title_ja}（統合）"
     description = (f"県内の各組織が公開した「{theme.title_ja}」のデータを、共通の項目に変換して"

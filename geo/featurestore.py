@@ -9,15 +9,18 @@ import os
 import re
 from pathlib import Path
 
-import geopandas as gpd
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pyogrio
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 LAYER = "features"
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def write_version(gdf: gpd.GeoDataFrame, data_dir: Path, collection_id: str,
+def write_version(gdf: "gpd.GeoDataFrame", data_dir: Path, collection_id: str,
                   version: int) -> dict:
     """Write `gdf` (EPSG:4326) as a new version; return what the catalogue records about it."""
     folder = Path(data_dir) / "features" / SAFE.sub("_", collection_id)
@@ -25,6 +28,7 @@ def write_version(gdf: gpd.GeoDataFrame, data_dir: Path, collection_id: str,
     final = folder / f"v{version}.gpkg"
     tmp = folder / f".writing-v{version}.gpkg"
     tmp.unlink(missing_ok=True)
+    import pyogrio  # here, not at import: an unchanged harvest never writes a feature
     frame = gdf.reset_index(drop=True)
     # GDAL writes the spatial index (R-tree) for GPKG by default; say so, it is what bbox uses.
     pyogrio.write_dataframe(frame, tmp, layer=LAYER, driver="GPKG", SPATIAL_INDEX="YES")
@@ -37,7 +41,7 @@ def write_version(gdf: gpd.GeoDataFrame, data_dir: Path, collection_id: str,
             "feature_count": int(len(frame)), "bbox": bbox, "fields": field_types(frame)}
 
 
-def field_types(frame: gpd.GeoDataFrame) -> dict[str, str]:
+def field_types(frame: "gpd.GeoDataFrame") -> dict[str, str]:
     """JSON-schema-ish type per column, for queryables and the dataset page."""
     out = {}
     for name, dtype in frame.dtypes.items():

@@ -24,16 +24,13 @@ import pyogrio
 import shapely
 
 from . import featurestore
+from .themes import collection_id  # noqa: F401 (re-export)
 from .themes import KIND_BOTH, KIND_EMERGENCY, KIND_SHELTER, THEMES, merged_fields
 
 MATCH_METRES = 50.0
 _GSI_FACILITY = re.compile(r"^(E\d{10})")
 _EARTH_M_PER_DEG = 111_320.0
 CHUNK = 100_000
-
-
-def collection_id(theme: str) -> str:
-    return f"theme-{theme}"
 
 
 def member_frame(theme: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

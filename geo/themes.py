@@ -293,3 +293,8 @@ def field_info(theme: Theme | str, columns=None, merged: bool = False) -> dict:
             out[f.name] = {"type": f.type, "title": f.title_ja,
                            "description": f.description or f.title_en}
     return out
+
+
+def collection_id(theme: str) -> str:
+    """The merged prefecture-wide collection of a theme (also its Dataset id)."""
+    return f"theme-{theme}"

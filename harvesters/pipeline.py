@@ -8,22 +8,18 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import pandas as pd
-import pyogrio
 import requests
 
 from catalog import publish
 from catalog.store import Dataset, Resource, Store
-from geo import featurestore, stream
-from geo.readers import ReadError, detect_format, read_resource
-from geo.translate import as_layer, collection_extras, publisher_of, translate
+from geo import featurestore
 from harvesters.base import HarvestFailure, RemoteDataset, RemoteResource, SourceConfig
 from harvesters.fetch import fetch
 
 PREVIEW_ROWS = 20
 # Files above this size are translated in chunks straight into the GeoPackage (geo.stream), so a
 # 1 GB hazard layer never sits in memory whole.
-STREAM_BYTES = int(os.environ.get("RENKEI_STREAM_BYTES", stream.STREAM_BYTES))
+STREAM_BYTES = int(os.environ.get("RENKEI_STREAM_BYTES", 200 * 1024 * 1024))
 FORMAT_LABELS = {"csv": "CSV", "geojson": "GeoJSON", "shapefile-zip": "SHP", "zip": "ZIP",
                  "kml": "KML", "gpkg": "GPKG", "xlsx": "XLSX", "json": "JSON"}
 MAX_QUALITY_ROWS = 1000  # rejected rows kept on the page; the job report keeps all of them
@@ -113,6 +109,12 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
     if got.not_modified or (prev is not None and prev.state != "error"
                             and prev.sha256 == got.sha256):
         return ResourceOutcome(res, rid, changed=False)
+    # The GIS stack loads only once a resource really changed: an unchanged re-harvest
+    # (conditional GETs and hashes) never pays for importing it.
+    import pyogrio
+
+    from geo.readers import ReadError, detect_format, read_resource
+    from geo.translate import as_layer, collection_extras, publisher_of, translate
     base = {"sha256": got.sha256, "size": got.size, "etag": got.etag,
             "last_modified": got.last_modified}
     org_id = (remote.organization or {}).get("name")
@@ -175,6 +177,7 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
 def _stream_resource(store, remote, res, rid, got, fmt, versions, several, errors, base, who,
                      where) -> ResourceOutcome:
     """The large-file path: chunked translate-and-write, same report and collection shape."""
+    from geo import stream
     version = versions.get(rid, 0) + 1
     try:
         written, t = stream.translate_to_version(
@@ -201,7 +204,8 @@ def _stream_resource(store, remote, res, rid, got, fmt, versions, several, error
         "encoding": None, "detected_format": FORMAT_LABELS.get(fmt)})
 
 
-def table_preview(frame: pd.DataFrame) -> dict:
+def table_preview(frame) -> dict:
+    import pandas as pd
     head = frame.head(PREVIEW_ROWS)
     rows = [["" if pd.isna(v) else str(v) for v in row] for row in head.itertuples(index=False)]
     return {"columns": [str(c) for c in frame.columns], "rows": rows, "total": int(len(frame))}

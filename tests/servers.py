@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 from flask import Flask, abort, jsonify, request, send_file
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -54,10 +54,15 @@ def renkei_serve(data_dir: Path, workers: int = 2):
         proc.wait(10)
 
 
+class _KeepAliveHandler(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"  # what real catalogue servers speak: connections are reused
+
+
 @contextmanager
-def live_server(app):
+def live_server(app, *, keep_alive: bool = False):
     """Serve a WSGI app on a free 127.0.0.1 port; yields the base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True,
+                         request_handler=_KeepAliveHandler if keep_alive else None)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -149,8 +154,8 @@ class FakeCKAN:
         return out
 
     @contextmanager
-    def running(self):
-        with live_server(self.app) as url:
+    def running(self, *, keep_alive: bool = False):
+        with live_server(self.app, keep_alive=keep_alive) as url:
             self.base = url
             yield url
 
