@@ -6,11 +6,12 @@ import time and holds one fixed API in module globals. Each view here asks
 published by a harvest in another process appear without a restart.
 """
 
+import importlib
 import json
 import logging
 import os
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, abort, request, send_from_directory
 from flask_cors import CORS
 
 import pygeoapi
@@ -28,6 +29,8 @@ PYGEOAPI_STATIC = os.path.join(os.path.dirname(pygeoapi.__file__), 'static')
 # Headers a browser client needs to read: CRS of the coordinates, language.
 EXPOSED_HEADERS = ['Content-Crs', 'Content-Language', 'Link']
 _REENCODE_MAX = 2_000_000
+VENDOR = {'leaflet': 'xstatic.pkg.leaflet', 'bootstrap': 'xstatic.pkg.bootstrap',
+          'leaflet-markercluster': 'xstatic.pkg.leaflet_markercluster'}
 # pygeoapi ships no Japanese catalogue (and its wheel no compiled ones at all): ours, for the
 # HTML templates' own words (ホーム, コレクション, …); data titles are Japanese already.
 LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ogc_locale')
@@ -106,6 +109,15 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
     @bp.route('/collections/<cid>/items/<iid>')
     def item(cid, iid):
         return run(get_collection_item, cid, iid)
+
+    @bp.route('/vendor/<name>/<path:filename>')
+    def vendor(name, filename):
+        # Browser libraries of geo/ogc_templates, from xstatic packages: no CDN,
+        # so the HTML pages work offline and on LG-WAN (DESIGN.md).
+        if name not in VENDOR:
+            abort(404)
+        pkg = importlib.import_module(VENDOR[name])
+        return send_from_directory(pkg.BASE_DIR, filename, max_age=86400)
 
     # pygeoapi's cors setting only applies to its own Flask app.
     CORS(bp, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'OPTIONS'],

@@ -15,6 +15,7 @@ import datetime
 import itertools
 import json
 import logging
+import os
 import threading
 from http import HTTPStatus
 from typing import Callable
@@ -48,6 +49,7 @@ EXTRA_CRS = [
     'http://www.opengis.net/def/crs/EPSG/0/3857',
 ]
 WORLD = [-180.0, -90.0, 180.0, 90.0]
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ogc_templates')
 _BUILDS = itertools.count(1)
 
 # What we implement, stated here rather than taken from pygeoapi: its
@@ -160,6 +162,9 @@ def build_config(base_url: str, collections: list, *, metadata=None,
             'limits': dict(limits or {'default_items': 10, 'max_items': 1000,
                                       'on_exceed': 'throttle'}),
             'map': dict(map_ or MAP),
+            # Our copies of the templates that loaded assets from CDNs; pygeoapi
+            # falls back to its own for every other file.
+            'templates': {'path': TEMPLATES},
     }
     if locale_dir:  # compiled message catalogues for the HTML templates (ja)
         server['locale_dir'] = str(locale_dir)
