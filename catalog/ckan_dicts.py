@@ -6,8 +6,10 @@ the name. Only an id that breaks the rule (Japanese file ids of a `files` source
 over 100 characters) gets a derived name: an ASCII slug of the id plus the first 8 hex digits
 of its SHA-1, stable across harvests and resolvable back (see `find_dataset`).
 
-Resources derived by renkei (the OGC API collection of each published layer) follow the
-harvested ones and carry ``renkei_derived: true``, so a client can tell copies from originals.
+Resources derived by renkei (the OGC API collection of each published layer, then its
+translated downloads: GeoJSON, CSV, GeoPackage) follow the harvested ones and carry
+``renkei_derived: true``, so a client can tell copies from originals. Their ids are the
+collection id plus a suffix (``--ogcapi``, ``--geojson`` …), so resource_show finds them again.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import unicodedata
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -27,6 +30,14 @@ CKAN_NAME = re.compile(r"^[a-z0-9_-]{2,100}$")
 CKAN_TIME = "%Y-%m-%dT%H:%M:%S.%f"
 OGC_FORMAT = "OGC API Features"
 OGC_SUFFIX = "--ogcapi"
+# The translated downloads of catalog.downloads: ext -> (CKAN format, IANA media type, label).
+# The media types are those the route answers with (without its charset parameter).
+DOWNLOADS = {
+    "geojson": ("GeoJSON", "application/geo+json", "GeoJSON"),
+    "csv": ("CSV", "text/csv", "CSV"),
+    "gpkg": ("GPKG", "application/geopackage+sqlite3", "GeoPackage"),
+}
+_DERIVED_ID = re.compile(r"^(.+)--(ogcapi|geojson|csv|gpkg)$")
 # Datasets renkei makes itself (catalog.publish.THEME_SOURCE: the prefecture-wide theme layers).
 DERIVED_SOURCES = ("renkei-themes",)
 MIMETYPES = {
@@ -82,12 +93,21 @@ def find_dataset(session, id_or_name: str) -> Dataset | None:
     return ds if ds is not None and ds.status == "active" else None
 
 
+def download_url(base_url: str, dataset_id: str, collection_id: str, ext: str) -> str:
+    """The absolute URL of a translated download, built from the route itself so the two never
+    drift. The map is bound without the script root: base_url already carries it."""
+    path = current_app.url_map.bind("localhost").build(
+        "pages.download", {"dataset_id": dataset_id, "collection_id": collection_id, "ext": ext})
+    return base_url + path
+
+
 def find_resource(session, resource_id: str, base_url: str) -> dict | None:
-    """resource_show's `id`: a harvested resource, or a derived OGC API resource."""
+    """resource_show's `id`: a harvested resource, or a derived one (OGC API, downloads)."""
     res = session.get(Resource, resource_id)
     dataset_id = res.dataset_id if res is not None else None
-    if res is None and resource_id.endswith(OGC_SUFFIX):
-        col = session.get(Collection, resource_id[: -len(OGC_SUFFIX)])
+    derived = _DERIVED_ID.match(resource_id) if res is None else None
+    if derived:
+        col = session.get(Collection, derived.group(1))
         dataset_id = col.dataset_id if col is not None and col.status == "active" else None
     if dataset_id is None:
         return None
@@ -119,6 +139,8 @@ def package_dict(ds: Dataset, org: Organization | None, base_url: str) -> dict:
     for col in ds.collections:
         if col.status == "active":
             resources.append(ogc_resource_dict(col, ds, base_url, modified))
+            resources += [download_resource_dict(col, ds, ext, base_url, modified)
+                          for ext in DOWNLOADS]
     for i, r in enumerate(resources):
         r["position"] = i
     tags = [{"id": t, "name": t, "display_name": t, "state": "active", "vocabulary_id": None}
@@ -171,6 +193,25 @@ def ogc_resource_dict(col, ds: Dataset, base_url: str, package_modified: str | N
         "created": ckan_time(col.published_at), "last_modified": ckan_time(col.published_at),
         "metadata_modified": package_modified, "state": "active", "url_type": None,
         "resource_type": "api", "cache_url": None, "cache_last_updated": None,
+        "datastore_active": False, "renkei_derived": True,
+    }
+
+
+def download_resource_dict(col, ds: Dataset, ext: str, base_url: str,
+                           package_modified: str | None) -> dict:
+    fmt, mimetype, label = DOWNLOADS[ext]
+    note = {"geojson": "GeoJSON（EPSG:4326）です。",
+            "csv": "Excel でそのまま開ける CSV（UTF-8 BOM 付き）です。点は経度・緯度の列、"
+                   "それ以外の形は WKT の列で入っています。",
+            "gpkg": "GeoPackage です。QGIS などの GIS ソフトで開けます。"}[ext]
+    return {
+        "id": f"{col.id}--{ext}", "package_id": ds.id, "name": f"{col.title}（{label}）",
+        "description": f"連携カタログで変換した地図データ（{col.feature_count}件）の{note}",
+        "url": download_url(base_url, ds.id, col.id, ext), "format": fmt,
+        "mimetype": mimetype, "mimetype_inner": None, "size": None, "hash": "",
+        "created": ckan_time(col.published_at), "last_modified": ckan_time(col.published_at),
+        "metadata_modified": package_modified, "state": "active", "url_type": None,
+        "resource_type": "file", "cache_url": None, "cache_last_updated": None,
         "datastore_active": False, "renkei_derived": True,
     }
 

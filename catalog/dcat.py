@@ -6,7 +6,8 @@ Routes: /catalog.jsonld|.ttl|.rdf (100 datasets a page, Hydra paging, `modified_
 
 Mapping: each harvested resource is a dcat:Distribution (accessURL and downloadURL = the
 original file), each published layer a Distribution whose dcat:accessService is the OGC API
-(one dcat:DataService), publishers are foaf:Agent with the 全国地方公共団体コード as
+(one dcat:DataService) plus one Distribution per translated download (GeoJSON, CSV, GeoPackage;
+downloadURL = our download route, the Distribution's URI that URL + "#distribution"), publishers are foaf:Agent with the 全国地方公共団体コード as
 dct:identifier, licences are URIs where the licence is recognised (CC BY 4.0, CC0,
 政府標準利用規約 2.0, 公共データ利用規約 1.0), else the source's licence URL, else a labelled node.
 `dct:modified` of a dataset is our last change (as in the CKAN API's metadata_modified).
@@ -23,7 +24,7 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from catalog.ckan_dicts import MIMETYPES, ckan_time
+from catalog.ckan_dicts import DOWNLOADS, MIMETYPES, ckan_time, download_url
 from catalog.store import Dataset, Organization
 
 bp = Blueprint("dcat", __name__)
@@ -224,7 +225,29 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
         g.add((dist, DCTERMS.modified, _datetime(col.published_at)))
         if lic is not None:
             g.add((dist, DCTERMS.license, lic))
+        for ext in DOWNLOADS:
+            _add_download(g, base, node, col, ext, lic)
     return node
+
+
+def _add_download(g: Graph, base: str, ds_node, col, ext: str, lic) -> None:
+    """A translated download of a published layer (catalog.downloads), a file like any other."""
+    fmt, mimetype, label = DOWNLOADS[ext]
+    url = URIRef(download_url(base, col.dataset_id, col.id, ext))
+    dist = URIRef(f"{url}#distribution")
+    g.add((ds_node, DCAT.distribution, dist))
+    g.add((dist, RDF.type, DCAT.Distribution))
+    g.add((dist, DCTERMS.title, Literal(f"{col.title}（{label}）", lang="ja")))
+    g.add((dist, DCTERMS.description, Literal(
+        f"連携カタログで変換した地図データ {col.feature_count} 件の {label} ファイルです。",
+        lang="ja")))
+    g.add((dist, DCAT.accessURL, url))
+    g.add((dist, DCAT.downloadURL, url))
+    g.add((dist, DCTERMS.format, FILE_TYPE[EU_FILE_TYPES[fmt.upper()]]))
+    g.add((dist, DCAT.mediaType, _media_type(mimetype)))
+    g.add((dist, DCTERMS.modified, _datetime(col.published_at)))
+    if lic is not None:
+        g.add((dist, DCTERMS.license, lic))
 
 
 def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:

@@ -110,7 +110,8 @@ def test_package_show_has_the_ckan_shape_and_the_ogc_collection(ckan, served):
     assert {"key": "lg_code", "value": "282103"} in pkg["extras"]
     assert [t["name"] for t in pkg["tags"]] == ["避難所", "防災"]
     assert pkg["license_id"] == "cc-by-4.0" and pkg["isopen"] is True
-    original, derived = pkg["resources"]
+    original, derived, *downloads = pkg["resources"]
+    assert [r["position"] for r in pkg["resources"]] == [0, 1, 2, 3, 4]
     assert original["url"] == f"{served.site}/files/gsi_evacuation_282103.json"
     assert original["format"] == "GeoJSON" and original["mimetype"] == "application/geo+json"
     assert original["size"] == (Path(__file__).resolve().parents[2] / "shared/data/geojson/"
@@ -124,6 +125,29 @@ def test_package_show_has_the_ckan_shape_and_the_ogc_collection(ckan, served):
     assert ckan.action.resource_show(id=derived["id"])["url"] == derived["url"]
     table = ckan.action.package_show(id="hyogo-ckan--population")
     assert [r["format"] for r in table["resources"]] == ["CSV"]  # no layer, no OGC resource
+    # After the OGC resource come the collection's translated downloads, fetched here.
+    col_id = derived["id"].removesuffix("--ogcapi")
+    assert [(r["format"], r["mimetype"], r["id"]) for r in downloads] == [
+        ("GeoJSON", "application/geo+json", col_id + "--geojson"),
+        ("CSV", "text/csv", col_id + "--csv"),
+        ("GPKG", "application/geopackage+sqlite3", col_id + "--gpkg")]
+    for r, ext in zip(downloads, ("geojson", "csv", "gpkg")):
+        assert r["url"] == f"{served.url}/datasets/{pkg['id']}/collections/{col_id}.{ext}"
+        assert r["renkei_derived"] is True and r["resource_type"] == "file"
+        assert r["name"].startswith("加古川市 指定避難所（") and r["name"].endswith("）")
+        assert r["last_modified"] == derived["last_modified"] and len(r["last_modified"]) == 26
+        assert ckan.action.resource_show(id=r["id"]) == r
+        got = requests.get(r["url"], timeout=30)
+        assert got.status_code == 200, r["url"]
+        assert got.headers["Content-Type"].split(";")[0] == r["mimetype"]
+    geojson, csv, gpkg = (requests.get(r["url"], timeout=30) for r in downloads)
+    assert geojson.json()["type"] == "FeatureCollection" and geojson.json()["features"]
+    assert csv.content.startswith("\ufeff".encode())
+    assert gpkg.content.startswith(b"SQLite format 3\x00")
+    with pytest.raises(ckanapi.NotFound):
+        ckan.action.resource_show(id=col_id + "--shp")
+    with pytest.raises(ckanapi.NotFound):
+        ckan.action.resource_show(id="no-such-collection--csv")
 
 
 def test_a_name_that_is_no_ckan_name_gets_a_stable_derived_one(ckan):

@@ -96,6 +96,24 @@ def test_mandatory_dcat_ap_properties(served):
     collection = requests.get(str(g.value(ogc[0], ns.DCAT.accessURL)), params={"f": "json"},
                               timeout=10)
     assert collection.ok and collection.json()["title"] == "加古川市 指定避難所"
+    # The translated downloads: one file distribution each, fetched from the running renkei.
+    file_type = "http://publications.europa.eu/resource/authority/file-type/"
+    iana = "https://www.iana.org/assignments/media-types/"
+    downloads = {str(g.value(x, ns.DCTERMS.format)).removeprefix(file_type): x
+                 for x in g.objects(evac, ns.DCAT.distribution)
+                 if str(g.value(x, ns.DCAT.downloadURL)).startswith(served.url)}
+    assert set(downloads) == {"GEOJSON", "CSV", "GPKG"}
+    media = {"GEOJSON": "application/geo+json", "CSV": "text/csv",
+             "GPKG": "application/geopackage+sqlite3"}
+    for fmt, x in downloads.items():
+        url = g.value(x, ns.DCAT.downloadURL)
+        assert g.value(x, ns.DCAT.accessURL) == url
+        assert str(url).endswith("." + fmt.lower())
+        assert g.value(x, ns.DCAT.mediaType) == URIRef(iana + media[fmt])
+        assert str(g.value(x, ns.DCTERMS.title)).startswith("加古川市 指定避難所（")
+        assert g.value(x, ns.DCTERMS.license) == URIRef(CC_BY_4)
+        got = requests.get(str(url), timeout=30)
+        assert got.status_code == 200 and got.headers["Content-Type"].split(";")[0] == media[fmt]
 
 
 def test_modified_since(served):
@@ -120,8 +138,13 @@ def test_one_dataset_document_wins_over_the_html_page(served, fmt):
     (d,) = g.subjects(ns.RDF.type, ns.DCAT.Dataset)
     assert str(g.value(d, ns.DCTERMS.title)) == "海岸保全施設（国土数値情報 P23）"
     dists = list(g.objects(d, ns.DCAT.distribution))
-    assert len(dists) == 3  # the zip and its two layers in the OGC API
+    # The zip, its two layers in the OGC API, and three downloads per layer.
+    assert len(dists) == 1 + 2 + 2 * 3
     assert sum(1 for x in dists if g.value(x, ns.DCAT.accessService)) == 2
+    downloads = [str(g.value(x, ns.DCAT.downloadURL)) for x in dists
+                 if str(g.value(x, ns.DCAT.downloadURL)).startswith(served.url)]
+    assert sorted(u.rsplit(".", 1)[1] for u in downloads) == ["csv", "csv", "geojson", "geojson",
+                                                              "gpkg", "gpkg"]
     page = requests.get(f"{served.url}/datasets/hyogo-ckan--ksj-p23", timeout=10)
     assert page.ok and page.headers["Content-Type"].startswith("text/html")
     missing = requests.get(f"{served.url}/datasets/no-such.{fmt}", timeout=10)
