@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,12 @@ SETS = {'points': 1_000_000, 'polygons': 200_000}
 CITIES = ['神戸市', '姫路市', '尼崎市', '明石市', '西宮市', '加古川市', '宝塚市', '加西市',
           '養父市', '豊岡市', '三田市', '丹波市', '淡路市', 'たつの市', '香美町']
 KINDS = ['小学校', '中学校', '公民館', '体育館', '高等学校', 'コミュニティセンター']
+
+
+def free_port():
+    sys.path.insert(0, ROOT)
+    from tests.servers import free_port as port
+    return port()
 
 
 def make(kind, n, path, seed=6):
@@ -93,12 +98,6 @@ def bench_app():
     app = Flask(__name__)
     register_ogcapi(app, OGCAPI(os.environ['RENKEI_BENCH_URL'], lambda: cols, lambda: '1'))
     return app
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def gunicorn(app, port, env, workers=1):

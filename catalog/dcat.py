@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, current_app, request
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
@@ -26,6 +26,7 @@ from sqlalchemy.orm import selectinload
 
 from catalog.ckan_dicts import DOWNLOADS, MIMETYPES, ckan_time, download_url
 from catalog.store import Dataset, Organization
+from catalog.views import http_url
 
 bp = Blueprint("dcat", __name__)
 
@@ -178,7 +179,7 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
     # dct:description is mandatory in DCAT-AP; the title stands in when the source gave none.
     g.add((node, DCTERMS.description, Literal(ds.description or ds.title, lang="ja")))
     g.add((node, DCAT.landingPage, node))
-    if _http(ds.landing_page):
+    if http_url(ds.landing_page):
         g.add((node, FOAF.page, URIRef(ds.landing_page.strip())))
     for tag in dict.fromkeys(ds.tags or []):
         if tag:
@@ -257,7 +258,7 @@ def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:
     g.add((dist, DCTERMS.title, Literal(r.name or r.url.rsplit("/", 1)[-1], lang="ja")))
     if r.description:
         g.add((dist, DCTERMS.description, Literal(r.description, lang="ja")))
-    url = _http(r.url)
+    url = http_url(r.url)
     # accessURL is mandatory; a non-http source path is not a link, so the dataset page stands in.
     g.add((dist, DCAT.accessURL, URIRef(url) if url else ds_node))
     if url:
@@ -288,7 +289,7 @@ def license_uri(license_id, title, url) -> str | None:
     for keys, uri in LICENSES:
         if any(k.casefold() in text for k in keys):
             return uri
-    return _http(url)
+    return http_url(url)
 
 
 def license_node(g: Graph, ds: Dataset):
@@ -375,12 +376,3 @@ def _datetime(value) -> Literal:
 def _media_type(mimetype: str) -> URIRef:
     return URIRef(f"https://www.iana.org/assignments/media-types/{mimetype}")
 
-
-def _http(url) -> str | None:
-    if not url or not isinstance(url, str):
-        return None
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
