@@ -132,12 +132,17 @@ def geometries_to_geojson(blobs, transformer=None):
     return out
 
 
+def _wkb_or_none(blob):
+    """A feature's WKB for the SQL functions; an unreadable or empty blob never matches."""
+    try:
+        return wkb(blob)
+    except ProviderQueryError:
+        return None
+
+
 def _sql_intersects_box(blob, minx, miny, maxx, maxy):
     """SQLite function: exact geometry/bbox test for R-tree edge candidates."""
-    try:
-        w = wkb(blob)
-    except ProviderQueryError:
-        return 0
+    w = _wkb_or_none(blob)
     if w is None:
         return 0
     xy = _point_xy(w)
@@ -161,10 +166,7 @@ def filter_geometry(w):
 
 def _sql_intersects_geom(blob, filter_wkb):
     """SQLite function: exact intersection of a feature with a CQL2 geometry literal."""
-    try:
-        w = wkb(blob)
-    except ProviderQueryError:
-        return 0
+    w = _wkb_or_none(blob)
     if w is None:
         return 0
     g = filter_geometry(filter_wkb)
