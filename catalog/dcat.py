@@ -211,21 +211,16 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
             continue
         service = service or _ogc_service(g, base)
         g.add((service, DCAT.servesDataset, node))
-        dist = URIRef(f"{node}/collections/{quote(col.id, safe='')}")
         url = URIRef(f"{base}/ogcapi/collections/{quote(col.id, safe='')}")
-        g.add((node, DCAT.distribution, dist))
-        g.add((dist, RDF.type, DCAT.Distribution))
-        g.add((dist, DCTERMS.title, Literal(f"{col.title}（OGC API Features）", lang="ja")))
-        g.add((dist, DCTERMS.description, Literal(
-            f"地図データ {col.feature_count} 件（EPSG:4326）を OGC API – Features で提供しています。",
-            lang="ja")))
+        dist = _distribution(
+            g, node, URIRef(f"{node}/collections/{quote(col.id, safe='')}"), lic,
+            f"{col.title}（OGC API Features）",
+            f"地図データ {col.feature_count} 件（EPSG:4326）を OGC API – Features で提供しています。")
         g.add((dist, DCAT.accessURL, url))
         g.add((dist, DCAT.accessService, service))
         g.add((dist, DCTERMS.conformsTo, OGC_FEATURES))
         g.add((dist, DCAT.mediaType, _media_type("application/geo+json")))
         g.add((dist, DCTERMS.modified, _datetime(col.published_at)))
-        if lic is not None:
-            g.add((dist, DCTERMS.license, lic))
         for ext in DOWNLOADS:
             _add_download(g, base, node, col, ext, lic)
     return node
@@ -235,29 +230,32 @@ def _add_download(g: Graph, base: str, ds_node, col, ext: str, lic) -> None:
     """A translated download of a published layer (catalog.downloads), a file like any other."""
     fmt, mimetype, label = DOWNLOADS[ext]
     url = URIRef(download_url(base, col.dataset_id, col.id, ext))
-    dist = URIRef(f"{url}#distribution")
-    g.add((ds_node, DCAT.distribution, dist))
-    g.add((dist, RDF.type, DCAT.Distribution))
-    g.add((dist, DCTERMS.title, Literal(f"{col.title}（{label}）", lang="ja")))
-    g.add((dist, DCTERMS.description, Literal(
-        f"連携カタログで変換した地図データ {col.feature_count} 件の {label} ファイルです。",
-        lang="ja")))
+    dist = _distribution(
+        g, ds_node, URIRef(f"{url}#distribution"), lic, f"{col.title}（{label}）",
+        f"連携カタログで変換した地図データ {col.feature_count} 件の {label} ファイルです。")
     g.add((dist, DCAT.accessURL, url))
     g.add((dist, DCAT.downloadURL, url))
     g.add((dist, DCTERMS.format, FILE_TYPE[EU_FILE_TYPES[fmt.upper()]]))
     g.add((dist, DCAT.mediaType, _media_type(mimetype)))
     g.add((dist, DCTERMS.modified, _datetime(col.published_at)))
+
+
+def _distribution(g: Graph, ds_node, dist: URIRef, lic, title: str,
+                  description: str | None) -> URIRef:
+    """What every distribution of a dataset states: its link, class, title, text, licence."""
+    g.add((ds_node, DCAT.distribution, dist))
+    g.add((dist, RDF.type, DCAT.Distribution))
+    g.add((dist, DCTERMS.title, Literal(title, lang="ja")))
+    if description:
+        g.add((dist, DCTERMS.description, Literal(description, lang="ja")))
     if lic is not None:
         g.add((dist, DCTERMS.license, lic))
+    return dist
 
 
 def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:
-    dist = URIRef(uri)
-    g.add((ds_node, DCAT.distribution, dist))
-    g.add((dist, RDF.type, DCAT.Distribution))
-    g.add((dist, DCTERMS.title, Literal(r.name or r.url.rsplit("/", 1)[-1], lang="ja")))
-    if r.description:
-        g.add((dist, DCTERMS.description, Literal(r.description, lang="ja")))
+    dist = _distribution(g, ds_node, URIRef(uri), lic, r.name or r.url.rsplit("/", 1)[-1],
+                         r.description)
     url = http_url(r.url)
     # accessURL is mandatory; a non-http source path is not a link, so the dataset page stands in.
     g.add((dist, DCAT.accessURL, URIRef(url) if url else ds_node))
@@ -280,8 +278,6 @@ def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:
         g.add((checksum, RDF.type, SPDX.Checksum))
         g.add((checksum, SPDX.algorithm, SPDX.checksumAlgorithm_sha256))
         g.add((checksum, SPDX.checksumValue, Literal(r.sha256, datatype=XSD.hexBinary)))
-    if lic is not None:
-        g.add((dist, DCTERMS.license, lic))
 
 
 def license_uri(license_id, title, url) -> str | None:
