@@ -89,8 +89,8 @@ def data_files():
 def bench_app():
     """App factory for gunicorn: our OGC API over the two files (RENKEI_BENCH_* env)."""
     from flask import Flask
-    from catalog.ogc_views import register_ogcapi
-    from geo.ogcapi import OGCAPI
+    from ogcapi.blueprint import register_ogcapi
+    from ogcapi.api import OGCAPI
     files = json.loads(os.environ['RENKEI_BENCH_FILES'])
     cols = [{'id': kind, 'title': f'{kind}（ベンチマーク）', 'bbox': list(HYOGO),
              'path': path, 'layer': 'features', 'count': SETS[kind]}
@@ -196,7 +196,7 @@ def floor(path, n, runs):
 
 def stock_geojson(geojson_path, runs, root_env):
     import yaml
-    from geo.ogcapi import build_config
+    from ogcapi.api import build_config
     from pygeoapi.openapi import get_oas
     port = free_port()
     base = f'http://127.0.0.1:{port}'

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from catalog.search import SearchIndex  # noqa: E402
+from store.search import SearchIndex  # noqa: E402
 
 GEN = REPO.parent / "shared" / "tools" / "gen_search_corpus.py"
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from flask import Flask
 
-from catalog.store import Store
+from store.db import Store
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
@@ -21,22 +21,21 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     store = Store(data_dir)
     app.extensions["renkei_store"] = store
 
-    from catalog.ogc_views import register_ogcapi
-    from geo.ogcapi import OGCAPI
+    from ogcapi.blueprint import register_ogcapi
+    from ogcapi.api import OGCAPI
     ogcapi = OGCAPI(app.config["RENKEI_BASE_URL"] + "/ogcapi",
                     list_collections=lambda: collection_dicts(store),
                     version=store.publish_version)
     register_ogcapi(app, ogcapi, prefix="/ogcapi")
 
-    from catalog.ckan_api import bp as ckan_api
-    from catalog.dcat import bp as dcat
-    from catalog.openapi_spec import bp as openapi_spec
+    from catalog.api.ckan import bp as ckan_api
+    from catalog.api.dcat import bp as dcat
+    from catalog.api.openapi import bp as openapi_spec
     for blueprint in (ckan_api, dcat, openapi_spec):  # before pages: more specific routes
         app.register_blueprint(blueprint)
-    from catalog.harvest_views import bp as harvest_pages
-    app.register_blueprint(harvest_pages)
-    from catalog.views import bp as pages
-    app.register_blueprint(pages)
+    from catalog.pages import common, dataset, downloads, harvest, search, site
+    for module in (common, search, dataset, downloads, site, harvest):
+        app.register_blueprint(module.bp)
     return app
 
 

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parent / "examples"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +55,7 @@ def cmd_harvest(args) -> int:
 
 
 def _harvest(data_dir: Path, sources, orgs, timeout: float) -> int:
-    from catalog.store import Store
+    from store.db import Store
     from harvesters.runner import exit_code, run_harvest, summary
     store = Store(data_dir)
     reports = run_harvest(store, sources, orgs, timeout=timeout)
@@ -71,7 +71,7 @@ def cmd_serve(args) -> int:
 def cmd_jobs(args) -> int:
     from sqlalchemy import select
 
-    from catalog.store import HarvestJob, Store
+    from store.db import HarvestJob, Store
     store = Store(args.data_dir)
     with store.session() as s:
         stmt = select(HarvestJob).order_by(HarvestJob.id.desc()).limit(args.limit)

@@ -1,7 +1,7 @@
 """Prefecture-wide theme layers: every organization's features of one theme in one collection.
 
 Pure geo: member frames (already in the theme schema, see geo.translate) in, one merged frame
-or GeoPackage out. The catalogue switch lives in catalog.publish.publish_theme_layers.
+or chunks out. Writing the version and the catalogue switch live in store.theme_layers.
 
 A shelter published twice — by the prefecture's copy of the GSI registry and by the city — is
 kept once with both sources listed. Same facility = the same GSI 共通ID; or the same 共通ID
@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
+from typing import Iterator
 
 import geopandas as gpd
 import numpy as np
@@ -23,8 +24,6 @@ import pandas as pd
 import pyogrio
 import shapely
 
-from . import featurestore
-from .themes import collection_id  # noqa: F401 (re-export)
 from .themes import KIND_BOTH, KIND_EMERGENCY, KIND_SHELTER, THEMES, merged_fields
 
 MATCH_METRES = 50.0
@@ -150,52 +149,38 @@ def merge_kinds(kinds) -> str | None:
     return next(iter(kinds), None)
 
 
-def read_member(path: Path, layer: str = featurestore.LAYER) -> gpd.GeoDataFrame:
+def read_member(path: Path, layer: str) -> gpd.GeoDataFrame:
     frame = pyogrio.read_dataframe(path, layer=layer)
     if frame.geometry.name != "geometry":
         frame = frame.rename_geometry("geometry")
     return frame
 
 
-def write_merged(theme: str, members: list[tuple[Path, str]], data_dir: Path, version: int
-                 ) -> dict:
-    """Build the theme layer from member GeoPackages and write it as a new version.
+def streams(theme: str) -> bool:
+    """Area themes have no duplicates to merge and can be a million polygons: they are copied
+    in chunks. Point themes are merged in memory (tens of thousands of rows at most)."""
+    return theme in ("flood_area", "landslide_area", "tsunami_area")
 
-    Point themes are merged in memory (tens of thousands of rows at most). Area themes have no
-    duplicates to merge and can be a million polygons, so they are copied in chunks."""
-    cid = collection_id(theme)
-    if theme in ("flood_area", "landslide_area", "tsunami_area"):
-        return _write_streamed(theme, members, Path(data_dir), cid, version)
+
+def merged_frame(theme: str, members: list[tuple[Path, str]]) -> gpd.GeoDataFrame:
+    """The theme layer of a point theme from its members' files (path, layer)."""
     frame = merge(theme, [read_member(p, lyr) for p, lyr in members])
     for f in merged_fields(THEMES[theme]):
         if f.type == "boolean":
             frame[f.name] = frame[f.name].astype("boolean")
-    return featurestore.write_version(frame, data_dir, cid, version)
+    return frame
 
 
-def _write_streamed(theme, members, data_dir: Path, cid: str, version: int) -> dict:
-    folder = data_dir / "features" / featurestore.SAFE.sub("_", cid)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp, final = folder / f".writing-v{version}.gpkg", folder / f"v{version}.gpkg"
-    tmp.unlink(missing_ok=True)
-    count, bounds, fields = 0, [], None
+def member_chunks(theme: str, members: list[tuple[Path, str]]) -> Iterator[gpd.GeoDataFrame]:
+    """The theme layer of an area theme, chunk by chunk, in the merged schema; an empty frame
+    in that schema when the members hold no feature."""
+    count = 0
     for path, layer in members:
         total = pyogrio.read_info(path, layer=layer)["features"]
         for start in range(0, total, CHUNK):
             part = member_frame(theme, pyogrio.read_dataframe(
                 path, layer=layer, skip_features=start, max_features=CHUNK))
-            pyogrio.write_dataframe(part, tmp, layer=featurestore.LAYER, driver="GPKG",
-                                    append=tmp.exists(), SPATIAL_INDEX="YES",
-                                    promote_to_multi=True)
             count += len(part)
-            bounds.append(part.total_bounds)
-            fields = fields or featurestore.field_types(part)
+            yield part
     if not count:
-        pyogrio.write_dataframe(member_frame(theme, gpd.GeoDataFrame(
-            {"geometry": []}, crs="EPSG:4326")), tmp, layer=featurestore.LAYER, driver="GPKG")
-    tmp.replace(final)
-    b = np.array(bounds) if bounds else None
-    bbox = ([float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()),
-             float(b[:, 3].max())] if b is not None and np.isfinite(b).all() else None)
-    return {"path": str(final.relative_to(data_dir)), "layer": featurestore.LAYER,
-            "feature_count": count, "bbox": bbox, "fields": fields or {}}
+        yield member_frame(theme, gpd.GeoDataFrame({"geometry": []}, crs="EPSG:4326"))

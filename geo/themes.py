@@ -284,7 +284,7 @@ def json_schema(theme: Theme | str, merged: bool = False) -> dict:
 
 
 def field_info(theme: Theme | str, columns=None, merged: bool = False) -> dict:
-    """{field: {type, title, description}} for Collection.fields: geo.provider merges the title
+    """{field: {type, title, description}} for Collection.fields: ogcapi.provider merges the title
     and description into /queryables and /schema."""
     theme = THEMES[theme] if isinstance(theme, str) else theme
     out = {}

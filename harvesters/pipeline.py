@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import requests
 
-from catalog import publish
-from catalog.store import Dataset, Resource, Store
-from geo import featurestore
+from store import publish
+from store.db import Dataset, Resource, Store
+from store.versions import write_chunks, write_version
 from harvesters.base import HarvestFailure, RemoteDataset, RemoteResource, SourceConfig
 from harvesters.fetch import fetch
 
@@ -156,8 +156,8 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
         if len(layer.frame) == 0:
             continue
         cid = rid if len(spatial) == 1 else f"{rid}--{_slug(layer.name)}"
-        written = featurestore.write_version(layer.frame, store.data_dir, cid,
-                                             versions.get(cid, 0) + 1)
+        written = write_version(layer.frame, store.data_dir, cid,
+                                             versions.get(cid, 0) + 1).as_dict()
         title = remote.title
         if several:
             title += f"（{res.name or layer.name}）"
@@ -177,14 +177,17 @@ def _process_resource(store: Store, remote: RemoteDataset, res: RemoteResource, 
 def _stream_resource(store, remote, res, rid, got, fmt, versions, several, errors, base, who,
                      where) -> ResourceOutcome:
     """The large-file path: chunked translate-and-write, same report and collection shape."""
-    from geo import stream
+    from geo import stream, themes
     version = versions.get(rid, 0) + 1
+    chunks = stream.ChunkedTranslation(got.path, fmt=fmt, title=remote.title, tags=remote.tags,
+                                       source_dataset=rid.rsplit("--", 1)[0], **who)
     try:
-        written, t = stream.translate_to_version(
-            got.path, store.data_dir, rid, version, fmt=fmt, title=remote.title,
-            tags=remote.tags, source_dataset=rid.rsplit("--", 1)[0], **who)
+        written = write_chunks(chunks, store.data_dir, rid, version).as_dict()
     except Exception as exc:  # GDAL errors surface mid-stream as plain exceptions
         raise HarvestFailure("translate", f"{type(exc).__name__}: {exc}"[:400], **where) from exc
+    t = chunks.result
+    if t.theme:
+        written["fields"] = themes.field_info(t.theme)
     for issue in t.rejected:
         errors.append(HarvestFailure("translate", issue.reason, row=issue.row, **where))
     title = remote.title + (f"（{res.name}）" if several and res.name else "")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from catalog.store import Dataset, HarvestError, HarvestJob, Source, Store, utcnow
-from catalog.publish import publish_theme_layers
+from store.db import Dataset, HarvestError, HarvestJob, Source, Store, utcnow
+from store.theme_layers import publish_theme_layers
 from harvesters.auth import redact
 from harvesters.base import HarvestFailure, SourceConfig
 from harvesters.config import DEFAULT_TIME_LIMIT, harvester_for
@@ -171,7 +171,7 @@ def _run_locked(store: Store, source: SourceConfig, orgs: dict, *, timeout, log)
         _withdraw_missing(store, source, present if present is not None else seen, report, say)
     elif report.status == "done":
         report.warnings.append("the source was not enumerated completely: nothing withdrawn")
-    publish_theme_layers(store, log=say)   # geo.theme_layers: merged layers of changed themes
+    publish_theme_layers(store, log=say)   # merged layers of changed themes
     _record(store, report, secrets())
     return report
 

@@ -279,7 +279,7 @@ def copy_entities(entities: list[dict]) -> list[dict]:
 
 def run(data_dir, *sources, orgs=None, timeout: float = 5.0):
     """Harvest in this process; returns (reports, log lines)."""
-    from catalog.store import Store
+    from store.db import Store
     from harvesters.runner import run_harvest
     lines: list[str] = []
     reports = run_harvest(Store(data_dir), list(sources), orgs or {}, timeout=timeout,

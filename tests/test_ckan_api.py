@@ -14,8 +14,8 @@ import requests
 from werkzeug.serving import make_server
 
 from catalog.app import create_app
-from catalog.ckan_dicts import CKAN_NAME, DERIVED_SOURCES
-from catalog.store import Dataset, Store
+from catalog.api.ckan_dicts import CKAN_NAME, DERIVED_SOURCES
+from store.db import Dataset, Store
 from tests.servers import FakeCKAN, package
 from tests.test_harvest_ckan import GOOD, harvest, write_config
 

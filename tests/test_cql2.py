@@ -1,6 +1,6 @@
 """CQL2 filtering (OGC API Features Part 3) over HTTP, checked against GeoPandas on the same data.
 
-Every filter is run by the server in SQLite (geo.cql) and, independently, as a pandas/shapely
+Every filter is run by the server in SQLite (ogcapi.cql) and, independently, as a pandas/shapely
 expression on the GeoDataFrame the GeoPackage was written from; the id sets must agree.
 """
 

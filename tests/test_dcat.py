@@ -7,7 +7,7 @@ import requests
 from rdflib import Graph, Literal, URIRef
 from rdflib import namespace as ns  # (module attribute: pytest probes DCAT names otherwise)
 
-from catalog.dcat import CC_BY_4, GOV_STANDARD_TERMS, HYDRA, license_uri
+from catalog.api.dcat import CC_BY_4, GOV_STANDARD_TERMS, HYDRA, license_uri
 from tests.test_ckan_api import PACKAGES, active_ids, harvested_renkei
 
 MIMETYPES = {"ttl": "text/turtle", "jsonld": "application/ld+json", "rdf": "application/rdf+xml"}

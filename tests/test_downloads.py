@@ -22,7 +22,7 @@ KAKOGAWA = "kakogawa-files--shiteikinkyuhinanbasyo"
 
 def harvest_demo(data_dir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                           "harvest", "--config", str(REPO / "examples" / "sources.yaml")],
+                           "harvest", "--config", str(REPO / "catalog" / "examples" / "sources.yaml")],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
@@ -40,7 +40,7 @@ def demo(tmp_path_factory):
 
 def collection_of(store, dataset_id: str):
     with store.session() as s:
-        from catalog.store import Dataset
+        from store.db import Dataset
         ds = s.get(Dataset, dataset_id)
         col = ds.collections[0]
         return col.id, col.title, col.feature_count, store.data_dir / col.path

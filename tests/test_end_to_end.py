@@ -81,10 +81,10 @@ def test_demo_sources_harvest_offline(data_dir):
     """The quick start's harvest half: the bundled examples, no network at all."""
     env = dict(os.environ, no_proxy="*")
     result = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                             "harvest", "--config", str(REPO / "examples/sources.yaml")],
+                             "harvest", "--config", str(REPO / "catalog/examples/sources.yaml")],
                             cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    from catalog.store import Store
+    from store.db import Store
     cols = [c for c in Store(data_dir).active_collections() if not c.id.startswith("theme-")]
     assert len(cols) == 7
     assert sum(c.feature_count for c in cols) == 82 + 72 + 20 + 33 + 162 + 53 + 68

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from catalog.app import create_app
-from catalog.store import HarvestJob, Store
+from store.db import HarvestJob, Store
 from harvesters.runner import summary
 from tests.ngsi_servers import FakeOrion, fiware_example, gsi_sites, run, source
 from tests.servers import REPO, live_server

@@ -10,7 +10,7 @@ import pyogrio
 import pytest
 from shapely import get_coordinates
 
-from catalog.store import Collection, Dataset, HarvestError, HarvestJob, Store
+from store.db import Collection, Dataset, HarvestError, HarvestJob, Store
 from tests.servers import REPO, SHARED_DATA, FakeCKAN, package
 
 GOOD = [

@@ -9,7 +9,7 @@ import pytest
 from shapely import get_coordinates
 from sqlalchemy import text
 
-from catalog.store import Dataset, HarvestError, HarvestJob, Store
+from store.db import Dataset, HarvestError, HarvestJob, Store
 from harvesters.config import ConfigError, load_config
 from harvesters.runner import summary
 from tests.ngsi_servers import (LD_CONTEXT, FakeNGSILD, FakeOGCAPI, FakeOrion, fiware_example,

@@ -21,8 +21,8 @@ from flask import Flask, request
 from shapely.geometry import Polygon, box
 from werkzeug.serving import make_server
 
-from catalog.ogc_views import register_ogcapi
-from geo.ogcapi import OGCAPI, build_config
+from ogcapi.blueprint import register_ogcapi
+from ogcapi.api import OGCAPI, build_config
 
 HYOGO = [134.25, 34.15, 135.47, 35.68]
 CITIES = ['姫路市', '加古川市', '加西市', '養父市', '神戸市']
@@ -458,7 +458,7 @@ def test_html_in_japanese_and_catalogue_compiled(server):
     # The shipped .mo matches its .po (edit the .po, then recompile).
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po
-    from catalog.ogc_views import LOCALE_DIR
+    from ogcapi.blueprint import LOCALE_DIR
     folder = os.path.join(LOCALE_DIR, 'ja', 'LC_MESSAGES')
     with open(os.path.join(folder, 'messages.po'), 'rb') as po, \
             open(os.path.join(folder, 'messages.mo'), 'rb') as mo:

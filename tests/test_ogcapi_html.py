@@ -51,7 +51,7 @@ def base(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp('data')
     env = dict(os.environ, no_proxy='*')
     result = subprocess.run([sys.executable, '-m', 'catalog.cli', '--data-dir', str(data_dir),
-                             'harvest', '--config', str(REPO / 'examples/sources.yaml')],
+                             'harvest', '--config', str(REPO / 'catalog/examples/sources.yaml')],
                             cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     # The OGC API builds its links from base_url, known only once the port is bound.

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from catalog.app import create_app
-from catalog.store import Collection, Dataset, Organization, Resource, Source, Store
+from store.db import Collection, Dataset, Organization, Resource, Source, Store
 from tests.servers import live_server
 
 def index_doc(ds: Dataset, org: Organization | None) -> dict:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import requests
 
 from catalog.app import create_app
-from catalog.store import Dataset, HarvestJob, Store, utcnow
+from store.db import Dataset, HarvestJob, Store, utcnow
 from harvesters.runner import source_lock, summary
 from tests.ngsi_servers import FakeOrion, gsi_sites, run, source
 from tests.servers import REPO, FakeCKAN, live_server, package

@@ -8,7 +8,7 @@ import threading
 import pytest
 from sqlalchemy import create_engine, text
 
-from catalog.search import SearchIndex, expand, fts_expr, normalize, split_query, tokens
+from store.search import SearchIndex, expand, fts_expr, normalize, split_query, tokens
 
 
 def doc(id, title, description="", tags=(), organization="hyogo-pref", theme=None,

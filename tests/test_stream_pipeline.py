@@ -9,7 +9,7 @@ import sys
 import geopandas as gpd
 import pandas as pd
 
-from catalog.store import Store
+from store.db import Store
 from tests.servers import REPO, SHARED_DATA
 
 

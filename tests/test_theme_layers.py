@@ -12,7 +12,7 @@ import pytest
 import requests
 from shapely import affinity
 
-from catalog.store import Collection, Dataset, Store
+from store.db import Collection, Dataset, Store
 from geo import themes
 from geo.readers import read_resource
 from geo.theme_layers import merge
@@ -103,7 +103,7 @@ def harvest(data_dir, config):
 
 def test_harvest_two_sources_publishes_merged_shelter_layer(data_dir, tmp_path, served):
     for name in ("gsi_emergency_282103.json", "kakogawa_shelters_sjis.csv"):
-        shutil.copy(REPO / "examples" / name, tmp_path / name)
+        shutil.copy(REPO / "catalog" / "examples" / name, tmp_path / name)
     config = tmp_path / "sources.yaml"
     config.write_text(SOURCES, encoding="utf-8")
     result = harvest(data_dir, config)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Response, abort, current_app, render_template, request, send_from_directory, url_for
+from flask import Blueprint, Response, abort, render_template, request, send_from_directory, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from catalog.i18n import _
-from catalog.store import Dataset, Organization
-from catalog.views import PER_PAGE, _datasets_in_order, _formats, _pages, _value_labels, base_url, bp
+from store.db import Dataset, Organization
+from catalog.pages.common import PER_PAGE, _store, _datasets_in_order, _formats, _pages, _value_labels, base_url
 
 FEED_ENTRIES = 50
 SITEMAP_MAX = 50_000  # the sitemap protocol's limit per file
 
-
-def _store():
-    return current_app.extensions["renkei_store"]
+bp = Blueprint("site", __name__)
 
 
 @bp.route("/organizations")
@@ -70,10 +68,10 @@ def sitemap():
         rows = s.execute(select(Dataset.id, Dataset.updated_at).where(Dataset.status == "active")
                          .order_by(Dataset.id).limit(SITEMAP_MAX)).all()
         org_ids = list(s.scalars(select(Organization.id).order_by(Organization.id)))
-    urls = [(root + "/", None), (root + url_for("pages.datasets"), None),
-            (root + url_for("pages.organizations"), None)]
-    urls += [(root + url_for("pages.organization", org_id=o), None) for o in org_ids]
-    urls += [(root + url_for("pages.dataset", dataset_id=i), u) for i, u in rows]
+    urls = [(root + "/", None), (root + url_for("search.datasets"), None),
+            (root + url_for("site.organizations"), None)]
+    urls += [(root + url_for("site.organization", org_id=o), None) for o in org_ids]
+    urls += [(root + url_for("dataset.dataset", dataset_id=i), u) for i, u in rows]
     xml = render_template("sitemap.xml", urls=urls)
     return Response(xml, content_type="application/xml; charset=utf-8")
 
@@ -97,7 +95,7 @@ def _feed(title: str, self_url: str, org_id: str | None):
 @bp.route("/feeds/datasets.atom")
 def feed_all():
     return _feed(_("兵庫オープンデータ連携カタログ：更新されたデータセット"),
-                 base_url() + url_for("pages.feed_all"), None)
+                 base_url() + url_for("site.feed_all"), None)
 
 
 @bp.route("/feeds/organizations/<org_id>.atom")
@@ -108,18 +106,10 @@ def feed_organization(org_id: str):
             abort(404)
         name = org.name_ja
     return _feed(_("%(name)s：更新されたデータセット", name=name),
-                 base_url() + url_for("pages.feed_organization", org_id=org_id), org_id)
+                 base_url() + url_for("site.feed_organization", org_id=org_id), org_id)
 
 
 @bp.route("/static/leaflet/<path:filename>")
 def leaflet(filename: str):
     import xstatic.pkg.leaflet as pkg
     return send_from_directory(pkg.BASE_DIR, filename, max_age=86400)
-
-
-@bp.app_template_filter("iso_utc")
-def iso_utc(value) -> str:
-    """Our timestamps are naive UTC; Atom and sitemaps want RFC 3339."""
-    if isinstance(value, datetime):
-        return value.replace(microsecond=0).isoformat() + "Z"
-    return str(value or "")

@@ -10,24 +10,21 @@ import fcntl
 import json
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, render_template, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from catalog.store import Dataset, HarvestError, HarvestJob, Organization, Source
+from catalog.pages.common import _store
+from store.db import Dataset, HarvestError, HarvestJob, Organization, Source
 from harvesters.runner import group_errors
 
-bp = Blueprint("harvest", __name__, template_folder="templates")
+bp = Blueprint("harvest", __name__)
 
 JOBS_PER_PAGE = 50
 PROVENANCE_LIMIT = 500  # datasets shown on one job page; a source larger than this is paged
 STATUS_LABELS = {"done": "完了", "failed": "失敗", "running": "実行中", "locked": "実行中のためスキップ"}
 STAGE_LABELS = {"enumerate": "一覧取得", "fetch": "ダウンロード", "translate": "変換",
                 "publish": "公開", "withdraw": "取り下げ"}
-
-
-def _store():
-    return current_app.extensions["renkei_store"]
 
 
 def _lock_held(data_dir: Path, source: str) -> bool:

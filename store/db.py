@@ -175,7 +175,7 @@ class Store:
         with _schema_lock(self.data_dir):
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
-        from catalog.search import SearchIndex  # search tables live beside the catalogue
+        from store.search import SearchIndex  # search tables live beside the catalogue
         self.search = SearchIndex(self.engine)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 

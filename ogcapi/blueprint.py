@@ -20,8 +20,8 @@ from pygeoapi.api import (F_HTML, APIRequest, describe_collections,
 from pygeoapi.api.itemtypes import get_collection_item
 from pygeoapi.error import GenericError
 
-from geo import ogcapi as core
-from geo.ogcapi import OGCAPI
+from ogcapi import api as core
+from ogcapi.api import OGCAPI
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ VENDOR = {'leaflet': 'xstatic.pkg.leaflet', 'bootstrap': 'xstatic.pkg.bootstrap'
           'leaflet-markercluster': 'xstatic.pkg.leaflet_markercluster'}
 # pygeoapi ships no Japanese catalogue (and its wheel no compiled ones at all): ours, for the
 # HTML templates' own words (ホーム, コレクション, …); data titles are Japanese already.
-LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ogc_locale')
+LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'locale')
 
 
 def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
@@ -112,7 +112,7 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
 
     @bp.route('/vendor/<name>/<path:filename>')
     def vendor(name, filename):
-        # Browser libraries of geo/ogc_templates, from xstatic packages: no CDN,
+        # Browser libraries of ogcapi/templates, from xstatic packages: no CDN,
         # so the HTML pages work offline and on LG-WAN (DESIGN.md).
         if name not in VENDOR:
             abort(404)
@@ -132,7 +132,7 @@ def _response(headers, status, content):
     if isinstance(content, str) and 'json' in ctype and '\\u' in content \
             and len(content) < _REENCODE_MAX:
         # pygeoapi's to_json escapes Japanese as \uXXXX. Items (large) are serialised by
-        # geo.ogcapi.get_items already; other documents are small, so a round trip is cheap.
+        # ogcapi.api.get_items already; other documents are small, so a round trip is cheap.
         content = json.dumps(json.loads(content), ensure_ascii=False, separators=(',', ':'))
     # pygeoapi sends text/html and application/json without a charset; Flask
     # encodes str bodies as UTF-8, so say so (HTML in particular needs it).

@@ -24,9 +24,9 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from catalog.ckan_dicts import DOWNLOADS, MIMETYPES, ckan_time, download_url
-from catalog.store import Dataset, Organization
-from catalog.views import http_url
+from catalog.api.ckan_dicts import DOWNLOADS, MIMETYPES, ckan_time, download_url
+from store.db import Dataset, Organization
+from catalog.pages.common import http_url
 
 bp = Blueprint("dcat", __name__)
 
@@ -227,7 +227,7 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
 
 
 def _add_download(g: Graph, base: str, ds_node, col, ext: str, lic) -> None:
-    """A translated download of a published layer (catalog.downloads), a file like any other."""
+    """A translated download of a published layer (catalog.pages.downloads), a file like any other."""
     fmt, mimetype, label = DOWNLOADS[ext]
     url = URIRef(download_url(base, col.dataset_id, col.id, ext))
     dist = _distribution(

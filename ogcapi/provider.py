@@ -3,8 +3,8 @@
 pygeoapi's own SQLiteGPKG provider needs SpatiaLite (our Python cannot load extensions) and its
 OGR provider needs GDAL's Python bindings; both also re-open the file on every request. This one
 reads the GeoPackage tables directly: attributes with SQL, geometries as GPKG blobs decoded by
-shapely, bbox through the GPKG R-tree, CQL2 filters translated to SQL (geo.cql). What is kept
-between requests (connections, schema, counts, CRS operations) lives in geo.gpkg_read.
+shapely, bbox through the GPKG R-tree, CQL2 filters translated to SQL (ogcapi.cql). What is kept
+between requests (connections, schema, counts, CRS operations) lives in ogcapi.gpkg_read.
 """
 
 import logging
@@ -16,8 +16,8 @@ from pygeoapi.provider.base import (
     BaseProvider, ProviderConnectionError, ProviderInvalidQueryError,
     ProviderItemNotFoundError, ProviderQueryError)
 
-from geo import cql
-from geo.gpkg_read import (geometries_to_geojson, gpkg_file, quote_ident as _quote_ident,
+from ogcapi import cql
+from ogcapi.gpkg_read import (geometries_to_geojson, gpkg_file, quote_ident as _quote_ident,
                            retain_only, transformer)
 
 __all__ = ['GPKGProvider', 'geometries_to_geojson', 'retain_only']

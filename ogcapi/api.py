@@ -31,13 +31,13 @@ from pygeoapi.provider.base import ProviderGenericError
 from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, str2bool,
                            to_json)
 
-from geo import cql
-from geo.gpkg_read import transform_bbox
-from geo.provider import GPKGProvider, retain_only
+from ogcapi import cql
+from ogcapi.gpkg_read import transform_bbox
+from ogcapi.provider import GPKGProvider, retain_only
 
 LOGGER = logging.getLogger(__name__)
 
-PROVIDER = 'geo.provider.GPKGProvider'
+PROVIDER = 'ogcapi.provider.GPKGProvider'
 CRS84 = 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
 # Output CRSs offered on top of CRS84 (Features Part 2): JGD2011 (6668) and
 # its plane rectangular zone V (6673, the zone Hyogo lies in) are what
@@ -49,7 +49,7 @@ EXTRA_CRS = [
     'http://www.opengis.net/def/crs/EPSG/0/3857',
 ]
 WORLD = [-180.0, -90.0, 180.0, 90.0]
-TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ogc_templates')
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
 _BUILDS = itertools.count(1)
 
 # What we implement, stated here rather than taken from pygeoapi: its
@@ -69,7 +69,7 @@ CONFORMANCE = [
     'http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs',
     'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables',
     'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables-query-parameters',
-    # CQL2 as geo.cql translates it to SQL, for every collection (they are all GeoPackages).
+    # CQL2 as ogcapi.cql translates it to SQL, for every collection (they are all GeoPackages).
     'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter',
     'http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter',
     'http://www.opengis.net/spec/cql2/1.0/conf/cql2-text',

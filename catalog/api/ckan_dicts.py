@@ -24,13 +24,13 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from catalog.store import Collection, Dataset, Organization, Resource
+from store.db import Collection, Dataset, Organization, Resource
 
 CKAN_NAME = re.compile(r"^[a-z0-9_-]{2,100}$")
 CKAN_TIME = "%Y-%m-%dT%H:%M:%S.%f"
 OGC_FORMAT = "OGC API Features"
 OGC_SUFFIX = "--ogcapi"
-# The translated downloads of catalog.downloads: ext -> (CKAN format, IANA media type, label).
+# The translated downloads of catalog.pages.downloads: ext -> (CKAN format, IANA media type, label).
 # The media types are those the route answers with (without its charset parameter).
 DOWNLOADS = {
     "geojson": ("GeoJSON", "application/geo+json", "GeoJSON"),
@@ -38,7 +38,7 @@ DOWNLOADS = {
     "gpkg": ("GPKG", "application/geopackage+sqlite3", "GeoPackage"),
 }
 _DERIVED_ID = re.compile(r"^(.+)--(ogcapi|geojson|csv|gpkg)$")
-# Datasets renkei makes itself (catalog.publish.THEME_SOURCE: the prefecture-wide theme layers).
+# Datasets renkei makes itself (store.theme_layers.THEME_SOURCE: the prefecture-wide theme layers).
 DERIVED_SOURCES = ("renkei-themes",)
 MIMETYPES = {
     "CSV": "text/csv", "GEOJSON": "application/geo+json", "JSON": "application/json",
@@ -97,7 +97,7 @@ def download_url(base_url: str, dataset_id: str, collection_id: str, ext: str) -
     """The absolute URL of a translated download, built from the route itself so the two never
     drift. The map is bound without the script root: base_url already carries it."""
     path = current_app.url_map.bind("localhost").build(
-        "pages.download", {"dataset_id": dataset_id, "collection_id": collection_id, "ext": ext})
+        "downloads.download", {"dataset_id": dataset_id, "collection_id": collection_id, "ext": ext})
     return base_url + path
 
 

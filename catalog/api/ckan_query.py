@@ -1,6 +1,6 @@
 """package_search for the CKAN-compatible API: Solr-style `fq`, `sort` and facets over the store.
 
-Free text (`q`) goes through the catalogue's own Japanese search (catalog.search.SearchIndex,
+Free text (`q`) goes through the catalogue's own Japanese search (store.search.SearchIndex,
 with its NFKC folding and 表記ゆれ variants), so the API finds what the pages find. Filters,
 dates, sorting and paging are SQL over the dataset table and the search index's facet table, so
 the answer is exact at any `start` and `metadata_modified` is our Dataset.updated_at.
@@ -21,8 +21,8 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, false, func, not_, select, true
 
-from catalog.search import search_facet
-from catalog.store import Dataset, Organization
+from store.search import search_facet
+from store.db import Dataset, Organization
 
 DEFAULT_SORT = "score desc, metadata_modified desc"
 DEFAULT_FACET_LIMIT = 50
@@ -189,7 +189,7 @@ def _when(text: str) -> datetime | None:
 # -- running --------------------------------------------------------------------------------------
 
 def facet_value(name: str, value: str) -> str:
-    """As catalog.search stores facet values: NFKC, formats upper-cased."""
+    """As store.search stores facet values: NFKC, formats upper-cased."""
     v = unicodedata.normalize("NFKC", str(value)).strip()
     return v.upper() if name == "res_format" else v
 
@@ -206,7 +206,7 @@ def _condition(c: Clause, session):
         cond = true() if c.any_value or CONSTANT_FIELDS[c.field] in [v.lower() for v in c.values] \
             else false()
     elif c.field in ("name", "id"):
-        from catalog.ckan_dicts import find_dataset
+        from catalog.api.ckan_dicts import find_dataset
         found = [find_dataset(session, v) for v in c.values]
         ids = [d.id for d in found if d is not None]
         cond = true() if c.any_value else (Dataset.id.in_(ids) if ids else false())

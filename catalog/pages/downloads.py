@@ -15,10 +15,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pyogrio
-from flask import Response, abort, current_app, send_file, stream_with_context
+from flask import Blueprint, Response, abort, current_app, send_file, stream_with_context
 
-from catalog.store import Collection, Dataset
-from catalog.views import bp
+from store.db import Collection, Dataset
+
+bp = Blueprint("downloads", __name__)
 
 CHUNK = 2000
 FORMATS = {  # ext -> (media type, label)

@@ -14,7 +14,7 @@ import numpy as np
 import shapely
 from pygeofilter import ast, values
 
-from geo.gpkg_read import CRS84, quote_ident, transformer
+from ogcapi.gpkg_read import CRS84, quote_ident, transformer
 
 LANGUAGES = ('cql2-text', 'cql2-json')
 _COMPARISONS = {ast.Equal: '=', ast.NotEqual: '<>', ast.LessThan: '<',

@@ -1,24 +1,23 @@
-"""Catalogue pages for citizens: home, search with facets, dataset pages (Japanese UI).
+"""What every catalogue page shares: labels, loading helpers, template filters, the HTML error
+pages and the i18n set-up. A blueprint without routes; each page module has its own.
 
-Server-rendered and JavaScript-free: every search state lives in the URL so results can be
-shared, crawled and paged on any phone. Harvested text is never marked safe (Jinja autoescape),
-and harvested URLs are only turned into links when they are http(s).
+Harvested text is never marked safe (Jinja autoescape), and harvested URLs are only turned into
+links when they are http(s).
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, render_template, request, url_for
-from sqlalchemy import func, select
+from flask import Blueprint, current_app, render_template, request
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from catalog import i18n
 from catalog.i18n import _, lazy_gettext
-from catalog.search import FACETS, SORTS
-from catalog.store import Collection, Dataset, Organization
+from store.db import Dataset, Organization
 
-bp = Blueprint("pages", __name__, template_folder="templates")
+bp = Blueprint("common", __name__)
 bp.record_once(lambda state: i18n.init_app(state.app))
 
 PER_PAGE = 20
@@ -47,71 +46,6 @@ JST = timedelta(hours=9)
 
 def _store():
     return current_app.extensions["renkei_store"]
-
-
-# -- search state in the URL ----------------------------------------------------------------
-
-class SearchState:
-    """q, filters, sort and page parsed from (and written back to) the query string."""
-
-    def __init__(self, q: str, filters: dict[str, list[str]], sort: str | None, page: int):
-        self.q, self.filters, self.explicit_sort, self.page = q, filters, sort, page
-
-    @classmethod
-    def from_args(cls, args) -> "SearchState":
-        q = " ".join((args.get("q") or "").split())[:MAX_Q]
-        filters = {}
-        for key in FACETS:
-            values = list(dict.fromkeys(v.strip() for v in args.getlist(key) if v.strip()))
-            if values:
-                filters[key] = values[:20]
-        sort = args.get("sort") or None
-        if sort is not None and sort not in SORTS:
-            abort(400, description=_("並べ替えの指定「%(sort)s」は使えません。", sort=sort))
-        try:
-            page = int(args.get("page") or 1)
-        except ValueError:
-            abort(400, description=_("ページ番号は数字で指定してください。"))
-        if not 1 <= page <= 10_000:
-            abort(400, description=_("ページ番号が範囲外です。"))
-        return cls(q, filters, sort, page)
-
-    @property
-    def sort(self) -> str:
-        # Relevance means nothing without words; the newest datasets are what people expect then.
-        if self.explicit_sort and not (self.explicit_sort == "relevance" and not self.q):
-            return self.explicit_sort
-        return "relevance" if self.q else "modified"
-
-    def pairs(self, *, q=..., filters=None, sort=..., page=1) -> list[tuple[str, str]]:
-        q = self.q if q is ... else q
-        sort = self.explicit_sort if sort is ... else sort
-        out = [("q", q)] if q else []
-        for key in FACETS:
-            out += [(key, v) for v in (self.filters if filters is None else filters).get(key, [])]
-        if sort:
-            out.append(("sort", sort))
-        if page and page > 1:
-            out.append(("page", str(page)))
-        return out
-
-    def url(self, **kw) -> str:
-        pairs = self.pairs(**kw)
-        return url_for("pages.datasets") + ("?" + urlencode(pairs) if pairs else "")
-
-    def with_filter(self, key: str, value: str) -> str:
-        filters = {k: list(v) for k, v in self.filters.items()}
-        if value not in filters.setdefault(key, []):
-            filters[key].append(value)
-        return self.url(filters=filters)
-
-    def without_filter(self, key: str, value: str) -> str:
-        filters = {k: [v for v in vs if not (k == key and v == value)]
-                   for k, vs in self.filters.items()}
-        return self.url(filters=filters)
-
-    def page_url(self, page: int) -> str:
-        return self.url(page=page)
 
 
 def _pages(page: int, last: int) -> list[int | None]:
@@ -149,62 +83,8 @@ def _value_labels(session) -> dict[str, dict[str, str]]:
 
 
 def _formats(dataset: Dataset) -> list[str]:
-    # Declared format first, as catalog.publish indexes it, so badges match the format facet.
+    # Declared format first, as store.publish indexes it, so badges match the format facet.
     return sorted({(r.format or r.detected_format or "").upper() for r in dataset.resources} - {""})
-
-
-# -- pages -----------------------------------------------------------------------------------
-
-@bp.route("/")
-def index():
-    store = _store()
-    # The empty query's facets and total describe the whole catalogue.
-    recent = store.search.search("", sort="modified", per_page=6)
-    with store.session() as s:
-        labels = _value_labels(s)
-        datasets = _datasets_in_order(s, recent.ids)
-        n_collections = s.scalar(select(func.count()).select_from(Collection).join(Dataset).where(
-            Collection.status == "active", Dataset.status == "active"))
-        orgs = [(oid, labels["organization"].get(oid, oid), n)
-                for oid, n in recent.facets.get("organization", [])]
-        themes = [(t, labels["theme"].get(t, t), n) for t, n in recent.facets.get("theme", [])]
-        tags = recent.facets.get("tags", [])[:12]
-        return render_template("home.html", total=recent.total, datasets=datasets,
-                               organizations=orgs, themes=themes, tags=tags,
-                               n_collections=n_collections or 0, labels=labels, formats=_formats)
-
-
-@bp.route("/datasets")
-def datasets():
-    state = SearchState.from_args(request.args)
-    store = _store()
-    result = store.search.search(state.q, state.filters, sort=state.sort,
-                                 page=state.page, per_page=PER_PAGE)
-    last = max(1, -(-result.total // PER_PAGE))
-    suggestions, without_filters = [], None
-    if result.total == 0 and state.q:
-        # Zero results: say which words (alone, or without the filters) do find something.
-        words = state.q.split()
-        if len(words) > 1:
-            suggestions = [(w, n) for w in words
-                           if (n := store.search.search(w, state.filters, per_page=1).total)]
-        if state.filters:
-            without_filters = store.search.search(state.q, per_page=1).total
-    with store.session() as s:
-        labels = _value_labels(s)
-        items = _datasets_in_order(s, result.ids)
-        chips = [(key, v, FACET_LABELS[key], labels.get(key, {}).get(v, v))
-                 for key in FACET_ORDER for v in state.filters.get(key, [])]
-        facets = [(key, FACET_LABELS[key],
-                   [(v, labels.get(key, {}).get(v, v), n, v in state.filters.get(key, []))
-                    for v, n in result.facets.get(key, [])])
-                  for key in FACET_ORDER if result.facets.get(key)]
-        return render_template(
-            "search.html", state=state, result=result, items=items, chips=chips,
-            facets=facets, labels=labels, formats=_formats, last_page=last,
-            pages=_pages(min(state.page, last), last), suggestions=suggestions,
-            without_filters=without_filters,
-            sorts=[(k, v) for k, v in SORT_LABELS.items() if k != "relevance" or state.q])
 
 
 @bp.app_errorhandler(404)
@@ -215,8 +95,10 @@ def not_found(e):
                            message=_("URLが正しいか確認してください。")), 404
 
 
-@bp.errorhandler(400)
+@bp.app_errorhandler(400)
 def bad_request(e):
+    if request.path.startswith(_MACHINE_PREFIXES):
+        return e
     return render_template("error.html", status=400, heading=_("指定に誤りがあります"),
                            message=e.description), 400
 
@@ -296,5 +178,9 @@ def excerpt(text_: str, length: int = 120) -> str:
     return flat if len(flat) <= length else flat[:length] + "…"
 
 
-# Routes of the other page modules live on this blueprint (url_for("pages.…") everywhere).
-from catalog import dataset_views, downloads, site_views  # noqa: E402,F401
+@bp.app_template_filter("iso_utc")
+def iso_utc(value) -> str:
+    """Our timestamps are naive UTC; Atom and sitemaps want RFC 3339."""
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0).isoformat() + "Z"
+    return str(value or "")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
-bp = Blueprint("openapi", __name__, template_folder="templates")
+bp = Blueprint("openapi", __name__)
 
 ACTION = "/api/3/action/"
 

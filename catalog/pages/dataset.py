@@ -7,15 +7,15 @@ autoescaped, and harvested URLs become links only when they are http(s).
 """
 from __future__ import annotations
 
-from flask import current_app, render_template, request, url_for
+from flask import Blueprint, current_app, render_template, request, url_for
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
-from catalog.downloads import FORMATS, table_page
+from catalog.pages.downloads import FORMATS, table_page
 from catalog.i18n import _
-from catalog.store import Dataset, Organization, Source
-from catalog.views import (QUALITY_LABELS, STATE_LABELS, base_url, bp, http_url,
+from store.db import Dataset, Organization, Source
+from catalog.pages.common import (QUALITY_LABELS, STATE_LABELS, base_url, http_url,
                            theme_label)
 
 TABLE_ROWS = 20
@@ -24,6 +24,8 @@ FREQUENCY_KEYS = ("更新頻度", "update_frequency", "frequency", "accrualPerio
                   "accrual_periodicity", "dct:accrualPeriodicity")
 
 _md = MarkdownIt("commonmark", {"html": False, "breaks": True, "linkify": False})
+
+bp = Blueprint("dataset", __name__)
 
 
 def render_description(text: str) -> Markup:
@@ -60,7 +62,7 @@ def dataset(dataset_id: str):
         org = s.get(Organization, ds.organization_id) if ds.organization_id else None
         source = s.get(Source, ds.source_name)
         collections = [c for c in ds.collections if c.status == "active"]
-        page_url = base_url() + url_for("pages.dataset", dataset_id=ds.id)
+        page_url = base_url() + url_for("dataset.dataset", dataset_id=ds.id)
         try:
             tpage = max(1, int(request.args.get("table_page") or 1))
         except ValueError:
@@ -101,7 +103,7 @@ def jsonld(ds: Dataset, org: Organization | None, page_url: str, collections=())
         for ext, (mime, _label) in FORMATS.items():
             dist.append({"@type": "DataDownload", "name": f"{c.title} ({ext})",
                          "encodingFormat": mime,
-                         "contentUrl": root + url_for("pages.download", dataset_id=ds.id,
+                         "contentUrl": root + url_for("downloads.download", dataset_id=ds.id,
                                                       collection_id=c.id, ext=ext)})
     doc = {"@context": "https://schema.org/", "@type": "Dataset", "name": ds.title,
            "description": ds.description or ds.title, "url": page_url, "identifier": ds.id,

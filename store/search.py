@@ -21,7 +21,7 @@ import unicodedata
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from catalog.search_cache import FACETS, SORTS, SearchCache, SearchResult  # noqa: F401 (re-export)
+from store.search_cache import FACETS, SORTS, SearchCache, SearchResult  # noqa: F401 (re-export)
 
 MAX_TERMS = 16
 MAX_VARIANTS = 8

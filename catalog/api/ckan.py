@@ -22,9 +22,9 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from catalog import ckan_dicts as dicts
-from catalog import ckan_query
-from catalog.store import Dataset, Organization
+from catalog.api import ckan_dicts as dicts
+from catalog.api import ckan_query
+from store.db import Dataset, Organization
 
 LOGGER = logging.getLogger(__name__)
 bp = Blueprint("ckan_api", __name__)

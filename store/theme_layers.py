@@ -1,0 +1,118 @@
+"""Prefecture-wide theme layers: one Dataset + Collection per theme, rebuilt in one switch
+whenever its members (collection id + version) change. The merge itself is geo.theme_layers."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from pathlib import Path
+
+from sqlalchemy import select
+
+from geo import themes
+from geo.themes import MERGED_TITLE_PREFIX, collection_id, field_info
+from store import versions
+from store.db import Collection, Dataset, Organization, Store, utcnow
+from store.publish import search_doc
+
+
+THEME_SOURCE = "renkei-themes"
+
+
+def publish_theme_layers(store: Store, log=None) -> list[str]:
+    """Rebuild every theme layer whose members (collection id + version) changed, each in one
+    switch; return the themes rebuilt. Called at the end of each harvest job; a lock keeps
+    jobs of different sources from rebuilding the same layer at once."""
+    rebuilt = []
+    lock_dir = store.data_dir / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{THEME_SOURCE}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        for name, theme in themes.THEMES.items():
+            try:
+                if _publish_theme(store, name, theme):
+                    rebuilt.append(name)
+                    (log or print)(f"[{THEME_SOURCE}] rebuilt theme layer {name}")
+            except Exception as exc:   # one theme's failure must not stop the others
+                (log or print)(f"[{THEME_SOURCE}] theme layer {name} not rebuilt "
+                               f"(the previous version stays): {type(exc).__name__}: {exc}")
+    return rebuilt
+
+
+def _theme_members(s, name: str, theme) -> list[Collection]:
+    wanted = {f.name for f in theme.fields}
+    stmt = (select(Collection).join(Dataset)
+            .where(Dataset.theme == name, Dataset.status == "active",
+                   Dataset.source_name != THEME_SOURCE, Collection.status == "active")
+            .order_by(Collection.id))
+    # A dataset's theme comes from its first layer; only layers in the theme schema join.
+    return [c for c in s.scalars(stmt) if wanted <= set(c.fields or {})]
+
+
+def _publish_theme(store: Store, name: str, theme) -> bool:
+    cid = collection_id(name)
+    with store.session() as s:
+        members = _theme_members(s, name, theme)
+        signature = hashlib.sha256(repr([(c.id, c.version, c.path) for c in members])
+                                   .encode()).hexdigest()
+        ds = s.get(Dataset, cid)
+        if (ds is None and not members) or (ds is not None and ds.metadata_hash == signature):
+            return False
+        old = s.get(Collection, cid)
+        version = (old.version if old else 0) + 1
+        paths = [(store.data_dir / c.path, c.layer) for c in members]
+        member_titles = [c.title for c in members]
+    written = _write_merged(name, paths, store.data_dir, version) if members else None
+    title = f"{MERGED_TITLE_PREFIX} {theme.title_ja}（統合）"
+    description = (f"県内の各組織が公開した「{theme.title_ja}」のデータを、共通の項目に変換して"
+                   "一つにまとめたレイヤーです。同じ施設が複数の組織から公開されている場合は一つにまとめ、"
+                   "出典（sources）に全ての提供元を記しています。元データ: " + "、".join(member_titles))
+    with store.session() as s, s.begin():
+        ds = s.get(Dataset, cid)
+        if ds is None:
+            ds = Dataset(id=cid, source_name=THEME_SOURCE, remote_id=cid, name=cid,
+                         created_at=utcnow())
+            s.add(ds)
+        ds.title, ds.description, ds.theme = title, description, name
+        ds.tags = [theme.title_ja, "統合レイヤー"]
+        ds.organization_id = "hyogo-pref" if s.get(Organization, "hyogo-pref") else None
+        ds.license_title = "各提供元のライセンスに従います"
+        ds.metadata_hash, ds.updated_at = signature, utcnow()
+        ds.raw = {"members": [str(p) for p, _ in paths]}
+        col = s.get(Collection, cid)
+        if written is None:
+            ds.status = "withdrawn"
+            if col is not None:
+                s.delete(col)
+        else:
+            ds.status = "active"
+            if col is None:
+                col = Collection(id=cid, dataset=ds, resource_id=cid)
+                s.add(col)
+            col.title, col.layer_name, col.description = title, name, description
+            col.keywords = list(ds.tags)
+            col.path, col.layer = written["path"], written["layer"]
+            col.feature_count, col.bbox = written["feature_count"], written["bbox"]
+            col.fields = field_info(name, set(written["fields"]), merged=True)
+            col.version, col.status, col.published_at = version, "active", utcnow()
+            ds.bbox = written["bbox"]
+        s.flush()
+        if written is None:
+            store.search.delete(s.connection(), cid)
+        else:
+            store.search.upsert(s.connection(), search_doc(ds, s))
+        store.bump_version(s)
+    versions.remove_stale_versions(store.data_dir, cid, written["path"] if written else None)
+    return True
+
+
+def _write_merged(theme: str, members: list[tuple[Path, str]], data_dir: Path,
+                  version: int) -> dict:
+    from geo import theme_layers  # the GIS stack loads only when a layer is rebuilt
+    cid = collection_id(theme)
+    if theme_layers.streams(theme):
+        written = versions.write_chunks(theme_layers.member_chunks(theme, members), data_dir,
+                                        cid, version)
+    else:
+        written = versions.write_version(theme_layers.merged_frame(theme, members), data_dir,
+                                         cid, version)
+    return written.as_dict()

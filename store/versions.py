@@ -1,0 +1,151 @@
+"""Feature versions: one GeoPackage per collection version, written aside and never modified.
+
+A new version is a new file (`features/<collection>/v<N>.gpkg`); the catalogue switches to it in
+one transaction, so readers see either the old file or the complete new one, never a half-write.
+`VersionWriter` is the only code that creates these files: every path (a whole frame, a stream
+of chunks, a merged theme layer) writes aside, fsyncs, then renames.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+LAYER = "features"
+SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass
+class WrittenVersion:
+    """What the catalogue records about a version that is complete on disk."""
+    path: str                  # relative to the data dir
+    layer: str
+    feature_count: int
+    bbox: list[float] | None
+    fields: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def collection_folder(data_dir: Path, collection_id: str) -> Path:
+    return Path(data_dir) / "features" / SAFE.sub("_", collection_id)
+
+
+class VersionWriter:
+    """Append frames (EPSG:4326) to `.writing-v<N>.gpkg`; `commit()` fsyncs and renames it to
+    `v<N>.gpkg`. Leaving the `with` block without a commit removes the partial file."""
+
+    def __init__(self, data_dir: Path, collection_id: str, version: int, *,
+                 promote_to_multi: bool | None = None):
+        # Chunks of one layer may mix Polygon and MultiPolygon (True); for one frame pyogrio
+        # decides from the whole frame (None).
+        self.promote_to_multi = promote_to_multi
+        self.data_dir = Path(data_dir)
+        folder = collection_folder(self.data_dir, collection_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.final = folder / f"v{version}.gpkg"
+        self.tmp = folder / f".writing-v{version}.gpkg"
+        self.tmp.unlink(missing_ok=True)
+        self.count = 0
+        self.fields: dict | None = None
+        self._bounds: list = []
+        self._empty = None
+
+    def __enter__(self) -> "VersionWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def append(self, frame: "gpd.GeoDataFrame") -> None:
+        import pyogrio  # here, not at import: an unchanged harvest never writes a feature
+        frame = frame.reset_index(drop=True)
+        if self.fields is None:
+            self.fields = field_types(frame)
+        if not len(frame):
+            self._empty = frame   # keeps the schema if no chunk has a row
+            return
+        # GDAL writes the spatial index (R-tree) for GPKG; say so, it is what bbox uses.
+        pyogrio.write_dataframe(frame, self.tmp, layer=LAYER, driver="GPKG",
+                                append=self.tmp.exists(), promote_to_multi=self.promote_to_multi,
+                                SPATIAL_INDEX="YES")
+        self.count += len(frame)
+        self._bounds.append(frame.total_bounds)
+
+    def commit(self) -> WrittenVersion:
+        import pyogrio
+        if not self.tmp.exists():
+            if self._empty is None:
+                raise ValueError("a version needs at least one frame, even an empty one")
+            pyogrio.write_dataframe(self._empty, self.tmp, layer=LAYER, driver="GPKG",
+                                    SPATIAL_INDEX="YES")
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.final)
+        _fsync_dir(self.final.parent)
+        b = np.array(self._bounds)
+        bbox = ([float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()),
+                 float(b[:, 3].max())] if len(self._bounds) and np.isfinite(b).all() else None)
+        return WrittenVersion(str(self.final.relative_to(self.data_dir)), LAYER, self.count,
+                              bbox, self.fields or {})
+
+
+def write_version(gdf: "gpd.GeoDataFrame", data_dir: Path, collection_id: str,
+                  version: int) -> WrittenVersion:
+    """Write one whole frame as a new version."""
+    with VersionWriter(data_dir, collection_id, version) as writer:
+        writer.append(gdf)
+        return writer.commit()
+
+
+def write_chunks(chunks: Iterable["gpd.GeoDataFrame"], data_dir: Path, collection_id: str,
+                 version: int) -> WrittenVersion:
+    """Write a stream of frames (one schema) as a new version; peak memory is one chunk."""
+    with VersionWriter(data_dir, collection_id, version, promote_to_multi=True) as writer:
+        for chunk in chunks:
+            writer.append(chunk)
+        return writer.commit()
+
+
+def field_types(frame: "gpd.GeoDataFrame") -> dict[str, str]:
+    """JSON-schema-ish type per column, for queryables and the dataset page."""
+    out = {}
+    for name, dtype in frame.dtypes.items():
+        if name == frame.geometry.name:
+            continue
+        kind = getattr(dtype, "kind", "O")
+        out[str(name)] = {"i": "integer", "u": "integer", "f": "number",
+                          "b": "boolean", "M": "string"}.get(kind, "string")
+    return out
+
+
+def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) -> int:
+    """Delete a collection's older GeoPackages once the switch to `keep` has committed.
+
+    Only this collection's folder is touched (its source is locked by this job), and a web
+    worker still reading an unlinked file keeps its open handle, so this is safe on POSIX.
+    """
+    folder = collection_folder(data_dir, collection_id)
+    removed = 0
+    for path in folder.glob("v*.gpkg"):
+        if str(path.relative_to(data_dir)) != keep:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    """The rename is durable only once the directory entry is on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
