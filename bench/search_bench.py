@@ -1,5 +1,5 @@
 """Search benchmark: the catalogue's SearchIndex over the seeded corpus from
-shared/tools/gen_search_corpus.py (default 100,000 datasets), timing the full results page
+bench/gen_search_corpus.py (default 100,000 datasets), timing the full results page
 (total + first page + every facet's counts, i.e. what /datasets renders) and checking recall
 against the corpus's planted spelling variants.
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from store.search import SearchIndex  # noqa: E402
 
-GEN = REPO.parent / "shared" / "tools" / "gen_search_corpus.py"
+GEN = REPO / "bench" / "gen_search_corpus.py"
 
 QUERIES = {
     "3+ chars": ["避難所", "浸水想定", "土砂災害", "設置場所", "ハザードマップ", "公共施設", "図書館",

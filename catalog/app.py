@@ -27,6 +27,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                     list_collections=lambda: collection_dicts(store),
                     version=store.publish_version)
     register_ogcapi(app, ogcapi, prefix="/ogcapi")
+    # One per app: it owns the GeoPackages this app has open (ogcapi.api).
+    app.extensions["renkei_ogcapi"] = ogcapi
 
     from catalog.api.ckan import bp as ckan_api
     from catalog.api.dcat import bp as dcat

@@ -37,8 +37,22 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
 
 
+def _settings(**overrides):
+    """The harvest settings (RENKEI_MAX_DOWNLOAD, RENKEI_STREAM_BYTES, …), read once as the
+    command starts; None, said why, if a value is bad."""
+    from harvesters.context import HarvestSettings, SettingsError
+    try:
+        return HarvestSettings.from_environ(**overrides)
+    except SettingsError as exc:
+        print(f"renkei: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_harvest(args) -> int:
     from harvesters.config import ConfigError, load_config
+    settings = _settings(timeout=args.timeout)
+    if settings is None:
+        return 2
     try:
         sources, orgs = load_config(args.config)
     except ConfigError as exc:
@@ -51,14 +65,16 @@ def cmd_harvest(args) -> int:
                   file=sys.stderr)
             return 2
         sources = [s for s in sources if s.name in args.source]
-    return _harvest(args.data_dir, sources, orgs, args.timeout)
+    return _harvest(args.data_dir, sources, orgs, settings)
 
 
-def _harvest(data_dir: Path, sources, orgs, timeout: float) -> int:
+def _harvest(data_dir: Path, sources, orgs, settings) -> int:
+    """Errors are in the job record (with tracebacks, for staff) and in the summary (without):
+    nothing of a failed job reaches the terminal as a traceback."""
     from store.db import Store
     from harvesters.runner import exit_code, run_harvest, summary
     store = Store(data_dir)
-    reports = run_harvest(store, sources, orgs, timeout=timeout)
+    reports = run_harvest(store, sources, orgs, settings=settings)
     print(summary(reports), file=sys.stderr)
     return exit_code(reports)
 
@@ -95,8 +111,11 @@ def cmd_jobs(args) -> int:
 
 def cmd_demo(args) -> int:
     from harvesters.config import load_config
+    settings = _settings()
+    if settings is None:
+        return 2
     sources, orgs = load_config(EXAMPLES / "sources.yaml")
-    code = _harvest(args.data_dir, sources, orgs, 30.0)
+    code = _harvest(args.data_dir, sources, orgs, settings)
     if code == 2:
         return code
     return cmd_serve(args)

@@ -3,11 +3,12 @@
 msgids are the Japanese texts themselves, so Japanese needs no catalogue and a missing English
 translation falls back to Japanese rather than to a key. The language comes from `?lang=`
 (remembered in a cookie), else the cookie, else Japanese. `catalog/translations/en/.../
-messages.po` is the source; the .mo beside it is compiled from it (committed, and recompiled
-at start-up when the .po is newer).
+messages.po` is the source; the .mo beside it is compiled from it when the package is built
+(setup.py's build_mo, for a wheel and for `pip install -e .` alike), never at run time.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flask import request
@@ -16,6 +17,7 @@ from flask_babel import Babel, get_locale, gettext, lazy_gettext, ngettext  # no
 LANGS = ("ja", "en")
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 COOKIE = "lang"
+LOGGER = logging.getLogger(__name__)
 
 
 def _(text: str, **kw) -> str:
@@ -30,27 +32,13 @@ def select_locale() -> str:
     return lang if lang in LANGS else "ja"
 
 
-def compile_catalogues() -> None:
-    """Compile every messages.po whose .mo is missing or older (a read-only install skips)."""
-    from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
-    for po in TRANSLATIONS.glob("*/LC_MESSAGES/messages.po"):
-        mo = po.with_suffix(".mo")
-        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
-            continue
-        try:
-            with open(po, "rb") as fh:
-                catalog = read_po(fh)
-            with open(mo, "wb") as fh:
-                write_mo(fh, catalog)
-        except OSError:
-            pass
-
-
 def init_app(app) -> None:
     if "babel" in app.extensions:
         return
-    compile_catalogues()
+    for po in TRANSLATIONS.glob("*/LC_MESSAGES/*.po"):
+        if not po.with_suffix(".mo").exists():  # compiled by the build only (setup.py)
+            LOGGER.warning("%s has no compiled .mo beside it: reinstall the package "
+                           "(pip install -e .) to compile it", po.relative_to(TRANSLATIONS.parent))
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "ja")
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(TRANSLATIONS))
     Babel(app, locale_selector=select_locale)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .crs import JAPAN_LAT, JAPAN_LON
-from .readers import Layer, ReadError, RowIssue, clean_columns, jsonify_objects
+from .layers import Layer, ReadError, RowIssue, clean_columns, jsonify_objects
 
 # (latitude, longitude) name pairs after NFKC + casefold, in order of preference: a 街区レベル
 # 位置参照情報 file carries both 緯度/経度 and X座標/Y座標 (plane-rectangular metres), and the

@@ -9,46 +9,19 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
 import warnings
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import geopandas as gpd
-import numpy as np
-import pandas as pd
 import pyogrio
-import shapely
 
-from .crs import WGS84, assume_crs, crs_source_text, ksj_srs_from_xml, out_of_range
-
-
-@dataclass
-class RowIssue:
-    row: int        # 1-based data row (CSV: header excluded; spatial formats: feature number)
-    reason: str
-
-
-@dataclass
-class Layer:
-    name: str
-    frame: "gpd.GeoDataFrame | pd.DataFrame"
-    spatial: bool
-    encoding: str | None
-    crs_source: str | None
-    rows_in: int
-    rejected: list[RowIssue] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-class ReadError(Exception):
-    """The whole resource cannot be read; .row is set when a specific row is to blame."""
-
-    def __init__(self, message: str, row: int | None = None):
-        super().__init__(message)       # callers report .row beside the message
-        self.message, self.row = message, row
+from . import csvread
+from .crs import assume_crs, crs_source_text, ksj_srs_from_xml
+# Re-exported: callers of read_resource catch ReadError and read Layers from here.
+from .layers import (Layer, ReadError, RowIssue, clean_columns, finish_spatial,  # noqa: F401
+                     jsonify_objects)
 
 
 _HEAD = 64 * 1024
@@ -172,7 +145,6 @@ def _members(zf: zipfile.ZipFile) -> list[str]:
 # readers per format
 
 def _read_text(fmt: str, data: bytes, name: str, gdal_src: str) -> list[Layer]:
-    from . import csvread
     if fmt == "csv":
         return [csvread.read_csv_bytes(data, name)]
     text, encoding = csvread.decode_text(data)
@@ -186,7 +158,6 @@ def _read_text(fmt: str, data: bytes, name: str, gdal_src: str) -> list[Layer]:
 
 
 def _read_xlsx(path: Path) -> list[Layer]:
-    from . import csvread
     src = f"XLSX:{path}"   # the XLSX driver only claims *.xlsx names; cache files may have none
     opts = dict(FIELD_TYPES="STRING", HEADERS="FORCE")   # keep codes like 0000000001 as text
     layers = []
@@ -204,8 +175,7 @@ def _read_gdal(fmt: str, src: str, stem: str, opener, *, encoding=None, crs_hint
     warns: list[str] = []
     kw = {}
     if fmt == "geojson":
-        from .csvread import sniff_stream_encoding
-        encoding = sniff_stream_encoding(opener)
+        encoding = csvread.sniff_stream_encoding(opener)
         if encoding == "cp932":     # RFC 7946 says UTF-8; GDAL would read mojibake
             with opener() as f:
                 src = io.BytesIO(f.read().decode("cp932").encode("utf-8"))
@@ -306,13 +276,12 @@ def _read_zip(path: Path) -> list[Layer]:
 
 
 def _read_zipped_shapefile(path, zf, shp, members) -> list[Layer]:
-    from .csvread import Dbf
     sib = {PurePosixPath(m).suffix.lower(): m for m in members
            if m[:-4].lower() == shp[:-4].lower() and len(m) == len(shp)}
     warns: list[str] = []
     try:
         _check_crc(zf, sib.values())
-        dbf = Dbf(zf.read(sib[".dbf"])) if ".dbf" in sib else None
+        dbf = csvread.Dbf(zf.read(sib[".dbf"])) if ".dbf" in sib else None
         cpg = zf.read(sib[".cpg"]).decode("ascii", "replace").strip() if ".cpg" in sib else None
         hint = None
         if ".prj" not in sib:   # the KSJ GML beside the shapefile names its datum
@@ -362,84 +331,3 @@ def _display(zf, member: str) -> str:
         return member.encode("cp437").decode("cp932")
     except UnicodeError:
         return member
-
-
-# ---------------------------------------------------------------------------------------------
-# shared clean-up
-
-def clean_columns(names, reserved=("geometry",)) -> list[str]:
-    """Keep source names (Japanese stays Japanese) but strip BOM/whitespace, name empty ones
-    column_N and make duplicates unique case-insensitively (GPKG/SQLite columns are)."""
-    seen, out = {r.casefold() for r in reserved}, []
-    for i, n in enumerate(names, 1):
-        base = "" if _missing(n) else str(n)
-        base = base.replace("\ufeff", "").strip() or f"column_{i}"
-        cand, k = base, 2
-        while cand.casefold() in seen:
-            cand, k = f"{base}_{k}", k + 1
-        seen.add(cand.casefold())
-        out.append(cand)
-    return out
-
-
-def _json_cell(v):
-    if isinstance(v, np.ndarray):
-        v = v.tolist()
-    if isinstance(v, (list, tuple, dict)):
-        return json.dumps(v, ensure_ascii=False, default=str)
-    return v
-
-
-def jsonify_objects(df) -> None:
-    """Lists/dicts (GeoJSON arrays, JSON subtypes) → JSON text; mixed-type columns → text,
-    so the feature store can write them. Missing values stay missing."""
-    for c in df.columns:
-        if df[c].dtype != object or (isinstance(df, gpd.GeoDataFrame) and c == df.geometry.name):
-            continue
-        s = df[c].map(_json_cell)
-        if len({type(v) for v in s if not _missing(v)}) > 1:
-            s = s.map(lambda v: v if _missing(v) or isinstance(v, str) else str(v))
-        df[c] = s
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def finish_spatial(gdf, name, *, encoding, crs_source, warnings_) -> Layer:
-    """Clean columns, drop empty geometries, reproject to EPSG:4326, reject features that do
-    not land on the globe, repair invalid geometries."""
-    rows_in = len(gdf)
-    if gdf.geometry.name != "geometry":
-        gdf = gdf.rename_geometry("geometry")
-    cleaned = iter(clean_columns([c for c in gdf.columns if c != "geometry"]))
-    gdf.columns = ["geometry" if c == "geometry" else next(cleaned) for c in gdf.columns]
-    gdf = gdf.reset_index(drop=True)
-    jsonify_objects(gdf)
-    rows = np.arange(1, rows_in + 1)
-    issues: list[RowIssue] = []
-
-    def reject(mask, reason):
-        nonlocal gdf, rows
-        issues.extend(RowIssue(int(r), reason) for r in rows[mask])
-        gdf, rows = gdf[~mask], rows[~mask]
-
-    reject((gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy(), "ジオメトリが空です")
-    if gdf.crs.to_epsg() != 4326:
-        gdf = gdf.to_crs(WGS84)      # geopandas transforms with always_xy: x = lon
-    else:
-        gdf = gdf.set_crs(WGS84, allow_override=True)
-    reject(out_of_range(gdf.geometry.to_numpy()),
-           f"座標が緯度経度の範囲外です ({crs_source} から変換); CRS の指定が誤っている可能性があります")
-    geoms = gdf.geometry.to_numpy()
-    invalid = ~shapely.is_valid(geoms)
-    if invalid.any():
-        geoms = geoms.copy()
-        geoms[invalid] = shapely.make_valid(geoms[invalid], method="structure",
-                                            keep_collapsed=False)
-        gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=WGS84))
-        warnings_.append(f"不正なジオメトリ {int(invalid.sum())} 件を shapely.make_valid で修復しました")
-        reject((gdf.geometry.isna() | gdf.geometry.is_empty).to_numpy(),
-               "不正なジオメトリを修復すると空になりました")
-    return Layer(name, gdf.reset_index(drop=True), True, encoding, crs_source, rows_in,
-                 sorted(issues, key=lambda r: r.row), warnings_)

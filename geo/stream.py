@@ -14,10 +14,10 @@ from typing import Iterator
 import pyogrio
 
 from .crs import assume_crs, crs_source_text
-from .readers import Layer, RowIssue, finish_spatial
+from .layers import Layer, RowIssue, finish_spatial
 from .translate import Translated, translate
 
-CHUNK = 100_000
+CHUNK = 100_000  # features per chunk: peak memory
 
 
 class ChunkedTranslation:

@@ -38,10 +38,24 @@ def member_frame(theme: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     out = pd.DataFrame(index=frame.index)
     for f in fields:
         out[f.name] = frame[f.name] if f.name in frame.columns else None
+        if f.type == "boolean":
+            out[f.name] = _as_boolean(out[f.name])
     pub = frame.get("publisher", pd.Series(None, index=frame.index)).astype("string")
     src = frame.get("source_dataset", pd.Series(None, index=frame.index)).astype("string")
     out["sources"] = (pub.fillna("") + ": " + src.fillna("")).astype(object)
     return gpd.GeoDataFrame(out, geometry=frame.geometry.values, crs="EPSG:4326")
+
+
+def _as_boolean(values: pd.Series) -> pd.Series:
+    """GeoPackage has no boolean type: a member's flags come back as bools, 0/1 integers or
+    0.0/1.0/NaN floats, and members must agree before they are concatenated."""
+    return values.map(_flag).astype("boolean")
+
+
+def _flag(v):
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return pd.NA
+    return True if v is True or v == 1 else False if v is False or v == 0 else pd.NA
 
 
 def merge(theme: str, frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
@@ -164,11 +178,7 @@ def streams(theme: str) -> bool:
 
 def merged_frame(theme: str, members: list[tuple[Path, str]]) -> gpd.GeoDataFrame:
     """The theme layer of a point theme from its members' files (path, layer)."""
-    frame = merge(theme, [read_member(p, lyr) for p, lyr in members])
-    for f in merged_fields(THEMES[theme]):
-        if f.type == "boolean":
-            frame[f.name] = frame[f.name].astype("boolean")
-    return frame
+    return merge(theme, [read_member(p, lyr) for p, lyr in members])
 
 
 def member_chunks(theme: str, members: list[tuple[Path, str]]) -> Iterator[gpd.GeoDataFrame]:

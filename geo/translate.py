@@ -19,7 +19,8 @@ import shapely
 
 from . import themes as T
 from .crs import JAPAN_LAT, JAPAN_LON
-from .readers import Layer, RowIssue
+from .csvread import coordinate_columns
+from .layers import Layer, RowIssue
 
 TRUE = {"1", "1.0", "○", "◯", "〇", "◎", "●", "有", "有り", "あり", "true", "yes", "y", "t"}
 FALSE = {"", "0", "0.0", "×", "✕", "✖", "x", "無", "無し", "なし", "false", "no", "n", "f",
@@ -328,7 +329,6 @@ def _check_geometry(frame, rows, issues):
 def _coordinate_columns(layer, columns) -> list[str]:
     if not layer.spatial or not (layer.crs_source or "").startswith("EPSG:4326 ("):
         return []
-    from .csvread import coordinate_columns
     pair = coordinate_columns(columns)
     return list(pair) if pair and "columns)" in layer.crs_source else []
 

@@ -9,32 +9,26 @@ without its CKAN record changing is only seen by a full run, so incremental is o
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Iterator
 
 import ckanapi
 import requests
 
-from harvesters.base import (Harvester, HarvestFailure, RemoteDataset, RemoteResource,
-                             SourceConfig)
+from harvesters.base import (Harvester, HarvestFailure, JobError, RemoteDataset,
+                             RemoteResource, SourceConfig)
 from harvesters.http import USER_AGENT, make_session, retry_settings
 
 LIST_PAGE = 1000
 
 
-class CKANHarvester(Harvester):
+class CKANHarvester(Harvester, source_type="ckan"):
     page_size = 100
 
-    def __init__(self, source: SourceConfig, *, timeout: float = 30.0):
-        super().__init__(source, timeout=timeout)
+    def __init__(self, source: SourceConfig, **kw):
+        super().__init__(source, **kw)
         self.page_size = int(source.options.get("rows", self.page_size))
         self.fq = source.options.get("fq")
         self.incremental = bool(source.options.get("incremental", False))
-        self.since: datetime | None = None        # set by the runner
-        self.known_names: set[str] = set()         # active dataset names we hold (runner)
-        self.present_names: set[str] | None = None  # every remote name, when enumerated
-        self.skipped_unchanged = 0                 # present, not modified since `since`
-        self.failures: list[HarvestFailure] = []   # per-dataset enumeration failures
         self.session = make_session(*retry_settings(source.options))
 
     def enumerate(self) -> Iterator[RemoteDataset]:
@@ -59,11 +53,11 @@ class CKANHarvester(Harvester):
                 try:
                     pkg = self._call(ckan, "package_show", {"id": name})
                 except HarvestFailure as exc:  # one unreadable record is not a source failure
-                    exc.dataset = name
-                    self.failures.append(exc)
+                    self.failures.append(exc.locate(dataset=name).error())
                     continue
-                if not is_derived(pkg):
-                    yield to_remote_dataset(pkg)
+                remote = self._convert(pkg)
+                if remote is not None:
+                    yield remote
             self.skipped_unchanged = len((names & self.known_names) - seen)
             self.present_names = names | seen
 
@@ -120,8 +114,21 @@ class CKANHarvester(Harvester):
                 if pkg.get("id") in seen:
                     continue
                 seen.add(pkg.get("id"))
-                if not is_derived(pkg):
-                    yield to_remote_dataset(pkg)
+                remote = self._convert(pkg)
+                if remote is not None:
+                    yield remote
+
+    def _convert(self, pkg) -> RemoteDataset | None:
+        """One record the site sent in a shape we cannot read is one error, not the end of the
+        enumeration; since its dataset was not seen, nothing may be withdrawn this run."""
+        try:
+            return None if is_derived(pkg) else to_remote_dataset(pkg)
+        except Exception as exc:
+            name = pkg.get("name") or pkg.get("id") if isinstance(pkg, dict) else None
+            self.failures.append(JobError.from_exception(
+                "enumerate", exc, dataset=str(name) if name else None))
+            self.complete = False
+            return None
 
     def _call(self, ckan, action: str, params: dict):
         try:

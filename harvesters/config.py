@@ -6,12 +6,12 @@ from pathlib import Path
 
 import yaml
 
-from harvesters import auth
-from harvesters.base import SourceConfig
+from harvesters import auth, ckan, files, ngsi_ld, ngsi_v2, ogcapi_source
+from harvesters.base import Harvester, SourceConfig, harvester_class, source_types
 
-TYPES = {"ckan", "files", "ngsi-v2", "ngsi-ld", "ogcapi"}
-PLANNED: set[str] = set()
-API_TYPES = {"ckan", "ngsi-v2", "ngsi-ld", "ogcapi"}  # need an http(s) url
+# The source types this installation offers: importing a module registers its harvester.
+SOURCE_MODULES = (ckan, files, ngsi_v2, ngsi_ld, ogcapi_source)
+
 NUMERIC = {"time_limit": (1, 7 * 86400), "retries": (1, 10), "backoff": (0, 60),
            "limit": (1, 10000), "rows": (1, 1000), "incremental_margin": (0, 30 * 86400),
            "max_withdraw": (0, 1)}
@@ -58,24 +58,19 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
         if name in names:
             raise ConfigError(f"{where}: duplicate name")
         names.add(name)
-        if kind in PLANNED:
-            raise ConfigError(f"{where}: type {kind!r} is not supported yet")
-        if kind not in TYPES:
-            raise ConfigError(f"{where}: unknown type {kind!r} (one of {', '.join(sorted(TYPES))})")
+        cls = harvester_class(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise ConfigError(f"{where}: unknown type {kind!r} (one of {', '.join(source_types())})")
         url = entry.get("url") or ""
-        if kind in API_TYPES and not re.match(r"^https?://", url):
+        if cls.needs_url and not re.match(r"^https?://", url):
             raise ConfigError(f"{where}: a {kind} source needs an http(s) 'url'")
-        problem = auth.validate(entry.get("auth"), where) or _check_options(entry, where)
+        problem = (auth.validate(entry.get("auth"), where) or _check_options(entry, where)
+                   or cls.config_problem(entry, where))
         if problem:
             raise ConfigError(problem)
-        if kind == "files" and not isinstance(entry.get("files"), list):
-            raise ConfigError(f"{where}: a files source needs a 'files' list")
-        options = {k: v for k, v in entry.items() if k not in ("name", "type", "url", "organization")}
-        if kind == "files":
-            options.setdefault("base_dir", str(Path(path).resolve().parent))
-            for j, f in enumerate(entry["files"], 1):
-                if not isinstance(f, dict) or not f.get("url"):
-                    raise ConfigError(f"{where}: file #{j} needs a 'url'")
+        options = cls.prepare_options(
+            {k: v for k, v in entry.items() if k not in ("name", "type", "url", "organization")},
+            Path(path).resolve().parent)
         sources.append(SourceConfig(name=name, type=kind, url=url,
                                     organization=entry.get("organization"), options=options))
     return sources, orgs
@@ -100,17 +95,10 @@ def _check_options(entry: dict, where: str) -> str | None:
     return None
 
 
-def harvester_for(source: SourceConfig, timeout: float, work_dir: Path | None = None):
-    """The harvester of a source type; API harvesters write their pages under work_dir/cache."""
-    if source.type == "ckan":
-        from harvesters.ckan import CKANHarvester
-        return CKANHarvester(source, timeout=timeout)
-    if source.type in ("ngsi-v2", "ngsi-ld", "ogcapi"):
-        from harvesters.ngsi_ld import NGSILDHarvester
-        from harvesters.ngsi_v2 import NGSIv2Harvester
-        from harvesters.ogcapi_source import OGCAPIHarvester
-        cls = {"ngsi-v2": NGSIv2Harvester, "ngsi-ld": NGSILDHarvester,
-               "ogcapi": OGCAPIHarvester}[source.type]
-        return cls(source, timeout=timeout, work_dir=work_dir)
-    from harvesters.files import FilesHarvester
-    return FilesHarvester(source, timeout=timeout)
+def harvester_for(source: SourceConfig, timeout: float, cache_dir: Path) -> Harvester:
+    """The harvester of a source type; API harvesters write the pages they read under
+    cache_dir."""
+    cls = harvester_class(source.type)
+    if cls is None:  # load_config refuses such a source; a SourceConfig built in code may not
+        raise ValueError(f"unknown source type {source.type!r}")
+    return cls(source, timeout=timeout, cache_dir=cache_dir)

@@ -21,7 +21,6 @@ import requests
 from harvesters.base import HarvestFailure
 
 CACHE_SCHEME = "cache:"
-MAX_BYTES = int(os.environ.get("RENKEI_MAX_DOWNLOAD", 2 * 1024 ** 3))
 CHUNK = 1 << 20
 
 
@@ -36,10 +35,12 @@ class Fetched:
     content_type: str | None = None
 
 
-def fetch(url: str, cache_dir: Path, *, etag: str | None = None,
+def fetch(url: str, cache_dir: Path, *, max_bytes: int, etag: str | None = None,
           last_modified: str | None = None, timeout: float = 60.0,
-          session: requests.Session | None = None, max_bytes: int = MAX_BYTES,
+          session: requests.Session | None = None,
           dataset: str | None = None, resource: str | None = None) -> Fetched:
+    """`max_bytes` has no default: the limit is the operator's (RENKEI_MAX_DOWNLOAD, read into
+    harvesters.context.HarvestSettings when the command starts)."""
     where = {"dataset": dataset, "resource": resource or url}
     if url.startswith(CACHE_SCHEME):
         return _local(cache_dir / url[len(CACHE_SCHEME):], max_bytes, where)
@@ -105,7 +106,6 @@ def _local(path: Path, max_bytes: int, where: dict) -> Fetched:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             digest.update(chunk)
     return Fetched(path, False, digest.hexdigest(), size)
-
 
 
 class FeatureFileWriter:

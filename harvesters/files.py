@@ -15,7 +15,7 @@ For cities that publish files on a web page rather than through a catalogue API:
 """
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import urlparse
 
@@ -30,7 +30,23 @@ LICENSES = {
 }
 
 
-class FilesHarvester(Harvester):
+class FilesHarvester(Harvester, source_type="files"):
+    needs_url = False
+
+    @classmethod
+    def config_problem(cls, entry: dict, where: str) -> str | None:
+        if not isinstance(entry.get("files"), list):
+            return f"{where}: a files source needs a 'files' list"
+        for j, f in enumerate(entry["files"], 1):
+            if not isinstance(f, dict) or not f.get("url"):
+                return f"{where}: file #{j} needs a 'url'"
+        return None
+
+    @classmethod
+    def prepare_options(cls, options: dict, config_dir: Path) -> dict:
+        # Relative file paths are relative to sources.yaml, wherever cron runs us from.
+        return {"base_dir": str(config_dir), **options}
+
     def enumerate(self) -> Iterator[RemoteDataset]:
         base = self.source.options.get("base_dir")
         for entry in self.source.options.get("files") or []:

@@ -21,8 +21,7 @@ from harvesters.ngsi_v2 import EntityHarvester
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 
 
-class NGSILDHarvester(EntityHarvester):
-    kind = "ngsi-ld"
+class NGSILDHarvester(EntityHarvester, source_type="ngsi-ld"):
     max_page = 1000
     count_header = "NGSILD-Results-Count"
 

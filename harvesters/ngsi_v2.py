@@ -23,7 +23,6 @@ so what is served stays as it was.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Iterator
 
 import requests
@@ -43,21 +42,21 @@ TYPE_TITLES = {"EvacuationSite": "指定緊急避難場所", "DesignatedShelter"
 
 
 class EntityHarvester(Harvester):
-    """Paging, anomaly checks and file writing shared by NGSI v2 and NGSI-LD."""
-    kind = "ngsi-v2"
+    """Paging, anomaly checks and file writing shared by NGSI v2, NGSI-LD and OGC API sources;
+    the pages read are written under the cache dir, in a folder named by the source type."""
     max_page = 1000
     count_header = "Fiware-Total-Count"
 
-    def __init__(self, source, *, timeout: float = 30.0, work_dir=None,
-                 session: requests.Session | None = None):
-        super().__init__(source, timeout=timeout)
+    def __init__(self, source, **kw):
+        super().__init__(source, **kw)
         opts = source.options
-        self.session = session or make_session(*retry_settings(opts))
+        self.session = make_session(*retry_settings(opts))
         self.credentials = Credentials(opts.get("auth"), source.name)
-        self.cache_dir = Path(work_dir or ".") / "cache"
         self.limit = max(1, min(int(opts.get("limit", self.max_page)), self.max_page))
         self.key_values = bool(opts.get("key_values", False))
-        self.failures: list[HarvestFailure] = []
+
+    def secrets(self) -> list[str]:
+        return self.credentials.secrets()
 
     # -- hooks ------------------------------------------------------------------------------
     def entities_url(self) -> str:
@@ -98,9 +97,8 @@ class EntityHarvester(Harvester):
             except SourceFailure:
                 raise
             except HarvestFailure as exc:
-                exc.dataset = exc.dataset or self._title(spec)
                 self.complete = False  # a type we could not read must not look deleted
-                self.failures.append(exc)
+                self.failures.append(exc.locate(dataset=self._title(spec)).error())
                 continue
             if remote is not None:
                 yield remote
@@ -108,7 +106,7 @@ class EntityHarvester(Harvester):
     def _harvest_type(self, spec: dict) -> RemoteDataset | None:
         etype, title = spec["type"], self._title(spec)
         offset, total, seen, first = 0, None, set(), None
-        writer = FeatureFileWriter(self.cache_dir, self.kind, self.source.name, etype)
+        writer = FeatureFileWriter(self.cache_dir, self.source_type, self.source.name, etype)
         with writer:
             while total is None or offset < total:
                 resp = self._request(self.entities_url(), self.page_params(etype, offset), title)
@@ -153,7 +151,7 @@ class EntityHarvester(Harvester):
         lic = str(spec.get("license") or self.source.options.get("license") or "").strip()
         lic_title, lic_url = LICENSES.get(lic.lower(), (lic or None, None))
         org = self.source.organization
-        raw = {"source_type": self.kind, "broker": self.source.url,
+        raw = {"source_type": self.source_type, "broker": self.source.url,
                "entity_type": spec["type"], "entities": writer.count,
                **{k: v for k, v in self.tenant_headers().items()},
                "query": {k: v for k, v in self.page_params(spec["type"], 0).items()
@@ -219,7 +217,7 @@ class _NothingToPublish(Exception):
     """Raised inside the writer so an empty answer leaves the previous file untouched."""
 
 
-class NGSIv2Harvester(EntityHarvester):
+class NGSIv2Harvester(EntityHarvester, source_type="ngsi-v2"):
     pass
 
 

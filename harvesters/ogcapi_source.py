@@ -18,7 +18,7 @@ import json
 from typing import Iterator
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from harvesters.base import HarvestFailure, RemoteDataset, RemoteResource
+from harvesters.base import HarvestFailure, JobError, RemoteDataset, RemoteResource
 from harvesters.fetch import FeatureFileWriter
 from harvesters.files import LICENSES
 from harvesters.ngsi_v2 import EntityHarvester, _NothingToPublish
@@ -26,8 +26,7 @@ from harvesters.ngsi_v2 import EntityHarvester, _NothingToPublish
 GEOJSON = "application/geo+json"
 
 
-class OGCAPIHarvester(EntityHarvester):
-    kind = "ogcapi"
+class OGCAPIHarvester(EntityHarvester, source_type="ogcapi"):
     max_page = 10000
 
     def enumerate(self) -> Iterator[RemoteDataset]:
@@ -40,7 +39,7 @@ class OGCAPIHarvester(EntityHarvester):
         if wanted and len(collections) < len(wanted):
             missing = sorted(set(wanted) - {c["id"] for c in collections})
             self.complete = False
-            self.failures.append(HarvestFailure(
+            self.failures.append(JobError(
                 "enumerate", f"collections not offered by the server: {', '.join(missing)}"))
         for col in collections:
             title = str(col.get("title") or col["id"])
@@ -49,9 +48,8 @@ class OGCAPIHarvester(EntityHarvester):
             except _NothingToPublish:
                 continue
             except HarvestFailure as exc:
-                exc.dataset = exc.dataset or title
                 self.complete = False
-                self.failures.append(exc)
+                self.failures.append(exc.locate(dataset=title).error())
                 continue
             yield self._collection_dataset(col, title, writer)
 
@@ -60,7 +58,7 @@ class OGCAPIHarvester(EntityHarvester):
         url = urljoin(base, f"collections/{quote(col['id'], safe='')}/items")
         params = {"f": "json", "limit": self.limit}
         matched, seen_urls, seen_ids, received = None, set(), set(), 0
-        writer = FeatureFileWriter(self.cache_dir, self.kind, self.source.name, col["id"])
+        writer = FeatureFileWriter(self.cache_dir, self.source_type, self.source.name, col["id"])
         with writer:
             while url:
                 key = url + json.dumps(params, sort_keys=True)

@@ -1,11 +1,12 @@
 """A harvest job per source: lock, enumerate, process each dataset, withdraw what is gone,
-record everything.
+rebuild the theme layers, record everything.
 
 A job runs to completion in this process, within the source's time limit (`time_limit`
 seconds, default 3600): past it the job stops where it is, nothing half-done is switched, and
 the job is recorded as failed with the reason. Every error is recorded with its stage,
-dataset, resource and row; nothing published before is removed by a failure. A job left
-"running" by a killed process is closed as failed by the next run (the lock tells us it died).
+dataset, resource, row and traceback; nothing published before is removed by a failure. A job
+left "running" by a killed process is closed as failed by the next run (the lock tells us it
+died). Errors go to the job record and the summary, never as a traceback to the terminal.
 """
 from __future__ import annotations
 
@@ -17,17 +18,20 @@ import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import select
 
 from store.db import Dataset, HarvestError, HarvestJob, Source, Store, utcnow
-from store.theme_layers import publish_theme_layers
+from store.theme_layers import THEME_SOURCE, publish_theme_layers
 from harvesters.auth import redact
-from harvesters.base import HarvestFailure, SourceConfig
+from harvesters.base import (Harvester, HarvestFailure, JobError, RemoteDataset, SourceConfig,
+                             stage)
 from harvesters.config import DEFAULT_TIME_LIMIT, harvester_for
+from harvesters.context import HarvestSettings, JobContext
 from harvesters.http import make_session, retry_settings
 from harvesters.pipeline import process_dataset
 
@@ -41,7 +45,7 @@ class JobReport:
     job_id: int | None
     status: str = "done"   # done | failed | locked
     counts: Counter = field(default_factory=Counter)
-    errors: list[HarvestFailure] = field(default_factory=list)
+    errors: list[JobError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -98,20 +102,25 @@ def time_limit(seconds: float):
 
 
 def run_harvest(store: Store, sources: list[SourceConfig], orgs: dict, *,
-                timeout: float = 30.0, log=None) -> list[JobReport]:
+                settings: HarvestSettings | None = None, timeout: float | None = None,
+                log=None) -> list[JobReport]:
     """Sources one after another; each is bounded by its own time limit, so a slow or dead
-    source delays the others by at most that, and never fails them."""
+    source delays the others by at most that, and never fails them. Without `settings`, they
+    are read from the environment now (the CLI reads them when the command starts)."""
+    settings = settings or HarvestSettings.from_environ()
+    if timeout is not None:
+        settings = replace(settings, timeout=timeout)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    return [run_source(store, src, orgs, timeout=timeout, log=log) for src in sources]
+    return [run_source(store, src, orgs, settings, log) for src in sources]
 
 
-def run_source(store: Store, source: SourceConfig, orgs: dict, *, timeout: float,
+def run_source(store: Store, source: SourceConfig, orgs: dict, settings: HarvestSettings,
                log) -> JobReport:
     started = time.monotonic()
     try:
         with source_lock(store.data_dir, source.name):
             _close_abandoned_jobs(store, source.name)
-            report = _run_locked(store, source, orgs, timeout=timeout, log=log)
+            report = _run_locked(store, source, orgs, settings, log)
     except SourceLocked as exc:
         log(f"[{source.name}] {exc}; skipped")
         report = JobReport(source.name, None, status="locked", warnings=[str(exc)])
@@ -119,7 +128,70 @@ def run_source(store: Store, source: SourceConfig, orgs: dict, *, timeout: float
     return report
 
 
-def _run_locked(store: Store, source: SourceConfig, orgs: dict, *, timeout, log) -> JobReport:
+def _run_locked(store: Store, source: SourceConfig, orgs: dict, settings: HarvestSettings,
+                log) -> JobReport:
+    report = JobReport(source.name, _open_job(store, source))
+    try:
+        with stage("enumerate"):
+            harvester = harvester_for(source, settings.timeout, store.data_dir / "cache")
+    except HarvestFailure as exc:   # options a SourceConfig built in code got wrong
+        report.status = "failed"
+        report.errors.append(exc.error())
+        _record(store, report, [])
+        return report
+    secrets = harvester.secrets
+
+    def say(msg: str) -> None:
+        log(redact(msg, secrets()))
+
+    limit = float(source.options.get("time_limit", DEFAULT_TIME_LIMIT))
+    ctx = JobContext(store=store, source=source, organizations=orgs, settings=settings,
+                     http=make_session(*retry_settings(source.options)), time_limit=limit,
+                     deadline=time.monotonic() + limit, log=say)
+    seen: set[str] = set()
+    say(f"[{source.name}] harvesting {source.type} {source.url or ''}".rstrip())
+    try:
+        with time_limit(limit):
+            with stage("enumerate"):
+                _prepare_incremental(ctx, harvester)
+            for remote in _enumerated(harvester):
+                seen.add(remote.name)
+                _process(ctx, remote, report)
+                _heartbeat(store, report.job_id)
+                if ctx.expired():
+                    raise TimeLimitExceeded()
+    except TimeLimitExceeded:
+        report.status = "failed"
+        harvester.complete = False
+        report.errors.append(JobError(
+            "enumerate", f"time limit of {limit:g} s exceeded; the job stopped after "
+            f"{sum(report.counts.values())} datasets (what was published stays)"))
+    except HarvestFailure as exc:
+        report.errors.append(exc.error())
+        report.status = "failed"
+        harvester.complete = False
+    failures = harvester.failures
+    if failures and not seen:
+        report.status = "failed"  # nothing of the source could be read: the source failed
+    report.errors.extend(failures)
+    report.counts["failed"] += len(failures)
+    report.counts["unchanged"] += harvester.skipped_unchanged
+    report.warnings.extend(harvester.warnings)
+    if harvester.complete and report.status == "done":
+        present = harvester.present_names
+        try:
+            with stage("withdraw"):
+                _withdraw_missing(ctx, present if present is not None else seen, report)
+        except HarvestFailure as exc:
+            report.errors.append(exc.error())
+    elif report.status == "done":
+        report.warnings.append("the source was not enumerated completely: nothing withdrawn")
+    report.errors.extend(_rebuild_theme_layers(ctx))
+    _record(store, report, secrets())
+    return report
+
+
+def _open_job(store: Store, source: SourceConfig) -> int:
     with store.session() as s, s.begin():
         src = s.get(Source, source.name) or Source(name=source.name)
         src.type, src.url, src.organization_id = source.type, source.url, source.organization
@@ -127,78 +199,41 @@ def _run_locked(store: Store, source: SourceConfig, orgs: dict, *, timeout, log)
         job = HarvestJob(source_name=source.name, heartbeat_at=utcnow())
         s.add(job)
         s.flush()
-        report = JobReport(source.name, job.id)
-    harvester = harvester_for(source, timeout, store.data_dir)
-    credentials = getattr(harvester, "credentials", None)
-    secrets = credentials.secrets if credentials else list
-
-    def say(msg: str) -> None:
-        log(redact(msg, secrets()))
-
-    _prepare_incremental(store, source, harvester)
-    http = make_session(*retry_settings(source.options))
-    limit = float(source.options.get("time_limit", DEFAULT_TIME_LIMIT))
-    deadline = time.monotonic() + limit
-    seen: set[str] = set()
-    say(f"[{source.name}] harvesting {source.type} {source.url or ''}".rstrip())
-    try:
-        with time_limit(limit):
-            for remote in harvester.enumerate():
-                seen.add(remote.name)
-                _process(store, source, remote, orgs, http, timeout, report, say)
-                _heartbeat(store, report.job_id)
-                if time.monotonic() > deadline:
-                    raise TimeLimitExceeded()
-    except TimeLimitExceeded:
-        report.status = "failed"
-        harvester.complete = False
-        report.errors.append(HarvestFailure(
-            "enumerate", f"time limit of {limit:g} s exceeded; the job stopped after "
-            f"{sum(report.counts.values())} datasets (what was published stays)"))
-    except HarvestFailure as exc:
-        report.errors.append(exc)
-        report.status = "failed"
-        harvester.complete = False
-    failures = getattr(harvester, "failures", [])
-    if failures and not seen:
-        report.status = "failed"  # nothing of the source could be read: the source failed
-    report.errors.extend(failures)
-    report.counts["failed"] += len(failures)
-    report.counts["unchanged"] += getattr(harvester, "skipped_unchanged", 0)
-    report.warnings.extend(harvester.warnings)
-    if harvester.complete and report.status == "done":
-        present = getattr(harvester, "present_names", None)
-        _withdraw_missing(store, source, present if present is not None else seen, report, say)
-    elif report.status == "done":
-        report.warnings.append("the source was not enumerated completely: nothing withdrawn")
-    publish_theme_layers(store, log=say)   # merged layers of changed themes
-    _record(store, report, secrets())
-    return report
+        return job.id
 
 
-def _process(store, source, remote, orgs, http, timeout, report, say) -> None:
-    try:
-        outcome = process_dataset(store, source, remote, orgs, session=http, timeout=timeout)
-    except HarvestFailure as exc:
-        exc.dataset = exc.dataset or remote.title
-        report.counts["failed"] += 1
-        report.errors.append(exc)
-        return
-    except Exception as exc:  # a bug or an unexpected input must not stop the job
-        report.counts["failed"] += 1
-        report.errors.append(HarvestFailure(
-            "publish", f"{type(exc).__name__}: {exc}", dataset=remote.title))
-        return
+def _enumerated(harvester: Harvester) -> Iterator[RemoteDataset]:
+    """The harvester's datasets; an exception it did not foresee ends the enumeration as an
+    error of that stage (nothing is withdrawn after an incomplete one)."""
+    with stage("enumerate"):
+        yield from harvester.enumerate()
+
+
+def _process(ctx: JobContext, remote: RemoteDataset, report: JobReport) -> None:
+    outcome = process_dataset(ctx, remote)
     report.counts[outcome.status] += 1
     report.errors.extend(outcome.errors)
-    say(f"[{source.name}] {outcome.status:9} {remote.title}")
+    ctx.log(f"[{ctx.source.name}] {outcome.status:9} {remote.title}")
 
 
-def _prepare_incremental(store: Store, source: SourceConfig, harvester) -> None:
+def _rebuild_theme_layers(ctx: JobContext) -> list[JobError]:
+    """Merged layers of the themes whose members changed. A theme that cannot be rebuilt is
+    an error of this job (its previous version keeps serving); the other themes go on."""
+    try:
+        with stage("theme-layers", dataset=THEME_SOURCE):
+            rebuild = publish_theme_layers(ctx.store, log=ctx.log)
+    except HarvestFailure as exc:
+        return [exc.error()]
+    return [JobError("theme-layers", f.message, dataset=f.title, resource=f.collection_id,
+                     traceback=f.traceback) for f in rebuild.failed]
+
+
+def _prepare_incremental(ctx: JobContext, harvester: Harvester) -> None:
     """Tell an incremental harvester what we hold and since when nothing failed."""
-    if not getattr(harvester, "incremental", False):
+    if not harvester.incremental:
         return
-    with store.session() as s:
+    source = ctx.source
+    with ctx.store.session() as s:
         last = s.scalars(select(HarvestJob).where(
             HarvestJob.source_name == source.name, HarvestJob.status == "done",
             HarvestJob.failed == 0, ~HarvestJob.errors.any())
@@ -210,10 +245,10 @@ def _prepare_incremental(store: Store, source: SourceConfig, harvester) -> None:
         harvester.since = last.started_at - timedelta(seconds=margin)
 
 
-def _withdraw_missing(store: Store, source: SourceConfig, present: set[str], report: JobReport,
-                      say) -> None:
+def _withdraw_missing(ctx: JobContext, present: set[str], report: JobReport) -> None:
     """Withdraw (never purge) datasets gone from a completely enumerated source, unless so
     many are gone that the source itself is more likely broken than emptied."""
+    source, store = ctx.source, ctx.store
     cap = float(source.options.get("max_withdraw", MAX_WITHDRAW))
     with store.session() as s, s.begin():
         active = list(s.scalars(select(Dataset).where(Dataset.source_name == source.name,
@@ -231,7 +266,7 @@ def _withdraw_missing(store: Store, source: SourceConfig, present: set[str], rep
         for ds in gone:
             ds.status, ds.updated_at = "withdrawn", utcnow()
             store.search.delete(s.connection(), ds.id)
-            say(f"[{source.name}] withdrawn {ds.title}")
+            ctx.log(f"[{source.name}] withdrawn {ds.title}")
         store.bump_version(s)
         report.counts["withdrawn"] += len(gone)
 
@@ -242,9 +277,11 @@ def _heartbeat(store: Store, job_id: int) -> None:
 
 
 def _record(store: Store, report: JobReport, secrets: list[str]) -> None:
-    for err in report.errors:  # nothing a source's credentials produced may be stored
-        err.message = redact(err.message, secrets)
-        err.dataset, err.resource = redact(err.dataset, secrets), redact(err.resource, secrets)
+    # Nothing a source's credentials produced may be stored, tracebacks included.
+    report.errors = [replace(e, message=redact(e.message, secrets),
+                             dataset=redact(e.dataset, secrets),
+                             resource=redact(e.resource, secrets),
+                             traceback=redact(e.traceback, secrets)) for e in report.errors]
     report.warnings = [redact(w, secrets) for w in report.warnings]
     with store.session() as s, s.begin():
         job = s.get(HarvestJob, report.job_id)
@@ -255,7 +292,8 @@ def _record(store: Store, report: JobReport, secrets: list[str]) -> None:
         job.message = "\n".join(report.warnings) or None
         for err in report.errors:
             s.add(HarvestError(job_id=job.id, stage=err.stage, dataset=err.dataset,
-                               resource=err.resource, row=err.row, message=err.message))
+                               resource=err.resource, row=err.row, message=err.message,
+                               traceback=err.traceback))
         src = s.get(Source, report.source)
         if report.status == "done" and not report.errors:
             src.last_success = job.finished_at
@@ -279,12 +317,15 @@ def exit_code(reports: list[JobReport]) -> int:
 
 def group_errors(errors) -> list[dict]:
     """Errors grouped by stage and message, each with every place it happened: one line per
-    problem, however many rows or datasets share it (no "first twenty only")."""
+    problem, however many rows or datasets share it (no "first twenty only"), and the first
+    traceback among them for staff (errors recorded before tracebacks were kept have none)."""
     groups: dict[tuple, dict] = {}
     for e in errors:
         g = groups.setdefault((e.stage, e.message), {"stage": e.stage, "message": e.message,
-                                                     "count": 0, "places": {}})
+                                                     "count": 0, "places": {},
+                                                     "traceback": None})
         g["count"] += 1
+        g["traceback"] = g["traceback"] or e.traceback
         rows = g["places"].setdefault((e.dataset, e.resource), [])
         if e.row is not None:
             rows.append(e.row)

@@ -6,8 +6,16 @@ collections, and rebuilt whenever the catalogue's version token changes: a
 harvest in another process publishes, bumps the token, and every web worker
 picks the new collections up on its next request, with no restart.
 
+Each OGCAPI owns the registry of the GeoPackages it has open (gpkg_read.FileRegistry), handed
+to its providers inside their definitions: two APIs in one process never close each other's
+files.
+
+Errors: what the client sent wrong is an ogcapi.errors.QueryError and answers 400 with its
+message; anything else is a server fault, answered 500 with a fixed text and logged here with
+its traceback.
+
 Only the framework-free core functions of pygeoapi are used; the web adapter
-lives in catalog/ogc_views.py.
+lives in ogcapi/blueprint.py.
 """
 
 import copy
@@ -32,8 +40,9 @@ from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, st
                            to_json)
 
 from ogcapi import cql
-from ogcapi.gpkg_read import transform_bbox
-from ogcapi.provider import GPKGProvider, retain_only
+from ogcapi.errors import QueryError
+from ogcapi.gpkg_read import FileRegistry, transform_bbox
+from ogcapi.provider import FILES_KEY, GPKGProvider
 
 LOGGER = logging.getLogger(__name__)
 
@@ -49,6 +58,8 @@ EXTRA_CRS = [
     'http://www.opengis.net/def/crs/EPSG/0/3857',
 ]
 WORLD = [-180.0, -90.0, 180.0, 90.0]
+# What a client is told about a server fault; the details go to the log only.
+SERVER_ERROR = 'internal server error (reported in the server log)'
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
 _BUILDS = itertools.count(1)
 
@@ -109,8 +120,11 @@ MAP = {'url': 'https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png',
                       '地理院タイル</a>'}
 
 
-def resource_for(collection: dict) -> dict:
-    """One pygeoapi ``resources`` entry for a catalogue collection dict."""
+def resource_for(collection: dict, files: FileRegistry | None = None) -> dict:
+    """One pygeoapi ``resources`` entry for a catalogue collection dict.
+
+    ``files`` is the registry the provider reads through (see OGCAPI).
+    """
     bbox = collection.get('bbox')
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
         bbox = WORLD
@@ -129,6 +143,8 @@ def resource_for(collection: dict) -> dict:
     }
     if collection.get('fields'):
         provider['field_info'] = collection['fields']
+    if files is not None:
+        provider[FILES_KEY] = files
     return {
         'type': 'collection',
         'title': collection['title'],
@@ -141,12 +157,12 @@ def resource_for(collection: dict) -> dict:
 
 
 def build_config(base_url: str, collections: list, *, metadata=None,
-                 map_=None, limits=None, locale_dir=None) -> dict:
+                 map_=None, limits=None, locale_dir=None, files=None) -> dict:
     """The pygeoapi config dict: server, metadata, one resource per collection."""
     resources = {}
     for c in collections:
         try:
-            resources[str(c['id'])] = resource_for(c)
+            resources[str(c['id'])] = resource_for(c, files)
         except (KeyError, TypeError, ValueError) as err:
             LOGGER.error('collection %r skipped: bad definition (%s)',
                          c.get('id') if isinstance(c, dict) else c, err)
@@ -200,6 +216,7 @@ class OGCAPI:
         self._version = version
         self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
         self._state = None
+        self.files = FileRegistry()
         # Set by the web adapter, which owns the compiled `ja` catalogue for the templates.
         self.locale_dir = None
         self._lock = threading.Lock()
@@ -228,12 +245,13 @@ class OGCAPI:
         # never older data under the newer token.
         collections = list(self._list_collections())
         config = build_config(self.base_url, collections, locale_dir=self.locale_dir,
-                              **self._options)
+                              files=self.files, **self._options)
         # Marks this build in the translated copy pygeoapi caches, see prepare_html.
         config['server']['renkei_build'] = f'{token}#{next(_BUILDS)}'
         api = API(config, None)  # OpenAPI is generated lazily, see openapi()
         api.openapi = None
-        retain_only([r['providers'][0]['data'] for r in config['resources'].values()])
+        self.files.retain_only([r['providers'][0]['data']
+                                for r in config['resources'].values()])
         LOGGER.info('OGC API built for version %s: %d collections',
                     token, len(config['resources']))
         return _State(token, api)
@@ -322,7 +340,7 @@ _RESERVED = {'bbox', 'bbox-crs', 'crs', 'f', 'lang', 'limit', 'offset', 'resultt
 
 
 def _items_query(params, provider, provider_def, limits):
-    """Provider query kwargs and the output CRS URI; ValueError(message) means 400."""
+    """Provider query kwargs and the output CRS URI; a QueryError says what to fix."""
     supported = list(provider_def.get('crs') or [CRS84])
 
     def crs_param(name):
@@ -330,21 +348,28 @@ def _items_query(params, provider, provider_def, limits):
         if uri is None:
             return CRS84
         if uri not in supported:
-            raise ValueError(f'{name} {uri!r} is not supported; use one of '
+            raise QueryError(f'{name} {uri!r} is not supported; use one of '
                              + ', '.join(supported))
         return uri
 
     try:
         offset = int(params.get('offset') or 0)
     except ValueError:
-        raise ValueError('offset value should be an integer')
+        raise QueryError('offset value should be an integer')
     if offset < 0:
-        raise ValueError('offset value should be positive or zero')
-    limit = evaluate_limit(params.get('limit'), *limits)
-    bbox = validate_bbox(params.get('bbox')) if params.get('bbox') is not None else []
+        raise QueryError('offset value should be positive or zero')
+    # pygeoapi's validators raise ValueError with messages about the value they were given.
+    try:
+        limit = evaluate_limit(params.get('limit'), *limits)
+    except ValueError as err:
+        raise QueryError(str(err))
+    try:
+        bbox = validate_bbox(params.get('bbox')) if params.get('bbox') is not None else []
+    except ValueError as err:
+        raise QueryError(str(err))
     bbox_crs = crs_param('bbox-crs')
     if 'bbox-crs' in params and not bbox:
-        raise ValueError('bbox-crs specified without bbox')
+        raise QueryError('bbox-crs specified without bbox')
     if bbox and bbox_crs != CRS84:
         xy = bbox if len(bbox) == 4 else [bbox[0], bbox[1], bbox[3], bbox[4]]
         bbox = transform_bbox(bbox_crs, CRS84, xy)
@@ -356,21 +381,18 @@ def _items_query(params, provider, provider_def, limits):
     for s in filter(None, (params.get('sortby') or '').split(',')):
         order, prop = (s[0], s[1:]) if s[0] in '+-' else ('+', s)
         if prop not in fields:
-            raise ValueError(f'sortby: unknown property {prop!r}')
+            raise QueryError(f'sortby: unknown property {prop!r}')
         sortby.append({'property': prop, 'order': order})
     select = [p for p in (params.get('properties') or '').split(',') if p]
     unknown = set(select) - set(fields)
     if unknown:
-        raise ValueError(f'properties: unknown {sorted(unknown)}')
+        raise QueryError(f'properties: unknown {sorted(unknown)}')
     filterq = None
     if params.get('filter') is not None:
-        try:
-            filterq = cql.parse(params['filter'], params.get('filter-lang'),
-                                crs_param('filter-crs'))
-        except cql.FilterError as err:
-            raise ValueError(str(err))
+        filterq = cql.parse(params['filter'], params.get('filter-lang'),
+                            crs_param('filter-crs'))
     elif 'filter-lang' in params or 'filter-crs' in params:
-        raise ValueError('filter-lang/filter-crs given without filter')
+        raise QueryError('filter-lang/filter-crs given without filter')
     return dict(
         offset=offset, limit=limit, resulttype=params.get('resulttype') or 'results',
         bbox=bbox, datetime_=params.get('datetime'), sortby=sortby,
@@ -379,27 +401,62 @@ def _items_query(params, provider, provider_def, limits):
         q=params.get('q') or None, filterq=filterq, crs_transform_spec=spec), out_crs
 
 
+def error_response(api: API, headers: dict, format_, status, code: str,
+                   description: str) -> tuple:
+    """An OGC API exception document (HTML or JSON), like ``api.get_exception``.
+
+    pygeoapi's own logs every exception at ERROR with the traceback, client mistakes
+    included; here the caller decides what is worth the operator's attention.
+    """
+    doc = {'code': code, 'type': code, 'description': description}
+    if format_ == F_HTML:
+        headers['Content-Type'] = FORMAT_TYPES[F_HTML]
+        return headers, status, render_j2_template(
+            api.tpl_config, api.config['server']['templates'], 'exception.html', doc,
+            SYSTEM_LOCALE)
+    headers['Content-Type'] = FORMAT_TYPES[F_JSON]
+    return headers, status, to_json(doc, api.pretty_print)
+
+
+def server_error(api: API, headers: dict, format_, what: str) -> tuple:
+    """500 for the exception being handled: logged with its traceback, never shown."""
+    LOGGER.exception('OGC API: %s failed', what)
+    return error_response(api, headers, format_, HTTPStatus.INTERNAL_SERVER_ERROR,
+                          'NoApplicableCode', SERVER_ERROR)
+
+
+def provider_error(api: API, headers: dict, format_, err, what: str) -> tuple:
+    """A pygeoapi error being handled: 4xx as its message says (QueryError among them), 5xx
+    (a file that cannot be read, …) as a server error."""
+    if err.http_status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        return server_error(api, headers, format_, what)
+    return error_response(api, headers, format_, err.http_status_code,
+                          err.ogc_exception_code, err.message)
+
+
 def get_items(api: API, request, dataset: str) -> tuple:
     """/collections/{id}/items: GeoJSON (UTF-8, unescaped) or HTML; CQL2 and CRS applied."""
-    if request.format not in (None, F_JSON, F_HTML):
-        return get_collection_items(api, request, dataset)
     headers = request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
+    if request.format not in (None, F_JSON, F_HTML):
+        if '' in (request.params.get('sortby') or '-').split(','):
+            # pygeoapi's sortby parser indexes each term's first character: an empty term
+            # (sortby=, or a,,b) would be an IndexError, a 500 for the client's typo.
+            return error_response(api, headers, request.format, HTTPStatus.BAD_REQUEST,
+                                  'InvalidParameterValue', 'sortby: empty property name')
+        return get_collection_items(api, request, dataset)
     res = api.config['resources'].get(dataset)
     if res is None or res.get('type') != 'collection':
-        return api.get_exception(HTTPStatus.NOT_FOUND, headers, request.format,
-                                 'NotFound', 'Collection not found')
+        return error_response(api, headers, request.format, HTTPStatus.NOT_FOUND,
+                              'NotFound', 'Collection not found')
     provider_def = res['providers'][0]
     try:
         provider = load_plugin('provider', provider_def)
         limits = (api.config['server'].get('limits', {}), res.get('limits', {}))
         kwargs, out_crs = _items_query(request.params, provider, provider_def, limits)
         content = provider.query(language=request.raw_locale, **kwargs)
-    except ValueError as err:
-        return api.get_exception(HTTPStatus.BAD_REQUEST, headers, request.format,
-                                 'InvalidParameterValue', str(err))
     except ProviderGenericError as err:
-        return api.get_exception(err.http_status_code, headers, request.format,
-                                 err.ogc_exception_code, err.message)
+        return provider_error(api, headers, request.format, err, f'items of {dataset}')
+    # Anything else is a bug or a broken file: the web adapter answers 500 and logs it.
     headers['Content-Crs'] = f'<{out_crs}>'
     offset, limit = kwargs['offset'], kwargs['limit']
     uri = f'{api.get_collections_url()}/{dataset}/items'

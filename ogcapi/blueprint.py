@@ -33,6 +33,7 @@ VENDOR = {'leaflet': 'xstatic.pkg.leaflet', 'bootstrap': 'xstatic.pkg.bootstrap'
           'leaflet-markercluster': 'xstatic.pkg.leaflet_markercluster'}
 # pygeoapi ships no Japanese catalogue (and its wheel no compiled ones at all): ours, for the
 # HTML templates' own words (ホーム, コレクション, …); data titles are Japanese already.
+# locale/ja/LC_MESSAGES/messages.po is the source; its .mo is compiled by the build (setup.py).
 LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'locale')
 
 
@@ -57,15 +58,18 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
         if check_format and not req.is_valid():
             headers, status, content = api.get_format_exception(req)
         else:
+            what = f'{request.method} {request.full_path}'
             try:
                 headers, status, content = fn(api, req, *args)
             except GenericError as err:
                 # Core functions catch provider errors only around query();
                 # elsewhere (e.g. queryables) they would surface as a bare 500.
                 headers = req.get_response_headers(**api.api_headers)
-                headers, status, content = api.get_exception(
-                    err.http_status_code, headers, req.format,
-                    err.ogc_exception_code, err.message)
+                headers, status, content = core.provider_error(
+                    api, headers, req.format, err, what)
+            except Exception:  # noqa: BLE001 - a bug or a broken file: ours, not the client's
+                headers = req.get_response_headers(**api.api_headers)
+                headers, status, content = core.server_error(api, headers, req.format, what)
         return _response(headers, status, content)
 
     def openapi_view(api, req):

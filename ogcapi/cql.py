@@ -3,8 +3,8 @@
 pygeofilter parses CQL2 text or JSON into an AST; this module turns the AST into SQL with bound
 parameters, so the filter runs inside SQLite, next to the data. Supported: comparison
 (= <> < <= > >=), LIKE, IN, BETWEEN, IS NULL, AND/OR/NOT, S_INTERSECTS with a geometry or a
-BBOX (R-tree first, then an exact test in shapely). Anything else is a FilterError (HTTP 400):
-a filter we cannot apply is refused, never ignored.
+BBOX (R-tree first, then an exact test in shapely). Anything else is a FilterError (a QueryError:
+HTTP 400): a filter we cannot apply is refused, never ignored.
 """
 
 import datetime
@@ -14,15 +14,18 @@ import numpy as np
 import shapely
 from pygeofilter import ast, values
 
+from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import CRS84, quote_ident, transformer
 
 LANGUAGES = ('cql2-text', 'cql2-json')
 _COMPARISONS = {ast.Equal: '=', ast.NotEqual: '<>', ast.LessThan: '<',
                 ast.LessEqual: '<=', ast.GreaterThan: '>', ast.GreaterEqual: '>='}
 _GEOMETRY_NAMES = ('geometry', 'geom')
+# SQLite integers are 64-bit; a larger literal is compared as a float (it cannot be bound).
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
-class FilterError(ValueError):
+class FilterError(QueryError):
     """A filter that is malformed or uses something this server does not implement."""
 
 
@@ -182,6 +185,8 @@ class SQLBuilder:
         if isinstance(value, (int, float)):
             if kind not in ('integer', 'number'):
                 raise FilterError(f'a {kind} property cannot be compared with a number')
+            if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+                return float(str(value))  # via text: past 1e308 it is inf, not OverflowError
             return value
         if isinstance(value, str):
             if kind != 'string':
@@ -199,7 +204,12 @@ class SQLBuilder:
 
     def _geometry(self, node):
         if isinstance(node, values.Geometry):
-            geom = shapely.geometry.shape(node.geometry)
+            try:
+                geom = shapely.geometry.shape(node.geometry)
+            except (ValueError, TypeError, KeyError, IndexError,
+                    shapely.errors.ShapelyError) as err:
+                # The parser accepts shapes GEOS cannot build (a two-point ring, …).
+                raise FilterError(f'invalid geometry literal: {err}')
         elif isinstance(node, values.Envelope):
             x = (node.x1, node.x2, node.y1, node.y2) if self._flt.envelope_is_xyxy \
                 else (node.x1, node.y1, node.x2, node.y2)

@@ -1,9 +1,12 @@
 """What the GeoPackage provider keeps between requests: files, schemas, counts, transformers.
 
 pygeoapi builds a provider object per request, so everything that costs (connections, schema,
-counts, CRS operations) lives here in module-level caches keyed by the file's identity (inode,
-mtime, size). Published files are never modified in place (a new version is a new file), which
-is what makes ``immutable=1`` and these caches safe.
+counts) lives in a FileRegistry keyed by the file's identity (inode, mtime, size). Each OGCAPI
+owns its registry and passes it to its providers through the provider definition, so two APIs
+in one process (two apps over two data dirs) never close each other's files. Published files
+are never modified in place (a new version is a new file), which is what makes ``immutable=1``
+and these caches safe. CRS operations and filter geometries depend on nothing but their key,
+so those caches are shared by the whole process.
 """
 
 import os
@@ -20,6 +23,8 @@ import shapely
 
 from pygeoapi.provider.base import ProviderConnectionError, ProviderQueryError
 
+from ogcapi.errors import QueryError
+
 # GPKG header envelope sizes in bytes, indexed by the envelope indicator.
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 # Storage must be lon/lat WGS 84: anything else would be served as CRS84 wrongly.
@@ -29,8 +34,6 @@ _MAX_CACHED_COUNTS = 512
 _MAX_FILTER_GEOMS = 64
 
 _LOCK = threading.Lock()
-_FILES = {}  # path -> GpkgFile (the version currently on disk)
-_PREVIOUS = set()  # paths published at the previous retain_only() call
 _TRANSFORMERS = {}  # (source, target) -> pyproj.Transformer
 _FILTER_GEOMS = OrderedDict()  # WKB of a filter geometry -> prepared shapely geometry
 HYOGO = pyproj.aoi.AreaOfInterest(134.25, 34.15, 135.47, 35.68)
@@ -104,7 +107,8 @@ def transform_bbox(source, target, bbox, points=21):
                          np.full(points, maxy), maxy - (maxy - miny) * s])
     a, b = transformer(source, target).transform(xs, ys)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError('bbox lies outside the area where its CRS is defined')
+        # Only a caller's bbox can lie there: ours are CRS84, defined everywhere.
+        raise QueryError('bbox lies outside the area where its CRS is defined')
     return [float(a.min()), float(b.min()), float(a.max()), float(b.max())]
 
 
@@ -310,43 +314,68 @@ class GpkgFile:
         return n
 
 
-def gpkg_file(path):
-    try:
-        st = os.stat(path)
-        identity = (st.st_ino, st.st_mtime_ns, st.st_size)
-    except OSError:
-        identity = None
-    with _LOCK:
-        current = _FILES.get(path)
-        if identity is None:
-            # Unlinked after a newer version was published: connections we already hold
-            # still read the old inode, so keep serving from them for requests that started
-            # before the switch.
-            if current is not None and current._idle:
-                return current
-            raise ProviderConnectionError(f'GeoPackage not found: {path}')
-        if current is not None and current.identity == identity:
-            return current
-        _FILES[path] = fresh = GpkgFile(path, identity)
-    if current is not None:
-        current.retire()
-    return fresh
+class FileRegistry:
+    """The GeoPackages one OGC API has open: one GpkgFile per path, the version on disk.
 
-
-def retain_only(paths):
-    """Close cached files that are no longer published.
-
-    New versions are new files, and the publisher deletes old ones; an open connection would
-    keep a deleted file's disk space for the life of the worker. Files of the previous call
-    stay open for one more generation, so requests still running on the previous API work.
+    It travels inside pygeoapi's provider definitions (which pygeoapi deep-copies for its
+    templates and translations), so a copy is the registry itself.
     """
-    global _PREVIOUS
-    current = {os.path.abspath(p) for p in paths}
-    with _LOCK:
-        keep = current | _PREVIOUS
-        gone = [f for p, f in _FILES.items() if p not in keep]
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._files = {}  # path -> GpkgFile (the version currently on disk)
+        self._previous = set()  # paths published at the previous retain_only() call
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __repr__(self):
+        return f'<FileRegistry of {len(self._files)} files>'
+
+    def file(self, path):
+        try:
+            st = os.stat(path)
+            identity = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            identity = None
+        with self._lock:
+            current = self._files.get(path)
+            if identity is None:
+                # Unlinked after a newer version was published: connections we already hold
+                # still read the old inode, so keep serving from them for requests that
+                # started before the switch.
+                if current is not None and current._idle:
+                    return current
+                raise ProviderConnectionError(f'GeoPackage not found: {path}')
+            if current is not None and current.identity == identity:
+                return current
+            self._files[path] = fresh = GpkgFile(path, identity)
+        if current is not None:
+            current.retire()
+        return fresh
+
+    def retain_only(self, paths):
+        """Close cached files that are no longer published.
+
+        New versions are new files, and the publisher deletes old ones; an open connection
+        would keep a deleted file's disk space for the life of the worker. Files of the
+        previous call stay open for one more generation, so requests still running on the
+        previous API work.
+        """
+        current = {os.path.abspath(p) for p in paths}
+        with self._lock:
+            keep = current | self._previous
+            gone = [f for p, f in self._files.items() if p not in keep]
+            for f in gone:
+                del self._files[f.path]
+            self._previous = current
         for f in gone:
-            del _FILES[f.path]
-        _PREVIOUS = current
-    for f in gone:
-        f.retire()
+            f.retire()
+
+
+# For provider definitions that name no registry (pygeoapi's own YAML config): their files are
+# fixed for the life of the process, so nothing prunes this one.
+STANDALONE_FILES = FileRegistry()

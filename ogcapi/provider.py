@@ -5,24 +5,31 @@ OGR provider needs GDAL's Python bindings; both also re-open the file on every r
 reads the GeoPackage tables directly: attributes with SQL, geometries as GPKG blobs decoded by
 shapely, bbox through the GPKG R-tree, CQL2 filters translated to SQL (ogcapi.cql). What is kept
 between requests (connections, schema, counts, CRS operations) lives in ogcapi.gpkg_read.
+
+What the client got wrong is raised as ogcapi.errors.QueryError (400); every other error is the
+server's (500).
 """
 
-import logging
 import os
 import sqlite3
 import unicodedata
 
+import shapely
+
 from pygeoapi.provider.base import (
-    BaseProvider, ProviderConnectionError, ProviderInvalidQueryError,
-    ProviderItemNotFoundError, ProviderQueryError)
+    BaseProvider, ProviderConnectionError, ProviderItemNotFoundError, ProviderQueryError)
 
 from ogcapi import cql
-from ogcapi.gpkg_read import (geometries_to_geojson, gpkg_file, quote_ident as _quote_ident,
-                           retain_only, transformer)
+from ogcapi.errors import QueryError
+from ogcapi.gpkg_read import (STANDALONE_FILES, geometries_to_geojson,
+                              quote_ident as _quote_ident, transformer)
 
-__all__ = ['GPKGProvider', 'geometries_to_geojson', 'retain_only']
+__all__ = ['FILES_KEY', 'GPKGProvider', 'geometries_to_geojson']
 
-LOGGER = logging.getLogger(__name__)
+# Provider definition key of the ogcapi.gpkg_read.FileRegistry the provider reads through.
+FILES_KEY = 'renkei_files'
+# SQLite integers are 64-bit: a larger Python int cannot even be bound as a parameter.
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 class GPKGProvider(BaseProvider):
@@ -30,7 +37,9 @@ class GPKGProvider(BaseProvider):
 
     Provider definition keys: ``data`` (path), ``layer`` (table name,
     required), ``field_info`` (optional ``{name: {title, description}}``
-    merged into the fields; types always come from the GPKG columns).
+    merged into the fields; types always come from the GPKG columns),
+    ``renkei_files`` (the FileRegistry of the OGCAPI that publishes it; without
+    one, a process-wide registry that is never pruned).
     Feature ids are the integer fid.
     """
 
@@ -39,7 +48,8 @@ class GPKGProvider(BaseProvider):
         self.table = provider_def.get('layer')
         if not self.table:
             raise ProviderConnectionError('GPKGProvider needs a layer name')
-        self._file = gpkg_file(os.path.abspath(self.data))
+        files = provider_def.get(FILES_KEY) or STANDALONE_FILES
+        self._file = files.file(os.path.abspath(self.data))
         self._layer = self._file.layer(self.table)
         self.id_field = self._layer.fid
         self._field_info = provider_def.get('field_info') or {}
@@ -67,11 +77,11 @@ class GPKGProvider(BaseProvider):
               skip_geometry=False, q=None, filterq=None,
               crs_transform_spec=None, **kwargs):
         if datetime_ is not None:
-            raise ProviderInvalidQueryError(
-                user_msg='datetime is not supported: the collection has no time field')
+            raise QueryError('datetime is not supported: the collection has no time field')
         if resulttype not in ('results', 'hits'):
-            raise ProviderInvalidQueryError(
-                user_msg='resulttype must be results or hits')
+            raise QueryError('resulttype must be results or hits')
+        if int(offset) > _INT64[1]:
+            raise QueryError(f'offset value should be at most {_INT64[1]}')
         t = _quote_ident(self._layer.table)
         joins, where, params = self._bbox_clause(bbox) if bbox else ('', [], [])
         for name, value in properties:
@@ -98,8 +108,8 @@ class GPKGProvider(BaseProvider):
                                             limit, sortby, select_properties,
                                             skip_geometry, crs_transform_spec)
             except sqlite3.Error as err:
-                LOGGER.error('%s: %s', self.data, err)
-                raise ProviderQueryError(user_msg='query failed')
+                # The path is for the log (the traceback names it); clients see user_msg.
+                raise ProviderQueryError(f'{self.data}: {err}', user_msg='query failed') from err
         return {'type': 'FeatureCollection', 'features': features,
                 'numberMatched': matched, 'numberReturned': len(features)}
 
@@ -108,8 +118,7 @@ class GPKGProvider(BaseProvider):
             bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
         minx, miny, maxx, maxy = bbox
         if minx > maxx:
-            raise ProviderInvalidQueryError(
-                user_msg='bbox crossing the antimeridian is not supported')
+            raise QueryError('bbox crossing the antimeridian is not supported')
         lyr, t = self._layer, _quote_ident(self._layer.table)
         exact = f'renkei_intersects({t}.{_quote_ident(lyr.geom)}, ?, ?, ?, ?)'
         if lyr.rtree is None:
@@ -132,17 +141,14 @@ class GPKGProvider(BaseProvider):
         builder = cql.SQLBuilder(
             lyr.fields, t, _quote_ident(lyr.fid), _quote_ident(lyr.geom),
             rtree=_quote_ident(lyr.rtree) if lyr.rtree else None, geom_name=lyr.geom)
-        try:
-            return builder.where(flt)
-        except cql.FilterError as err:
-            raise ProviderInvalidQueryError(user_msg=str(err))
+        return builder.where(flt)
 
     def _q_clause(self, q):
         # Japanese has no word boundaries: q is a substring match over text
         # columns; comma-separated terms are OR'ed as in OGC API Records.
         texts = self._layer.texts
         if not texts:
-            raise ProviderInvalidQueryError(user_msg='q: this collection has no text fields')
+            raise QueryError('q: this collection has no text fields')
         t = _quote_ident(self._layer.table)
         ors, params = [], []
         # instr(lower()) rather than LIKE: connections run LIKE case-sensitively (CQL2),
@@ -157,20 +163,21 @@ class GPKGProvider(BaseProvider):
     def _typed(self, name, value):
         schema = self._layer.fields.get(name)
         if schema is None:
-            raise ProviderInvalidQueryError(
-                user_msg=f'unknown query parameter: {name}')
+            raise QueryError(f'unknown query parameter: {name}')
         kind = schema['type']
         try:
             if kind == 'integer':
-                return int(value)
+                n = int(value)
+                # Beyond 64 bits it cannot be stored, so it matches nothing, as a float does.
+                return n if _INT64[0] <= n <= _INT64[1] else float(value)
             if kind == 'number':
                 return float(value)
         except ValueError:
-            raise ProviderInvalidQueryError(user_msg=f'{name}: expected {kind}, got {value!r}')
+            raise QueryError(f'{name}: expected {kind}, got {value!r}')
         if kind == 'boolean':
             v = {'true': 1, '1': 1, 'false': 0, '0': 0}.get(str(value).lower())
             if v is None:
-                raise ProviderInvalidQueryError(user_msg=f'{name}: expected true or false')
+                raise QueryError(f'{name}: expected true or false')
             return v
         return value
 
@@ -208,8 +215,13 @@ class GPKGProvider(BaseProvider):
     def _features(self, rows, names, skip_geometry, crs_spec):
         tr = (transformer(crs_spec.source_crs_uri, crs_spec.target_crs_uri)
               if crs_spec is not None else None)
-        geoms = ([None] * len(rows) if skip_geometry
-                 else geometries_to_geojson([r[-1] for r in rows], tr))
+        try:
+            geoms = ([None] * len(rows) if skip_geometry
+                     else geometries_to_geojson([r[-1] for r in rows], tr))
+        except (shapely.errors.ShapelyError, IndexError, TypeError) as err:
+            # Blobs we wrote decode; these did not: the file is damaged. The log needs its path.
+            raise ProviderQueryError(f'{self.data}: undecodable geometry: {err}',
+                                     user_msg='query failed') from err
         bools = [i for i, n in enumerate(names) if n in self._layer.booleans]
         features = []
         for row, geom in zip(rows, geoms):
@@ -225,6 +237,8 @@ class GPKGProvider(BaseProvider):
         try:
             fid = int(str(identifier))
         except ValueError:
+            fid = None
+        if fid is None or not _INT64[0] <= fid <= _INT64[1]:
             raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
         lyr, t = self._layer, _quote_ident(self._layer.table)
         names = list(lyr.fields)
@@ -234,8 +248,7 @@ class GPKGProvider(BaseProvider):
             try:
                 row = con.execute(sql, (fid,)).fetchone()
             except sqlite3.Error as err:
-                LOGGER.error('%s: %s', self.data, err)
-                raise ProviderQueryError(user_msg='query failed')
+                raise ProviderQueryError(f'{self.data}: {err}', user_msg='query failed') from err
         if row is None:
             raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
         return self._features([row], names, False, crs_transform_spec)[0]

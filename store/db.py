@@ -143,11 +143,13 @@ class HarvestError(Base):
     __tablename__ = "harvest_error"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("harvest_job.id"), index=True)
-    stage: Mapped[str] = mapped_column(String(20))  # enumerate | fetch | translate | publish
+    # enumerate | fetch | translate | publish | withdraw | theme-layers
+    stage: Mapped[str] = mapped_column(String(20))
     dataset: Mapped[str | None] = mapped_column(Text)
     resource: Mapped[str | None] = mapped_column(Text)
     row: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)  # for staff; never printed to a terminal
 
     job: Mapped[HarvestJob] = relationship(back_populates="errors")
 
@@ -212,12 +214,18 @@ def _schema_lock(data_dir: Path):
         yield
 
 
+LATER_COLUMNS = [("harvest_job", "heartbeat_at", "DATETIME"),
+                 ("harvest_error", "traceback", "TEXT")]
+
+
 def _add_missing_columns(engine) -> None:
-    """create_all adds tables, not columns: data dirs made before heartbeat_at get it here."""
+    """create_all adds tables, not columns: data dirs made before a column existed get it."""
     from sqlalchemy import inspect
-    if "heartbeat_at" not in {c["name"] for c in inspect(engine).get_columns("harvest_job")}:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE harvest_job ADD COLUMN heartbeat_at DATETIME"))
+    inspector = inspect(engine)
+    for table, column, sql_type in LATER_COLUMNS:
+        if column not in {c["name"] for c in inspector.get_columns(table)}:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -2,15 +2,96 @@
 
 Feature files were written aside before this runs; until the commit, readers keep seeing the
 previous version of everything, and a crash before it leaves that version serving.
+
+What a harvest hands over is typed: per resource a `ResourceOutcome` (unchanged, failed, or new
+content with its `LayerReport`s and the `NewCollection`s written aside).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from store.db import (Collection, Dataset, Organization, Resource, Store, utcnow)
 from store import versions
+from store.versions import WrittenVersion
+
+
+@dataclass
+class LayerReport:
+    """How one layer of a resource was read and translated: the quality report of the
+    dataset page (stored as JSON on the resource)."""
+    layer: str
+    rows_in: int
+    rows_published: int
+    rejected: list[tuple[int | None, str]]   # (row, reason), the first ones only
+    rejected_count: int                       # all of them
+    warnings: list[str]
+    crs_source: str | None
+    encoding: str | None
+    spatial: bool
+    streamed: bool = False                    # translated in chunks (very large file)
+    translation: dict = field(default_factory=dict)  # geo.translate.Translated.report()
+
+    def as_dict(self) -> dict:
+        out = {"layer": self.layer, "rows_in": self.rows_in,
+               "rows_published": self.rows_published,
+               "rejected": [{"row": row, "reason": reason} for row, reason in self.rejected],
+               "rejected_count": self.rejected_count, "warnings": list(self.warnings),
+               "crs_source": self.crs_source, "encoding": self.encoding,
+               "spatial": self.spatial}
+        if self.streamed:
+            out["streamed"] = True
+        return {**out, **self.translation}
+
+
+@dataclass
+class NewCollection:
+    """A collection version complete on disk, to switch to."""
+    id: str
+    title: str
+    layer_name: str
+    version: int
+    written: WrittenVersion
+    theme: str | None = None
+    fields: dict | None = None   # the theme schema's fields with titles; else as written
+
+    @property
+    def field_info(self) -> dict:
+        return self.fields if self.fields is not None else self.written.fields
+
+
+@dataclass
+class ResourceContent:
+    """What changed content gave: the Resource columns a harvest sets."""
+    state: str                       # ok | table | empty
+    sha256: str | None
+    size: int | None
+    etag: str | None = None
+    last_modified: str | None = None
+    message: str | None = None       # why nothing is published from it
+    detected_format: str | None = None
+    encoding: str | None = None
+    quality: list[LayerReport] = field(default_factory=list)
+    preview: dict | None = None      # first rows of a table
+
+
+@dataclass
+class ResourceOutcome:
+    """One resource after fetch and translation. `content` None and no `error`: unchanged,
+    keep what is published. `error`: it failed this time; the last good version stays."""
+    remote: Any                      # what the source says (harvesters.base.RemoteResource)
+    resource_id: str
+    content: ResourceContent | None = None
+    collections: list[NewCollection] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash: str,
-                    outcomes: list, orgs: dict) -> None:
+                    outcomes: list[ResourceOutcome], orgs: dict) -> None:
     org_id = _organization(remote, source)
     switched: list[tuple[str, str | None]] = []
     with store.session() as s, s.begin():
@@ -40,34 +121,32 @@ def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash
             res.remote_id, res.position, res.name = r.remote_id, position, r.name
             res.description, res.url, res.format = r.description, r.url, r.format
             res.remote_modified = r.remote_modified
-            if out.failed and res.state not in (None, "pending", "error"):
-                # Keep the last good version of a resource that failed this time.
+            if out.content is None:   # unchanged, or failed: what was published stays
                 kept_collections |= {c.id for c in old_collections.values()
                                      if c.resource_id == out.resource_id}
+                if out.failed and res.state in (None, "pending", "error"):
+                    # Nothing good was ever published from it: the page says why.
+                    res.state, res.message = "error", out.error
+                    res.size, res.fetched_at = r.size, utcnow()
                 continue
-            if not out.changed:
-                kept_collections |= {c.id for c in old_collections.values()
-                                     if c.resource_id == out.resource_id}
-                continue
-            for key, value in out.fields.items():
-                setattr(res, key, value)
-            res.size = out.fields.get("size", r.size)
+            _set_content(res, out.content)
+            res.size = out.content.size if out.content.size is not None else r.size
             res.fetched_at = utcnow()
             for new in out.collections:
-                col = old_collections.get(new["id"])
+                col = old_collections.get(new.id)
                 if col is None:
-                    col = Collection(id=new["id"], dataset=ds, resource_id=out.resource_id)
+                    col = Collection(id=new.id, dataset=ds, resource_id=out.resource_id)
                     s.add(col)
-                col.title, col.layer_name = new["title"], new["layer_name"]
+                col.title, col.layer_name = new.title, new.layer_name
                 col.description = remote.description
                 col.keywords = list(remote.tags)
-                col.path, col.layer = new["path"], new["layer"]
-                col.feature_count, col.bbox = new["feature_count"], new["bbox"]
-                col.fields, col.version = new["fields"], new["version"]
+                col.path, col.layer = new.written.path, new.written.layer
+                col.feature_count, col.bbox = new.written.feature_count, new.written.bbox
+                col.fields, col.version = new.field_info, new.version
                 col.status, col.published_at = "active", utcnow()
                 kept_collections.add(col.id)
                 switched.append((col.id, col.path))
-        themes = [new.get("theme") for out in outcomes for new in out.collections]
+        themes = [new.theme for out in outcomes for new in out.collections]
         if themes:   # the first translated layer names the dataset's theme (geo.translate)
             ds.theme = next((t for t in themes if t), None)
         for gone in old_resources.values():
@@ -82,6 +161,14 @@ def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash
         store.bump_version(s)
     for cid, keep in switched:
         versions.remove_stale_versions(store.data_dir, cid, keep)
+
+
+def _set_content(res: Resource, content: ResourceContent) -> None:
+    res.state, res.message = content.state, content.message
+    res.sha256, res.etag, res.last_modified = content.sha256, content.etag, content.last_modified
+    res.detected_format, res.encoding = content.detected_format, content.encoding
+    res.quality = [layer.as_dict() for layer in content.quality]
+    res.preview = content.preview
 
 
 def search_doc(ds: Dataset, session) -> dict:

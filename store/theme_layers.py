@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
@@ -11,6 +13,7 @@ from sqlalchemy import select
 from geo import themes
 from geo.themes import MERGED_TITLE_PREFIX, collection_id, field_info
 from store import versions
+from store.versions import WrittenVersion
 from store.db import Collection, Dataset, Organization, Store, utcnow
 from store.publish import search_doc
 
@@ -18,11 +21,28 @@ from store.publish import search_doc
 THEME_SOURCE = "renkei-themes"
 
 
-def publish_theme_layers(store: Store, log=None) -> list[str]:
+@dataclass
+class ThemeLayerFailure:
+    """A theme layer that could not be rebuilt; its previous version keeps serving."""
+    theme: str
+    collection_id: str
+    title: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class ThemeLayerRebuild:
+    rebuilt: list[str] = field(default_factory=list)
+    failed: list[ThemeLayerFailure] = field(default_factory=list)
+
+
+def publish_theme_layers(store: Store, log=None) -> ThemeLayerRebuild:
     """Rebuild every theme layer whose members (collection id + version) changed, each in one
-    switch; return the themes rebuilt. Called at the end of each harvest job; a lock keeps
-    jobs of different sources from rebuilding the same layer at once."""
-    rebuilt = []
+    switch. Called at the end of each harvest job; a lock keeps jobs of different sources
+    from rebuilding the same layer at once. A theme that fails is returned with its traceback
+    for the job record (not logged: the caller records it), and the others go on."""
+    result = ThemeLayerRebuild()
     lock_dir = store.data_dir / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{THEME_SOURCE}.lock", "w") as fh:
@@ -30,12 +50,22 @@ def publish_theme_layers(store: Store, log=None) -> list[str]:
         for name, theme in themes.THEMES.items():
             try:
                 if _publish_theme(store, name, theme):
-                    rebuilt.append(name)
+                    result.rebuilt.append(name)
                     (log or print)(f"[{THEME_SOURCE}] rebuilt theme layer {name}")
             except Exception as exc:   # one theme's failure must not stop the others
-                (log or print)(f"[{THEME_SOURCE}] theme layer {name} not rebuilt "
-                               f"(the previous version stays): {type(exc).__name__}: {exc}")
-    return rebuilt
+                # Member files named relative to the data dir: no server path in a message.
+                reason = str(exc).replace(f"{store.data_dir.resolve()}/", "") \
+                    .replace(f"{store.data_dir}/", "")
+                result.failed.append(ThemeLayerFailure(
+                    name, collection_id(name), _title(theme),
+                    f"theme layer {name} not rebuilt (its previous version keeps serving): "
+                    f"{type(exc).__name__}: {reason}"[:400],
+                    traceback.format_exc()))
+    return result
+
+
+def _title(theme) -> str:
+    return f"{MERGED_TITLE_PREFIX} {theme.title_ja}（統合）"
 
 
 def _theme_members(s, name: str, theme) -> list[Collection]:
@@ -62,7 +92,7 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
         paths = [(store.data_dir / c.path, c.layer) for c in members]
         member_titles = [c.title for c in members]
     written = _write_merged(name, paths, store.data_dir, version) if members else None
-    title = f"{MERGED_TITLE_PREFIX} {theme.title_ja}（統合）"
+    title = _title(theme)
     description = (f"県内の各組織が公開した「{theme.title_ja}」のデータを、共通の項目に変換して"
                    "一つにまとめたレイヤーです。同じ施設が複数の組織から公開されている場合は一つにまとめ、"
                    "出典（sources）に全ての提供元を記しています。元データ: " + "、".join(member_titles))
@@ -90,23 +120,23 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
                 s.add(col)
             col.title, col.layer_name, col.description = title, name, description
             col.keywords = list(ds.tags)
-            col.path, col.layer = written["path"], written["layer"]
-            col.feature_count, col.bbox = written["feature_count"], written["bbox"]
-            col.fields = field_info(name, set(written["fields"]), merged=True)
+            col.path, col.layer = written.path, written.layer
+            col.feature_count, col.bbox = written.feature_count, written.bbox
+            col.fields = field_info(name, set(written.fields), merged=True)
             col.version, col.status, col.published_at = version, "active", utcnow()
-            ds.bbox = written["bbox"]
+            ds.bbox = written.bbox
         s.flush()
         if written is None:
             store.search.delete(s.connection(), cid)
         else:
             store.search.upsert(s.connection(), search_doc(ds, s))
         store.bump_version(s)
-    versions.remove_stale_versions(store.data_dir, cid, written["path"] if written else None)
+    versions.remove_stale_versions(store.data_dir, cid, written.path if written else None)
     return True
 
 
 def _write_merged(theme: str, members: list[tuple[Path, str]], data_dir: Path,
-                  version: int) -> dict:
+                  version: int) -> WrittenVersion:
     from geo import theme_layers  # the GIS stack loads only when a layer is rebuilt
     cid = collection_id(theme)
     if theme_layers.streams(theme):
@@ -115,4 +145,4 @@ def _write_merged(theme: str, members: list[tuple[Path, str]], data_dir: Path,
     else:
         written = versions.write_version(theme_layers.merged_frame(theme, members), data_dir,
                                          cid, version)
-    return written.as_dict()
+    return written

@@ -1,13 +1,22 @@
-"""Fixture files in real encodings and CRSs, built once per test session from shared/data."""
+"""Fixture files in real encodings and CRSs, built once per test session from tests/data."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import geopandas as gpd
 import pytest
 
-from tests.servers import SHARED_DATA
+from tests.servers import TEST_DATA
+
+
+def pytest_configure(config):
+    # Hypothesis (under schemathesis) keeps its cache in ./.hypothesis by default; the suite
+    # writes nothing into the tree, so it goes to the temporary directory instead.
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                          str(Path(tempfile.gettempdir()) / "renkei-hypothesis"))
 
 
 @pytest.fixture(scope="session")
@@ -15,24 +24,24 @@ def fixture_files(tmp_path_factory) -> dict[str, Path]:
     """name → path of every file the fake CKAN serves (good and bad ones)."""
     d = tmp_path_factory.mktemp("ckanfiles")
     files = {
-        "gsi_evacuation_282103.json": SHARED_DATA / "geojson/gsi_evacuation_282103.json",
-        "P23-12_38_GML.zip": SHARED_DATA / "ksj/P23-12_38_GML.zip",
-        "yaizu_222127_aed.csv": SHARED_DATA / "csv/yaizu_222127_aed.csv",
-        "localgovjp-sjis.csv": SHARED_DATA / "csv/localgovjp-sjis.csv",
+        "gsi_evacuation_282103.json": TEST_DATA / "geojson/gsi_evacuation_282103.json",
+        "P23-12_38_GML.zip": TEST_DATA / "ksj/P23-12_38_GML.zip",
+        "yaizu_222127_aed.csv": TEST_DATA / "csv/yaizu_222127_aed.csv",
+        "localgovjp-sjis.csv": TEST_DATA / "csv/localgovjp-sjis.csv",
     }
     # UTF-8 with BOM and lat/lon columns, from the Kakogawa shelter list (real rows).
-    rows = json.loads((SHARED_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json")
+    rows = json.loads((TEST_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json")
                       .read_text(encoding="utf-8"))
     lines = ["名称,所在地,lat,lon"] + [f"{r['名称']},{r['所在地']},{r['lat']},{r['lng']}" for r in rows]
     (d / "kakogawa_bom.csv").write_bytes("\r\n".join(lines).encode("utf-8-sig"))
     files["kakogawa_bom.csv"] = d / "kakogawa_bom.csv"
     # GeoJSON in plane rectangular zone V (EPSG:6673) with the legacy `crs` member.
-    gsi = gpd.read_file(SHARED_DATA / "geojson/gsi_emergency_282201.json")
+    gsi = gpd.read_file(TEST_DATA / "geojson/gsi_emergency_282201.json")
     plane = json.loads(gsi.to_crs(6673).to_json())
     plane["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6673"}}
     (d / "kasai_plane5.geojson").write_text(json.dumps(plane, ensure_ascii=False), encoding="utf-8")
     files["kasai_plane5.geojson"] = d / "kasai_plane5.geojson"
-    yabu = gpd.read_file(SHARED_DATA / "geojson/gsi_emergency_282227.json")
+    yabu = gpd.read_file(TEST_DATA / "geojson/gsi_emergency_282227.json")
     yabu[["施設・場所名", "住所", "geometry"]].to_file(d / "yabu.kml", driver="KML")
     files["yabu.kml"] = d / "yabu.kml"
     yabu.to_file(d / "yabu.gpkg", driver="GPKG", layer="shelters")
@@ -42,7 +51,7 @@ def fixture_files(tmp_path_factory) -> dict[str, Path]:
         "市区町村,人口,世帯数\n加古川市,258000,110000\n加西市,42000,17000\n", encoding="utf-8")
     files["population.csv"] = d / "population.csv"
     # Bad input: a corrupt zip, bytes that are neither UTF-8 nor CP932, coordinates as words.
-    good_zip = (SHARED_DATA / "ksj/A30a5-11_4939-jgd_GML.zip").read_bytes()
+    good_zip = (TEST_DATA / "ksj/A30a5-11_4939-jgd_GML.zip").read_bytes()
     (d / "corrupt.zip").write_bytes(good_zip[: len(good_zip) // 2])
     files["corrupt.zip"] = d / "corrupt.zip"
     (d / "undecodable.csv").write_bytes(b"name,lat,lon\n\x82\xff\xfe\x80,34.7,134.8\n")

@@ -3,7 +3,7 @@ OGC API Features server, with knobs to misbehave (5xx, hangs, truncated bodies, 
 
 Entities are built from real records: GSI 指定緊急避難場所 of 加古川市 (282103) in the
 datamodels.jp EvacuationSite shape, and the Smart Data Models / datamodels.jp examples as they
-are in ../shared/data/fiware/.
+are in tests/data/fiware/.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from collections import Counter
 
 from flask import Flask, Response, abort, jsonify, request
 
-from tests.servers import SHARED_DATA
+from tests.servers import TEST_DATA
 
-FIWARE = SHARED_DATA / "fiware"
+FIWARE = TEST_DATA / "fiware"
 HAZARDS = {"洪水": "flood", "崖崩れ、土石流及び地滑り": "landslide", "高潮": "stormSurge",
            "地震": "earthquake", "津波": "tsunami", "大規模な火事": "greatFire",
            "内水氾濫": "inlandFlood", "火山現象": "eruption"}
@@ -27,7 +27,7 @@ LD_CONTEXT = "https://datamodels.jp/context/disaster/v1.0.0.jsonld"
 
 def gsi_sites(code: str = "282103", ld: bool = False) -> list[dict]:
     """GSI 指定緊急避難場所 as normalized EvacuationSite entities (v2 or LD attribute types)."""
-    doc = json.loads((SHARED_DATA / f"geojson/gsi_emergency_{code}.json").read_text("utf-8"))
+    doc = json.loads((TEST_DATA / f"geojson/gsi_emergency_{code}.json").read_text("utf-8"))
     text, struct, geo = ("Property", "Property", "GeoProperty") if ld else \
         ("Text", "StructuredValue", "geo:json")
     out = []

@@ -18,7 +18,7 @@ from flask import Flask, abort, jsonify, request, send_file
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"  # real public sample files; provenance in its README.md
 
 
 def free_port() -> int:
@@ -86,6 +86,7 @@ class FakeCKAN:
         self.fail_search = False                 # answer success:false with HTTP 200
         self.empty_at_start: int | None = None   # answer an empty page at this start
         self.calls: list[tuple[str, dict]] = []  # (action, params) of every API call
+        self.on_file = None                      # called with the name before a file is served
         self.base = ""
         self.app = self._make_app()
 
@@ -138,6 +139,8 @@ class FakeCKAN:
         def files(name):
             if name not in self.files:
                 abort(404)
+            if self.on_file is not None:
+                self.on_file(name)
             resp = send_file(self.files[name], conditional=True, etag=True)
             if resp.status_code == 304:
                 self.not_modified[name] += 1

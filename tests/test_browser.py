@@ -1,11 +1,13 @@
 """The catalogue in a real browser (Debian chromium, headless, 375 px phone viewport):
 axe-core finds no WCAG 2.0/2.1 A/AA violations (JIS X 8341-3:2016 AA) on the home, search,
 dataset and organization pages, and a citizen can search, filter by a facet, open a dataset
-and see the map draw its features. The screenshot is kept in tests/artifacts/.
+and see the map draw its features. The screenshot goes to $RENKEI_ARTIFACTS when that is set
+(CI can keep it), else to pytest's temporary directory: nothing is written into the tree.
 
-Needs /usr/bin/chromium (apt `chromium`, `fonts-ipafont-gothic`) and node (apt `nodejs npm`);
-the axe runner's npm packages (axe-core, puppeteer-core; no browser download) are installed on
-first use into $RENKEI_A11Y_DIR (default ~/.cache/renkei-a11y) from shared/tools/a11y.
+Needs /usr/bin/chromium (apt `chromium`, `fonts-ipafont-gothic`) and node (apt `nodejs npm`).
+The axe runner (tests/a11y/: run_axe.js and its package.json) is copied on first use into
+$RENKEI_A11Y_DIR (default ~/.cache/renkei-a11y), outside the repository, and its npm packages
+(axe-core, puppeteer-core; no browser download) are installed there.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ from tests.servers import REPO, live_server
 from tests.test_downloads import KAKOGAWA, harvest_demo
 
 CHROMIUM = "/usr/bin/chromium"
-AXE_TOOL = REPO.parent / "shared" / "tools" / "a11y"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+AXE_TOOL = REPO / "tests" / "a11y"
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists() or shutil.which("node") is None,
@@ -42,10 +43,13 @@ def site(tmp_path_factory):
 def axe_runner() -> Path:
     folder = Path(os.environ.get("RENKEI_A11Y_DIR") or Path.home() / ".cache" / "renkei-a11y")
     folder.mkdir(parents=True, exist_ok=True)
+    installed = folder / "package.json"  # reinstall when the repository's package.json changed
+    wanted = (AXE_TOOL / "package.json").read_bytes()
+    stale = not installed.exists() or installed.read_bytes() != wanted
     for name in ("package.json", "run_axe.js"):
-        (folder / name).unlink(missing_ok=True)  # the shared copies are read-only
+        (folder / name).unlink(missing_ok=True)  # an older copy may be read-only
         shutil.copyfile(AXE_TOOL / name, folder / name)
-    if not (folder / "node_modules" / "axe-core").exists() or \
+    if stale or not (folder / "node_modules" / "axe-core").exists() or \
             not (folder / "node_modules" / "puppeteer-core").exists():
         subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=folder, check=True,
                        env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"}, timeout=600,
@@ -72,9 +76,10 @@ def test_axe_finds_no_violations(site, axe_runner, path):
     assert " 0 violations" in proc.stdout
 
 
-def test_search_filter_open_dataset_and_see_the_map(site):
+def test_search_filter_open_dataset_and_see_the_map(site, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    ARTIFACTS.mkdir(exist_ok=True)
+    artifacts = Path(os.environ.get("RENKEI_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
         # Debian's chromium, never a downloaded browser.
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -101,6 +106,6 @@ def test_search_filter_open_dataset_and_see_the_map(site):
         assert "件の地物を表示しています" in page.inner_text("#map-status")
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
         page.locator("#map").scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / "dataset-map-375.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "dataset-map-375.png"), full_page=True)
         browser.close()
-    assert (ARTIFACTS / "dataset-map-375.png").stat().st_size > 10_000
+    assert (artifacts / "dataset-map-375.png").stat().st_size > 10_000

@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 from catalog.app import create_app
 from catalog.api.ckan_dicts import CKAN_NAME, DERIVED_SOURCES
 from store.db import Dataset, Store
-from tests.servers import FakeCKAN, package
+from tests.servers import TEST_DATA, FakeCKAN, package
 from tests.test_harvest_ckan import GOOD, harvest, write_config
 
 # A remote name that is no CKAN name (upper case, Japanese): renkei must derive one.
@@ -114,8 +114,7 @@ def test_package_show_has_the_ckan_shape_and_the_ogc_collection(ckan, served):
     assert [r["position"] for r in pkg["resources"]] == [0, 1, 2, 3, 4]
     assert original["url"] == f"{served.site}/files/gsi_evacuation_282103.json"
     assert original["format"] == "GeoJSON" and original["mimetype"] == "application/geo+json"
-    assert original["size"] == (Path(__file__).resolve().parents[2] / "shared/data/geojson/"
-                                "gsi_evacuation_282103.json").stat().st_size
+    assert original["size"] == (TEST_DATA / "geojson/gsi_evacuation_282103.json").stat().st_size
     assert original["last_modified"] == "2025-06-01T09:30:00.000000"
     assert derived["format"] == "OGC API Features" and derived["renkei_derived"] is True
     assert derived["url"].startswith(served.url + "/ogcapi/collections/")
@@ -185,7 +184,8 @@ def test_filters_facets_and_free_text(ckan, served):
                                                 "facet.limit": 1})
     assert top["facets"]["organization"] == {"kakogawa-city": 5}
     assert set(ckan.action.tag_list()) >= {"避難所", "防災", "AED", "統計"}
-    assert ckan.action.tag_list(query="避難") == ["避難所"]
+    # The merged shelter layer (built from the harvested GSI shelters) carries its theme's title.
+    assert ckan.action.tag_list(query="避難") == ["指定緊急避難場所・指定避難所", "避難所"]
     orgs = {o["name"]: o for o in ckan.action.organization_list(all_fields=True)}
     assert orgs["kasai-city"]["package_count"] == 1
     assert {"key": "lg_code", "value": "282201"} in orgs["kasai-city"]["extras"]

@@ -11,7 +11,7 @@ import pytest
 from shapely import get_coordinates
 
 from store.db import Collection, Dataset, HarvestError, HarvestJob, Store
-from tests.servers import REPO, SHARED_DATA, FakeCKAN, package
+from tests.servers import REPO, TEST_DATA, FakeCKAN, package
 
 GOOD = [
     package("evac-282103", "加古川市 指定避難所", [("gsi_evacuation_282103.json", "GeoJSON")],
@@ -97,7 +97,7 @@ def test_plane_rectangular_geojson_lands_on_the_gsi_points(fixture_files, data_d
     store = Store(data_dir)
     (col,) = [c for c in store.active_collections() if not c.id.startswith("theme-")]
     published = gpd.read_file(data_dir / col.path, layer=col.layer)
-    original = gpd.read_file(SHARED_DATA / "geojson/gsi_emergency_282201.json")
+    original = gpd.read_file(TEST_DATA / "geojson/gsi_emergency_282201.json")
     assert published.crs.to_epsg() == 4326
     assert get_coordinates(published.geometry) == pytest.approx(
         get_coordinates(original.geometry), abs=1e-7)

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.servers import REPO, SHARED_DATA, FakeCKAN, package, renkei_serve
+from tests.servers import REPO, TEST_DATA, FakeCKAN, package, renkei_serve
 from tests.test_harvest_ckan import write_config
 
 TITLE = "加古川市 指定避難所"
@@ -60,7 +60,7 @@ def titles(base: str) -> dict[str, str]:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
 def test_every_worker_follows_publish_and_replace(tmp_path, data_dir, served3):
     base, master = served3
-    src = json.loads((SHARED_DATA / "geojson/gsi_evacuation_282103.json").read_text("utf-8"))
+    src = json.loads((TEST_DATA / "geojson/gsi_evacuation_282103.json").read_text("utf-8"))
     served_file = tmp_path / "evac.json"
     served_file.write_text(json.dumps(src, ensure_ascii=False), encoding="utf-8")
     pkg = package("evac-282103", TITLE, [("evac.json", "GeoJSON")], tags=["避難所"])
@@ -73,7 +73,8 @@ def test_every_worker_follows_publish_and_replace(tmp_path, data_dir, served3):
     with site.running() as url:
         config = write_config(tmp_path / "sources.yaml", url)
         first = harvest_async(data_dir, config)
-        assert first.wait(300) == 0, first.stderr.read()
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
 
         # Each worker, on its next request, lists the collection and serves its features:
         # keep asking until every worker holds the new GeoPackage open (proof it served it).
@@ -99,35 +100,53 @@ def test_every_worker_follows_publish_and_replace(tmp_path, data_dir, served3):
         site.packages[0] = dict(pkg, metadata_modified="2030-01-01T00:00:00.000000",
                                 resources=[dict(pkg["resources"][0],
                                                 last_modified="2030-01-01T00:00:00")])
-        seen, torn, stop = [], [], threading.Event()
+        # (monotonic time the read was sent, numberMatched) of every read, under `changed`.
+        seen: list[tuple[float, int]] = []
+        torn, stop, changed = [], threading.Event(), threading.Condition()
 
         def read():
             with requests.Session() as s:
                 while not stop.is_set():
+                    sent = time.monotonic()
                     r = s.get(f"{base}/ogcapi/collections/{cid}/items", timeout=30,
                               params={"limit": 1000}, headers={"Connection": "close"})
-                    if r.status_code != 200:
-                        torn.append((r.status_code, r.text[:200]))
-                        continue
-                    d = r.json()
-                    seen.append(d["numberMatched"])
-                    if d["numberMatched"] != len(d["features"]) or \
-                            d["numberMatched"] not in (FULL, 30):
-                        torn.append((d["numberMatched"], len(d["features"])))
+                    with changed:
+                        if r.status_code != 200:
+                            torn.append((r.status_code, r.text[:200]))
+                        else:
+                            d = r.json()
+                            seen.append((sent, d["numberMatched"]))
+                            if d["numberMatched"] != len(d["features"]) or \
+                                    d["numberMatched"] not in (FULL, 30):
+                                torn.append((d["numberMatched"], len(d["features"])))
+                        changed.notify_all()
+
+        def wait_until(condition, what):
+            with changed:
+                assert changed.wait_for(condition, timeout=60), what
 
         readers = [threading.Thread(target=read) for _ in range(3)]
         for t in readers:
             t.start()
         try:
+            # The readers are reading the first version before the re-harvest starts …
+            wait_until(lambda: sum(n == FULL for _, n in seen) >= 3 or torn,
+                       "the readers never read the first version")
             second = harvest_async(data_dir, config)
-            assert second.wait(300) == 0, second.stderr.read()
-            time.sleep(0.5)  # a few reads after the switch
+            _, err = second.communicate(timeout=300)
+            assert second.returncode == 0, err
+            switched = time.monotonic()
+            # … and keep reading until several reads sent after the switch have answered.
+            wait_until(lambda: sum(t > switched for t, _ in seen) >= 6 or torn,
+                       "no reads answered after the switch")
         finally:
             stop.set()
             for t in readers:
                 t.join(30)
     assert not torn, torn[:5]
-    assert FULL in seen and seen[-1] == 30
+    assert any(n == FULL for t, n in seen if t < switched)
+    after = [n for t, n in seen if t > switched]
+    assert len(after) >= 6 and set(after) == {30}, after  # nothing old once switched
     for _ in range(9):  # every worker now answers with the new version only
         ids = titles(base)
         assert ids[TITLE] == cid  # the id is stable across harvests

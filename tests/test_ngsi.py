@@ -14,9 +14,9 @@ from harvesters.config import ConfigError, load_config
 from harvesters.runner import summary
 from tests.ngsi_servers import (LD_CONTEXT, FakeNGSILD, FakeOGCAPI, FakeOrion, fiware_example,
                                 gsi_sites, run, source)
-from tests.servers import SHARED_DATA, live_server
+from tests.servers import TEST_DATA, live_server
 
-EMERGENCY = SHARED_DATA / "geojson/gsi_emergency_282103.json"
+EMERGENCY = TEST_DATA / "geojson/gsi_emergency_282103.json"
 
 
 def orion_entities():
@@ -165,7 +165,7 @@ def test_ngsi_ld_key_values(data_dir):
 def gsi_collections():
     out = {}
     for code, title in (("282103", "加古川市 指定避難所"), ("282201", "加西市 指定避難所")):
-        fc = json.loads((SHARED_DATA / f"geojson/gsi_evacuation_{code}.json").read_text("utf-8"))
+        fc = json.loads((TEST_DATA / f"geojson/gsi_evacuation_{code}.json").read_text("utf-8"))
         out[f"evacuation-{code}"] = (title, fc)
     return out
 

@@ -317,10 +317,33 @@ def test_zero_results_suggests_single_words(site):
 
 
 def test_message_catalogue_is_compiled_from_the_po():
-    from babel.messages.mofile import read_mo
+    """The English catalogue the app loads says what the tracked .po says. The .mo is compiled
+    by the build (setup.py's build_mo, for a wheel and for `pip install -e .`), never by the
+    app: starting it and serving English leaves the installed .mo untouched."""
+    import os
+
     from babel.messages.pofile import read_po
-    folder = Path(__file__).resolve().parent.parent / "catalog/translations/en/LC_MESSAGES"
-    with open(folder / "messages.po", "rb") as po, open(folder / "messages.mo", "rb") as mo:
-        source, compiled = read_po(po), read_mo(mo)
-    assert {m.id: m.string for m in source if m.id} == {m.id: m.string for m in compiled if m.id}
+    from flask import Flask
+    from flask_babel import get_translations
+
+    from catalog import i18n
+    repo = Path(__file__).resolve().parent.parent
+    with open(repo / "catalog/translations/en/LC_MESSAGES/messages.po", "rb") as po:
+        source = read_po(po, locale="en")
+    mo_file = i18n.TRANSLATIONS / "en" / "LC_MESSAGES" / "messages.mo"  # the installed package's
+    assert mo_file.is_file(), "no compiled catalogue: reinstall the package (pip install -e .)"
+    before = os.stat(mo_file).st_mtime_ns
+    app = Flask(__name__)
+    i18n.init_app(app)
+    with app.test_request_context("/?lang=en"):
+        translations = get_translations()
+    assert os.stat(mo_file).st_mtime_ns == before
+    assert str(mo_file) in translations.files
+    for m in source:
+        if not m.id:
+            continue
+        if isinstance(m.id, tuple):  # plural: English has two forms
+            assert [translations.ngettext(*m.id, n) for n in (1, 2)] == list(m.string), m.id
+        else:
+            assert translations.gettext(m.id) == m.string, m.id
     assert all(m.string for m in source if m.id)  # every Japanese text has its English

@@ -1,4 +1,4 @@
-"""geo.readers on the real sample files in /work/shared/data and on files generated from them.
+"""geo.readers on the real sample files in tests/data and on files generated from them.
 
 Generated fixtures use real coordinates and attributes from the samples, written with
 geopandas/pyogrio/pyproj into tmp_path; nothing touches the network.
@@ -6,7 +6,6 @@ geopandas/pyogrio/pyproj into tmp_path; nothing touches the network.
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 from pathlib import Path
@@ -21,8 +20,9 @@ from pyproj import Geod, Transformer
 from shapely.geometry import Point
 
 from geo.readers import Layer, ReadError, RowIssue, detect_format, read_resource
+from tests.servers import TEST_DATA
 
-DATA = Path(os.environ.get("RENKEI_SAMPLE_DATA", "/work/shared/data"))
+DATA = TEST_DATA
 CSV = DATA / "csv"
 AED = CSV / "yaizu_222127_aed.csv"
 SJIS = CSV / "localgovjp-sjis.csv"
@@ -34,7 +34,6 @@ XLSX = CSV / "takamatsu_evacuation_space_data.xlsx"
 KAKOGAWA = DATA / "json" / "kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json"
 
 pytestmark = [
-    pytest.mark.skipif(not DATA.is_dir(), reason="sample data not available"),
     # noise from writing Japanese field names into fixture shapefiles
     pytest.mark.filterwarnings("ignore:Column names longer than 10:UserWarning"),
     pytest.mark.filterwarnings("ignore:Could not decode error message:RuntimeWarning"),

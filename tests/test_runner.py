@@ -36,7 +36,32 @@ def test_second_harvest_of_a_locked_source_exits_at_once_with_a_clear_message(da
     assert "pid" in result.stderr and "locked" in result.stderr
 
 
-def test_jobs_have_heartbeats_and_a_time_limit_closes_a_hanging_job(data_dir):
+def test_the_heartbeat_moves_on_after_every_dataset_while_the_job_runs(fixture_files, data_dir):
+    """Staff tell a live job from a dead one by its last sign of life: it must move on while the
+    job runs, not only be set when the job starts and when it ends."""
+    store = Store(data_dir)
+    marks: list[tuple[datetime, datetime]] = []  # (a dataset's download starts, heartbeat then)
+
+    def look(name):
+        with store.session() as s:
+            (job,) = s.query(HarvestJob).filter_by(status="running").all()
+            marks.append((utcnow(), job.heartbeat_at))
+
+    site = FakeCKAN(PKGS[:4], fixture_files, max_rows=10)
+    site.on_file = look
+    with site.running() as url:
+        (report,), _ = run(data_dir, ckan(url))
+    assert report.status == "done" and report.counts["added"] == 4, summary([report])
+    assert len(marks) == 4
+    # When dataset k is fetched, the heartbeat is later than the start of dataset k-1.
+    for (previous_start, _), (_, heartbeat) in zip(marks, marks[1:]):
+        assert heartbeat > previous_start, marks
+    with store.session() as s:
+        (job,) = s.query(HarvestJob).all()
+        assert job.heartbeat_at >= marks[-1][0] and job.finished_at is not None
+
+
+def test_a_time_limit_closes_a_hanging_job(data_dir):
     orion = FakeOrion(gsi_sites(), max_limit=30)
     with live_server(orion.app) as url:
         cfg = dict(service="kakogawa", entity_types=["EvacuationSite"])

@@ -1,8 +1,7 @@
-"""SearchIndex on a real SQLite file: the Japanese cases measured in
-shared/reference/catalogue-ux-and-search.md §1 (short terms, NFKC, AND, 表記ゆれ)."""
+"""SearchIndex on a real SQLite file: the Japanese cases of the project's catalogue UX and
+search reference, §1 (short terms, NFKC, AND, 表記ゆれ)."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 
 import pytest
@@ -62,9 +61,29 @@ def ids(ix, q="", **kw):
     return set(ix.search(q, per_page=100, **kw).ids)
 
 
-def test_sqlite_has_fts5_trigram():
-    con = sqlite3.connect(":memory:")
-    con.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram')")
+def test_longer_terms_match_exact_substrings_through_the_fts_index(tmp_path):
+    """3+ characters: found anywhere inside a word (no word boundaries in Japanese), answered
+    by the FTS5 bigram index, and only where the characters stand together — a document that
+    has each bigram of the term but never the term itself is no hit."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'search.db'}")
+    ix = SearchIndex(engine)
+    docs = DOCS + [doc("roads", "水道と道路の工事予定", "上水道の配水管と市道の舗装。", tags=["工事"])]
+    with engine.begin() as conn:
+        for d in docs:
+            ix.upsert(conn, d)
+    assert ix.fts
+    with engine.connect() as conn:  # the index holds every document's bigrams
+        assert conn.execute(text("SELECT count(*) FROM search_bigram WHERE search_bigram "
+                                 "MATCH :q"), {"q": fts_expr("道路")}).scalar() == 1
+    # Substrings from the middle of words, against a plain scan of the same normalised text.
+    for term in ("緊急避難", "急避難場", "設置箇所", "浸水想定区域", "の工事予", "配水管", "推計人口"):
+        expected = {d["id"] for d in docs if any(
+            term in normalize(t) for t in (d["title"], " ".join(d["tags"]), d["description"]))}
+        assert expected and ids(ix, term) == expected, term
+    # 水道路: the document has 水道 and 道路 (all the term's bigrams) but not 水道路.
+    assert tokens("水道路")[0] == ["水道", "道路"]
+    assert ids(ix, "水道路") == set()
+    assert ids(ix, "水道") == {"roads"} and ids(ix, "道路") == {"roads"}
 
 
 def test_normalize():
@@ -321,7 +340,7 @@ def test_trigram_index_from_first_version_is_migrated(tmp_path):
 
 def test_each_worker_sees_writes_of_another(tmp_path):
     """Two SearchIndex objects on one file (two web workers): arrays follow every publish."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
     writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
     assert reader.search("").total == 0
     with writer.engine.begin() as conn:

@@ -17,11 +17,11 @@ from geo import themes
 from geo.readers import read_resource
 from geo.theme_layers import merge
 from geo.translate import translate
-from tests.servers import REPO, SHARED_DATA, renkei_serve
+from tests.servers import REPO, TEST_DATA, renkei_serve
 
-GSI_E = SHARED_DATA / "geojson/gsi_emergency_282103.json"
-GSI_V = SHARED_DATA / "geojson/gsi_evacuation_282103.json"
-CITY = SHARED_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json"
+GSI_E = TEST_DATA / "geojson/gsi_emergency_282103.json"
+GSI_V = TEST_DATA / "geojson/gsi_evacuation_282103.json"
+CITY = TEST_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json"
 
 
 def member(path, title, publisher, dataset):

@@ -1,4 +1,4 @@
-"""geo.translate on the real Japanese layouts in shared/data (and variants built from them)."""
+"""geo.translate on the real Japanese layouts in tests/data (and variants built from them)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ from shapely.geometry import Point, Polygon
 from geo import themes
 from geo.readers import read_resource
 from geo.translate import restore_code, restore_codes, translate
-from tests.servers import SHARED_DATA
+from tests.servers import TEST_DATA
 
-CSV = SHARED_DATA / "csv"
+CSV = TEST_DATA / "csv"
 
 
 def one(path, **kw):
@@ -100,7 +100,7 @@ def test_takamatsu_xlsx_split_flood_columns_and_triangles():
 
 
 def test_kakogawa_json_cross_and_upper_floor_flags():
-    t = one(SHARED_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json",
+    t = one(TEST_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json",
             title="加古川市 指定緊急避難場所兼指定避難所", publisher="加古川市",
             municipality_code="282103")
     beppu = by_name(t.frame, "別府公民館")
@@ -112,11 +112,11 @@ def test_kakogawa_json_cross_and_upper_floor_flags():
 
 
 def test_gsi_geojson_one_or_blank_flags_and_code_from_common_id():
-    t = one(SHARED_DATA / "geojson/gsi_emergency_282103.json")
+    t = one(TEST_DATA / "geojson/gsi_emergency_282103.json")
     first = t.frame.iloc[0]
     assert first["gsi_id"] == "E2821000001201" and first["municipality_code"] == "282103"
     assert first["landslide"] and not first["flood"]
-    evac = one(SHARED_DATA / "geojson/gsi_evacuation_282103.json").frame
+    evac = one(TEST_DATA / "geojson/gsi_evacuation_282103.json").frame
     assert set(evac["kind"]) == {themes.KIND_SHELTER} and evac["flood"].isna().all()
 
 
@@ -137,7 +137,7 @@ def test_encodings_line_endings_and_column_order_do_not_matter(tmp_path):
 
 
 def test_swapped_latitude_longitude_columns_and_rows(tmp_path):
-    rows = json.loads((SHARED_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo"
+    rows = json.loads((TEST_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo"
                        ".json").read_text("utf-8"))
     lines = ["名称,緯度,経度,避難場所指定_洪水"]
     for i, r in enumerate(rows):   # row 3 alone is swapped back: a per-row slip
@@ -153,7 +153,7 @@ def test_swapped_latitude_longitude_columns_and_rows(tmp_path):
 
 
 def test_plane_rectangular_zone_v_and_tokyo_datum_prj(tmp_path):
-    gsi = gpd.read_file(SHARED_DATA / "geojson/gsi_emergency_282201.json")
+    gsi = gpd.read_file(TEST_DATA / "geojson/gsi_emergency_282201.json")
     plane = json.loads(gsi.to_crs(6673).to_json())
     plane["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::6673"}}
     (tmp_path / "plane.geojson").write_text(json.dumps(plane, ensure_ascii=False), "utf-8")
@@ -175,7 +175,7 @@ def test_plane_rectangular_zone_v_and_tokyo_datum_prj(tmp_path):
 
 
 def test_ksj_zip_without_prj_a30a5_stays_unmatched():
-    (layer,) = read_resource(SHARED_DATA / "ksj/A30a5-11_4939-jgd_GML.zip")
+    (layer,) = read_resource(TEST_DATA / "ksj/A30a5-11_4939-jgd_GML.zip")
     t = translate(layer, title="災害履歴（土砂災害・雪崩）")
     assert t.theme is None and "一致しない" in t.theme_reason
     assert list(t.frame.columns) == list(layer.frame.columns)   # published as it is

@@ -4,22 +4,31 @@ table preview, all read from the collection's published GeoPackage.
 GeoJSON and CSV are streamed in chunks of CHUNK features, so a 100,000-feature layer never
 sits in memory as one document. CSV starts with a UTF-8 BOM: Excel in Japan opens BOM-less
 UTF-8 as Shift_JIS and shows mojibake.
+
+A file that cannot be read is the server's fault, never the user's: they get a polite page
+(500) that names no path and quotes no exception, and the operator gets the traceback in the
+log.
 """
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import logging
 import re
 from pathlib import Path
 from urllib.parse import quote
 
 import pyogrio
-from flask import Blueprint, Response, abort, current_app, send_file, stream_with_context
+from flask import (Blueprint, Response, abort, current_app, render_template, send_file,
+                   stream_with_context)
 
+from catalog.i18n import _
 from store.db import Collection, Dataset
 
 bp = Blueprint("downloads", __name__)
+LOGGER = logging.getLogger(__name__)
 
 CHUNK = 2000
 FORMATS = {  # ext -> (media type, label)
@@ -64,21 +73,21 @@ def _chunks(path: Path, layer: str):
         start += CHUNK
 
 
-def _geojson(path: Path, layer: str, title: str):
+def _geojson(frames, title: str):
     yield ('{"type": "FeatureCollection", "name": ' + json.dumps(title, ensure_ascii=False)
            + ', "features": [\n')
     first = True
-    for frame in _chunks(path, layer):
+    for frame in frames:
         for feature in json.loads(frame.to_json(na="null", drop_id=True))["features"]:
             yield ("" if first else ",\n") + json.dumps(feature, ensure_ascii=False)
             first = False
     yield "\n]}\n"
 
 
-def _csv(path: Path, layer: str):
+def _csv(frames):
     yield "\ufeff"
     header_done = False
-    for frame in _chunks(path, layer):
+    for frame in frames:
         geom = frame.geometry
         table = frame.drop(columns=[geom.name])
         points = bool(len(frame)) and (geom.geom_type == "Point").all()
@@ -103,17 +112,54 @@ def _csv(path: Path, layer: str):
         yield buf.getvalue()
 
 
+def _logged(body, what: str):
+    """The stream, with a failure past the first chunk logged for the operator.
+
+    The status line is sent by then, so the error is raised on: the server then drops the
+    connection and the client knows the file is incomplete, rather than keeping half of it.
+    """
+    try:
+        yield from body
+    except Exception:
+        LOGGER.exception("%s broke off while streaming", what)
+        raise
+
+
+def _unreadable_page(title: str):
+    """The page for data we hold but cannot read: polite, no path, no exception text."""
+    return render_template(
+        "error.html", status=500, heading=_("データを読み込めませんでした"),
+        message=_("申し訳ありません。「%(title)s」のデータを読み込めなかったため、"
+                  "ご用意できませんでした。この問題は運用担当者に記録されています。"
+                  "時間をおいてもう一度お試しください。", title=title)), 500
+
+
 @bp.route("/datasets/<dataset_id>/collections/<collection_id>.<any(geojson, csv, gpkg):ext>")
 def download(dataset_id: str, collection_id: str, ext: str):
     col, path = _collection(dataset_id, collection_id)
     mime = FORMATS[ext][0]
     disposition = content_disposition(col.title, col.id, ext)
-    if ext == "gpkg":
-        resp = send_file(path, mimetype=mime, conditional=True, etag=True)
-    elif ext == "geojson":
-        resp = Response(stream_with_context(_geojson(path, col.layer, col.title)), mimetype=mime)
-    else:
-        resp = Response(stream_with_context(_csv(path, col.layer)), content_type=mime)
+    what = f"download {ext} of collection {col.id} ({path})"
+    try:
+        if ext == "gpkg":
+            # Sent as it is, so check first that it opens: a broken copy helps nobody.
+            pyogrio.read_info(path, layer=col.layer)
+            resp = send_file(path, mimetype=mime, conditional=True, etag=True)
+        else:
+            # The first chunk is read before the status line: a file that cannot be read at
+            # all still gets a proper error page.
+            chunks = _chunks(path, col.layer)
+            first = next(chunks, None)
+            frames = itertools.chain([] if first is None else [first], chunks)
+            if ext == "geojson":
+                resp = Response(stream_with_context(_logged(_geojson(frames, col.title), what)),
+                                mimetype=mime)
+            else:
+                resp = Response(stream_with_context(_logged(_csv(frames), what)),
+                                content_type=mime)
+    except Exception:  # any failure to read our own file is ours, not the user's
+        LOGGER.exception("%s failed", what)
+        return _unreadable_page(col.title)
     resp.headers["Content-Disposition"] = disposition
     return resp
 
@@ -125,8 +171,10 @@ def table_page(path: Path, layer: str, page: int, rows: int, total: int) -> dict
     try:
         frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False,
                                        skip_features=(page - 1) * rows, max_features=rows)
-    except Exception as exc:  # noqa: BLE001 - a missing file must not break the page
-        return {"columns": [], "rows": [], "page": 1, "last": 1, "total": 0, "error": str(exc)}
+    except Exception:  # an unreadable file must not break the dataset page
+        LOGGER.exception("attribute table of %s (layer %s) could not be read", path, layer)
+        return {"columns": [], "rows": [], "page": 1, "last": 1, "total": 0,
+                "error": _("申し訳ありません。属性データを読み込めなかったため、表を表示できません。")}
     values = [["" if v is None or v != v else v for v in r] for r in frame.itertuples(index=False)]
     return {"columns": [str(c) for c in frame.columns], "rows": values, "page": page,
             "last": last, "total": int(total or 0), "first_row": (page - 1) * rows + 1}

@@ -1,5 +1,6 @@
 """Staff status pages for harvesting: `/harvest` (sources and jobs) and `/harvest/<job>`
-(counts, every error grouped by message, and each dataset's provenance).
+(counts, every error grouped by message with its stage and traceback, and each dataset's
+provenance).
 
 Read-only and server-rendered, in Japanese. Errors come grouped by harvesters.runner's
 group_errors, the same grouping as the CLI summary, so a page and a cron mail never disagree.
@@ -24,7 +25,7 @@ JOBS_PER_PAGE = 50
 PROVENANCE_LIMIT = 500  # datasets shown on one job page; a source larger than this is paged
 STATUS_LABELS = {"done": "完了", "failed": "失敗", "running": "実行中", "locked": "実行中のためスキップ"}
 STAGE_LABELS = {"enumerate": "一覧取得", "fetch": "ダウンロード", "translate": "変換",
-                "publish": "公開", "withdraw": "取り下げ"}
+                "publish": "公開", "withdraw": "取り下げ", "theme-layers": "統合レイヤーの再構築"}
 
 
 def _lock_held(data_dir: Path, source: str) -> bool:

@@ -1,0 +1,85 @@
+"""What a harvest works with: settings read once when a command starts, and the context of one
+source's job, handed down instead of long parameter lists.
+
+The environment is read by `HarvestSettings.from_environ()`, never at import, so a process
+that imports the harvesters (the web app, a test) and one that harvests agree on nothing by
+accident, and a bad value is a clear error at the start of the command.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+import requests
+
+from store.db import Store
+from harvesters.base import SourceConfig
+
+DEFAULT_MAX_DOWNLOAD = 2 * 1024 ** 3       # RENKEI_MAX_DOWNLOAD
+# Files above this size are translated in chunks straight into the GeoPackage (geo.stream), so
+# a 1 GB hazard layer never sits in memory whole.
+DEFAULT_STREAM_BYTES = 200 * 1024 ** 2     # RENKEI_STREAM_BYTES
+DEFAULT_STREAM_CHUNK = 100_000             # RENKEI_STREAM_CHUNK: features per chunk
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class HarvestSettings:
+    timeout: float = 30.0                       # seconds per request
+    max_download: int = DEFAULT_MAX_DOWNLOAD    # bytes per resource
+    stream_bytes: int = DEFAULT_STREAM_BYTES    # from this size on, translate in chunks
+    stream_chunk: int = DEFAULT_STREAM_CHUNK    # features per chunk (peak memory)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides) -> "HarvestSettings":
+        env = os.environ if environ is None else environ
+        settings = cls(max_download=_bytes(env, "RENKEI_MAX_DOWNLOAD", DEFAULT_MAX_DOWNLOAD),
+                       stream_bytes=_bytes(env, "RENKEI_STREAM_BYTES", DEFAULT_STREAM_BYTES),
+                       stream_chunk=_bytes(env, "RENKEI_STREAM_CHUNK", DEFAULT_STREAM_CHUNK))
+        if settings.stream_chunk < 1:
+            raise SettingsError("RENKEI_STREAM_CHUNK must be at least 1 feature")
+        return replace(settings, **overrides)
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    """A non-negative whole number (bytes, or features for the chunk size)."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {value}")
+    return value
+
+
+@dataclass
+class JobContext:
+    """One source's job: where it publishes, what it may spend, and where it reports."""
+    store: Store
+    source: SourceConfig
+    organizations: dict
+    settings: HarvestSettings
+    http: requests.Session          # retries per the source's options; used for every download
+    time_limit: float               # seconds for the whole job
+    deadline: float                 # time.monotonic() at which the job stops
+    log: Callable[[str], None]      # progress lines, credentials already stripped
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.store.data_dir / "cache"
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
