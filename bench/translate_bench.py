@@ -6,7 +6,8 @@
 Generates a GeoPackage of small polygons over Hyogo with KSJ A31 v2 attributes (A31_201 depth
 rank 1–6, A31_202 date, A31_203 notice number, A31_204 rainfall), then, each in its own process
 so peak RSS is its own: (1) pyogrio.read_dataframe + write_dataframe of the whole file;
-(2) geo.stream.translate_to_version (chunks → reader clean-up → geo.translate → GeoPackage).
+(2) geo.stream.ChunkedTranslation written by store.versions.write_chunks (chunks → reader
+clean-up → geo.translate → GeoPackage), as the harvest pipeline does for large files.
 Prints features/s and peak RSS. Targets: peak RSS < 1.5 GB, throughput within 3× of the copy.
 """
 from __future__ import annotations
@@ -59,12 +60,14 @@ def run_copy(src: str, out: str) -> dict:
 
 def run_translate(src: str, data_dir: str) -> dict:
     sys.path.insert(0, str(REPO))
-    from geo.stream import translate_to_version
+    from geo.stream import ChunkedTranslation
+    from store.versions import write_chunks
     t = time.perf_counter()
-    written, report = translate_to_version(src, data_dir, "bench-a31", 1,
-                                           title="洪水浸水想定区域（想定最大規模）",
-                                           publisher="兵庫県", source_dataset="bench")
-    return {"seconds": time.perf_counter() - t, "features": written["feature_count"],
+    chunks = ChunkedTranslation(src, title="洪水浸水想定区域（想定最大規模）",
+                                publisher="兵庫県", source_dataset="bench")
+    written = write_chunks(chunks, data_dir, "bench-a31", 1)
+    report = chunks.result
+    return {"seconds": time.perf_counter() - t, "features": written.feature_count,
             "theme": report.theme, "rejected": len(report.rejected)}
 
 
