@@ -179,24 +179,31 @@ def _rejected(issues, where: dict) -> list[JobError]:
     return [JobError("translate", i.reason, row=i.row, **where) for i in issues]
 
 
+def _translation_args(ctx: JobContext, target: _Target) -> dict:
+    """What geo.translate is told about a resource, on the in-memory and the chunked path."""
+    from geo.translate import publisher_of
+    remote = target.remote
+    who = publisher_of((remote.organization or {}).get("name"), ctx.organizations,
+                       remote.organization)
+    return dict(title=remote.title, tags=remote.tags,
+                source_dataset=target.rid.rsplit("--", 1)[0], **who)
+
+
 def _read_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str | None
                    ) -> ResourceResult:
     """The in-memory path: read every layer, translate the spatial ones, write each aside."""
     where, remote, res = target.where, target.remote, target.res
     with stage("translate", **where):
         from geo.readers import ReadError, read_resource
-        from geo.translate import as_layer, collection_extras, publisher_of, translate
+        from geo.translate import as_layer, collection_extras, translate
         try:
             layers = read_resource(got.path, res.format)
         except ReadError as exc:
             raise HarvestFailure("translate", str(exc), row=exc.row, **where) from exc
-        who = publisher_of((remote.organization or {}).get("name"), ctx.organizations,
-                           remote.organization)
         translated = {}   # id(layer) → geo.translate.Translated: the theme schema, its report
         for i, layer in enumerate(layers):
             if layer.spatial:
-                t = translate(layer, title=remote.title, tags=remote.tags,
-                              source_dataset=target.rid.rsplit("--", 1)[0], **who)
+                t = translate(layer, **_translation_args(ctx, target))
                 layers[i] = as_layer(layer, t)
                 translated[id(layers[i])] = t
     spatial = [layer for layer in layers if layer.spatial]
@@ -248,12 +255,8 @@ def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str
     version = target.held.versions.get(rid, 0) + 1
     with stage("translate", **where):
         from geo import stream, themes
-        from geo.translate import publisher_of
-        who = publisher_of((remote.organization or {}).get("name"), ctx.organizations,
-                           remote.organization)
         chunks = stream.ChunkedTranslation(got.path, fmt=fmt, chunk=ctx.settings.stream_chunk,
-                                           title=remote.title, tags=remote.tags,
-                                           source_dataset=rid.rsplit("--", 1)[0], **who)
+                                           **_translation_args(ctx, target))
         written = write_chunks(chunks, ctx.store.data_dir, rid, version)
     t = chunks.result
     quality = [LayerReport(

@@ -15,14 +15,12 @@ import shapely
 from pygeofilter import ast, values
 
 from ogcapi.errors import QueryError
-from ogcapi.gpkg_read import CRS84, quote_ident, transformer
+from ogcapi.gpkg_read import CRS84, SQLITE_INT_RANGE as _INT64, quote_ident, transformer
 
 LANGUAGES = ('cql2-text', 'cql2-json')
 _COMPARISONS = {ast.Equal: '=', ast.NotEqual: '<>', ast.LessThan: '<',
                 ast.LessEqual: '<=', ast.GreaterThan: '>', ast.GreaterEqual: '>='}
 _GEOMETRY_NAMES = ('geometry', 'geom')
-# SQLite integers are 64-bit; a larger literal is compared as a float (it cannot be bound).
-_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 class FilterError(QueryError):

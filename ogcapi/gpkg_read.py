@@ -32,6 +32,8 @@ _LONLAT_SRS = {('EPSG', 4326), ('OGC', 84), ('OGC', 'CRS84')}
 _MAX_IDLE_CONNECTIONS = 4
 _MAX_CACHED_COUNTS = 512
 _MAX_FILTER_GEOMS = 64
+# SQLite integers are 64-bit: a larger Python int cannot even be bound as a parameter.
+SQLITE_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
 
 _LOCK = threading.Lock()
 _TRANSFORMERS = {}  # (source, target) -> pyproj.Transformer

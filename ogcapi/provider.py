@@ -21,15 +21,14 @@ from pygeoapi.provider.base import (
 
 from ogcapi import cql
 from ogcapi.errors import QueryError
-from ogcapi.gpkg_read import (STANDALONE_FILES, geometries_to_geojson,
+from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
+                              geometries_to_geojson,
                               quote_ident as _quote_ident, transformer)
 
 __all__ = ['FILES_KEY', 'GPKGProvider', 'geometries_to_geojson']
 
 # Provider definition key of the ogcapi.gpkg_read.FileRegistry the provider reads through.
 FILES_KEY = 'renkei_files'
-# SQLite integers are 64-bit: a larger Python int cannot even be bound as a parameter.
-_INT64 = (-2 ** 63, 2 ** 63 - 1)
 
 
 class GPKGProvider(BaseProvider):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -30,9 +30,6 @@ class WrittenVersion:
     feature_count: int
     bbox: list[float] | None
     fields: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def collection_folder(data_dir: Path, collection_id: str) -> Path:
