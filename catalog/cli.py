@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     j = sub.add_parser("jobs", help="past harvest jobs and their errors")
     j.add_argument("--source")
     j.add_argument("--limit", type=int, default=20)
+    j.add_argument("--tracebacks", action="store_true",
+                   help="also print each error's traceback (kept in the job record)")
     d = sub.add_parser("demo", help="harvest the bundled examples offline, then serve")
     _serve_args(d)
     args = parser.parse_args(argv)
@@ -106,6 +108,8 @@ def cmd_jobs(args) -> int:
                 where = " / ".join(x for x in (err.dataset, err.resource) if x)
                 row = f" row {err.row}" if err.row is not None else ""
                 print(f"      [{err.stage}] {where}{row}: {err.message}")
+                if args.tracebacks and err.traceback:
+                    print("        " + err.traceback.rstrip().replace("\n", "\n        "))
     return 0
 
 

@@ -1,6 +1,8 @@
 """Staff status pages for harvesting: `/harvest` (sources and jobs) and `/harvest/<job>`
-(counts, every error grouped by message with its stage and traceback, and each dataset's
-provenance).
+(counts, every error grouped by message with its stage, and each dataset's provenance).
+
+Tracebacks stay in the job record (`renkei jobs --tracebacks`): they name server paths, and
+these pages have no sign-in yet.
 
 Read-only and server-rendered, in Japanese. Errors come grouped by harvesters.runner's
 group_errors, the same grouping as the CLI summary, so a page and a cron mail never disagree.
