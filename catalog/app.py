@@ -38,6 +38,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from catalog.pages import common, dataset, downloads, harvest, search, site
     for module in (common, search, dataset, downloads, site, harvest):
         app.register_blueprint(module.bp)
+    from catalog import security_headers
+    security_headers.init_app(app)
     return app
 
 

@@ -34,6 +34,7 @@ VENDOR = {'leaflet': 'xstatic.pkg.leaflet', 'bootstrap': 'xstatic.pkg.bootstrap'
 # pygeoapi ships no Japanese catalogue (and its wheel no compiled ones at all): ours, for the
 # HTML templates' own words (ホーム, コレクション, …); data titles are Japanese already.
 # locale/ja/LC_MESSAGES/messages.po is the source; its .mo is compiled by the build (setup.py).
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'locale')
 
 
@@ -113,6 +114,11 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
     @bp.route('/collections/<cid>/items/<iid>')
     def item(cid, iid):
         return run(get_collection_item, cid, iid)
+
+    @bp.route('/assets/<path:filename>')
+    def assets(filename):
+        # Our page scripts (ogcapi/assets): the CSP allows no inline script.
+        return send_from_directory(ASSETS, filename, max_age=3600)
 
     @bp.route('/vendor/<name>/<path:filename>')
     def vendor(name, filename):
