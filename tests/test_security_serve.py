@@ -44,7 +44,7 @@ def hostile_sources(folder: Path) -> Path:
             files:
               - id: shelters
                 title: 避難所一覧（検証用）
-                description: 悪意のある値を含む避難所の表です。
+                description: "悪意のある値を含む\\u2028避難所の表です。"
                 url: shelters.csv
                 license: cc-by-4.0
                 tags: [避難所]
@@ -175,3 +175,29 @@ def test_3_json_in_pages_is_escaped_and_every_page_has_a_csp(hostile):
         assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp, path
         assert r.headers.get("X-Content-Type-Options") == "nosniff", path
         assert r.headers.get("Referrer-Policy"), path
+
+
+# -- item 16a: JSONP callback ----------------------------------------------------------------
+
+@pytest.mark.parametrize("callback", [
+    "alert(document.domain)//", "cb;alert(1)", "<script>", "a b", "1cb", "cb.", "a..b",
+    "x" * 70, "cb\u2028", "", "cb()", "a.b.c.d.e.f.g"])
+def test_16a_jsonp_callback_must_be_a_function_name(hostile, callback):
+    base, _app = hostile
+    r = requests.get(base + "/api/3/action/package_list", params={"callback": callback}, timeout=10)
+    assert r.status_code == 400, (callback, r.text[:200])
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert callback not in r.text or callback == ""
+
+
+@pytest.mark.parametrize("callback", ["cb", "jQuery3410_1700000000000", "app.handlers.$cb"])
+def test_16a_jsonp_with_a_function_name_is_javascript_with_nosniff(hostile, callback):
+    base, _app = hostile
+    r = requests.get(base + "/api/3/action/package_show",
+                     params={"id": HOSTILE_ID, "callback": callback}, timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/javascript")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.text.startswith(callback + "({") and r.text.endswith("});")
+    # A separator in harvested text (the description) cannot end a string literal.
+    assert "\u2028" not in r.text and "\\u2028" in r.text

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from html import escape
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
@@ -36,6 +35,9 @@ MAX_LIST = 1000
 WRITE_ACTION = re.compile(r"_(create|update|patch|delete|purge|revise|import|upsert|follow|"
                           r"unfollow|invite|clear)$|^(bulk_|member_|package_owner_org)")
 ACTIONS: dict = {}
+# JSONP: the name of a function, dotted at most (jQuery's jQuery123_456, app.cb); anything else
+# would be script of the caller's choosing served from our origin.
+JSONP_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}(?:\.[A-Za-z_$][A-Za-z0-9_$]{0,63}){0,4}")
 
 
 class ActionError(Exception):
@@ -82,6 +84,9 @@ def call(name: str):
     except ValueError as exc:
         return _bad_request(f"JSON Error: {exc}")
     callback = data.pop("callback", None)
+    if callback is not None and not (isinstance(callback, str) and JSONP_CALLBACK.fullmatch(callback)):
+        return _bad_request("callback must be a JavaScript function name (letters, digits, _ "
+                            "and $, dotted at most)")
     try:
         if fn is None:
             raise ActionError(403, {"__type": "Authorization Error",
@@ -128,8 +133,11 @@ def _finish(status: int, body, callback: str | None = None) -> Response:
     text = json.dumps(body, ensure_ascii=False)
     mimetype = "application/json;charset=utf-8"
     if callback and status == 200:
-        text, mimetype = f"{escape(str(callback))}({text});", "application/javascript;charset=utf-8"
+        # Line and paragraph separators end a string literal in older JavaScript engines.
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        text, mimetype = f"{callback}({text});", "application/javascript;charset=utf-8"
     resp = Response(text, status=status, content_type=mimetype)
+    resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["Access-Control-Allow-Origin"] = "*"  # public read-only data
     return resp
 
