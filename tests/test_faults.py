@@ -49,7 +49,7 @@ def harvest_cmd(data_dir, config) -> list[str]:
 def test_sigkill_in_the_middle_of_a_run_keeps_serving_and_the_next_run_recovers(data_dir,
                                                                               tmp_path):
     orion = FakeOrion(entities(), max_limit=30)
-    with live_server(orion.app) as url, live_server(create_app(data_dir)) as site:
+    with live_server(orion.app) as url, live_server(create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"})) as site:
         config = tmp_path / "sources.yaml"
         config.write_text(f"sources:\n  - name: fw\n    type: ngsi-v2\n    url: {url}\n"
                           f"    service: kakogawa\n    entity_types: [{', '.join(TYPES)}]\n"

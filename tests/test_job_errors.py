@@ -71,7 +71,7 @@ def last_job(store: Store) -> HarvestJob:
 
 
 def job_page(data_dir: Path, job_id: int) -> str:
-    with create_app(data_dir).test_client() as client:
+    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
         resp = client.get(f"/harvest/{job_id}")
         assert resp.status_code == 200
         return resp.get_data(as_text=True)
@@ -128,7 +128,7 @@ def test_a_theme_layer_that_cannot_be_rebuilt_is_a_job_error_and_its_last_versio
         assert s.get(Collection, "theme-aed").version == 2
         assert s.get(Collection, "theme-aed").feature_count == 30
     assert len(pyogrio.read_dataframe(data_dir / shelter_path)) == shelter_count
-    with create_app(data_dir).test_client() as client:
+    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
         items = client.get("/ogcapi/collections/theme-shelter/items?f=json&limit=1000").get_json()
     assert items["numberMatched"] == shelter_count
 

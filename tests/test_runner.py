@@ -89,7 +89,7 @@ def test_a_job_left_running_by_a_dead_process_is_closed_as_failed(data_dir):
     store = Store(data_dir)
     with store.session() as s, s.begin():
         s.add(HarvestJob(source_name="fw", status="running", heartbeat_at=utcnow()))
-    with create_app(data_dir).test_client() as client:
+    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
         page = client.get("/harvest").get_data(as_text=True)
     assert "異常終了" in page  # the lock is free: staff see it is dead before the next run
     orion = FakeOrion(gsi_sites())
@@ -131,7 +131,7 @@ def test_incremental_ckan_asks_only_for_changes_and_still_sees_deletions(fixture
         assert s.get(Dataset, "hyogo-ckan--shelters-3").title == "避難所 その3（改訂）"
     assert "hyogo-ckan--shelters-7" not in store.search.search("避難所", per_page=50).ids
     assert not [c for c in store.active_collections() if c.dataset_id == gone.id]
-    with create_app(data_dir).test_client() as client:
+    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
         assert client.get("/datasets/hyogo-ckan--shelters-7").status_code == 410
     assert any(path.exists() for path in (data_dir / "features").glob("hyogo-ckan--shelters-7*/*"))
 
@@ -205,7 +205,7 @@ def test_status_pages_show_counts_grouped_errors_and_provenance(fixture_files, d
     store = Store(data_dir)
     with store.session() as s:
         job_id = s.query(HarvestJob).one().id
-    with live_server(create_app(data_dir)) as base:
+    with live_server(create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"})) as base:
         listing = requests.get(base + "/harvest", timeout=10).text
         page = requests.get(f"{base}/harvest/{job_id}", timeout=10).text
         missing = requests.get(base + "/harvest/999", timeout=10)

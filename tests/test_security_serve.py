@@ -11,11 +11,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
+
+from werkzeug.serving import make_server
 
 from tests.servers import REPO, live_server
 
@@ -52,19 +55,58 @@ def hostile_sources(folder: Path) -> Path:
     return config
 
 
-def harvest(data_dir: Path, config: Path, env: dict | None = None) -> None:
+def harvest(data_dir: Path, config: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
                            "harvest", "--config", str(config)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, proc.stderr
+                          text=True, timeout=300)
+    assert proc.returncode == 0 or not check, proc.stderr
+    return proc
+
+
+SECRETS = ("pa55word", "APIKEY-SECRET-1", "TOKEN-SECRET-2", "TOKEN-SECRET-3", "SOURCE-PW")
+KEYED_ID = "keyed-ckan--keyed"
+SPACED_ID = "keyed-ckan--spaced"
+
+
+def keyed_packages(port: int) -> list[dict]:
+    """CKAN packages whose links carry credentials, a space, and a title with control chars."""
+    from tests.servers import package
+    keyed = package("keyed", "鍵付き\x0bURL\x01の避難所", [("shelters.csv", "CSV"),
+                                                        ("missing.csv", "CSV")])
+    keyed["url"] = "https://www.city.example.lg.jp/page?access_token=TOKEN-SECRET-3"
+    keyed["resources"][0]["url"] = (f"http://harvester:pa55word@127.0.0.1:{port}/files/"
+                                    "shelters.csv?apikey=APIKEY-SECRET-1&format=csv")
+    keyed["resources"][1]["url"] = (f"http://127.0.0.1:{port}/files/missing.csv"
+                                    "?X-Amz-Signature=TOKEN-SECRET-2")
+    spaced = package("spaced", "空白のあるURL", [("a b.csv", "CSV")])
+    spaced["resources"][0]["url"] = f"http://127.0.0.1:{port}/files/a b.csv"
+    return [keyed, spaced]
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    """(base URL, app) of the catalogue on a data dir harvested from the hostile source."""
+    """(base URL, app) of the catalogue on a data dir harvested by the real CLI from two hostile
+    sources: files whose CSV carries script, and a CKAN whose links carry credentials."""
     from catalog.app import create_app
+    from tests.servers import FakeCKAN, free_port
     root = tmp_path_factory.mktemp("hostile")
-    harvest(root / "data", hostile_sources(root / "src"))
+    config = hostile_sources(root / "src")
+    csv_file = root / "src" / "shelters.csv"
+    port = free_port()
+    site = FakeCKAN(keyed_packages(port), {"shelters.csv": csv_file, "a b.csv": csv_file})
+    server = make_server("127.0.0.1", port, site.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        # allow_private_networks: the fixture is on 127.0.0.1 (the fetch policy of issue 11).
+        config.write_text(config.read_text(encoding="utf-8")
+                          + "  - name: keyed-ckan\n    type: ckan\n"
+                          f"    url: http://harvester:SOURCE-PW@127.0.0.1:{port}\n"
+                          "    allow_private_networks: true\n    rows: 100\n", encoding="utf-8")
+        harvest(root / "data", config, check=False)
+    finally:
+        server.shutdown()
+        thread.join(5)
     holder = {}
     with live_server(lambda environ, start: holder["app"](environ, start)) as url:
         holder["app"] = create_app(root / "data", base_url=url)
@@ -201,3 +243,116 @@ def test_16a_jsonp_with_a_function_name_is_javascript_with_nosniff(hostile, call
     assert r.text.startswith(callback + "({") and r.text.endswith("});")
     # A separator in harvested text (the description) cannot end a string literal.
     assert "\u2028" not in r.text and "\\u2028" in r.text
+
+
+# -- item 11: secrets and paths on public pages ----------------------------------------------
+
+def _public_documents(client) -> dict[str, str]:
+    paths = [f"/datasets/{KEYED_ID}", f"/datasets/{SPACED_ID}", f"/datasets/{HOSTILE_ID}",
+             f"/api/3/action/package_show?id={KEYED_ID}",
+             f"/api/3/action/package_show?id={HOSTILE_ID}",
+             "/api/3/action/package_search?rows=100",
+             "/catalog.ttl", "/catalog.jsonld", "/catalog.rdf", f"/datasets/{KEYED_ID}.ttl",
+             f"/datasets/{HOSTILE_ID}.jsonld", "/feeds/datasets.atom", "/sitemap.xml", "/datasets"]
+    out = {}
+    for path in paths:
+        r = client.get(path)
+        assert r.status_code == 200, (path, r.status_code)
+        out[path] = r.get_data(as_text=True)
+    return out
+
+
+def test_11_public_pages_and_apis_show_no_secrets_or_server_paths(hostile):
+    base, app = hostile
+    data_dir = Path(app.config["RENKEI_DATA"])
+    src_dir = str(data_dir.parent / "src")
+    client = app.test_client()
+    docs = _public_documents(client)
+    for path, text in docs.items():
+        for secret in SECRETS:
+            assert secret not in text, (path, secret)
+        assert src_dir not in text and str(data_dir) not in text, path
+    # The links are still there, redacted; the file of a `files` source by its name.
+    show = client.get(f"/api/3/action/package_show?id={KEYED_ID}").get_json()["result"]
+    urls = [r["url"] for r in show["resources"]]
+    assert any(u.endswith("/files/shelters.csv?apikey=%2A%2A%2A&format=csv")
+               or u.endswith("/files/shelters.csv?apikey=***&format=csv") for u in urls), urls
+    files = client.get(f"/api/3/action/package_show?id={HOSTILE_ID}").get_json()["result"]
+    assert files["resources"][0]["url"] == "shelters.csv"
+    assert "shelters.csv" in docs[f"/datasets/{HOSTILE_ID}"]
+
+
+def test_11_staff_pages_are_off_unless_opened(hostile, tmp_path):
+    from catalog.app import create_app
+    _base, app = hostile
+    data_dir = app.config["RENKEI_DATA"]
+    closed = create_app(data_dir, config={"RENKEI_STAFF_PAGES": ""}).test_client()
+    assert closed.get("/harvest").status_code == 404
+    assert closed.get("/harvest/1").status_code == 404
+    assert closed.get("/harvest?source=keyed-ckan").status_code == 404
+    opened = create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client()
+    listing = opened.get("/harvest")
+    assert listing.status_code == 200 and "keyed-ckan" in listing.get_data(as_text=True)
+    texts = [listing.get_data(as_text=True)]
+    for job_id in (1, 2, 3, 4):
+        r = opened.get(f"/harvest/{job_id}")
+        if r.status_code == 200:
+            texts.append(r.get_data(as_text=True))
+    joined = "\n".join(texts)
+    assert "missing.csv" in joined and "127.0.0.1" in joined  # the error and the source shown
+    for secret in SECRETS:
+        assert secret not in joined, secret
+
+
+def test_11_staff_pages_gate_reads_the_environment(hostile, monkeypatch):
+    from catalog.app import create_app
+    _base, app = hostile
+    monkeypatch.setenv("RENKEI_STAFF_PAGES", "open")
+    assert create_app(app.config["RENKEI_DATA"]).test_client().get("/harvest").status_code == 200
+    monkeypatch.delenv("RENKEI_STAFF_PAGES")
+    assert create_app(app.config["RENKEI_DATA"]).test_client().get("/harvest").status_code == 404
+
+
+# -- item 12: one bad value never breaks the catalogue-wide exports --------------------------
+
+def test_12_catalogue_exports_parse_despite_a_space_and_control_characters(hostile):
+    import xml.etree.ElementTree as ET
+    from rdflib import Graph, URIRef
+    from rdflib.namespace import DCAT, DCTERMS
+    _base, app = hostile
+    client = app.test_client()
+    graphs = {}
+    for fmt, rdf_format in (("ttl", "turtle"), ("rdf", "xml"), ("jsonld", "json-ld")):
+        r = client.get(f"/catalog.{fmt}")
+        assert r.status_code == 200, (fmt, r.get_data(as_text=True)[:300])
+        graphs[fmt] = Graph().parse(data=r.get_data(as_text=True), format=rdf_format)
+        if fmt == "rdf":
+            ET.fromstring(r.get_data())  # well-formed XML
+    g = graphs["ttl"]
+    assert len(g) == len(graphs["rdf"]) == len(graphs["jsonld"])
+    titles = {str(t) for t in g.objects(None, DCTERMS.title)}
+    assert "鍵付きURLの避難所" in titles  # the title kept, its control characters gone
+    downloads = {str(u) for u in g.objects(None, DCAT.downloadURL)}
+    assert any(u.endswith("/files/a%20b.csv") for u in downloads), downloads
+    # Every dataset of the catalogue is in the export, the one with a bad URL included.
+    datasets = set(g.subjects(None, DCAT.Dataset))
+    assert {str(d).rsplit("/", 1)[-1] for d in datasets} >= {KEYED_ID, SPACED_ID, HOSTILE_ID}
+    for fmt in ("ttl", "rdf"):
+        r = client.get(f"/datasets/{SPACED_ID}.{fmt}")
+        assert r.status_code == 200
+        Graph().parse(data=r.get_data(as_text=True), format={"ttl": "turtle", "rdf": "xml"}[fmt])
+    assert isinstance(next(iter(datasets)), URIRef)
+
+
+def test_12_atom_feeds_and_sitemap_are_well_formed(hostile):
+    import xml.etree.ElementTree as ET
+    _base, app = hostile
+    client = app.test_client()
+    atom = "{http://www.w3.org/2005/Atom}"
+    for path in ("/feeds/datasets.atom", "/feeds/organizations/kakogawa-city.atom", "/sitemap.xml"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        root = ET.fromstring(r.get_data())
+        if path.endswith(".atom"):
+            titles = [e.findtext(atom + "title") for e in root.iter(atom + "entry")]
+            assert "鍵付きURLの避難所" in titles, (path, titles)

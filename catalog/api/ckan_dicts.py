@@ -24,6 +24,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from catalog.public_text import public_url
 from store.db import Collection, Dataset, Organization, Resource
 
 CKAN_NAME = re.compile(r"^[a-z0-9_-]{2,100}$")
@@ -150,12 +151,12 @@ def package_dict(ds: Dataset, org: Organization | None, base_url: str) -> dict:
     lic = (ds.license_id or "").lower()
     return {
         "id": ds.id, "name": ckan_name(ds.id), "title": ds.title, "notes": ds.description or "",
-        "url": ds.landing_page or "", "version": None, "type": "dataset", "state": "active",
+        "url": public_url(ds.landing_page or ""), "version": None, "type": "dataset", "state": "active",
         "private": False, "author": None, "author_email": None,
         "maintainer": org.name_ja if org else None, "maintainer_email": None,
         "license_id": ds.license_id or "notspecified",
         "license_title": ds.license_title or ds.license_id or "License not specified",
-        "license_url": ds.license_url or "",
+        "license_url": public_url(ds.license_url or ""),
         "isopen": any(key in lic for key in OPEN_LICENSES),
         "metadata_created": created, "metadata_modified": modified,
         "creator_user_id": None, "owner_org": ds.organization_id,
@@ -169,8 +170,8 @@ def package_dict(ds: Dataset, org: Organization | None, base_url: str) -> dict:
 def resource_dict(r: Resource, ds: Dataset, package_modified: str | None) -> dict:
     fmt = r.format or r.detected_format or ""
     return {
-        "id": r.id, "package_id": ds.id, "name": r.name or r.url.rsplit("/", 1)[-1],
-        "description": r.description or "", "url": r.url, "format": fmt,
+        "id": r.id, "package_id": ds.id, "name": r.name or public_url(r.url).rsplit("/", 1)[-1],
+        "description": r.description or "", "url": public_url(r.url), "format": fmt,
         "mimetype": MIMETYPES.get(fmt.upper()), "mimetype_inner": None,
         "size": r.size, "hash": r.sha256 or "", "encoding": r.encoding,
         "created": ckan_time(ds.created_at),

@@ -15,6 +15,7 @@ dct:identifier, licences are URIs where the licence is recognised (CC BY 4.0, CC
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
@@ -26,9 +27,10 @@ from sqlalchemy.orm import selectinload
 
 from catalog.api.ckan_dicts import DOWNLOADS, MIMETYPES, ckan_time, download_url
 from store.db import Dataset, Organization
-from catalog.pages.common import http_url
+from catalog.public_text import iri, public_url, xml_text
 
 bp = Blueprint("dcat", __name__)
+_UNSAFE = re.compile(r'[\x00-\x20<>"{}|\\^`]')
 
 HYDRA = Namespace("http://www.w3.org/ns/hydra/core#")
 VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
@@ -125,11 +127,36 @@ def _plain(status: int, message: str) -> Response:
 
 def _graph_response(g: Graph, fmt: str) -> Response:
     rdf_format, mimetype = FORMATS[fmt]
+    _publishable(g)
     kwargs = {"context": CONTEXT, "auto_compact": True} if rdf_format == "json-ld" else {}
     body = g.serialize(format=rdf_format, **kwargs)
     resp = Response(body, content_type=f"{mimetype}; charset=utf-8")
     resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
+
+
+def _publishable(g: Graph) -> None:
+    """One dataset's bad value never breaks the catalogue: literals lose the characters XML
+    cannot carry (RDF/XML would be malformed), and any IRI an exporter would refuse is
+    percent-encoded, or the triple dropped."""
+    for s, p, o in list(g):
+        new = [_clean_term(t) for t in (s, p, o)]
+        if new != [s, p, o]:
+            g.remove((s, p, o))
+            if None not in new:
+                g.add(tuple(new))
+
+
+def _clean_term(term):
+    if isinstance(term, Literal):
+        text = str(term)
+        clean = xml_text(text)
+        return term if clean == text else Literal(clean, lang=term.language,
+                                                  datatype=term.datatype)
+    if isinstance(term, URIRef) and _UNSAFE.search(str(term)):
+        fixed = iri(str(term))
+        return URIRef(fixed) if fixed else None
+    return term
 
 
 def _base() -> str:
@@ -179,8 +206,8 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
     # dct:description is mandatory in DCAT-AP; the title stands in when the source gave none.
     g.add((node, DCTERMS.description, Literal(ds.description or ds.title, lang="ja")))
     g.add((node, DCAT.landingPage, node))
-    if http_url(ds.landing_page):
-        g.add((node, FOAF.page, URIRef(ds.landing_page.strip())))
+    if iri(ds.landing_page):
+        g.add((node, FOAF.page, URIRef(iri(ds.landing_page))))
     for tag in dict.fromkeys(ds.tags or []):
         if tag:
             g.add((node, DCAT.keyword, Literal(tag, lang="ja")))
@@ -254,9 +281,9 @@ def _distribution(g: Graph, ds_node, dist: URIRef, lic, title: str,
 
 
 def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:
-    dist = _distribution(g, ds_node, URIRef(uri), lic, r.name or r.url.rsplit("/", 1)[-1],
+    dist = _distribution(g, ds_node, URIRef(uri), lic, r.name or public_url(r.url).rsplit("/", 1)[-1],
                          r.description)
-    url = http_url(r.url)
+    url = iri(r.url)
     # accessURL is mandatory; a non-http source path is not a link, so the dataset page stands in.
     g.add((dist, DCAT.accessURL, URIRef(url) if url else ds_node))
     if url:
@@ -285,7 +312,7 @@ def license_uri(license_id, title, url) -> str | None:
     for keys, uri in LICENSES:
         if any(k.casefold() in text for k in keys):
             return uri
-    return http_url(url)
+    return iri(url)
 
 
 def license_node(g: Graph, ds: Dataset):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import selectinload
 
 from catalog import i18n
 from catalog.i18n import _, lazy_gettext
+from catalog.public_text import public_url, redact_text
 from store.db import Dataset, Organization
 
 bp = Blueprint("common", __name__)
@@ -125,14 +126,21 @@ def theme_label(theme: str | None) -> str:
 
 @bp.app_template_filter("http_url")
 def http_url(url) -> str | None:
-    """Only http(s) URLs become links: a harvested `javascript:` URL must stay text."""
+    """Only http(s) URLs become links: a harvested `javascript:` URL must stay text. The link
+    is the public form (catalog.public_text): no userinfo, no secret query values."""
     if not url or not isinstance(url, str):
         return None
     try:
         parts = urlsplit(url.strip())
     except ValueError:
         return None
-    return url.strip() if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+    if parts.scheme.lower() in ("http", "https") and parts.netloc:
+        return public_url(url)
+    return None
+
+
+bp.add_app_template_filter(public_url, "public_url")
+bp.add_app_template_filter(redact_text, "redact")
 
 
 @bp.app_template_filter("ja_date")

@@ -96,7 +96,7 @@ def _quality_layers(quality) -> list[dict]:
 def jsonld(ds: Dataset, org: Organization | None, page_url: str, collections=()) -> dict:
     """schema.org Dataset, so the page can appear in Google Dataset Search."""
     root = base_url()
-    dist = [{"@type": "DataDownload", "name": r.name or r.url, "contentUrl": r.url,
+    dist = [{"@type": "DataDownload", "name": r.name or http_url(r.url), "contentUrl": http_url(r.url),
              "encodingFormat": r.detected_format or r.format}
             for r in ds.resources if http_url(r.url)]
     for c in collections:

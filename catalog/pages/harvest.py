@@ -1,8 +1,9 @@
 """Staff status pages for harvesting: `/harvest` (sources and jobs) and `/harvest/<job>`
 (counts, every error grouped by message with its stage, and each dataset's provenance).
 
-Tracebacks stay in the job record (`renkei jobs --tracebacks`): they name server paths, and
-these pages have no sign-in yet.
+Tracebacks stay in the job record (`renkei jobs --tracebacks`): they name server paths. The
+pages are staff only (catalog.pages.staff_access), and even so show URLs redacted
+(catalog.public_text): no userinfo, no keys.
 
 Read-only and server-rendered, in Japanese. Errors come grouped by harvesters.runner's
 group_errors, the same grouping as the CLI summary, so a page and a cron mail never disagree.
@@ -18,10 +19,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from catalog.pages.common import _store
+from catalog.pages import staff_access
+from catalog.pages.staff_access import staff_only
+from catalog.public_text import public_url, redact_doc
 from store.db import Dataset, HarvestError, HarvestJob, Organization, Source
 from harvesters.runner import group_errors
 
 bp = Blueprint("harvest", __name__)
+bp.record_once(lambda state: staff_access.init_app(state.app))
 
 JOBS_PER_PAGE = 50
 PROVENANCE_LIMIT = 500  # datasets shown on one job page; a source larger than this is paged
@@ -51,6 +56,7 @@ def _job_state(job: HarvestJob, data_dir: Path) -> str:
 
 
 @bp.route("/harvest")
+@staff_only
 def jobs():
     store = _store()
     source = request.args.get("source") or None
@@ -80,6 +86,7 @@ def jobs():
 
 
 @bp.route("/harvest/<int:job_id>")
+@staff_only
 def job(job_id: int):
     store = _store()
     with store.session() as s:
@@ -93,7 +100,9 @@ def job(job_id: int):
             .options(selectinload(Dataset.resources), selectinload(Dataset.collections))
             .order_by(Dataset.title).limit(PROVENANCE_LIMIT + 1)))
         orgs = {o.id: o for o in s.scalars(select(Organization))}
-        provenance = [{"ds": d, "raw": _pretty(d.raw), "record": _pretty(_record(d, orgs))}
+        # Redacted: a source's raw record carries its resource URLs, keys and all.
+        provenance = [{"ds": d, "raw": _pretty(redact_doc(d.raw)),
+                       "record": _pretty(redact_doc(_record(d, orgs)))}
                       for d in datasets[:PROVENANCE_LIMIT]]
         groups = group_errors(job_.errors)
         state = _job_state(job_, store.data_dir)
@@ -114,7 +123,7 @@ def _record(ds: Dataset, orgs: dict) -> dict:
         "license": {"id": ds.license_id, "title": ds.license_title, "url": ds.license_url},
         "issued": ds.issued, "modified": ds.modified, "landing_page": ds.landing_page,
         "bbox": ds.bbox,
-        "resources": [{"name": r.name, "url": r.url, "format": r.format,
+        "resources": [{"name": r.name, "url": public_url(r.url), "format": r.format,
                        "detected_format": r.detected_format, "state": r.state,
                        "message": r.message, "sha256": r.sha256, "size": r.size,
                        "encoding": r.encoding} for r in ds.resources],

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, render_template, request, send_fro
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from catalog.public_text import xml_text
 from catalog.i18n import _
 from store.db import Dataset, Organization
 from catalog.pages.common import PER_PAGE, _store, _datasets_in_order, _formats, _pages, _value_labels, base_url
@@ -72,7 +73,7 @@ def sitemap():
             (root + url_for("site.organizations"), None)]
     urls += [(root + url_for("site.organization", org_id=o), None) for o in org_ids]
     urls += [(root + url_for("dataset.dataset", dataset_id=i), u) for i, u in rows]
-    xml = render_template("sitemap.xml", urls=urls)
+    xml = xml_text(render_template("sitemap.xml", urls=urls))
     return Response(xml, content_type="application/xml; charset=utf-8")
 
 
@@ -87,8 +88,10 @@ def _feed(title: str, self_url: str, org_id: str | None):
         entries = list(s.scalars(stmt))
         labels = _value_labels(s)
         updated = max((d.updated_at for d in entries), default=datetime(2000, 1, 1))
-        xml = render_template("feed.xml", title=title, self_url=self_url, entries=entries,
-                              updated=updated, root=base_url(), labels=labels)
+        # A harvested title with \x0b would make the whole feed malformed XML.
+        xml = xml_text(render_template("feed.xml", title=title, self_url=self_url,
+                                       entries=entries, updated=updated, root=base_url(),
+                                       labels=labels))
     return Response(xml, content_type="application/atom+xml; charset=utf-8")
 
 
