@@ -23,6 +23,7 @@ import datetime
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 from http import HTTPStatus
@@ -367,6 +368,8 @@ def _items_query(params, provider, provider_def, limits):
         bbox = validate_bbox(params.get('bbox')) if params.get('bbox') is not None else []
     except ValueError as err:
         raise QueryError(str(err))
+    if not all(math.isfinite(v) for v in bbox):
+        raise QueryError('bbox values must be finite numbers (no NaN or infinity)')
     bbox_crs = crs_param('bbox-crs')
     if 'bbox-crs' in params and not bbox:
         raise QueryError('bbox-crs specified without bbox')

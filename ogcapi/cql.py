@@ -18,6 +18,13 @@ from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import CRS84, SQLITE_INT_RANGE as _INT64, quote_ident, transformer
 
 LANGUAGES = ('cql2-text', 'cql2-json')
+# Budgets of one filter, checked before any SQL is built. Chains of one operator (a OR b OR …)
+# are joined flat, so only alternating AND/OR/NOT nest; SQLite's parser stack (3.40: 100
+# entries) holds about 30 levels of parentheses and its expression tree 1,000 levels, and each
+# flat term adds one level. Beyond these a filter is refused with a 400.
+MAX_TERMS = 256
+MAX_NESTING = 20
+MAX_IN_VALUES = 1000
 _COMPARISONS = {ast.Equal: '=', ast.NotEqual: '<>', ast.LessThan: '<',
                 ast.LessEqual: '<=', ast.GreaterThan: '>', ast.GreaterEqual: '>='}
 _GEOMETRY_NAMES = ('geometry', 'geom')
@@ -57,6 +64,7 @@ def parse(text, lang=None, crs=None):
     except Exception as err:  # lark and json raise many types; all mean "bad filter"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FilterError(f'invalid {lang} filter: {first}')
+    check_budget(node)
     return Filter(node, crs or CRS84, envelope_is_xyxy=(lang == 'cql2-json'))
 
 
@@ -71,6 +79,7 @@ class SQLBuilder:
 
     def where(self, flt):
         self._flt = flt
+        check_budget(flt.node)
         params = []
         sql = self._bool(flt.node, params)
         return sql, params
@@ -79,8 +88,9 @@ class SQLBuilder:
 
     def _bool(self, node, params):
         if isinstance(node, (ast.And, ast.Or)):
+            # pygeofilter nests n-ary chains as binary pairs; SQL gets them flat.
             op = ' AND ' if isinstance(node, ast.And) else ' OR '
-            return '(' + self._bool(node.lhs, params) + op + self._bool(node.rhs, params) + ')'
+            return '(' + op.join(self._bool(n, params) for n in _operands(node)) + ')'
         if isinstance(node, ast.Not):
             return '(NOT ' + self._bool(node.sub_node, params) + ')'
         if type(node) in _COMPARISONS:
@@ -167,7 +177,7 @@ class SQLBuilder:
     # -- operands ----------------------------------------------------------------
 
     def _column(self, node):
-        if not isinstance(node, ast.Attribute):
+        if not isinstance(node, ast.Attribute) or not isinstance(node.name, str):
             raise FilterError(f'expected a property name, got {_describe(node)}')
         schema = self.fields.get(node.name)
         if schema is None:
@@ -223,6 +233,8 @@ class SQLBuilder:
             geom = shapely.box(*node[1:])
         else:
             raise FilterError(f'expected a geometry literal, got {_describe(node)}')
+        if geom is None or (not geom.is_empty and not all(map(np.isfinite, geom.bounds))):
+            raise FilterError('geometry literals need finite coordinates (no NaN or infinity)')
         if self._flt.crs != CRS84:
             try:
                 t = transformer(self._flt.crs, CRS84)
@@ -230,6 +242,39 @@ class SQLBuilder:
                 raise FilterError(f'filter-crs: {err}')
             geom = shapely.transform(geom, lambda xy: _stack(t.transform(xy[:, 0], xy[:, 1])))
         return geom
+
+
+def _operands(node):
+    """The operands of a chain of one boolean operator, left to right, without recursion."""
+    kind, out, todo = type(node), [], [node]
+    while todo:
+        n = todo.pop()
+        if type(n) is kind:
+            todo += [n.rhs, n.lhs]
+        else:
+            out.append(n)
+    return out
+
+
+def check_budget(node):
+    """FilterError when a filter has more terms, IN values or nesting than MAX_*."""
+    terms, todo = 0, [(node, 0)]
+    while todo:
+        n, depth = todo.pop()
+        if depth > MAX_NESTING:
+            raise FilterError(f'filter nests too deeply (at most {MAX_NESTING} levels of '
+                              'alternating AND/OR/NOT)')
+        if isinstance(n, (ast.And, ast.Or)):
+            todo += [(n.lhs, depth + (type(n.lhs) is not type(n))),
+                     (n.rhs, depth + (type(n.rhs) is not type(n)))]
+        elif isinstance(n, ast.Not):
+            todo.append((n.sub_node, depth + 1))
+        else:
+            terms += 1
+            if terms > MAX_TERMS:
+                raise FilterError(f'filter has too many terms (at most {MAX_TERMS})')
+            if isinstance(n, ast.In) and len(n.sub_nodes) > MAX_IN_VALUES:
+                raise FilterError(f'IN has too many values (at most {MAX_IN_VALUES})')
 
 
 def _stack(pair):

@@ -10,6 +10,7 @@ What the client got wrong is raised as ogcapi.errors.QueryError (400); every oth
 server's (500).
 """
 
+import math
 import os
 import sqlite3
 import unicodedata
@@ -116,6 +117,8 @@ class GPKGProvider(BaseProvider):
         if len(bbox) == 6:
             bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
         minx, miny, maxx, maxy = bbox
+        if not all(math.isfinite(v) for v in bbox):
+            raise QueryError('bbox values must be finite numbers (no NaN or infinity)')
         if minx > maxx:
             raise QueryError('bbox crossing the antimeridian is not supported')
         lyr, t = self._layer, _quote_ident(self._layer.table)

@@ -356,3 +356,121 @@ def test_12_atom_feeds_and_sitemap_are_well_formed(hostile):
         if path.endswith(".atom"):
             titles = [e.findtext(atom + "title") for e in root.iter(atom + "entry")]
             assert "鍵付きURLの避難所" in titles, (path, titles)
+
+
+# -- item 14: bad input is a 400 (or 404), never a 500 ---------------------------------------
+
+def _own_collection(client) -> str:
+    cols = client.get("/ogcapi/collections?f=json").get_json()["collections"]
+    return next(c["id"] for c in cols if c["id"].startswith("keyed-ckan--spaced"))
+
+
+def _cmp(i: int) -> dict:
+    return {"op": "=", "args": [{"property": "名称"}, f"x{i}"]}
+
+
+def test_14_out_of_range_numbers_are_client_errors(hostile):
+    from catalog.app import create_app
+    _base, app = hostile
+    client = create_app(app.config["RENKEI_DATA"], config={"RENKEI_STAFF_PAGES": "open"}).test_client()
+    cid = _own_collection(client)
+    expected = {
+        f"/ogcapi/collections/{cid}/items?offset=9223372036854775808": 400,
+        f"/ogcapi/collections/{cid}/items?offset=9223372036854775808&f=html": 400,
+        f"/ogcapi/collections/{cid}/items/99999999999999999999999": 404,
+        f"/ogcapi/collections/{cid}/items/99999999999999999999999?f=html": 404,
+        "/harvest/99999999999999999999": 404,
+        "/harvest?page=99999999999999999999": 400,
+        f"/catalog.ttl?page={10**21}": 400,
+        f"/catalog.rdf?page={10**21}": 400,
+        f"/catalog.jsonld?page={2**63}": 400,
+        f"/ogcapi/collections/{cid}/items?bbox=nan,nan,nan,nan": 400,
+        f"/ogcapi/collections/{cid}/items?bbox=0,0,nan,1": 400,
+        f"/ogcapi/collections/{cid}/items?bbox=-inf,0,inf,1": 400,
+        f"/ogcapi/collections/{cid}/items?bbox=nan,0,1,1&f=csv": 400,
+    }
+    got = {path: client.get(path).status_code for path in expected}
+    assert got == expected
+
+
+@pytest.mark.parametrize("name, doc, status", [
+    ("property as a list", {"property": ["a"]}, 400),
+    ("compared property as a list", {"op": "=", "args": [{"property": ["a"]}, 1]}, 400),
+    ("isNull of a dict", {"op": "isNull", "args": [{"property": {"a": 1}}]}, 400),
+    ("NaN in a bbox literal", {"op": "s_intersects", "args": [{"property": "geometry"},
+                                                              {"bbox": [float("nan"), 0, 1, 1]}]}, 400),
+    ("90 OR terms", {"op": "or", "args": [_cmp(i) for i in range(90)]}, 200),
+    ("256 AND terms", {"op": "and", "args": [_cmp(i) for i in range(256)]}, 200),
+    ("3000 OR terms", {"op": "or", "args": [_cmp(i) for i in range(3000)]}, 400),
+])
+def test_14_cql2_json_filters(hostile, name, doc, status):
+    import json
+    _base, app = hostile
+    client = app.test_client()
+    cid = _own_collection(client)
+    r = client.get(f"/ogcapi/collections/{cid}/items",
+                   query_string={"filter-lang": "cql2-json", "filter": json.dumps(doc)})
+    assert r.status_code == status, (name, r.get_data(as_text=True)[:300])
+
+
+@pytest.mark.parametrize("terms, status", [(90, 200), (256, 200), (3000, 400)])
+def test_14_cql2_text_or_chains_are_flat_with_a_budget(hostile, terms, status):
+    _base, app = hostile
+    client = app.test_client()
+    cid = _own_collection(client)
+    text = " OR ".join(f"\"名称\" = 'x{i}'" for i in range(terms - 1)) + " OR \"名称\" = '別府公民館'"
+    r = client.get(f"/ogcapi/collections/{cid}/items", query_string={"filter": text})
+    assert r.status_code == status, r.get_data(as_text=True)[:300]
+    if status == 200:
+        assert r.get_json()["numberMatched"] == 1  # the chain is applied, not ignored
+    else:
+        assert "too many terms" in r.get_json()["description"]
+
+
+def test_14_nested_filters_within_budget_run_beyond_it_are_400(hostile):
+    import json
+    from ogcapi.cql import MAX_NESTING
+    _base, app = hostile
+    client = app.test_client()
+    cid = _own_collection(client)
+
+    def nested(depth):  # as text: json.dumps itself recurses
+        node = json.dumps(_cmp(0))
+        for d in range(depth):
+            node = f'{{"op": "{"and" if d % 2 else "or"}", "args": [{json.dumps(_cmp(d + 1))}, {node}]}}'
+        return node
+    for depth, status in ((MAX_NESTING, 200), (MAX_NESTING + 1, 400), (900, 400)):
+        r = client.get(f"/ogcapi/collections/{cid}/items",
+                       query_string={"filter-lang": "cql2-json", "filter": nested(depth)})
+        assert r.status_code == status, (depth, r.get_data(as_text=True)[:300])
+
+
+def test_14_sweep_query_parameters_for_500s(hostile):
+    """hypothesis over the query parameters of the OGC API items and the CKAN API search."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    _base, app = hostile
+    client = app.test_client()
+    cid = _own_collection(client)
+    numbers = st.one_of(st.integers(min_value=-2**70, max_value=2**70).map(str),
+                        st.sampled_from(["nan", "inf", "-inf", "1e400", "0x10", "", " ", "1.5"]))
+    text = st.text(max_size=30)
+    ogc = st.fixed_dictionaries({}, optional={
+        "offset": numbers, "limit": numbers, "bbox": st.lists(numbers, max_size=7).map(",".join),
+        "f": st.sampled_from(["json", "html", "csv", "jsonld", "xml", ""]),
+        "sortby": text, "properties": text, "filter": text,
+        "filter-lang": st.sampled_from(["cql2-text", "cql2-json", "x"]),
+        "crs": text, "bbox-crs": text, "skipGeometry": text, "resulttype": text, "名称": text})
+    ckan = st.fixed_dictionaries({}, optional={
+        "q": text, "fq": text, "rows": numbers, "start": numbers, "sort": text,
+        "facet.field": text, "facet.limit": numbers, "include_private": text})
+
+    @settings(max_examples=120, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(ogc, ckan, st.sampled_from(["package_search", "package_list", "organization_list",
+                                        "tag_list", "package_show"]))
+    def sweep(ogc_params, ckan_params, action):
+        r = client.get(f"/ogcapi/collections/{cid}/items", query_string=ogc_params)
+        assert r.status_code < 500, (ogc_params, r.get_data(as_text=True)[:300])
+        r = client.get(f"/api/3/action/{action}", query_string=ckan_params)
+        assert r.status_code < 500, (action, ckan_params, r.get_data(as_text=True)[:300])
+    sweep()

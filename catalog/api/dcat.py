@@ -41,6 +41,7 @@ GSP = Namespace("http://www.opengis.net/ont/geosparql#")
 FILE_TYPE = Namespace("http://publications.europa.eu/resource/authority/file-type/")
 JAPANESE = URIRef("http://publications.europa.eu/resource/authority/language/JPN")
 OGC_FEATURES = URIRef("http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core")
+SQLITE_MAX_INT = 2**63 - 1
 PER_PAGE = 100  # as ckanext-dcat; RENKEI_DCAT_PAGE_SIZE in the app config overrides it
 FORMATS = {"jsonld": ("json-ld", "application/ld+json"), "ttl": ("turtle", "text/turtle"),
            "rdf": ("xml", "application/rdf+xml")}
@@ -71,12 +72,14 @@ CONTEXT = {"dcat": str(DCAT), "dct": str(DCTERMS), "foaf": str(FOAF), "hydra": s
 def catalog(fmt: str):
     if fmt not in FORMATS:
         return _plain(404, "形式は .jsonld / .ttl / .rdf のいずれかです。")
+    per_page = int(current_app.config.get("RENKEI_DCAT_PAGE_SIZE", PER_PAGE))
     try:
         page = int(request.args.get("page") or 1)
-        if page < 1:
+        # SQLite's OFFSET is a 64-bit integer: a larger page is a client error, not a 500.
+        if page < 1 or (page - 1) * per_page > SQLITE_MAX_INT:
             raise ValueError
     except ValueError:
-        return _plain(400, "page は 1 以上の整数で指定してください。")
+        return _plain(400, "page は 1 以上の整数で指定してください（大きすぎる値は使えません）。")
     since_text = request.args.get("modified_since") or ""
     since = None
     if since_text:
@@ -87,7 +90,6 @@ def catalog(fmt: str):
                                "指定してください。")
         if since.tzinfo is not None:
             since = since.astimezone(timezone.utc).replace(tzinfo=None)
-    per_page = int(current_app.config.get("RENKEI_DCAT_PAGE_SIZE", PER_PAGE))
     store = current_app.extensions["renkei_store"]
     with store.session() as s:
         where = [Dataset.status == "active"] + ([Dataset.updated_at >= since] if since else [])

@@ -29,6 +29,7 @@ bp = Blueprint("harvest", __name__)
 bp.record_once(lambda state: staff_access.init_app(state.app))
 
 JOBS_PER_PAGE = 50
+SQLITE_MAX_INT = 2**63 - 1
 PROVENANCE_LIMIT = 500  # datasets shown on one job page; a source larger than this is paged
 STATUS_LABELS = {"done": "完了", "failed": "失敗", "running": "実行中", "locked": "実行中のためスキップ"}
 STAGE_LABELS = {"enumerate": "一覧取得", "fetch": "ダウンロード", "translate": "変換",
@@ -62,8 +63,10 @@ def jobs():
     source = request.args.get("source") or None
     try:
         page = max(1, int(request.args.get("page") or 1))
+        if (page - 1) * JOBS_PER_PAGE > SQLITE_MAX_INT:  # SQLite's OFFSET is 64-bit
+            raise ValueError
     except ValueError:
-        abort(400, description="ページ番号は数字で指定してください。")
+        abort(400, description="ページ番号は数字で指定してください（大きすぎる値は使えません）。")
     with store.session() as s:
         sources = list(s.scalars(select(Source).order_by(Source.name)))
         latest = {}
@@ -90,7 +93,9 @@ def jobs():
 def job(job_id: int):
     store = _store()
     with store.session() as s:
-        job_ = s.get(HarvestJob, job_id, options=[selectinload(HarvestJob.errors)])
+        # A number past SQLite's 64-bit integers names no job (and would overflow the query).
+        job_ = (s.get(HarvestJob, job_id, options=[selectinload(HarvestJob.errors)])
+                if job_id <= SQLITE_MAX_INT else None)
         if job_ is None:
             return render_template("error.html", status=404, heading="収集ジョブが見つかりません",
                                    message=f"番号 {job_id} の収集ジョブはありません。"), 404
