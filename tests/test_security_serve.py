@@ -474,3 +474,104 @@ def test_14_sweep_query_parameters_for_500s(hostile):
         r = client.get(f"/api/3/action/{action}", query_string=ckan_params)
         assert r.status_code < 500, (action, ckan_params, r.get_data(as_text=True)[:300])
     sweep()
+
+
+# -- item 7: a republish mid-download never cuts the body ------------------------------------
+
+BIG_ROWS = 15_000
+
+
+def _write_points(folder: Path, marker: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pad = marker * 130  # ~400 bytes a row: the body outgrows the sockets' buffers
+    lines = ["地点,緯度,経度,備考"] + [
+        f"地点{i},{34.7 + (i % 1000) * 0.0001:.6f},{134.8 + (i // 1000) * 0.0001:.6f},{pad}{i}"
+        for i in range(BIG_ROWS)]
+    (folder / "big.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = folder / "sources.yaml"
+    config.write_text("sources:\n  - name: big-files\n    type: files\n"
+                      "    organization: kakogawa-city\n    files:\n      - id: big\n"
+                      "        title: 測定地点の一覧\n        url: big.csv\n"
+                      "        license: cc-by-4.0\n", encoding="utf-8")
+    return config
+
+
+class _SlowDownload:
+    """A raw-socket client with a tiny receive buffer: the server blocks mid-body."""
+
+    def __init__(self, base: str, path: str):
+        import socket
+        host, port = urlsplit(base).hostname, urlsplit(base).port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(60)
+        self.sock.connect((host, port))
+        self.sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        self.data = bytearray()
+
+    def read(self, at_least: int) -> None:
+        while len(self.data) < at_least:
+            got = self.sock.recv(4096)
+            if not got:
+                break
+            self.data += got
+
+    def rest(self) -> tuple[bytes, bytes]:
+        while True:
+            got = self.sock.recv(65536)
+            if not got:
+                break
+            self.data += got
+        self.sock.close()
+        head, _, body = bytes(self.data).partition(b"\r\n\r\n")
+        if b"transfer-encoding: chunked" in head.lower():
+            body = _dechunk(body)
+        return head, body
+
+
+def _dechunk(body: bytes) -> bytes:
+    """HTTP/1.1 chunked transfer coding; a cut stream (no last chunk) raises."""
+    out, pos = [], 0
+    while True:
+        end = body.find(b"\r\n", pos)
+        if end < 0:
+            raise AssertionError(f"the body was cut after {sum(map(len, out))} bytes")
+        size = int(body[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        chunk = body[end + 2:end + 2 + size]
+        if len(chunk) != size:
+            raise AssertionError(f"the body was cut after {sum(map(len, out))} bytes")
+        out.append(chunk)
+        pos = end + 2 + size + 2
+
+
+def test_7_republish_mid_download_leaves_the_old_body_whole(tmp_path):
+    import csv as csv_module
+    import io
+    import json
+    from catalog.app import create_app
+    from store.db import Collection, Store
+    data_dir = tmp_path / "data"
+    harvest(data_dir, _write_points(tmp_path / "src", "あ"))
+    with Store(data_dir).session() as s:
+        col = s.query(Collection).filter(Collection.dataset_id == "big-files--big").one()
+        cid, old_path = col.id, data_dir / col.path
+    with live_server(create_app(data_dir)) as base:
+        downloads = {ext: _SlowDownload(base, f"/datasets/big-files--big/collections/{cid}.{ext}")
+                     for ext in ("geojson", "csv")}
+        for d in downloads.values():
+            d.read(64 * 1024)  # the stream has begun
+        harvest(data_dir, _write_points(tmp_path / "src", "い"))  # a new version, the old removed
+        assert not old_path.exists()
+        with Store(data_dir).session() as s:
+            assert s.get(Collection, cid).path != str(old_path.relative_to(data_dir))
+        (gj_head, geojson), (csv_head, csv_body) = (downloads["geojson"].rest(),
+                                                    downloads["csv"].rest())
+    assert gj_head.startswith(b"HTTP/1.") and b" 200 " in gj_head.split(b"\r\n")[0]
+    features = json.loads(geojson)["features"]
+    assert len(features) == BIG_ROWS
+    assert all(f["properties"]["備考"].startswith("あ") for f in features)  # the old version, whole
+    rows = list(csv_module.reader(io.StringIO(csv_body.decode("utf-8-sig"))))
+    assert len(rows) == BIG_ROWS + 1 and rows[0][3] == "備考"
+    assert all(r[3].startswith("あ") for r in rows[1:])

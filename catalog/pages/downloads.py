@@ -2,7 +2,8 @@
 table preview, all read from the collection's published GeoPackage.
 
 GeoJSON and CSV are streamed in chunks of CHUNK features, so a 100,000-feature layer never
-sits in memory as one document. CSV starts with a UTF-8 BOM: Excel in Japan opens BOM-less
+sits in memory as one document, all read through one SQLite connection (see _Rows), so a
+republish mid-stream never cuts the body. CSV starts with a UTF-8 BOM: Excel in Japan opens BOM-less
 UTF-8 as Shift_JIS and shows mojibake.
 
 A file that cannot be read is the server's fault, never the user's: they get a polite page
@@ -17,14 +18,17 @@ import itertools
 import json
 import logging
 import re
+import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
 import pyogrio
+import shapely
 from flask import (Blueprint, Response, abort, current_app, render_template, send_file,
                    stream_with_context)
 
 from catalog.i18n import _
+from ogcapi.gpkg_read import Layer, quote_ident, wkb
 from store.db import Collection, Dataset
 
 bp = Blueprint("downloads", __name__)
@@ -61,55 +65,91 @@ def _collection(dataset_id: str, collection_id: str) -> tuple[Collection, Path]:
         return col, path
 
 
-def _chunks(path: Path, layer: str):
-    start = 0
-    while True:
-        frame = pyogrio.read_dataframe(path, layer=layer, skip_features=start, max_features=CHUNK)
-        if len(frame) == 0:
-            return
-        yield frame
-        if len(frame) < CHUNK:
-            return
-        start += CHUNK
+class _Rows:
+    """The rows of one published layer, read in chunks of CHUNK through ONE SQLite connection
+    opened before the status line and held until the body is sent.
+
+    A republish may delete this version mid-stream (store.versions.remove_stale_versions);
+    on POSIX the open connection keeps reading the unlinked file, so the client gets the whole
+    old body. Reopening by path per chunk (as pyogrio's skip_features would) cut it instead.
+    Versions are written once, fsynced and renamed, in rollback-journal mode, never modified:
+    `immutable=1` (no locks, no -wal/-shm lookups) is exact for them.
+    """
+
+    def __init__(self, path: Path, layer: str):
+        self.con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True,
+                                   check_same_thread=False)
+        try:
+            self.layer = Layer(self.con, layer)
+            lyr = self.layer
+            self.names = list(lyr.fields)
+            cols = ", ".join([*map(quote_ident, self.names), quote_ident(lyr.geom)])
+            self.cursor = self.con.execute(
+                f"SELECT {cols} FROM {quote_ident(lyr.table)} ORDER BY {quote_ident(lyr.fid)}")
+            self.first = self.cursor.fetchmany(CHUNK)  # an unreadable file fails here, early
+        except Exception:
+            self.con.close()
+            raise
+
+    def chunks(self):
+        """Lists of (properties dict, shapely geometry or None), CHUNK rows at a time."""
+        try:
+            rows, booleans = self.first, self.layer.booleans
+            while rows:
+                geoms = shapely.from_wkb([wkb(r[-1]) for r in rows])
+                out = []
+                for r, g in zip(rows, geoms):
+                    props = dict(zip(self.names, r[:-1]))
+                    for b in booleans:
+                        if props[b] is not None:
+                            props[b] = bool(props[b])
+                    out.append((props, g))
+                yield out
+                rows = self.cursor.fetchmany(CHUNK)
+        finally:
+            self.con.close()
 
 
-def _geojson(frames, title: str):
+def _geojson(rows: _Rows, title: str):
     yield ('{"type": "FeatureCollection", "name": ' + json.dumps(title, ensure_ascii=False)
            + ', "features": [\n')
-    first = True
-    for frame in frames:
-        for feature in json.loads(frame.to_json(na="null", drop_id=True))["features"]:
-            yield ("" if first else ",\n") + json.dumps(feature, ensure_ascii=False)
-            first = False
+    sep = ""
+    for chunk in rows.chunks():
+        # One write per chunk, not per feature: a slow client costs one syscall per chunk.
+        parts = []
+        for props, g in chunk:
+            geometry = None if g is None or g.is_empty else g.__geo_interface__
+            parts.append(sep + json.dumps({"type": "Feature", "properties": props,
+                                           "geometry": geometry}, ensure_ascii=False))
+            sep = ",\n"
+        yield "".join(parts)
     yield "\n]}\n"
 
 
-def _csv(frames):
+def _csv(rows: _Rows):
     yield "\ufeff"
-    header_done = False
-    for frame in frames:
-        geom = frame.geometry
-        table = frame.drop(columns=[geom.name])
-        points = bool(len(frame)) and (geom.geom_type == "Point").all()
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\r\n")
-        if not header_done:
-            # The columns depend on the first chunk: points as 経度/緯度, anything else as WKT.
-            as_points = points
-            taken = set(map(str, table.columns))
-            coords = (["経度", "緯度"] if not {"経度", "緯度"} & taken
-                      else ["経度_WGS84", "緯度_WGS84"]) if as_points else ["WKT"]
-            writer.writerow(list(table.columns) + coords)
-            header_done = True
-        for i, row in enumerate(table.itertuples(index=False)):
-            g = geom.iloc[i]
-            cells = ["" if v is None or v != v else v for v in row]
+    chunks = rows.chunks()
+    first = next(chunks, [])
+    columns = rows.names
+    # The columns depend on the first chunk: points as 経度/緯度, anything else as WKT.
+    as_points = bool(first) and all(g is not None and g.geom_type == "Point" for _, g in first)
+    taken = set(columns)
+    coords = (["経度", "緯度"] if not {"経度", "緯度"} & taken
+              else ["経度_WGS84", "緯度_WGS84"]) if as_points else ["WKT"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(columns + coords)
+    for chunk in itertools.chain([first], chunks):
+        for props, g in chunk:
+            cells = ["" if v is None else v for v in props.values()]
             if as_points:
                 cells += [g.x, g.y] if g is not None and g.geom_type == "Point" else ["", ""]
             else:
                 cells.append(g.wkt if g is not None else "")
             writer.writerow(cells)
         yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
 
 
 def _logged(body, what: str):
@@ -146,16 +186,14 @@ def download(dataset_id: str, collection_id: str, ext: str):
             pyogrio.read_info(path, layer=col.layer)
             resp = send_file(path, mimetype=mime, conditional=True, etag=True)
         else:
-            # The first chunk is read before the status line: a file that cannot be read at
-            # all still gets a proper error page.
-            chunks = _chunks(path, col.layer)
-            first = next(chunks, None)
-            frames = itertools.chain([] if first is None else [first], chunks)
+            # Opened, and the first chunk read, before the status line: a file that cannot
+            # be read at all still gets a proper error page.
+            rows = _Rows(path, col.layer)
             if ext == "geojson":
-                resp = Response(stream_with_context(_logged(_geojson(frames, col.title), what)),
+                resp = Response(stream_with_context(_logged(_geojson(rows, col.title), what)),
                                 mimetype=mime)
             else:
-                resp = Response(stream_with_context(_logged(_csv(frames), what)),
+                resp = Response(stream_with_context(_logged(_csv(rows), what)),
                                 content_type=mime)
     except Exception:  # any failure to read our own file is ours, not the user's
         LOGGER.exception("%s failed", what)
