@@ -37,6 +37,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=8,
+                   help="threads per worker: each serves one client, slow or not (default 8)")
+    p.add_argument("--timeout", type=int, default=120,
+                   help="seconds a worker may stay silent before it is restarted (default 120);"
+                        " a long download does not count")
 
 
 def _settings(**overrides):
@@ -83,7 +88,8 @@ def _harvest(data_dir: Path, sources, orgs, settings) -> int:
 
 def cmd_serve(args) -> int:
     from catalog.server import serve
-    return serve(args.data_dir, host=args.host, port=args.port, workers=args.workers)
+    return serve(args.data_dir, host=args.host, port=args.port, workers=args.workers,
+                 threads=args.threads, timeout=args.timeout)
 
 
 def cmd_jobs(args) -> int:

@@ -1,4 +1,10 @@
-"""`renkei serve`: gunicorn with N workers, each building its own app (no shared state but disk)."""
+"""`renkei serve`: gunicorn with N workers, each building its own app (no shared state but disk).
+
+Workers are gthread: each holds a pool of threads, one per client, and its main loop keeps
+telling the arbiter it is alive. With sync workers one slow reader held a whole worker (two
+made `/` time out), and a download slower than the timeout was killed mid-body; here a slow
+client holds one thread, and the timeout only restarts a worker that is truly stuck.
+"""
 from __future__ import annotations
 
 import sys
@@ -20,13 +26,15 @@ class _Server(BaseApplication):
         return self.factory()
 
 
-def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2) -> int:
+def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 2,
+          threads: int = 8, timeout: int = 120) -> int:
     from catalog.app import create_app
     data_dir = Path(data_dir).resolve()
     base_url = f"http://{host}:{port}"
     print(f"renkei: serving {data_dir} at {base_url}/  (OGC API: {base_url}/ogcapi/)",
           file=sys.stderr, flush=True)
     _Server(lambda: create_app(data_dir, base_url=base_url),
-            {"bind": f"{host}:{port}", "workers": max(1, workers), "timeout": 120,
-             "accesslog": "-", "errorlog": "-", "loglevel": "warning"}).run()
+            {"bind": f"{host}:{port}", "workers": max(1, workers),
+             "worker_class": "gthread", "threads": max(1, threads), "timeout": max(1, timeout),
+             "keepalive": 5, "accesslog": "-", "errorlog": "-", "loglevel": "warning"}).run()
     return 0

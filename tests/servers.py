@@ -28,12 +28,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def renkei_serve(data_dir: Path, workers: int = 2):
+def renkei_serve(data_dir: Path, workers: int = 2, extra_args: tuple = ()):
     """`renkei serve` in its own process (GDAL's OAPIF client holds the GIL, so a server thread
     of the test process would hang); yields (base URL, master pid)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                             "serve", "--port", str(port), "--workers", str(workers)], cwd=REPO,
+                             "serve", "--port", str(port), "--workers", str(workers),
+                             *extra_args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -546,23 +546,37 @@ def _dechunk(body: bytes) -> bytes:
         pos = end + 2 + size + 2
 
 
-def test_7_republish_mid_download_leaves_the_old_body_whole(tmp_path):
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A data dir with one 15,000-feature layer (GeoJSON ~9 MB); yields (data dir, its folder)."""
+    root = tmp_path_factory.mktemp("big")
+    harvest(root / "data", _write_points(root / "src", "あ"))
+    return root / "data", root
+
+
+def _big_collection(data_dir: Path) -> tuple[str, Path]:
+    from store.db import Collection, Store
+    with Store(data_dir).session() as s:
+        col = s.query(Collection).filter(Collection.dataset_id == "big-files--big").one()
+        return col.id, data_dir / col.path
+
+
+def test_7_republish_mid_download_leaves_the_old_body_whole(big):
     import csv as csv_module
     import io
     import json
     from catalog.app import create_app
     from store.db import Collection, Store
-    data_dir = tmp_path / "data"
-    harvest(data_dir, _write_points(tmp_path / "src", "あ"))
-    with Store(data_dir).session() as s:
-        col = s.query(Collection).filter(Collection.dataset_id == "big-files--big").one()
-        cid, old_path = col.id, data_dir / col.path
+    data_dir, tmp_path = big
+    cid, old_path = _big_collection(data_dir)
+    marker = "い" if "あ" in (tmp_path / "src" / "big.csv").read_text(encoding="utf-8")[:200] else "あ"
+    old = "あ" if marker == "い" else "い"
     with live_server(create_app(data_dir)) as base:
         downloads = {ext: _SlowDownload(base, f"/datasets/big-files--big/collections/{cid}.{ext}")
                      for ext in ("geojson", "csv")}
         for d in downloads.values():
             d.read(64 * 1024)  # the stream has begun
-        harvest(data_dir, _write_points(tmp_path / "src", "い"))  # a new version, the old removed
+        harvest(data_dir, _write_points(tmp_path / "src", marker))  # a new version, the old removed
         assert not old_path.exists()
         with Store(data_dir).session() as s:
             assert s.get(Collection, cid).path != str(old_path.relative_to(data_dir))
@@ -571,7 +585,37 @@ def test_7_republish_mid_download_leaves_the_old_body_whole(tmp_path):
     assert gj_head.startswith(b"HTTP/1.") and b" 200 " in gj_head.split(b"\r\n")[0]
     features = json.loads(geojson)["features"]
     assert len(features) == BIG_ROWS
-    assert all(f["properties"]["備考"].startswith("あ") for f in features)  # the old version, whole
+    assert all(f["properties"]["備考"].startswith(old) for f in features)  # the old version, whole
     rows = list(csv_module.reader(io.StringIO(csv_body.decode("utf-8-sig"))))
     assert len(rows) == BIG_ROWS + 1 and rows[0][3] == "備考"
-    assert all(r[3].startswith("あ") for r in rows[1:])
+    assert all(r[3].startswith(old) for r in rows[1:])
+
+
+# -- item 8: slow clients cannot take the site down ------------------------------------------
+
+def test_8_slow_readers_neither_block_the_site_nor_get_killed(big):
+    """A real `renkei serve` with one worker and a 3 s timeout: two clients read a 9 MB
+    download slowly for longer than the timeout; meanwhile `/` answers, and afterwards both
+    bodies are whole."""
+    import json
+    import time
+    from tests.servers import renkei_serve
+    data_dir, _root = big
+    cid, _path = _big_collection(data_dir)
+    with renkei_serve(data_dir, workers=1, extra_args=("--threads", "4", "--timeout", "3")) \
+            as (base, _pid):
+        readers = [_SlowDownload(base, f"/datasets/big-files--big/collections/{cid}.geojson")
+                   for _ in range(2)]
+        for r in readers:
+            r.read(16 * 1024)
+        started = time.monotonic()
+        home = requests.get(base + "/", timeout=5)  # while both readers hold the server
+        assert home.status_code == 200 and "兵庫" in home.text
+        while time.monotonic() - started < 5:  # slower than the worker timeout
+            for r in readers:
+                r.read(len(r.data) + 8 * 1024)
+            time.sleep(0.25)
+        assert requests.get(base + "/datasets", timeout=5).status_code == 200
+        bodies = [r.rest()[1] for r in readers]
+    for body in bodies:
+        assert len(json.loads(body)["features"]) == BIG_ROWS
