@@ -292,7 +292,10 @@ class SearchIndex:
     # -- reading ---------------------------------------------------------------------------
 
     def search(self, q: str = "", filters: dict[str, list[str]] | None = None,
-               sort: str = "relevance", page: int = 1, per_page: int = 20) -> SearchResult:
+               sort: str = "relevance", page: int = 1, per_page: int = 20, *,
+               start: int | None = None) -> SearchResult:
+        """One page of results (`start` instead of `page`: the first result's position, for
+        APIs that page by offset), with the total and the facet counts of all matches."""
         if sort not in SORTS:
             raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
         if page < 1 or not 1 <= per_page <= 1000:
@@ -304,7 +307,7 @@ class SearchIndex:
             arrays = self.cache.current(conn)
             matches = [self._match_group(conn, g) for g in groups]
             demoted = self._contained_only(conn, groups) if groups else set()
-            return arrays.run(matches, merged, sort, page, per_page, demoted)
+            return arrays.run(matches, merged, sort, page, per_page, demoted, start=start)
 
     def _filters(self, filters: dict | None) -> dict[str, list[str]]:
         merged: dict[str, list[str]] = {}

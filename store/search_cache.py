@@ -90,7 +90,7 @@ class Arrays:
         return mask
 
     def run(self, matches, filters: dict[str, list[str]], sort: str, page: int, per_page: int,
-            demoted: set[int]) -> SearchResult:
+            demoted: set[int], start: int | None = None) -> SearchResult:
         mask = np.ones(self.n, dtype=bool)
         score = np.zeros(self.n)
         for any_ids, title_ids in matches:
@@ -120,7 +120,10 @@ class Arrays:
         for f in facets:
             facets[f].sort(key=lambda vn: (-vn[1], vn[0]))
 
-        start, stop = (page - 1) * per_page, page * per_page
+        if start is None:
+            start = (page - 1) * per_page
+        start = min(max(0, start), self.n)  # an offset past the end is an empty page
+        stop = start + per_page
         if sort == "title":
             chosen = self.title_order[mask[self.title_order]][start:stop]
         elif sort == "modified" or not matches:

@@ -619,3 +619,60 @@ def test_8_slow_readers_neither_block_the_site_nor_get_killed(big):
         bodies = [r.rest()[1] for r in readers]
     for body in bodies:
         assert len(json.loads(body)["features"]) == BIG_ROWS
+
+
+# -- item 13: package_search?q=…&rows=1 reads one page, not every match -----------------------
+
+def seed_catalogue(data_dir: Path, n: int) -> None:
+    """n active datasets whose titles all match 避難所 (rows and their index entries)."""
+    from sqlalchemy import insert
+    from store.db import Dataset, Store
+    store = Store(data_dir)
+    orgs = ("kakogawa-city", "kasai-city", "yabu-city")
+    rows = [{"id": f"seed--{i:05d}", "source_name": "seed", "remote_id": str(i),
+             "name": f"seed-{i:05d}", "title": f"指定避難所一覧 第{i}版", "description": "防災の資料",
+             "tags": ["防災", f"t{i % 7}"], "organization_id": orgs[i % 3],
+             "license_id": "cc-by-4.0", "status": "active", "raw": {}} for i in range(n)]
+    with store.session() as s:
+        s.execute(insert(Dataset), rows)
+        s.commit()
+    with store.engine.begin() as conn:
+        store.search.upsert_many(conn, [
+            {"id": r["id"], "title": r["title"], "description": r["description"],
+             "tags": r["tags"], "organization": r["organization_id"], "formats": ["CSV"],
+             "license_id": r["license_id"], "modified": f"2025-01-{1 + i % 28:02d}"}
+            for i, r in enumerate(rows)])
+
+
+def test_13_package_search_pages_in_the_search_index(tmp_path):
+    from sqlalchemy import event
+    from catalog.app import create_app
+    n = 2_100  # more than one 1,000-id batch of the old collect-everything loop
+    seed_catalogue(tmp_path / "data", n)
+    app = create_app(tmp_path / "data")
+    store = app.extensions["renkei_store"]
+    statements = []
+    event.listen(store.engine, "before_cursor_execute",
+                 lambda conn, cur, stmt, params, ctx, many: statements.append(stmt))
+    client = app.test_client()
+
+    def search(**params):
+        statements.clear()
+        r = client.get("/api/3/action/package_search", query_string=params)
+        assert r.status_code == 200, r.get_data(as_text=True)[:300]
+        return r.get_json()["result"], [s for s in statements if "MATCH" in s]
+
+    result, fts = search(q="避難所", rows=1, **{"facet.field": '["organization"]'})
+    assert result["count"] == n and len(result["results"]) == 1
+    assert len(fts) <= 2, f"{len(fts)} full-text queries for one page"  # any-field + title
+    assert sum(v for v in result["facets"]["organization"].values()) == n
+    best = store.search.search("避難所", per_page=1).ids
+    assert [p["id"] for p in result["results"]] == best
+    # Offsets page exactly like the catalogue's own pages; filters go with them.
+    result, _ = search(q="避難所", rows=5, start=1000)
+    assert [p["id"] for p in result["results"]] == store.search.search("避難所", page=201, per_page=5).ids
+    result, fts = search(q="避難所", rows=3, fq="organization:kasai-city")
+    assert result["count"] == n // 3 and len(fts) <= 2
+    assert all(p["owner_org"] == "kasai-city" for p in result["results"])
+    result, _ = search(q="避難所", rows=1, start=2**63)
+    assert result["count"] == n and result["results"] == []

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import and_, false, func, not_, select, true
 
 from store.search import search_facet
+from store.search_cache import SINGLE_VALUED
 from store.db import Dataset, Organization
 
 DEFAULT_SORT = "score desc, metadata_modified desc"
@@ -238,7 +239,40 @@ def _in_ids(session, ids: list[str]):
     return Dataset.id.in_(ids)
 
 
+def _index_filters(query: SearchQuery) -> dict[str, list[str]] | None:
+    """The clauses as the search index's filters, or None when one cannot be said there
+    (dates, negation, name/id, `field:*`, two clauses on one field, several tags at once)."""
+    filters: dict[str, list[str]] = {}
+    for c in query.clauses:
+        if c.field in CONSTANT_FIELDS and not c.negate and (
+                c.any_value or CONSTANT_FIELDS[c.field] in [v.lower() for v in c.values]):
+            continue  # true of every record
+        facet = FACET_FIELDS.get(c.field)
+        if facet is None or c.negate or c.any_value or not c.values or facet in filters:
+            return None
+        if facet not in SINGLE_VALUED and len(c.values) != 1:
+            return None  # the index ANDs tags; a clause's values are any-of
+        filters[facet] = [facet_value(facet, v) for v in c.values]
+    return filters
+
+
+def _run_in_index(store, query: SearchQuery, filters: dict[str, list[str]]) -> Found:
+    """q by relevance, paged by the search index itself: one page of ids, the total and the
+    facet counts in one pass over its arrays, never the list of every match."""
+    result = store.search.search(query.q, filters, sort="relevance", per_page=max(1, query.rows),
+                                 start=query.start)
+    facets = {}
+    for name in query.facet_fields:
+        f = FACET_FIELDS.get(name)
+        items = sorted(result.facets.get(f, []), key=lambda vn: (-vn[1], vn[0])) if f else []
+        facets[name] = items if query.facet_limit is None else items[:query.facet_limit]
+    return Found(result.total, result.ids if query.rows else [], facets)
+
+
 def run(store, session, query: SearchQuery) -> Found:
+    filters = _index_filters(query) if query.q else None
+    if filters is not None and query.sort and query.sort[0] == ("score", True):
+        return _run_in_index(store, query, filters)
     conds = [Dataset.status == "active"] + [_condition(c, session) for c in query.clauses]
     rank = None
     if query.q:
