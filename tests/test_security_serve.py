@@ -215,6 +215,19 @@ def test_3_json_in_pages_is_escaped_and_every_page_has_a_csp(hostile):
     html = client.get(f"/ogcapi/collections/{own}/items?f=html").get_data(as_text=True)
     assert "</script><script>" not in html and SCRIPT_COLUMN not in html
     assert "\\u003c/script\\u003e" in html  # the value is there, as JSON escapes
+    import json
+    import re
+
+    def data_block(path):
+        page = client.get(path).get_data(as_text=True)
+        block = re.search(r'<script type="application/json" id="items-data">(.*?)</script>',
+                          page, re.S)
+        assert block and not set(block.group(1)) & {"<", ">", "&", "\u2028", "\u2029"}
+        return [v for f in json.loads(block.group(1)) for v in f["properties"].values()]
+    assert SCRIPT_VALUE in data_block(f"/ogcapi/collections/{own}/items?f=html")
+    # A layer that kept the hostile column: separators and markup survive as JSON escapes.
+    raw = _own_collection(client)
+    assert "line\u2028sep\u2029end &amp; <>" in data_block(f"/ogcapi/collections/{raw}/items?f=html")
     assert "<script>" not in html  # no inline script at all: everything is in files
     for path in ("/", f"/datasets/{HOSTILE_ID}", "/ogcapi?f=html",
                  f"/ogcapi/collections/{own}/items?f=html", "/api/3/action/package_list",
