@@ -25,7 +25,9 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from ogcapi.api import OGCAPI
     ogcapi = OGCAPI(app.config["RENKEI_BASE_URL"] + "/ogcapi",
                     list_collections=lambda: collection_dicts(store),
-                    version=store.publish_version)
+                    version=store.publish_version,
+                    **({"count_budget_ms": app.config["RENKEI_COUNT_BUDGET_MS"]}
+                       if "RENKEI_COUNT_BUDGET_MS" in app.config else {}))
     register_ogcapi(app, ogcapi, prefix="/ogcapi")
     # One per app: it owns the GeoPackages this app has open (ogcapi.api).
     app.extensions["renkei_ogcapi"] = ogcapi

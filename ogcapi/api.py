@@ -42,7 +42,7 @@ from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, st
 
 from ogcapi import cql
 from ogcapi.errors import QueryError
-from ogcapi.gpkg_read import FileRegistry, transform_bbox
+from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
 from ogcapi.provider import FILES_KEY, GPKGProvider
 
 LOGGER = logging.getLogger(__name__)
@@ -211,13 +211,15 @@ class OGCAPI:
 
     def __init__(self, base_url: str, list_collections: Callable[[], list],
                  version: Callable[[], str], *, metadata=None, map_=None,
-                 limits=None):
+                 limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
         self.base_url = base_url.rstrip('/')
         self._list_collections = list_collections
         self._version = version
         self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
         self._state = None
-        self.files = FileRegistry()
+        # count_budget_ms: how long a numberMatched no index answers may take (see
+        # ogcapi.gpkg_read.GpkgFile.count); None: always exact, 0: only index-answered counts.
+        self.files = FileRegistry(count_budget_ms)
         # Set by the web adapter, which owns the compiled `ja` catalogue for the templates.
         self.locale_dir = None
         self._lock = threading.Lock()
@@ -304,7 +306,24 @@ def generate_openapi(config: dict) -> dict:
         except (ProviderGenericError, OSError) as err:
             LOGGER.error('collection %s left out of OpenAPI: %s', cid, err)
             del cfg['resources'][cid]
-    return get_oas(cfg, fail_on_invalid_collection=False)
+    oas = get_oas(cfg, fail_on_invalid_collection=False)
+    for path, item in oas.get('paths', {}).items():
+        op = item.get('get')
+        if path.endswith('/items') and op is not None:
+            op['description'] = (op.get('description') or op.get('summary') or '') + (
+                '\n\n' + NUMBER_MATCHED_DOC).lstrip()
+    return oas
+
+
+# What a client can expect of numberMatched (also in the README).
+NUMBER_MATCHED_DOC = (
+    '`numberMatched` is exact whenever it is present. It is always present without a filter '
+    '(the total of the collection version) and with `bbox` alone (counted from the spatial '
+    'index). With `filter`, `q` or property filters it is present when the count takes less '
+    'than a small time budget (25 ms by default), and omitted otherwise, as OGC API - Features '
+    'allows, so that counting never costs more than the page. Page through results with the '
+    '`next` link: it is present exactly when more items follow, with or without '
+    '`numberMatched`.')
 
 
 def conformance(api: API, request) -> tuple:
@@ -477,7 +496,8 @@ def get_items(api: API, request, dataset: str) -> tuple:
         links.append({'type': 'application/geo+json', 'rel': 'prev',
                       'title': tr('Items (prev)'),
                       'href': f'{uri}?offset={max(0, offset - limit)}{query}'})
-    if content.get('numberMatched', 0) > offset + limit:
+    more = getattr(provider, 'more', None)
+    if more if more is not None else content.get('numberMatched', 0) > offset + limit:
         links.append({'type': 'application/geo+json', 'rel': 'next',
                       'title': tr('Items (next)'), 'href': f'{uri}?offset={offset + limit}{query}'})
     links.append({'type': FORMAT_TYPES[F_JSON], 'rel': 'collection',

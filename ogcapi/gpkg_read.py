@@ -13,6 +13,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from urllib.parse import quote
@@ -31,6 +32,11 @@ _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 _LONLAT_SRS = {('EPSG', 4326), ('OGC', 84), ('OGC', 'CRS84')}
 _MAX_IDLE_CONNECTIONS = 4
 _MAX_CACHED_COUNTS = 512
+# numberMatched that no index answers is computed for at most this long, else omitted (OGC API
+# Features allows it): a count over 1M rows (~100-300 ms) must not cost more than the page.
+DEFAULT_COUNT_BUDGET_MS = 25
+# SQLite virtual-machine steps between two looks at the clock (~0.1 ms of work).
+_PROGRESS_STEPS = 2000
 _MAX_FILTER_GEOMS = 64
 # SQLite integers are 64-bit: a larger Python int cannot even be bound as a parameter.
 SQLITE_INT_RANGE = (-2 ** 63, 2 ** 63 - 1)
@@ -244,8 +250,9 @@ class Layer:
 class GpkgFile:
     """One version of one .gpkg: pooled read-only connections, schema, counts."""
 
-    def __init__(self, path, identity):
+    def __init__(self, path, identity, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
         self.path, self.identity = path, identity
+        self.count_budget_ms = count_budget_ms
         self.retired = False
         self._idle = []
         self._layers = {}
@@ -301,14 +308,34 @@ class GpkgFile:
             self._layers[table] = lyr
         return lyr
 
-    def count(self, con, sql, params):
-        """COUNT(*) for one query on this file version, cached (the file never changes)."""
+    def count(self, con, sql, params, budgeted=True):
+        """COUNT(*) for one query on this file version, cached (the file never changes).
+
+        ``budgeted``: give up after ``count_budget_ms`` and return None (then cached too, so a
+        count known to be dear is not tried again on every page). Counts answered by an index
+        (the R-tree) pass ``budgeted=False``: they cost less than the page they go with.
+        """
         key = (sql, tuple(params))
         with self._lock:
             if key in self._counts:
                 self._counts.move_to_end(key)
                 return self._counts[key]
-        n = con.execute(sql, params).fetchone()[0]
+        budget = self.count_budget_ms if budgeted else None
+        if budget is not None and budget <= 0:
+            n = None
+        elif budget is None:
+            n = con.execute(sql, params).fetchone()[0]
+        else:
+            deadline = time.perf_counter() + budget / 1000
+            con.set_progress_handler(lambda: time.perf_counter() > deadline, _PROGRESS_STEPS)
+            try:
+                n = con.execute(sql, params).fetchone()[0]
+            except sqlite3.OperationalError as err:
+                if 'interrupt' not in str(err):
+                    raise
+                n = None
+            finally:
+                con.set_progress_handler(None, 0)
         with self._lock:
             self._counts[key] = n
             if len(self._counts) > _MAX_CACHED_COUNTS:
@@ -323,7 +350,9 @@ class FileRegistry:
     templates and translations), so a copy is the registry itself.
     """
 
-    def __init__(self):
+    def __init__(self, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
+        # How long a count no index answers may take (ms); None: always exact; 0: never tried.
+        self.count_budget_ms = count_budget_ms
         self._lock = threading.Lock()
         self._files = {}  # path -> GpkgFile (the version currently on disk)
         self._previous = set()  # paths published at the previous retain_only() call
@@ -354,7 +383,7 @@ class FileRegistry:
                 raise ProviderConnectionError(f'GeoPackage not found: {path}')
             if current is not None and current.identity == identity:
                 return current
-            self._files[path] = fresh = GpkgFile(path, identity)
+            self._files[path] = fresh = GpkgFile(path, identity, self.count_budget_ms)
         if current is not None:
             current.retire()
         return fresh

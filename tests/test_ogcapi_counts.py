@@ -1,0 +1,247 @@
+"""numberMatched that never costs more than the page (issue 17), end to end over HTTP.
+
+Exact when an index answers it (the collection total; the R-tree for a bbox alone, edge
+candidates tested exactly), computed within a time budget otherwise, else omitted while the
+next links stay exact. The budget is a setting: a tiny one here makes every count that needs a
+scan run out, whatever the machine's speed. Clients: requests, OWSLib, GDAL's OAPIF driver.
+"""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from urllib.parse import parse_qs, urlparse
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import requests
+import shapely
+from flask import Flask
+from werkzeug.serving import make_server
+
+from ogcapi.api import OGCAPI
+from ogcapi.blueprint import register_ogcapi
+from tests.test_ogcapi import CITIES, make_wards
+
+N = 3000
+BBOX = (134.6, 34.7, 134.9, 34.95)
+TINY_MS = 1e-6  # runs out at SQLite's first look at the clock
+
+
+def make_points(path):
+    """Random points, plus points on and within a hair of the bbox's edges: the R-tree stores
+    float32 boxes rounded outwards, so these are the R-tree candidates that are not matches."""
+    rng = np.random.default_rng(17)
+    x = list(rng.uniform(134.25, 135.47, N))
+    y = list(rng.uniform(34.15, 35.68, N))
+    minx, miny, maxx, maxy = BBOX
+    mid_x, mid_y = (minx + maxx) / 2, (miny + maxy) / 2
+    for eps in (-1e-9, 0.0, 1e-9):
+        x += [minx + eps, maxx + eps, mid_x, mid_x]
+        y += [mid_y, mid_y, miny + eps, maxy + eps]
+    n = len(x)
+    gdf = gpd.GeoDataFrame({
+        'name': [f'避難所{i:05d}' for i in range(n)],
+        'city': rng.choice(CITIES, n),
+        'capacity': rng.integers(10, 1000, n),
+    }, geometry=gpd.points_from_xy(x, y), crs=4326)
+    gdf.to_file(path, layer='features', driver='GPKG')
+    return gdf
+
+
+@contextmanager
+def serve(collections, count_budget_ms):
+    holder = {}
+    srv = make_server('127.0.0.1', 0, lambda env, sr: holder['app'](env, sr), threaded=True)
+    base = f'http://127.0.0.1:{srv.server_port}/ogcapi'
+    app = Flask(__name__)
+    register_ogcapi(app, OGCAPI(base, lambda: collections, lambda: '1',
+                                count_budget_ms=count_budget_ms))
+    holder['app'] = app
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield base
+    finally:
+        srv.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp('counts')
+    points, wards = make_points(d / 'points.gpkg'), make_wards(d / 'wards.gpkg')
+
+    def coll(cid, name, n):
+        return {'id': cid, 'title': cid, 'path': str(d / name), 'layer': 'features',
+                'bbox': [134.25, 34.15, 135.47, 35.68], 'count': n}
+    return {'points': points, 'wards': wards, 'dir': d,
+            'collections': [coll('points', 'points.gpkg', len(points)),
+                            coll('wards', 'wards.gpkg', len(wards))]}
+
+
+@pytest.fixture(scope='module')
+def tiny(data):
+    with serve(data['collections'], TINY_MS) as base:
+        yield base
+
+
+@pytest.fixture(scope='module')
+def exact(data):
+    with serve(data['collections'], None) as base:
+        yield base
+
+
+def get(url, **params):
+    r = requests.get(url, params=params, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def full_count(path, where, params=()):
+    """The reference: a plain COUNT(*) over the table with sqlite3."""
+    with sqlite3.connect(path) as con:
+        return con.execute(f'SELECT COUNT(*) FROM features WHERE {where}', params).fetchone()[0]
+
+
+def next_href(doc):
+    return next((link['href'] for link in doc['links'] if link['rel'] == 'next'), None)
+
+
+def walk(url, **params):
+    """Every page by following next links: (features, pages, numberMatched seen)."""
+    features, pages, matched = [], 0, set()
+    doc = get(url, **params)
+    while True:
+        pages += 1
+        features += doc['features']
+        matched.add(doc.get('numberMatched'))
+        href = next_href(doc)
+        if href is None:
+            return features, pages, matched
+        assert pages < 1000, 'next links never end'
+        doc = requests.get(href, timeout=30).json()
+
+
+def test_bbox_count_from_rtree_is_exact_even_without_budget(tiny, data):
+    pts = data['points']
+    minx, miny, maxx, maxy = BBOX
+    inside = pts[(pts.geometry.x >= minx) & (pts.geometry.x <= maxx)
+                 & (pts.geometry.y >= miny) & (pts.geometry.y <= maxy)]
+    # 4 points per edge offset: those 1e-9 outside are R-tree candidates but no match.
+    on_edges = inside[inside.name >= f'避難所{N:05d}']
+    assert len(on_edges) == 8
+    reference = len(inside)  # a full scan of every point
+    doc = get(f'{tiny}/collections/points/items', bbox=','.join(map(str, BBOX)), limit=1000)
+    assert doc['numberMatched'] == reference == doc['numberReturned']
+    assert {f['properties']['name'] for f in doc['features']} == set(inside.name)
+    ids = [f['id'] for f in doc['features']]
+    assert ids == sorted(ids)  # rowid order, as without a bbox
+    hits = get(f'{tiny}/collections/points/items', bbox=','.join(map(str, BBOX)),
+               resulttype='hits')
+    assert hits['numberMatched'] == len(inside)
+
+
+def test_bbox_pages_follow_rowid_order(tiny, data):
+    pts = data['points']
+    minx, miny, maxx, maxy = BBOX
+    inside = pts.cx[minx:maxx, miny:maxy]
+    features, pages, matched = walk(f'{tiny}/collections/points/items',
+                                    bbox=','.join(map(str, BBOX)), limit=7)
+    assert matched == {len(inside)}
+    assert pages == -(-len(inside) // 7)
+    assert [f['id'] for f in features] == sorted(int(i) + 1 for i in inside.index)
+
+
+def test_polygons_bbox_count_exact_at_edges(tiny, data):
+    # The triangle's R-tree box meets this bbox, the triangle does not: exact test at the edge.
+    bbox = (134.97, 34.67, 134.99, 34.69)
+    wards = data['wards']
+    expected = set(wards[wards.intersects(shapely.box(*bbox))].name)
+    assert expected == {'須磨区', '長田区'}
+    doc = get(f'{tiny}/collections/wards/items', bbox=','.join(map(str, bbox)))
+    assert doc['numberMatched'] == 2 == doc['numberReturned']
+    assert {f['properties']['name'] for f in doc['features']} == expected
+
+
+def test_total_without_filter_needs_no_budget(tiny, data):
+    doc = get(f'{tiny}/collections/points/items', limit=5)
+    assert doc['numberMatched'] == len(data['points'])
+    assert next_href(doc) is not None
+
+
+@pytest.mark.parametrize('params, where, args', [
+    ({'city': '姫路市'}, 'city = ?', ('姫路市',)),
+    ({'filter': 'capacity > 500'}, 'capacity > 500', ()),
+    ({'filter': "capacity > 500 AND city = '神戸市'"}, "capacity > 500 AND city = '神戸市'", ()),
+])
+def test_count_omitted_when_budget_runs_out_next_links_still_exact(tiny, exact, data,
+                                                                   params, where, args):
+    path = data['dir'] / 'points.gpkg'
+    n = full_count(path, where, args)
+    assert n > 100
+    # With no budget limit the count is exact ...
+    doc = get(f'{exact}/collections/points/items', limit=10, **params)
+    assert doc['numberMatched'] == n
+    # ... with a tiny one it is left out, and next links carry the client through every row.
+    doc = get(f'{tiny}/collections/points/items', limit=10, **params)
+    assert 'numberMatched' not in doc and doc['numberReturned'] == 10
+    # A page size that divides the total exactly: the last full page has no next link.
+    limit = next((k for k in range(50, 500) if n % k == 0), 97)
+    features, pages, matched = walk(f'{tiny}/collections/points/items', limit=limit, **params)
+    assert matched == {None}
+    assert pages == -(-n // limit)
+    with sqlite3.connect(path) as con:
+        fids = [r[0] for r in con.execute(f'SELECT fid FROM features WHERE {where} ORDER BY fid',
+                                          args)]
+    assert [f['id'] for f in features] == fids
+
+
+def test_hits_without_count_has_no_next_link(tiny):
+    doc = get(f'{tiny}/collections/points/items', resulttype='hits', filter='capacity > 500')
+    assert 'numberMatched' not in doc and next_href(doc) is None
+
+
+def test_openapi_says_what_clients_can_expect(tiny):
+    oas = get(f'{tiny}/openapi')
+    desc = oas['paths']['/collections/points/items']['get']['description']
+    assert 'numberMatched' in desc and 'next' in desc and 'bbox' in desc
+
+
+def test_owslib_pages_through_without_counts(tiny, data):
+    from owslib.ogcapi.features import Features
+    api = Features(tiny)
+    n = full_count(data['dir'] / 'points.gpkg', 'city = ?', ('加西市',))
+    seen, offset = [], 0
+    while True:
+        page = api.collection_items('points', limit=250, offset=offset, city='加西市')
+        assert 'numberMatched' not in page
+        seen += [f['id'] for f in page['features']]
+        href = next_href(page)
+        if href is None:
+            break
+        offset = int(parse_qs(urlparse(href).query)['offset'][0])
+    assert len(seen) == len(set(seen)) == n
+
+
+GDAL_READ = """
+import sys, pyogrio
+df = pyogrio.read_dataframe(sys.argv[1], where=sys.argv[2] or None)
+sys.stdout.write(df.to_json(ensure_ascii=False))
+"""
+
+
+@pytest.mark.parametrize('where', ['', "city = '養父市'"])
+def test_gdal_reads_everything_with_a_tiny_budget(tiny, data, where):
+    r = subprocess.run(
+        [sys.executable, '-c', GDAL_READ, f'OAPIF:{tiny}/collections/points', where],
+        capture_output=True, timeout=180, env=dict(os.environ, GDAL_HTTP_TIMEOUT='60'))
+    assert r.returncode == 0, r.stderr.decode(errors='replace')[-2000:]
+    features = json.loads(r.stdout.decode('utf-8'))['features']
+    pts = data['points']
+    expected = pts if not where else pts[pts.city == '養父市']
+    assert sorted(f['properties']['name'] for f in features) == sorted(expected.name)
