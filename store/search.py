@@ -9,7 +9,8 @@ Measured in shared/reference/catalogue-ux-and-search.md §1 and bench/search_ben
   trigram tokenizer it replaces could not answer 1–2 characters without a LIKE scan, which
   made facet counts for 2-character queries 300 ms at 100k datasets.
 - FTS5 only says which documents match. Facet counts, filters, sorting and ranking run on
-  arrays held per process (catalog/search_cache.py), reloaded when the index generation moves.
+  arrays held per process (store/search_cache.py), brought up to date from the change log
+  (search_change) when the index generation moves: a publish is applied, never reloaded.
 - 表記ゆれ: each term is expanded to its spelling variants (OR), terms are ANDed.
 On a non-SQLite database terms are matched with LIKE on the normalised text (portable, slower).
 """
@@ -137,6 +138,14 @@ search_facet = Table(
     UniqueConstraint("dataset_id", "field", "value"),
     Index("ix_search_facet_field_value", "field", "value"),
 )
+# Which documents each generation touched (old and new doc ids of every write): what a web
+# worker applies to its arrays instead of reloading them (store.search_cache).
+search_change = Table(
+    "search_change", _meta,
+    Column("gen", Integer, nullable=False, index=True),
+    Column("doc_id", Integer, nullable=False),
+)
+CHANGE_LOG_GENERATIONS = 1000  # kept; a worker further behind reloads in full
 search_meta = Table(
     "search_meta", _meta,
     Column("key", String(40), primary_key=True),
@@ -238,12 +247,31 @@ class SearchIndex:
         if not updated:
             conn.execute(search_meta.insert().values(key=key, value=value))
 
-    def _bump(self, conn) -> None:
-        """Every write moves the generation, so each worker's arrays reload on its next search."""
+    def _bump(self, conn, doc_ids) -> None:
+        """Move the generation and log the doc ids this write touched under it. The UPDATE
+        holds the generation row until commit, so on PostgreSQL too generations become
+        visible in order and a worker that has applied generation g has missed nothing <= g."""
         updated = conn.execute(text("UPDATE search_meta SET value = CAST(value AS INTEGER) + 1 "
                                     "WHERE key = 'generation'")).rowcount
         if not updated:
             conn.execute(search_meta.insert().values(key="generation", value="1"))
+        gen = int(conn.execute(text("SELECT value FROM search_meta WHERE key = 'generation'"))
+                  .scalar())
+        rows = [{"gen": gen, "doc_id": d} for d in dict.fromkeys(doc_ids)]
+        if rows:
+            conn.execute(search_change.insert(), rows)
+        if gen % 100 == 0 and gen > CHANGE_LOG_GENERATIONS:
+            floor = gen - CHANGE_LOG_GENERATIONS
+            conn.execute(search_change.delete().where(search_change.c.gen <= floor))
+            self._set_meta(conn, "change_floor", str(floor))
+
+    def _doc_ids(self, conn, dataset_ids) -> list[int]:
+        out = []
+        for i in range(0, len(dataset_ids), 500):
+            out += [r[0] for r in conn.execute(
+                search_doc.select().with_only_columns(search_doc.c.doc_id)
+                .where(search_doc.c.dataset_id.in_(dataset_ids[i:i + 500])))]
+        return out
 
     # -- writing (in the caller's transaction) -------------------------------------------
 
@@ -255,6 +283,7 @@ class SearchIndex:
     def upsert_many(self, conn, docs) -> None:
         docs = list(docs)
         ids = [d["id"] for d in docs]
+        touched = self._doc_ids(conn, ids)
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             conn.execute(search_doc.delete().where(search_doc.c.dataset_id.in_(chunk)))
@@ -282,12 +311,13 @@ class SearchIndex:
             conn.execute(search_doc.insert(), rows)
         if facets:
             conn.execute(search_facet.insert(), facets)
-        self._bump(conn)
+        self._bump(conn, touched + self._doc_ids(conn, ids))
 
     def delete(self, conn, dataset_id: str) -> None:
+        touched = self._doc_ids(conn, [dataset_id])
         conn.execute(search_doc.delete().where(search_doc.c.dataset_id == dataset_id))
         conn.execute(search_facet.delete().where(search_facet.c.dataset_id == dataset_id))
-        self._bump(conn)
+        self._bump(conn, touched)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -350,3 +350,47 @@ def test_each_worker_sees_writes_of_another(tmp_path):
     with writer.engine.begin() as conn:
         writer.delete(conn, "a")
     assert reader.search("公園").total == 0 and reader.search("").facets["organization"] == []
+
+
+def test_publishes_are_applied_not_reloaded(tmp_path):
+    """A long-lived reader (one web worker's SearchIndex) follows publishes of another process
+    through the change log: after its first load it never reloads, and every answer (ids in
+    every sort, totals, facets, filters) equals that of a fresh full load of the same data."""
+    import random
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    with writer.engine.begin() as conn:
+        writer.upsert_many(conn, DOCS)
+    assert reader.search("").total == len(DOCS)
+    assert (reader.cache.full_loads, reader.cache.incremental_updates) == (1, 0)
+    rng = random.Random(17)
+    words = ["避難所", "公園", "防災", "子ども", "AED", "洪水", "人口"]
+    orgs = ["himeji", "kobe", "kakogawa", "hyogo-pref"]
+    queries = [("", {}), ("避難所", {}), ("防災", {"organization": ["himeji"]}), ("公園", {}),
+               ("", {"tags": ["防災"]}), ("", {"res_format": ["CSV"], "organization": ["kobe"]})]
+    live = [d["id"] for d in DOCS]
+    for step in range(40):
+        with writer.engine.begin() as conn:
+            op = rng.random()
+            if op < 0.2 and live:
+                gone = live.pop(rng.randrange(len(live)))
+                writer.delete(conn, gone)
+            else:  # a new dataset, or a new version of one (same id, new doc_id)
+                did = rng.choice(live) if op < 0.6 and live else f"new-{step}"
+                if did not in live:
+                    live.append(did)
+                batch = [doc(did, f"{rng.choice(words)}{rng.choice(words)}の一覧{step}",
+                             description=rng.choice(words), tags=rng.sample(words, 2),
+                             organization=rng.choice(orgs), formats=[rng.choice(["CSV", "PDF"])],
+                             modified=rng.choice([None, f"2024-0{rng.randint(1, 9)}-01T00:00:00"]))]
+                writer.upsert_many(conn, batch)
+        fresh = SearchIndex(create_engine(url))
+        for q, filters in queries:
+            for sort in ("relevance", "modified", "title"):
+                got = reader.search(q, filters, sort=sort, per_page=100)
+                want = fresh.search(q, filters, sort=sort, per_page=100)
+                assert (got.ids, got.total, got.facets) == (want.ids, want.total, want.facets), \
+                    (step, q, filters, sort)
+        assert reader.search("").total == len(live)
+    assert reader.cache.full_loads == 1
+    assert reader.cache.incremental_updates == 40
