@@ -10,18 +10,29 @@ median of --runs after one warm-up:
 plus peak worker RSS (VmHWM), pygeoapi's stock providers where they run here, the in-process
 floor (pyogrio read_arrow + GeoJSON dicts + json.dumps), and wrk with 2 workers on (a)/(c)/(d).
 
+Issue 17: each query in two modes, interleaved request by request with pygeoapi 0.21's stock
+SQLiteGPKG and OGR (paging) providers over the same files: warm (the same URL again) and cold
+(every request differs slightly: offset, bbox, item id, filter constant, so no cache answers).
+The stock providers run in their own environment, which needs a Python whose sqlite3 can load
+SpatiaLite and GDAL's bindings (Debian's):
+    apt-get install libsqlite3-mod-spatialite python3-gdal python3-venv
+    /usr/bin/python3 -m venv --system-site-packages VENV && VENV/bin/pip install pygeoapi==0.21.0 gunicorn
+    PYTHONPATH=. python bench/ogcapi_bench.py --stock-venv VENV [--runs 15] [--stock-runs 5]
+
     PYTHONPATH=. python bench/ogcapi_bench.py [--runs 20] [--wrk-seconds 30]
 """
 
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, 'bench', 'out')
@@ -93,7 +104,8 @@ def bench_app():
     from ogcapi.api import OGCAPI
     files = json.loads(os.environ['RENKEI_BENCH_FILES'])
     cols = [{'id': kind, 'title': f'{kind}（ベンチマーク）', 'bbox': list(HYOGO),
-             'path': path, 'layer': 'features', 'count': SETS[kind]}
+             'path': path, 'layer': 'features',
+             'count': json.loads(os.environ['RENKEI_BENCH_SETS'])[kind]}
             for kind, path in files.items()]
     app = Flask(__name__)
     register_ogcapi(app, OGCAPI(os.environ['RENKEI_BENCH_URL'], lambda: cols, lambda: '1'))
@@ -107,7 +119,7 @@ def gunicorn(app, port, env, workers=1):
     import requests
     for _ in range(300):
         try:
-            requests.get(f'http://127.0.0.1:{port}/', timeout=2)
+            requests.get(f"http://127.0.0.1:{port}/", timeout=30)
             return proc
         except requests.ConnectionError:
             time.sleep(0.1)
@@ -139,15 +151,109 @@ def timed(url, runs, params=None):
     return statistics.median(times), len(r.content), doc
 
 
+def item_id(n):
+    return 543210 if n > 543210 else 54321 if n > 54321 else n // 2
+
+
 def queries(n):
     deep = 900_000 if n == 1_000_000 else int(n * 0.9)
     return {
         '(a) limit=1000': ('items', {'limit': 1000}),
         f'(b) offset={deep}': ('items', {'limit': 1000, 'offset': deep}),
         '(c) bbox ~1%': ('items', {'bbox': BBOX1, 'limit': 1000}),
-        '(d) item by id': ('items/543210' if n > 543210 else 'items/54321', None),
+        '(d) item by id': (f'items/{item_id(n)}', None),
         '(e) CQL2 filter': ('items', {'filter': CQL, 'limit': 1000}),
     }
+
+
+def cold_params(n, name, path, params, i):
+    """Request i of a query in cold mode: (path, params) that no earlier request used."""
+    rng = random.Random(zlib.crc32(f'{n} {name} {i}'.encode()))
+    params = dict(params or {})
+    if name.startswith('(a)'):
+        params['offset'] = rng.randrange(1, 1000)
+    elif name.startswith('(b)'):
+        params['offset'] += rng.randrange(1, 50_000)
+    elif name.startswith('(c)'):
+        dx, dy = rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)
+        b = [float(v) for v in BBOX1.split(',')]
+        params['bbox'] = ','.join(f'{v:.5f}' for v in (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy))
+    elif name.startswith('(d)'):
+        path = f'items/{rng.randrange(1, n + 1)}'
+    elif name.startswith('(e)'):
+        params['filter'] = f"capacity > {rng.randrange(300, 700)} AND name LIKE '%小学校%'"
+    return path, params
+
+
+def stock_server(files, venv, tmp):
+    """pygeoapi 0.21 with its own SQLiteGPKG and OGR providers on the same files."""
+    import yaml
+    from ogcapi.api import build_config
+    port = free_port()
+    base = f'http://127.0.0.1:{port}'
+    cfg = build_config(base, [])
+    cfg['server'].pop('templates', None)  # ours are not installed there
+    for kind, path in files.items():
+        common = {'type': 'collection', 'title': kind, 'description': 'stock', 'keywords': ['bench'],
+                  'links': [], 'extents': {'spatial': {'bbox': list(HYOGO)}}}
+        cfg['resources'][f'{kind}-sqlite'] = dict(common, providers=[{
+            'type': 'feature', 'name': 'SQLiteGPKG', 'data': path, 'id_field': 'fid',
+            'table': 'features'}])
+        cfg['resources'][f'{kind}-ogr'] = dict(common, providers=[{
+            'type': 'feature', 'name': 'OGR', 'id_field': 'fid', 'layer': 'features',
+            'data': {'source_type': 'GPKG', 'source': path,
+                     'source_capabilities': {'paging': True}}}])
+    cfg_path, oas_path = os.path.join(tmp, 'stock.yml'), os.path.join(tmp, 'stock-openapi.yml')
+    with open(cfg_path, 'w') as fh:
+        yaml.safe_dump(cfg, fh, allow_unicode=True)
+    env = dict(os.environ, PYGEOAPI_CONFIG=cfg_path, PYGEOAPI_OPENAPI=oas_path)
+    env.pop('PYTHONPATH', None)
+    subprocess.run([os.path.join(venv, 'bin', 'pygeoapi'), 'openapi', 'generate', cfg_path,
+                    '--output-file', oas_path], env=env, check=True, capture_output=True)
+    exe = os.path.join(venv, 'bin', 'gunicorn')
+    proc = subprocess.Popen([exe, '-w', '1', '-b', f'127.0.0.1:{port}', '--log-level', 'warning',
+                             '--timeout', '600', 'pygeoapi.flask_app:APP'], env=env,
+                            stderr=subprocess.DEVNULL)  # GDAL warns on every GPKG 1.4 open
+    import requests
+    for _ in range(300):
+        try:
+            requests.get(f"{base}/", timeout=30)
+            return proc, base
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise RuntimeError('stock pygeoapi did not start')
+
+
+def one(url, params):
+    import requests
+    t = time.perf_counter()
+    r = requests.get(url, params=params, headers={'Connection': 'close'}, timeout=600)
+    _ = r.content
+    ms = (time.perf_counter() - t) * 1000
+    r.raise_for_status()
+    return ms, r
+
+
+def interleaved(targets, n, runs, stock_runs):
+    """{(target, query, mode): (median ms, last doc)}; request by request across targets."""
+    out = {}
+    for name, (path, params) in queries(n).items():
+        for mode in ('warm', 'cold'):
+            samples = {t: [] for t in targets}
+            docs = {}
+            for i in range(runs + 1):  # request 0 warms up (warm mode) / is dropped
+                for t, (base, cid, is_stock) in targets.items():
+                    if is_stock and (i > stock_runs or name.startswith('(e)')):
+                        continue
+                    p, q = (path, params) if mode == 'warm' else cold_params(n, name, path, params, i)
+                    ms, r = one(f'{base}/collections/{cid}/{p}', q)
+                    if i:
+                        samples[t].append(ms)
+                    docs[t] = r.json()
+            for t, v in samples.items():
+                if v:
+                    out[(t, name, mode)] = (statistics.median(v), docs[t])
+    return out
 
 
 # -- the floor: pyogrio (GDAL, Arrow) read + GeoJSON dicts + json.dumps ----------------------
@@ -157,7 +263,7 @@ def floor(path, n, runs):
     import shapely
     deep = 900_000 if n == 1_000_000 else int(n * 0.9)
     bbox = tuple(float(v) for v in BBOX1.split(','))
-    fid = 543210 if n > 543210 else 54321
+    fid = item_id(n)
     cases = {
         '(a) limit=1000': dict(max_features=1000),
         f'(b) offset={deep}': dict(skip_features=deep, max_features=1000),
@@ -247,48 +353,82 @@ def main():
     ap.add_argument('--runs', type=int, default=20)
     ap.add_argument('--stock-runs', type=int, default=5)
     ap.add_argument('--wrk-seconds', type=int, default=30)
+    ap.add_argument('--stock-venv', help="a venv with pygeoapi 0.21, SpatiaLite-capable sqlite3 "
+                    "and GDAL's Python bindings (see the module docstring)")
+    ap.add_argument('--geojson', action='store_true',
+                    help="also pygeoapi's stock GeoJSON provider on the polygons (slow)")
+    ap.add_argument('--points', type=int, default=SETS['points'],
+                    help='size of the points file (smaller for a quick run)')
+    ap.add_argument('--polygons', type=int, default=SETS['polygons'])
     args = ap.parse_args()
+    SETS.update(points=args.points, polygons=args.polygons)
     sys.path.insert(0, ROOT)
     files = data_files()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
     port = free_port()
     base = f'http://127.0.0.1:{port}'
-    env_ours = dict(env, RENKEI_BENCH_FILES=json.dumps(files), RENKEI_BENCH_URL=base + '/ogcapi')
+    env_ours = dict(env, RENKEI_BENCH_FILES=json.dumps(files),
+                    RENKEI_BENCH_SETS=json.dumps(SETS), RENKEI_BENCH_URL=base + '/ogcapi')
     results = {}
     proc = gunicorn('bench.ogcapi_bench:bench_app()', port, env_ours)
+    tmp = tempfile.mkdtemp(prefix='renkei-bench-')
+    stock = stock_server(files, args.stock_venv, tmp) if args.stock_venv else None
     try:
         for kind, n in SETS.items():
-            print(f'\nours, {kind} ({n:,}), HTTP, 1 gunicorn worker, median of {args.runs} (ms):',
-                  flush=True)
-            for name, (path, params) in queries(n).items():
-                ms, size, doc = timed(f'{base}/ogcapi/collections/{kind}/{path}', args.runs,
-                                      params)
-                results[(kind, name)] = ms
-                extra = (f"matched={doc['numberMatched']} returned={doc['numberReturned']}"
-                         if 'numberMatched' in doc else '')
-                print(f'  {name:20} {ms:8.1f}  {size:>9,} B  {extra}', flush=True)
-        print(f'  peak worker RSS (VmHWM): {worker_hwm(proc.pid):.0f} MiB')
+            targets = {'renkei': (f'{base}/ogcapi', kind, False)}
+            if stock:
+                targets['SQLiteGPKG'] = (stock[1], f'{kind}-sqlite', True)
+                targets['OGR'] = (stock[1], f'{kind}-ogr', True)
+            res = interleaved(targets, n, args.runs, args.stock_runs)
+            results.update({(kind, k[1], k[2]): v[0] for k, v in res.items() if k[0] == 'renkei'})
+            results[kind] = res
+            print(f'\n{kind} ({n:,}), HTTP, 1 gunicorn sync worker each, interleaved; median ms '
+                  f'(renkei of {args.runs}, stock of {args.stock_runs}); cold = every request '
+                  'differs:')
+            print(f'  {"query":20} {"renkei warm":>11} {"cold":>8}  {"SQLiteGPKG warm":>15} '
+                  f'{"cold":>8}  {"OGR warm":>9} {"cold":>8}  matched (renkei cold)')
+            for name in queries(n):
+                cells = []
+                for t in ('renkei', 'SQLiteGPKG', 'OGR'):
+                    for mode in ('warm', 'cold'):
+                        v = res.get((t, name, mode))
+                        cells.append(f'{v[0]:8.1f}' if v else f'{"-":>8}')
+                cold_doc = res[('renkei', name, 'cold')][1]
+                matched = cold_doc.get('numberMatched', 'omitted') if 'features' in cold_doc else ''
+                print(f'  {name:20} {cells[0]:>11} {cells[1]}  {cells[2]:>15} {cells[3]}  '
+                      f'{cells[4]:>9} {cells[5]}  {matched}', flush=True)
+        print(f'  peak renkei worker RSS (VmHWM): {worker_hwm(proc.pid):.0f} MiB')
     finally:
         proc.terminate()
         proc.wait(10)
+        if stock:
+            stock[0].terminate()
+            stock[0].wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f'\nfloor, in-process: pyogrio raw read (numpy; no pyarrow here) + GeoJSON dicts + json.dumps, '
-          f'median of {args.runs} (ms):')
+    print(f'\nfloor, in-process: pyogrio raw read (numpy; no pyarrow here) + GeoJSON dicts + '
+          f'json.dumps, median of {args.runs} (ms); ratios of renkei warm / cold to it, and of '
+          'the best stock provider to renkei cold:')
     for kind, n in SETS.items():
         for name, ms in floor(files[kind], n, args.runs).items():
-            ours = results[(kind, name)]
-            print(f'  {kind:8} {name:20} {ms:8.1f}   ours/floor = {ours / ms:5.2f}')
+            warm, cold = results[(kind, name, 'warm')], results[(kind, name, 'cold')]
+            stock_cold = [v[0] for (t, q, m), v in results[kind].items()
+                          if t != 'renkei' and q == name and m == 'cold']
+            best = (f'best stock / renkei = {min(stock_cold) / cold:6.1f}x' if stock_cold else '')
+            print(f'  {kind:8} {name:20} {ms:8.1f}   warm/floor = {warm / ms:5.2f}   '
+                  f'cold/floor = {cold / ms:5.2f}   {best}')
 
-    print('\npygeoapi stock providers:')
-    print('  SQLiteGPKG: not runnable here (this Python\'s sqlite3 has no '
-          'enable_load_extension; SpatiaLite cannot be loaded)')
-    print('  OGR: not runnable here (GDAL Python bindings, osgeo, not installed)')
-    ms, hwm, returned = stock_geojson(files['polygons'].replace('.gpkg', '.geojson'),
-                                      args.stock_runs, env)
-    ours = results[('polygons', '(a) limit=1000')]
-    print(f'  GeoJSON, polygons (a) limit=1000: {ms:.0f} ms (median of {args.stock_runs}), '
-          f'returned={returned}, peak RSS {hwm:.0f} MiB; ours is {ms / ours:.0f}x faster')
+    if not args.stock_venv:
+        print('\npygeoapi stock SQLiteGPKG / OGR: not measured (give --stock-venv, see above)')
+    if args.geojson:
+        ms, hwm, returned = stock_geojson(files['polygons'].replace('.gpkg', '.geojson'),
+                                          args.stock_runs, env)
+        ours = results[('polygons', '(a) limit=1000', 'warm')]
+        print(f'  GeoJSON, polygons (a) limit=1000: {ms:.0f} ms (median of {args.stock_runs}), '
+              f'returned={returned}, peak RSS {hwm:.0f} MiB; ours is {ms / ours:.0f}x faster')
+    if args.wrk_seconds <= 0:
+        return
 
     port = free_port()
     base = f'http://127.0.0.1:{port}'
