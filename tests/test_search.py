@@ -394,3 +394,27 @@ def test_publishes_are_applied_not_reloaded(tmp_path):
         assert reader.search("").total == len(live)
     assert reader.cache.full_loads == 1
     assert reader.cache.incremental_updates == 40
+
+
+def test_worker_behind_the_pruned_log_reloads(tmp_path, monkeypatch):
+    """The change log keeps CHANGE_LOG_GENERATIONS generations: a worker that slept through
+    more of them cannot apply what it missed, so it loads in full (and answers correctly)."""
+    import store.search as search_module
+    monkeypatch.setattr(search_module, "CHANGE_LOG_GENERATIONS", 50)
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    with writer.engine.begin() as conn:
+        writer.upsert_many(conn, DOCS)
+    assert reader.search("").total == len(DOCS)
+    for i in range(120):  # generations 2..121: pruned at 100, down to 50
+        with writer.engine.begin() as conn:
+            writer.upsert(conn, doc(f"park-{i}", f"公園一覧{i}", organization="kobe"))
+    with writer.engine.connect() as conn:
+        assert conn.execute(text("SELECT min(gen) FROM search_change")).scalar() == 51
+    res = reader.search("公園")
+    assert res.total == 120 and dict(res.facets["organization"]) == {"kobe": 120}
+    assert (reader.cache.full_loads, reader.cache.incremental_updates) == (2, 0)
+    with writer.engine.begin() as conn:
+        writer.delete(conn, "park-0")
+    assert reader.search("公園").total == 119
+    assert (reader.cache.full_loads, reader.cache.incremental_updates) == (2, 1)
