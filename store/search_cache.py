@@ -95,7 +95,12 @@ class Arrays:
                                     dtype=np.int64)
         self.values: list[tuple[str, str]] = []
         self.value_id: dict[tuple[str, str], int] = {}
-        self.chunks = [self._pairs(facet_rows)]
+        pos, val = self._pairs(facet_rows)
+        order = np.argsort(pos, kind="stable")
+        self.chunks = [(pos[order], val[order])]
+        # The base chunk is sorted by position: base_start[p]:base_start[p+1] are p's pairs, so a
+        # selective search counts facets over its own documents' pairs only.
+        self.base_start = np.searchsorted(self.chunks[0][0], np.arange(self.n + 1))
 
     def _pairs(self, facet_rows) -> tuple[np.ndarray, np.ndarray]:
         """(positions, value ids) of facet rows; unseen values get new ids (append-only)."""
@@ -215,9 +220,20 @@ class Arrays:
         total = int(mask.sum())
         facets: dict[str, list[tuple[str, int]]] = {f: [] for f in FACETS}
         counts = np.zeros(len(self.values), dtype=np.int64)
-        for pos, val in self.chunks:
-            if len(val):
-                counts += np.bincount(val[mask[pos]], minlength=len(self.values))[:len(counts)]
+        for i, (pos, val) in enumerate(self.chunks):
+            if not len(val):
+                continue
+            base_n = len(self.base_start) - 1
+            picked = np.flatnonzero(mask[:base_n]) if i == 0 else None
+            if picked is not None and len(picked) * 8 < base_n:
+                starts, ends = self.base_start[picked], self.base_start[picked + 1]
+                lengths = ends - starts
+                # Indices of every pair of the picked positions, without a Python loop.
+                first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+                chosen = val[first + np.arange(int(lengths.sum()))]
+            else:
+                chosen = val[mask[pos]]
+            counts += np.bincount(chosen, minlength=len(self.values))[:len(counts)]
         if len(counts):
             for vid in np.flatnonzero(counts):
                 f, v = self.values[vid]
