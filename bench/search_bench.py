@@ -156,6 +156,7 @@ def kyoto_check(index: SearchIndex) -> str:
 
 def _publisher(url: str, every: float, seconds: float, corpus_n: int) -> None:
     """Another process (a harvest): one dataset re-published, one new, every `every` s."""
+    del corpus_n
     index = SearchIndex(create_engine(url, connect_args={"timeout": 60}))
     end, i = time.monotonic() + seconds, 0
     while time.monotonic() < end:
@@ -163,7 +164,9 @@ def _publisher(url: str, every: float, seconds: float, corpus_n: int) -> None:
         i += 1
         with index.engine.begin() as conn:
             index.upsert_many(conn, [
-                {"id": str(1 + (i * 7919) % corpus_n), "title": f"避難所一覧（第{i}版）",
+                # A new version of an earlier published one (never a corpus record: the recall
+                # figures of a later run on the same --db stay true), and a new dataset.
+                {"id": f"published-{max(1, i // 2)}", "title": f"避難所一覧（第{i}版）",
                  "description": "姫路市内の避難所", "tags": ["防災", "避難所"],
                  "organization": "姫路市", "organization_title": "姫路市", "formats": ["CSV"],
                  "license_id": "CC BY 4.0", "theme": None, "modified": f"2030-01-01T00:00:{i % 60:02d}"},
@@ -223,7 +226,7 @@ def main() -> int:
     print(f"corpus: {len(corpus):,} records generated in {time.perf_counter() - t0:.1f} s")
     with engine.connect() as conn:
         have = conn.execute(text("SELECT COUNT(*) FROM search_doc")).scalar()
-    if have != len(corpus):
+    if have < len(corpus):  # (more: datasets published by an earlier run's publishing phase)
         print(f"index built in {build(index, corpus):.1f} s ({db.stat().st_size / 1e6:.0f} MB)")
     else:
         print(f"index reused: {db}")
