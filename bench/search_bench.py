@@ -166,7 +166,7 @@ def _publisher(url: str, every: float, seconds: float, corpus_n: int) -> None:
             index.upsert_many(conn, [
                 # A new version of an earlier published one (never a corpus record: the recall
                 # figures of a later run on the same --db stay true), and a new dataset.
-                {"id": f"published-{max(1, i // 2)}", "title": f"避難所一覧（第{i}版）",
+                {"id": f"published-{(i + 1) // 2}-v", "title": f"避難所一覧（第{i}版）",
                  "description": "姫路市内の避難所", "tags": ["防災", "避難所"],
                  "organization": "姫路市", "organization_title": "姫路市", "formats": ["CSV"],
                  "license_id": "CC BY 4.0", "theme": None, "modified": f"2030-01-01T00:00:{i % 60:02d}"},
