@@ -37,13 +37,25 @@ def member_frame(theme: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     fields = merged_fields(THEMES[theme])
     out = pd.DataFrame(index=frame.index)
     for f in fields:
-        out[f.name] = frame[f.name] if f.name in frame.columns else None
-        if f.type == "boolean":
-            out[f.name] = _as_boolean(out[f.name])
+        values = frame[f.name] if f.name in frame.columns else pd.Series(None, index=frame.index)
+        out[f.name] = _as_type(values, f.type)
     pub = frame.get("publisher", pd.Series(None, index=frame.index)).astype("string")
     src = frame.get("source_dataset", pd.Series(None, index=frame.index)).astype("string")
     out["sources"] = (pub.fillna("") + ": " + src.fillna("")).astype(object)
     return gpd.GeoDataFrame(out, geometry=frame.geometry.values, crs="EPSG:4326")
+
+
+def _as_type(values: pd.Series, type_: str) -> pd.Series:
+    """Each field as its theme type whatever a member's file holds, so that members (and a
+    member without the field, all None) concatenate to the declared type: a column of None
+    alone would make `elevation` text in the merged GeoPackage."""
+    if type_ == "boolean":
+        return _as_boolean(values)
+    if type_ == "number":
+        return pd.to_numeric(values, errors="coerce").astype("float64")
+    if type_ == "integer":
+        return pd.to_numeric(values, errors="coerce").round().astype("Int64")
+    return values.astype(object).where(values.notna(), None)
 
 
 def _as_boolean(values: pd.Series) -> pd.Series:
@@ -151,8 +163,8 @@ def _collapse(theme: str, frame: gpd.GeoDataFrame, groups: np.ndarray) -> gpd.Ge
         rows.append(row.drop(["_g", "_nogsi"]))
     merged = gpd.GeoDataFrame(rows, columns=frame.columns, crs="EPSG:4326")
     out = pd.concat([single, merged], ignore_index=True)
-    for col in bools:
-        out[col] = out[col].astype("boolean")
+    for f in merged_fields(THEMES[theme]):
+        out[f.name] = _as_type(out[f.name], f.type)
     return gpd.GeoDataFrame(out, geometry="geometry", crs="EPSG:4326")
 
 
@@ -163,8 +175,16 @@ def merge_kinds(kinds) -> str | None:
     return next(iter(kinds), None)
 
 
-def read_member(path: Path, layer: str) -> gpd.GeoDataFrame:
-    frame = pyogrio.read_dataframe(path, layer=layer)
+def _theme_columns(path: Path, layer: str, theme: str) -> list[str]:
+    """The member's columns the merged schema takes: its own collection also holds every source
+    column (geo.translate), which the theme layer leaves out."""
+    wanted = {f.name for f in merged_fields(THEMES[theme])}
+    return [c for c in pyogrio.read_info(path, layer=layer)["fields"] if c in wanted]
+
+
+def read_member(path: Path, layer: str, theme: str | None = None) -> gpd.GeoDataFrame:
+    columns = _theme_columns(path, layer, theme) if theme else None
+    frame = pyogrio.read_dataframe(path, layer=layer, columns=columns)
     if frame.geometry.name != "geometry":
         frame = frame.rename_geometry("geometry")
     return frame
@@ -178,7 +198,7 @@ def streams(theme: str) -> bool:
 
 def merged_frame(theme: str, members: list[tuple[Path, str]]) -> gpd.GeoDataFrame:
     """The theme layer of a point theme from its members' files (path, layer)."""
-    return merge(theme, [read_member(p, lyr) for p, lyr in members])
+    return merge(theme, [read_member(p, lyr, theme) for p, lyr in members])
 
 
 def member_chunks(theme: str, members: list[tuple[Path, str]]) -> Iterator[gpd.GeoDataFrame]:
@@ -189,7 +209,8 @@ def member_chunks(theme: str, members: list[tuple[Path, str]]) -> Iterator[gpd.G
         total = pyogrio.read_info(path, layer=layer)["features"]
         for start in range(0, total, CHUNK):
             part = member_frame(theme, pyogrio.read_dataframe(
-                path, layer=layer, skip_features=start, max_features=CHUNK))
+                path, layer=layer, columns=_theme_columns(path, layer, theme),
+                skip_features=start, max_features=CHUNK))
             count += len(part)
             yield part
     if not count:

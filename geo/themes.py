@@ -105,8 +105,10 @@ SHELTER = Theme(
      _NAME, _KANA, _ADDR, _MUNI,
      F("elevation", "number", "標高", "Elevation", "メートル", "標高", "elevation", "height", "標高(m)"),
      F("capacity", "number", "想定収容人数", "Capacity",
-       "数値として読める場合のみ（元の記載は capacity_text）", "想定収容人数", "収容人数", "capacity",
-       "maxCapacity", "収容人数_屋内", "収容人数_屋外", "P20_005"),
+       "数値として読める場合のみ（元の記載は capacity_text）。屋内と屋外に分けて公開されたもの"
+       "（収容人数_屋内・収容人数_屋外）は、その合計です（内訳は capacity_text と元の列に残ります）",
+       "想定収容人数", "収容人数", "capacity", "maxCapacity", *("収容人数_屋内", "収容人数_屋外"),
+       "P20_005"),
      F("capacity_text", "string", "想定収容人数（元の記載）", "Capacity (as published)"),
      *_hazard_fields(),
      F("gsi_id", "string", "共通ID", "GSI common id", "国土地理院データの共通ID", "共通ID",
@@ -120,6 +122,8 @@ SHELTER = Theme(
            # NGSI EvacuationSite (datamodels.jp): one JSON array of hazard keys
            "hazardTypes": tuple(h for h, _ in HAZARDS)},
 )
+# Parts of one capacity (Kakogawa): capacity is their sum, the parts stay in capacity_text.
+CAPACITY_PARTS = ("収容人数_屋内", "収容人数_屋外")
 # Columns that say which legal kind a row is (see translate._shelter_kind).
 SHELTER_ALSO_SHELTER = ("指定避難所との重複", "alsoForShelter", "alsoDesignatedShelter",
                         "evacuationSpace")

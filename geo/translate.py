@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from . import lgcodes
 from . import themes as T
 from .crs import JAPAN_LAT, JAPAN_LON
 from .csvread import coordinate_columns
@@ -87,16 +88,47 @@ def translate(layer: Layer, *, title: str = "", tags=(), publisher: str | None =
     out["source_id"] = ctx.coalesce(T._ID_SOURCES, "source_id")[0]
     for f in theme.fields:
         out[f.name] = _typed(out[f.name], f.type)
-    if layer.spatial:
-        out = gpd.GeoDataFrame(out, geometry=frame.geometry.values, crs=frame.crs)
     mapped = {**{c: "geometry" for c in coords}, **ctx.mapped}
     unmapped = [c for c in columns if c not in mapped]
+    out = with_source_columns(out, frame, columns)
+    if layer.spatial:
+        out = gpd.GeoDataFrame(out, geometry=frame.geometry.values, crs=frame.crs)
     return Translated(out.reset_index(drop=True), theme.name, reason, layer.rows_in,
                       _sorted(issues), mapped, unmapped, warns)
 
 
 # ---------------------------------------------------------------------------------------------
 # theme detection
+
+# Column names a GeoPackage layer holds itself (its FID and geometry columns); SQLite compares
+# column names without case.
+RESERVED_COLUMNS = ("fid", "geometry", "geom")
+SOURCE_PREFIX = "元_"
+
+
+def source_column_names(columns, taken) -> dict:
+    """Source column → the name it is published under in the dataset's own collection: as
+    published, unless a theme field (or a GeoPackage column) has that name regardless of case;
+    then 「元_」 + the name (元_name: the source's own `name` beside the theme's)."""
+    used = {str(c).casefold() for c in taken} | set(RESERVED_COLUMNS)
+    names = {}
+    for c in columns:
+        name = str(c)
+        while name.casefold() in used:
+            name = SOURCE_PREFIX + name
+        used.add(name.casefold())
+        names[c] = name
+    return names
+
+
+def with_source_columns(out: pd.DataFrame, frame, columns) -> pd.DataFrame:
+    """Theme fields first, then every source column with its values as read: a dataset's own
+    collection loses nothing the source published (only the merged theme layer is restricted to
+    the theme schema, see geo.theme_layers)."""
+    names = source_column_names(columns, out.columns)
+    extra = pd.DataFrame({names[c]: frame[c].to_numpy() for c in columns}, index=out.index)
+    return pd.concat([out, extra], axis=1)
+
 
 def _column_index(columns) -> dict[str, str]:
     """normalised name → column; a name with a trailing note ("標高(m)") also answers to its
@@ -359,6 +391,10 @@ def _municipality(ctx: _Ctx, out, default):
     if "gsi_id" in out:   # GSI 共通ID = "E" + 5-digit code + facility number + kind suffix
         from_id = out["gsi_id"].astype("string").str.extract(r"^E(\d{5})", expand=False)
         code = code.where(code.notna(), from_id.map(restore_code, na_action="ignore"))
+    if code.isna().any() and "address" in out:   # 兵庫県加西市… → 282201
+        addresses = out["address"].where(code.isna()).dropna().astype(str)
+        found = {a: getattr(lgcodes.from_address(a), "code", None) for a in addresses.unique()}
+        code = code.where(code.notna(), addresses.map(found).reindex(code.index))
     if default:
         code = code.where(code.notna(), restore_code(default))
     return code.where(code.notna(), None)
@@ -366,17 +402,25 @@ def _municipality(ctx: _Ctx, out, default):
 
 def _shelter(ctx: _Ctx, out) -> None:
     cols = ctx.cols(T.SHELTER.field("capacity").sources)
+    parts = ctx.cols(T.CAPACITY_PARTS)
+    whole = [c for c in cols if c not in parts]
     for c in cols:
         ctx.map(c, "capacity")
-    if len(cols) == 1:
-        out["capacity_text"] = _text(ctx.frame[cols[0]])
-        out["capacity"] = number(out["capacity_text"])
-    elif cols:   # 収容人数_屋内 / 収容人数_屋外: a number only when exactly one part has one
-        texts = [_text(ctx.frame[c]) for c in cols]
+    if whole:     # 想定収容人数 and its synonyms: the first one given
+        text, _ = ctx.coalesce(whole)
+        out["capacity_text"] = text
+        out["capacity"] = number(text)
+    if parts:     # 収容人数_屋内 / 収容人数_屋外: capacity is their sum (see themes.SHELTER)
+        texts = [_text(ctx.frame[c]) for c in parts]
         nums = pd.concat([number(t) for t in texts], axis=1)
-        out["capacity"] = nums.sum(axis=1).where(nums.notna().sum(axis=1) == 1)
-        out["capacity_text"] = _join_rows([(c + ": " + t).astype("string")
-                                           for c, t in zip(cols, texts)])
+        total = nums.sum(axis=1, min_count=1)
+        labelled = _join_rows([(c + ": " + t).astype("string") for c, t in zip(parts, texts)])
+        if whole:
+            out["capacity"] = out["capacity"].where(out["capacity"].notna(), total)
+            out["capacity_text"] = out["capacity_text"].where(out["capacity_text"].notna(),
+                                                              labelled)
+        else:
+            out["capacity"], out["capacity_text"] = total, labelled
     out["kind"] = _shelter_kind(ctx)
     _hazard_list(ctx, out)
     if out["address"].notna().any() and out["address"].str.startswith("{").any():
@@ -516,6 +560,9 @@ def publisher_of(org_id: str | None, orgs: dict, remote_org: dict | None) -> dic
     """publisher / municipality_code keywords for translate from the catalogue's organizations;
     a prefecture's own code is not a default for its features' municipality."""
     known = orgs.get(org_id or "", {})
-    code = str(known.get("code") or "") or None
-    return {"publisher": known.get("name_ja") or (remote_org or {}).get("title") or org_id,
+    name = known.get("name_ja") or (remote_org or {}).get("title") or org_id
+    # Not only our own slugs: a CKAN organization 「加西市」 or named `kasai` is 加西市 too.
+    listed = lgcodes.of_organization(name, org_id)
+    code = str(known.get("code") or "") or (listed.code if listed else None)
+    return {"publisher": name,
             "municipality_code": code if code and code[2:5] != "000" else None}

@@ -64,6 +64,19 @@ def publish_theme_layers(store: Store, log=None) -> ThemeLayerRebuild:
     return result
 
 
+# The theme layers are made here, by the prefecture's platform: 兵庫県 is their publisher.
+PLATFORM_ORGANIZATION = {"id": "hyogo-pref", "name_ja": "兵庫県", "name_en": "Hyogo Prefecture",
+                         "code": "280003"}
+
+
+def _platform_organization(s) -> Organization:
+    org = s.get(Organization, PLATFORM_ORGANIZATION["id"])
+    if org is None:
+        org = Organization(**PLATFORM_ORGANIZATION)
+        s.add(org)
+    return org
+
+
 def _title(theme) -> str:
     return f"{MERGED_TITLE_PREFIX} {theme.title_ja}（統合）"
 
@@ -104,7 +117,7 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
             s.add(ds)
         ds.title, ds.description, ds.theme = title, description, name
         ds.tags = [theme.title_ja, "統合レイヤー"]
-        ds.organization_id = "hyogo-pref" if s.get(Organization, "hyogo-pref") else None
+        ds.organization_id = _platform_organization(s).id
         ds.license_title = "各提供元のライセンスに従います"
         ds.metadata_hash, ds.updated_at = signature, utcnow()
         ds.raw = {"members": [str(p) for p, _ in paths]}

@@ -40,8 +40,9 @@ def test_yaizu_legacy_shelter_layout_with_circle_flags():
     assert t.fields_mapped["災害種別_崖崩れ、土石流及び地滑り"] == "landslide"
     assert t.fields_mapped["緯度"] == "geometry"
     assert {"方書", "URL", "対象となる町会・自治会"} <= set(t.fields_unmapped)
-    assert "方書" not in t.frame.columns     # unmapped columns stay out of the theme layer
-    assert list(t.frame.columns[:-1]) == [f.name for f in themes.SHELTER.fields]
+    # Every source column follows the theme fields, as published (issue 16 item 1).
+    names = [f.name for f in themes.SHELTER.fields]
+    assert list(t.frame.columns[:len(names)]) == names and "方書" in t.frame.columns
 
 
 def test_nanao_new_layout_with_pandas_float_flags_and_free_text_capacity():
@@ -131,8 +132,9 @@ def test_encodings_line_endings_and_column_order_do_not_matter(tmp_path):
     for name, data in variants.items():
         (tmp_path / name).write_bytes(data)
         got = one(tmp_path / name).frame
+        # source columns follow the theme fields in the file's own order
         pd.testing.assert_frame_equal(got.drop(columns="geometry"),
-                                      base.drop(columns="geometry"), obj=name)
+                                      base.drop(columns="geometry"), obj=name, check_like=True)
         assert got.geometry.equals(base.geometry)
 
 

@@ -110,6 +110,21 @@ def base_url() -> str:
     return current_app.config.get("RENKEI_BASE_URL") or request.url_root.rstrip("/")
 
 
+def column_titles(theme: str | None, columns) -> dict[str, str]:
+    """{column: title} for the theme's fields among `columns` (Japanese, English with ?lang=en);
+    source columns keep their published names and get no entry."""
+    if not theme:
+        return {}
+    from geo.themes import THEMES, PROVENANCE, SOURCES_FIELD
+    t = THEMES.get(theme)
+    if t is None:
+        return {}
+    english = str(i18n.get_locale()) == "en"
+    fields = {f.name: f for f in (*t.fields, *PROVENANCE, SOURCES_FIELD)}
+    return {c: (fields[c].title_en if english else fields[c].title_ja)
+            for c in columns if c in fields}
+
+
 def theme_label(theme: str | None) -> str:
     """Theme ids (shelter, aed …) as people read them, from the theme schemas in geo.themes."""
     if not theme:

@@ -15,8 +15,9 @@ from sqlalchemy.orm import selectinload
 from catalog.pages.downloads import FORMATS, table_page
 from catalog.i18n import _
 from store.db import Dataset, Organization, Source
-from catalog.pages.common import (QUALITY_LABELS, STATE_LABELS, base_url, http_url,
-                           theme_label)
+from catalog.pages.common import (QUALITY_LABELS, STATE_LABELS, base_url, column_titles,
+                                  http_url, theme_label)
+from store.theme_layers import THEME_SOURCE
 
 TABLE_ROWS = 20
 # Keys under which sources give an update frequency (CKAN extras, DCAT, our files harvester).
@@ -73,6 +74,7 @@ def dataset(dataset_id: str):
             table = table_page(store.data_dir / first.path, first.layer, tpage, TABLE_ROWS,
                                first.feature_count)
             table["collection"] = first
+            table["titles"] = column_titles(ds.theme, table["columns"])
         data_modified = max((c.published_at for c in collections), default=None)
         return render_template(
             "dataset.html", ds=ds, org=org, source=source, collections=collections,
@@ -81,7 +83,8 @@ def dataset(dataset_id: str):
             description=render_description(ds.description) if ds.description else None,
             frequency=update_frequency(ds.raw), table=table, formats=FORMATS,
             basemap=current_app.config.get("RENKEI_BASEMAP", "none"),
-            data_modified=data_modified, theme_label=theme_label)
+            data_modified=data_modified, theme_label=theme_label,
+            made_here=ds.source_name == THEME_SOURCE)
 
 
 def _quality_layers(quality) -> list[dict]:
