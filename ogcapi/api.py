@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 from http import HTTPStatus
 from typing import Callable
@@ -33,7 +34,8 @@ from urllib.parse import quote
 from pygeoapi import l10n
 from pygeoapi.api import (API, F_HTML, F_JSON, F_JSONLD, FORMAT_TYPES, SYSTEM_LOCALE,
                           evaluate_limit, landing_page as _landing_page, validate_bbox)
-from pygeoapi.api.itemtypes import get_collection_items, get_collection_queryables
+from pygeoapi.api.itemtypes import (get_collection_item, get_collection_items,
+                                    get_collection_queryables)
 from pygeoapi.openapi import get_oas
 from pygeoapi.plugin import load_plugin
 from pygeoapi.provider.base import ProviderGenericError
@@ -312,7 +314,7 @@ def generate_openapi(config: dict) -> dict:
         if path.endswith('/items') and op is not None:
             op['description'] = (op.get('description') or op.get('summary') or '') + (
                 '\n\n' + NUMBER_MATCHED_DOC).lstrip()
-    return oas
+    return declare_query_parameters(oas, cfg)
 
 
 # What a client can expect of numberMatched (also in the README).
@@ -324,6 +326,79 @@ NUMBER_MATCHED_DOC = (
     'allows, so that counting never costs more than the page. Page through results with the '
     '`next` link: it is present exactly when more items follow, with or without '
     '`numberMatched`.')
+
+
+_SORTBY_REF = ('https://raw.githubusercontent.com/opengeospatial/ogcapi-records/master/core/'
+               'openapi/parameters/sortby.yaml')
+
+
+def _query_parameter_components(crs: list) -> dict:
+    return {
+        'filter': {
+            'name': 'filter', 'in': 'query', 'required': False, 'schema': {'type': 'string'},
+            'description': 'CQL2 filter (Features Part 3). Property names may be Japanese, '
+                           'bare (市町 = \'白浜\') or double-quoted ("市町" = \'白浜\').'},
+        'filter-lang': {
+            'name': 'filter-lang', 'in': 'query', 'required': False,
+            'description': 'Language of filter: cql2-text (default) or cql2-json; cql-text is '
+                           'read as cql2-text (the subset GDAL sends is the same in both).',
+            'schema': {'type': 'string', 'enum': [*cql.LANGUAGES, *cql.ALIASES],
+                       'default': 'cql2-text'}},
+        'filter-crs': {
+            'name': 'filter-crs', 'in': 'query', 'required': False,
+            'description': 'CRS of the geometries in filter (default CRS84).',
+            'schema': {'type': 'string', 'format': 'uri', 'enum': crs, 'default': CRS84}},
+        'sortby': {
+            'name': 'sortby', 'in': 'query', 'required': False, 'style': 'form',
+            'explode': False,
+            'description': 'Comma-separated property names, each with an optional + '
+                           '(ascending) or - (descending) prefix.',
+            'schema': {'type': 'array', 'minItems': 1,
+                       'items': {'type': 'string', 'pattern': r'^[+-]?\S+$'}}},
+    }
+
+
+def declare_query_parameters(oas: dict, config: dict) -> dict:
+    """What the items endpoints take beyond pygeoapi's list: filter, filter-lang (with cql-text:
+    GDAL's OAPIF driver filters on the server only when it finds it here), filter-crs, sortby
+    (inline: pygeoapi refers to a document on GitHub, which no client here may fetch), and
+    POST with a CQL2 JSON body. Property parameters whose name is no CQL2 identifier
+    (「建物名等(方書)」) are left out: GDAL would write them bare into cql-text; the server still
+    takes them as query parameters."""
+    from ogcapi.cql2_text import IDENTIFIER   # the grammar's own rule, not a copy
+    ident = re.compile(IDENTIFIER.strip('/') + '$')
+    components = oas.setdefault('components', {}).setdefault('parameters', {})
+    crs = [CRS84, *EXTRA_CRS]
+    components.update(_query_parameter_components(crs))
+    ours = [{'$ref': f'#/components/parameters/{n}'} for n in
+            ('filter', 'filter-lang', 'filter-crs', 'sortby')]
+    for path, item in oas.get('paths', {}).items():
+        get = item.get('get')
+        if not (path.startswith('/collections/') and path.endswith('/items') and get):
+            continue
+        kept = []
+        for prm in get.get('parameters', []):
+            if prm.get('$ref') == _SORTBY_REF or prm.get('name') in components:
+                continue
+            if prm.get('in') == 'query' and 'name' in prm and not ident.match(prm['name']) \
+                    and prm['name'] not in ('bbox-crs', 'properties'):
+                continue
+            kept.append(prm)
+        get['parameters'] = kept + ours
+        item['post'] = {
+            'summary': get.get('summary', ''), 'description': 'Items filtered by a CQL2 JSON '
+            'filter sent as the body; other parameters as for GET.',
+            'tags': get.get('tags', []),
+            'operationId': (get.get('operationId') or path) + 'Post',
+            'parameters': [p for p in get['parameters']
+                           if p.get('$ref') not in ('#/components/parameters/filter',
+                                                    '#/components/parameters/filter-lang')],
+            'requestBody': {'required': True, 'content': {
+                'application/json': {'schema': {'type': 'object'}},
+                'application/query-cql-json': {'schema': {'type': 'object'}}}},
+            'responses': get.get('responses', {}),
+        }
+    return oas
 
 
 def conformance(api: API, request) -> tuple:
@@ -456,11 +531,37 @@ def provider_error(api: API, headers: dict, format_, err, what: str) -> tuple:
                           err.ogc_exception_code, err.message)
 
 
-def get_items(api: API, request, dataset: str) -> tuple:
+GEOJSON = 'application/geo+json'
+# Bodies of POST …/items (Part 3 style; OWSLib's collection_items(cql=…)): a CQL2 JSON filter.
+CQL2_JSON_TYPES = ('application/json', 'application/query-cql-json', 'application/cql2+json')
+
+
+def post_items(api: API, request, dataset: str) -> tuple:
+    """POST /collections/{id}/items with a CQL2 JSON filter as the body: the same answer as GET
+    with filter=<body>&filter-lang=cql2-json (the other parameters stay in the query string)."""
+    headers = request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
+    ctype = next((v for k, v in request.headers.items() if k.lower() == 'content-type'), '')
+    ctype = ctype.split(';')[0].strip().lower()
+    if ctype not in CQL2_JSON_TYPES:
+        return error_response(api, headers, None, HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                              'InvalidParameterValue',
+                              'POST items takes a CQL2 JSON filter as the body '
+                              '(Content-Type: application/json)')
+    if 'filter' in request.params or 'filter-lang' in request.params:
+        return error_response(api, headers, None, HTTPStatus.BAD_REQUEST,
+                              'InvalidParameterValue',
+                              'give the filter either as the body or as filter=, not both')
+    body = request.data.decode('utf-8', 'replace') if request.data else ''
+    params = {**request.params, 'filter': body, 'filter-lang': 'cql2-json'}
+    return get_items(api, request, dataset, params=params)
+
+
+def get_items(api: API, request, dataset: str, params=None) -> tuple:
     """/collections/{id}/items: GeoJSON (UTF-8, unescaped) or HTML; CQL2 and CRS applied."""
     headers = request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
+    params = request.params if params is None else params
     if request.format not in (None, F_JSON, F_HTML):
-        if '' in (request.params.get('sortby') or '-').split(','):
+        if '' in (params.get('sortby') or '-').split(','):
             # pygeoapi's sortby parser indexes each term's first character: an empty term
             # (sortby=, or a,,b) would be an IndexError, a 500 for the client's typo.
             return error_response(api, headers, request.format, HTTPStatus.BAD_REQUEST,
@@ -474,7 +575,7 @@ def get_items(api: API, request, dataset: str) -> tuple:
     try:
         provider = load_plugin('provider', provider_def)
         limits = (api.config['server'].get('limits', {}), res.get('limits', {}))
-        kwargs, out_crs = _items_query(request.params, provider, provider_def, limits)
+        kwargs, out_crs = _items_query(params, provider, provider_def, limits)
         content = provider.query(language=request.raw_locale, **kwargs)
     except ProviderGenericError as err:
         return provider_error(api, headers, request.format, err, f'items of {dataset}')
@@ -483,7 +584,7 @@ def get_items(api: API, request, dataset: str) -> tuple:
     offset, limit = kwargs['offset'], kwargs['limit']
     uri = f'{api.get_collections_url()}/{dataset}/items'
     query = ''.join(f'&{quote(k, safe="")}={quote(str(v), safe=",")}'
-                    for k, v in request.params.items() if k not in ('f', 'offset'))
+                    for k, v in params.items() if k not in ('f', 'offset'))
     tr = lambda s: l10n.translate(s, request.locale)  # noqa: E731
     links = [
         {'type': 'application/geo+json', 'rel': request.get_linkrel(F_JSON),
@@ -516,7 +617,16 @@ def get_items(api: API, request, dataset: str) -> tuple:
             api.tpl_config, api.get_dataset_templates(dataset),
             'collections/items/index.html', content, request.locale)
     body = json.dumps(content, ensure_ascii=False, separators=(',', ':'), default=json_serial)
+    headers['Content-Type'] = GEOJSON   # Features Part 1 /req/geojson/content
     return headers, HTTPStatus.OK, body.encode('utf-8')
+
+
+def get_item(api: API, request, dataset: str, identifier: str) -> tuple:
+    """pygeoapi's single feature, as application/geo+json when it is GeoJSON."""
+    headers, status, content = get_collection_item(api, request, dataset, identifier)
+    if status == HTTPStatus.OK and request.format in (None, F_JSON):
+        headers['Content-Type'] = GEOJSON
+    return headers, status, content
 
 
 def get_queryables(api: API, request, dataset: str) -> tuple:

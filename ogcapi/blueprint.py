@@ -17,7 +17,6 @@ from flask_cors import CORS
 import pygeoapi
 from pygeoapi.api import (F_HTML, APIRequest, describe_collections,
                           get_collection_schema, openapi_)
-from pygeoapi.api.itemtypes import get_collection_item
 from pygeoapi.error import GenericError
 
 from ogcapi import api as core
@@ -106,14 +105,16 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
     def schema(cid):
         return run(get_collection_schema, cid)
 
-    @bp.route('/collections/<cid>/items')
+    @bp.route('/collections/<cid>/items', methods=['GET', 'POST'])
     def items(cid):
         # get_items validates f= itself (it also accepts f=csv).
+        if request.method == 'POST':   # a CQL2 JSON filter as the body (OWSLib's cql=)
+            return run(core.post_items, cid, check_format=False)
         return run(core.get_items, cid, check_format=False)
 
     @bp.route('/collections/<cid>/items/<iid>')
     def item(cid, iid):
-        return run(get_collection_item, cid, iid)
+        return run(core.get_item, cid, iid)
 
     @bp.route('/assets/<path:filename>')
     def assets(filename):
@@ -130,7 +131,7 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
         return send_from_directory(pkg.BASE_DIR, filename, max_age=86400)
 
     # pygeoapi's cors setting only applies to its own Flask app.
-    CORS(bp, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'OPTIONS'],
+    CORS(bp, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'POST', 'OPTIONS'],
          expose_headers=EXPOSED_HEADERS)
     app.register_blueprint(bp)
     return bp

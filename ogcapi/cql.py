@@ -25,6 +25,10 @@ LANGUAGES = ('cql2-text', 'cql2-json')
 MAX_TERMS = 256
 MAX_NESTING = 20
 MAX_IN_VALUES = 1000
+# GDAL's OAPIF driver speaks only `cql-text` (the Part 3 draft's name), and only the subset that
+# reads the same in CQL2 text: comparisons, LIKE, IS NULL, AND/OR/NOT with parentheses. It is
+# accepted as a name for cql2-text, so GDAL filters on the server (see ogcapi.api openapi).
+ALIASES = {'cql-text': 'cql2-text'}
 _COMPARISONS = {ast.Equal: '=', ast.NotEqual: '<>', ast.LessThan: '<',
                 ast.LessEqual: '<=', ast.GreaterThan: '>', ast.GreaterEqual: '>='}
 _GEOMETRY_NAMES = ('geometry', 'geom')
@@ -49,7 +53,7 @@ class Filter:
 
 def parse(text, lang=None, crs=None):
     """Parse a ``filter`` parameter. ``lang`` defaults to cql2-text (Part 3)."""
-    lang = lang or 'cql2-text'
+    lang = ALIASES.get(lang, lang) or 'cql2-text'
     if lang not in LANGUAGES:
         raise FilterError(f'filter-lang {lang!r} is not supported; use one of '
                           + ', '.join(LANGUAGES))
@@ -58,7 +62,7 @@ def parse(text, lang=None, crs=None):
     # Imported on first use: building the Lark grammars costs ~0.3 s, which every gunicorn
     # worker would otherwise pay at boot.
     from pygeofilter.parsers.cql2_json import parse as parse_cql2_json
-    from pygeofilter.parsers.cql2_text import parse as parse_cql2_text
+    from ogcapi.cql2_text import parse as parse_cql2_text   # CQL2 identifiers (日本語 too)
     try:
         node = parse_cql2_text(text) if lang == 'cql2-text' else parse_cql2_json(text)
     except Exception as err:  # lark and json raise many types; all mean "bad filter"

@@ -183,7 +183,7 @@ def test_queryables_types_and_japanese_titles(base):
     {'filter': "S_CONTAINS(geometry, POINT(135 35))"},
     {'filter': "S_INTERSECTS(capacity, POINT(135 35))"},
     {'filter': 'capacity + 1 > 3'},
-    {'filter': 'capacity > 3', 'filter-lang': 'cql-text'},
+    {'filter': 'capacity > 3', 'filter-lang': 'ecql'},
     {'filter': '{"op": "nope"}', 'filter-lang': 'cql2-json'},
     {'filter': 'capacity > 3', 'filter-crs': 'http://www.opengis.net/def/crs/EPSG/0/32654'},
     {'filter-crs': 'http://www.opengis.net/def/crs/EPSG/0/4326'},

@@ -275,7 +275,7 @@ def test_not_found(server, path):
 
 @pytest.mark.parametrize('params', [
     {'filter': "nosuchfield = '姫路市立白浜小学校'"},
-    {'filter': 'capacity > 10', 'filter-lang': 'cql-text'},
+    {'filter': 'capacity > 10', 'filter-lang': 'ecql'},
     {'filter': 'capacity >'},
     {'filter': "capacity = 'many'"},
     {'filter': "S_WITHIN(geometry, POINT(135 35))"},

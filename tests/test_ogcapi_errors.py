@@ -142,7 +142,7 @@ def site(tmp_path_factory):
     ({"filter": "S_INTERSECTS(geometry, POLYGON((134 34, 135 35)))"},
      "invalid geometry literal"),
     ({"filter": '{"op": "nope"}', "filter-lang": "cql2-json"}, "invalid cql2-json filter"),
-    ({"filter": "\"名称\" = 'x'", "filter-lang": "cql-text"}, "filter-lang"),
+    ({"filter": "\"名称\" = 'x'", "filter-lang": "ecql"}, "filter-lang"),
     ({"bbox": "1,2,3"}, "bbox should be either 4 values"),
     ({"bbox": "a,b,c,d"}, "bbox values must be numbers"),
     ({"bbox": "135,35,134,34"}, "miny should be less than maxy"),

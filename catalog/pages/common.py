@@ -6,6 +6,7 @@ links when they are http(s).
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -88,8 +89,36 @@ def _formats(dataset: Dataset) -> list[str]:
     return sorted({(r.format or r.detected_format or "").upper() for r in dataset.resources} - {""})
 
 
+def _ogcapi_exception(e):
+    """Under /ogcapi, what routing refuses (an unknown path, a method the path does not take)
+    is an OGC API exception document in JSON, like every other error there; a browser that
+    asks for HTML (f=html, or Accept) gets the HTTP error page."""
+    wants_html = request.args.get("f") == "html" or (
+        request.args.get("f") is None and request.accept_mimetypes.best_match(
+            ["application/json", "text/html"]) == "text/html"
+        and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"])
+    if wants_html:
+        return None
+    code = {404: "NotFound", 405: "InvalidOperation"}.get(e.code, "InvalidParameterValue")
+    body = json.dumps({"code": code, "type": code, "description": e.description},
+                      ensure_ascii=False)
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    if getattr(e, "valid_methods", None):
+        headers["Allow"] = ", ".join(e.valid_methods)
+    return body, e.code, headers
+
+
+@bp.app_errorhandler(405)
+def method_not_allowed(e):
+    if request.path == "/ogcapi" or request.path.startswith("/ogcapi/"):
+        return _ogcapi_exception(e) or e
+    return e
+
+
 @bp.app_errorhandler(404)
 def not_found(e):
+    if request.path == "/ogcapi" or request.path.startswith("/ogcapi/"):
+        return _ogcapi_exception(e) or e
     if request.path.startswith(_MACHINE_PREFIXES):
         return e
     return render_template("error.html", status=404, heading=_("ページが見つかりません"),
