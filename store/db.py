@@ -31,6 +31,8 @@ class Organization(Base):
     name_ja: Mapped[str] = mapped_column(Text)
     name_en: Mapped[str | None] = mapped_column(Text)
     code: Mapped[str | None] = mapped_column(String(6))  # 全国地方公共団体コード
+    # When the catalogue first recorded it (CKAN's organization `created`).
+    created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
 
 
 class Source(Base):
@@ -215,7 +217,11 @@ def _schema_lock(data_dir: Path):
 
 
 LATER_COLUMNS = [("harvest_job", "heartbeat_at", "DATETIME"),
-                 ("harvest_error", "traceback", "TEXT")]
+                 ("harvest_error", "traceback", "TEXT"),
+                 ("organization", "created_at", "DATETIME")]
+# A column added later whose old rows get a value: organizations recorded before `created_at`
+# existed take the time of the upgrade (never null, as CKAN clients expect).
+LATER_DEFAULTS = {("organization", "created_at"): "CURRENT_TIMESTAMP"}
 
 
 def _add_missing_columns(engine) -> None:
@@ -226,6 +232,9 @@ def _add_missing_columns(engine) -> None:
         if column not in {c["name"] for c in inspector.get_columns(table)}:
             with engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+                if (table, column) in LATER_DEFAULTS:
+                    conn.execute(text(f"UPDATE {table} SET {column} = "
+                                      f"{LATER_DEFAULTS[table, column]} WHERE {column} IS NULL"))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -171,10 +171,24 @@ def _set_content(res: Resource, content: ResourceContent) -> None:
     res.preview = content.preview
 
 
+# Resources every published layer adds (catalog.api.ckan_dicts: the translated downloads and the
+# OGC API collection), spelt as those resources are: the format facet counts them too, so that
+# it agrees with the package dicts (CKAN's res_format).
+DERIVED_FORMATS = ("GeoJSON", "CSV", "GPKG", "OGC API Features")
+
+
+def dataset_formats(ds: Dataset) -> list[str]:
+    """Upper-cased formats of a dataset's resources, the derived ones included."""
+    formats = {(r.format or r.detected_format or "").upper()
+               for r in ds.resources if (r.format or r.detected_format)}
+    if any(c.status == "active" for c in ds.collections):
+        formats |= {f.upper() for f in DERIVED_FORMATS}
+    return sorted(formats)
+
+
 def search_doc(ds: Dataset, session) -> dict:
     org = session.get(Organization, ds.organization_id) if ds.organization_id else None
-    formats = sorted({(r.format or r.detected_format or "").upper()
-                      for r in ds.resources if (r.format or r.detected_format)})
+    formats = dataset_formats(ds)
     return {"id": ds.id, "title": ds.title, "description": ds.description or "",
             "tags": list(ds.tags or []), "organization": ds.organization_id,
             "organization_title": org.name_ja if org else None, "theme": ds.theme,

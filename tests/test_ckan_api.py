@@ -179,7 +179,9 @@ def test_filters_facets_and_free_text(ckan, served):
     assert (orgs["kakogawa-city"], orgs["yabu-city"], orgs["kobe-city"]) == (5, 2, 1)
     assert result["facets"]["res_format"]["KML"] == 1
     items = result["search_facets"]["organization"]["items"]
-    assert items[0] == {"name": "kakogawa-city", "display_name": "加古川市", "count": 5}
+    assert {"name": "kakogawa-city", "display_name": "加古川市", "count": 5} in items
+    # CKAN's package_search sorts search_facets items by display name, descending (issue 16)
+    assert items == sorted(items, key=lambda i: i["display_name"], reverse=True)
     top = ckan.action.package_search(rows=0, **{"facet.field": '["organization"]',
                                                 "facet.limit": 1})
     assert top["facets"]["organization"] == {"kakogawa-city": 5}

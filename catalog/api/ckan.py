@@ -349,6 +349,44 @@ def tag_list(data: dict):
     return tags
 
 
+@action("license_list")
+def license_list(data: dict):
+    """The licences the catalogue's datasets use, in CKAN's licence shape (id, title, url …)."""
+    with _store().session() as s:
+        rows = s.execute(select(Dataset.license_id, Dataset.license_title, Dataset.license_url)
+                         .where(Dataset.status == "active").distinct()).all()
+    seen: dict[str, dict] = {}
+    for lid, title, url in rows:
+        key = lid or title
+        if not key or key in seen:
+            continue
+        is_open = dicts.license_is_open(lid or "")
+        seen[key] = {"id": key, "title": title or key, "url": url or "", "status": "active",
+                     "maintainer": "", "family": "", "domain_content": True,
+                     "domain_data": True, "domain_software": False,
+                     "od_conformance": "approved" if is_open else "not reviewed",
+                     "osd_conformance": "not reviewed", "is_generic": False,
+                     "is_okd_compliant": is_open, "is_osi_compliant": False}
+    return [seen[k] for k in sorted(seen)]
+
+
+@action("current_package_list_with_resources")
+def current_package_list_with_resources(data: dict):
+    """Active datasets with their resources, most recently modified first; limit, offset
+    (page as in CKAN 2.9: page × limit)."""
+    limit, offset = natural(data, "limit", None), natural(data, "offset", 0)
+    page = natural(data, "page", None)
+    if page is not None:
+        if not page or limit is None:
+            raise invalid("page", "Must be larger than 0 and given with limit")
+        offset = (page - 1) * limit
+    stmt = (select(Dataset.id).where(Dataset.status == "active")
+            .order_by(Dataset.updated_at.desc(), Dataset.id)
+            .offset(offset).limit(min(limit if limit is not None else MAX_LIST, MAX_LIST)))
+    with _store().session() as s:
+        return _packages(s, list(s.scalars(stmt)))
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 def _package(s, ds: Dataset) -> dict:

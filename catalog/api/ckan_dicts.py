@@ -55,6 +55,11 @@ OPEN_LICENSES = ("cc-by", "cc0", "cc-zero", "odc", "pdl", "gsi", "gov", "政府�
                  "公共データ利用規約")
 
 
+def license_is_open(license_id: str) -> bool:
+    lic = (license_id or "").lower()
+    return any(key in lic for key in OPEN_LICENSES)
+
+
 def ckan_name(dataset_id: str) -> str:
     if CKAN_NAME.match(dataset_id):
         return dataset_id
@@ -123,7 +128,7 @@ def find_resource(session, resource_id: str, base_url: str) -> dict | None:
 def organization_dict(org: Organization, package_count: int | None = None) -> dict:
     out = {
         "id": org.id, "name": org.id, "title": org.name_ja, "display_name": org.name_ja,
-        "description": "", "image_url": "", "image_display_url": "", "created": None,
+        "description": "", "image_url": "", "image_display_url": "", "created": ckan_time(org.created_at),
         "is_organization": True, "type": "organization", "state": "active",
         "approval_status": "approved", "num_followers": 0,
         "extras": [{"key": k, "value": v} for k, v in
@@ -157,7 +162,7 @@ def package_dict(ds: Dataset, org: Organization | None, base_url: str) -> dict:
         "license_id": ds.license_id or "notspecified",
         "license_title": ds.license_title or ds.license_id or "License not specified",
         "license_url": public_url(ds.license_url or ""),
-        "isopen": any(key in lic for key in OPEN_LICENSES),
+        "isopen": license_is_open(lic),
         "metadata_created": created, "metadata_modified": modified,
         "creator_user_id": None, "owner_org": ds.organization_id,
         "organization": organization_dict(org) if org else None,

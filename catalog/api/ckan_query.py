@@ -19,11 +19,11 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, false, func, not_, select, true
+from sqlalchemy import and_, false, func, not_, or_, select, true
 
 from store.search import search_facet
 from store.search_cache import SINGLE_VALUED
-from store.db import Dataset, Organization
+from store.db import Dataset, Organization, Resource
 
 DEFAULT_SORT = "score desc, metadata_modified desc"
 DEFAULT_FACET_LIMIT = 50
@@ -39,6 +39,7 @@ SORT_COLUMNS = {"metadata_modified": Dataset.updated_at, "metadata_created": Dat
                 "title": Dataset.title, "score": None}
 _CLAUSE = re.compile(r'\s*(?:(?:AND|&&)\s+)?([+-]?)([A-Za-z_][\w.]*):'
                      r'("(?:[^"\\]|\\.)*"|[\[{][^\]}]*[\]}]|\([^)]*\)|(?:[^\s()\\]|\\.)+)\s*')
+_OR = re.compile(r"(?:OR|\|\|)\s+")
 _NOW = re.compile(r"NOW(?:/DAY)?(?:([+-])(\d+)(DAY|DAYS|HOUR|HOURS|MINUTE|MINUTES))?")
 
 
@@ -55,6 +56,7 @@ class Clause:
     low: datetime | None = None
     high: datetime | None = None
     inclusive: tuple[bool, bool] = (True, True)
+    alternatives: list | None = None    # `a:x OR b:y`: any of these clauses
 
 
 @dataclass
@@ -92,14 +94,28 @@ def parse_search(data: dict, *, natural, boolean, str_list, max_rows: int) -> Se
 
 
 def parse_fq(text: str) -> list[Clause]:
+    """Clauses ANDed; `a:x OR b:y` (Solr's OR between clauses, as CKAN passes fq to Solr) makes
+    one clause that any of its parts satisfies. OR binds the clauses on either side."""
     clauses, pos, text = [], 0, text.strip()
+    joined = False
     while pos < len(text):
         m = _CLAUSE.match(text, pos)
         if not m:
             raise QueryError(f"cannot parse fq near {text[pos:pos + 40]!r}; "
                              "use field:value clauses")
-        clauses.append(_clause(m.group(2), m.group(3), m.group(1) == "-"))
+        clause = _clause(m.group(2), m.group(3), m.group(1) == "-")
+        if joined:
+            clauses[-1] = Clause("", alternatives=[*(clauses[-1].alternatives or
+                                                     [clauses[-1]]), clause])
+        else:
+            clauses.append(clause)
         pos = m.end()
+        o = _OR.match(text, pos)
+        joined = bool(o) and bool(clauses)
+        if o:
+            pos = o.end()
+            if pos >= len(text):
+                raise QueryError("fq ends with OR")
     return clauses
 
 
@@ -196,6 +212,8 @@ def facet_value(name: str, value: str) -> str:
 
 
 def _condition(c: Clause, session):
+    if c.alternatives:
+        return or_(*(_condition(a, session) for a in c.alternatives))
     if c.field in DATE_FIELDS:
         col, conds = DATE_FIELDS[c.field], []
         if c.low is not None:
@@ -314,17 +332,39 @@ def _facets(session, where, query: SearchQuery) -> dict[str, list[tuple[str, int
     return out
 
 
+def format_spellings(session) -> dict[str, str]:
+    """Upper-cased format (as the search index keeps it) → the spelling the package dicts'
+    resources use: ours for the translated downloads, else the most common harvested one."""
+    from catalog.api.ckan_dicts import DOWNLOADS, OGC_FORMAT
+    seen: dict[str, dict[str, int]] = {}
+    for fmt, n in session.execute(select(Resource.format, func.count())
+                                  .where(Resource.format.is_not(None)).group_by(Resource.format)):
+        key = facet_value("res_format", fmt)
+        seen.setdefault(key, {})[fmt.strip()] = n
+    out = {key: max(forms, key=lambda f: (forms[f], f)) for key, forms in seen.items()}
+    for fmt in [d[0] for d in DOWNLOADS.values()] + [OGC_FORMAT]:
+        out[facet_value("res_format", fmt)] = fmt
+    return out
+
+
 def facet_dicts(session, facets: dict[str, list[tuple[str, int]]]) -> tuple[dict, dict]:
-    """CKAN's two shapes: `facets` {field: {value: n}} and `search_facets` with display names."""
+    """CKAN's two shapes: `facets` {field: {value: n}} (the top values by count, as Solr gives
+    them) and `search_facets`, whose items CKAN's package_search sorts by display name,
+    descending. Formats are spelt as the resources spell them."""
     titles = {}
     if "organization" in facets or "owner_org" in facets:
         titles = {o.id: o.name_ja for o in session.scalars(select(Organization))}
+    if "res_format" in facets:
+        spelling = format_spellings(session)
+        facets = {**facets, "res_format": [(spelling.get(v, v), n)
+                                           for v, n in facets["res_format"]]}
     plain, rich = {}, {}
     for name, items in facets.items():
         plain[name] = {v: n for v, n in items}
-        rich[name] = {"title": name, "items": [
-            {"name": v, "display_name": titles.get(v, v) if name in ("organization", "owner_org")
-             else v, "count": n} for v, n in items]}
+        shown = [{"name": v, "display_name": titles.get(v, v)
+                  if name in ("organization", "owner_org") else v, "count": n} for v, n in items]
+        rich[name] = {"title": name, "items": sorted(shown, key=lambda i: i["display_name"],
+                                                     reverse=True)}
     return plain, rich
 
 

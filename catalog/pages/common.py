@@ -18,6 +18,7 @@ from catalog import i18n
 from catalog.i18n import _, lazy_gettext
 from catalog.public_text import public_url, redact_text
 from store.db import Dataset, Organization
+from store.publish import dataset_formats
 
 bp = Blueprint("common", __name__)
 bp.record_once(lambda state: i18n.init_app(state.app))
@@ -68,7 +69,8 @@ def _datasets_in_order(session, ids: list[str]) -> list[Dataset]:
         return []
     # status: a withdrawn dataset whose index entry was not yet removed must not be linked.
     rows = session.scalars(select(Dataset).where(Dataset.id.in_(ids), Dataset.status == "active")
-                           .options(selectinload(Dataset.resources)))
+                           .options(selectinload(Dataset.resources),
+                                    selectinload(Dataset.collections)))
     by_id = {d.id: d for d in rows}
     return [by_id[i] for i in ids if i in by_id]
 
@@ -85,8 +87,8 @@ def _value_labels(session) -> dict[str, dict[str, str]]:
 
 
 def _formats(dataset: Dataset) -> list[str]:
-    # Declared format first, as store.publish indexes it, so badges match the format facet.
-    return sorted({(r.format or r.detected_format or "").upper() for r in dataset.resources} - {""})
+    # As store.publish indexes them (translated downloads included), so badges match the facet.
+    return dataset_formats(dataset)
 
 
 def _ogcapi_exception(e):
