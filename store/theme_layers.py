@@ -104,6 +104,8 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
         version = (old.version if old else 0) + 1
         paths = [(store.data_dir / c.path, c.layer) for c in members]
         member_titles = [c.title for c in members]
+        licences = {(c.dataset.license_id, c.dataset.license_title, c.dataset.license_url)
+                    for c in members}
     written = _write_merged(name, paths, store.data_dir, version) if members else None
     title = _title(theme)
     description = (f"県内の各組織が公開した「{theme.title_ja}」のデータを、共通の項目に変換して"
@@ -118,7 +120,11 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
         ds.title, ds.description, ds.theme = title, description, name
         ds.tags = [theme.title_ja, "統合レイヤー"]
         ds.organization_id = _platform_organization(s).id
-        ds.license_title = "各提供元のライセンスに従います"
+        if len(licences) == 1:   # every member under one licence: the layer is too
+            ds.license_id, ds.license_title, ds.license_url = next(iter(licences))
+        else:
+            ds.license_id, ds.license_url = None, None
+            ds.license_title = "各提供元のライセンスに従います"
         ds.metadata_hash, ds.updated_at = signature, utcnow()
         ds.raw = {"members": [str(p) for p, _ in paths]}
         col = s.get(Collection, cid)

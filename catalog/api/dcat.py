@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, current_app, request
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
-from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, XSD
+from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, SKOS, XSD
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
@@ -40,6 +40,12 @@ ADMS_PUBLISHER = Namespace("http://purl.org/adms/publishertype/")
 GSP = Namespace("http://www.opengis.net/ont/geosparql#")
 FILE_TYPE = Namespace("http://publications.europa.eu/resource/authority/file-type/")
 JAPANESE = URIRef("http://publications.europa.eu/resource/authority/language/JPN")
+DCATAP = Namespace("http://data.europa.eu/r5r/")
+# EU planned-availability vocabulary (DCAT-AP's dcatap:availability): what we serve stays.
+STABLE = URIRef("http://publications.europa.eu/resource/authority/planned-availability/STABLE")
+# Hyogo prefecture's extent (CRS84), the catalogue's dct:spatial.
+HYOGO_BBOX = (134.25, 34.15, 135.47, 35.68)
+CATALOGUE_LICENSE = "http://creativecommons.org/licenses/by/4.0/"   # of the metadata
 OGC_FEATURES = URIRef("http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core")
 SQLITE_MAX_INT = 2**63 - 1
 PER_PAGE = 100  # as ckanext-dcat; RENKEI_DCAT_PAGE_SIZE in the app config overrides it
@@ -63,7 +69,7 @@ LICENSES = [  # (substrings of id/title/url, casefolded) -> URI
 ]
 CONTEXT = {"dcat": str(DCAT), "dct": str(DCTERMS), "foaf": str(FOAF), "hydra": str(HYDRA),
            "vcard": str(VCARD), "spdx": str(SPDX), "locn": str(LOCN), "xsd": str(XSD),
-           "rdfs": str(RDFS)}
+           "rdfs": str(RDFS), "skos": str(SKOS), "dcatap": str(DCATAP)}
 
 
 # -- routes ---------------------------------------------------------------------------------------
@@ -100,7 +106,8 @@ def catalog(fmt: str):
             .options(selectinload(Dataset.resources), selectinload(Dataset.collections))))
         orgs = {o.id: o for o in s.scalars(select(Organization))}
         last_change = s.scalar(select(func.max(Dataset.updated_at)))
-        g = catalog_graph(_base(), datasets, orgs, last_change)
+        first = s.scalar(select(func.min(Dataset.created_at)))
+        g = catalog_graph(_base(), datasets, orgs, last_change, first)
     _add_paging(g, _base(), fmt, page, total, since_text, per_page)
     return _graph_response(g, fmt)
 
@@ -174,7 +181,8 @@ def _graph() -> Graph:
     return g
 
 
-def catalog_graph(base: str, datasets: list[Dataset], orgs: dict, last_change) -> Graph:
+def catalog_graph(base: str, datasets: list[Dataset], orgs: dict, last_change,
+                  first_issued=None) -> Graph:
     g = _graph()
     cat = URIRef(base + "/")
     g.add((cat, RDF.type, DCAT.Catalog))
@@ -183,17 +191,95 @@ def catalog_graph(base: str, datasets: list[Dataset], orgs: dict, last_change) -
     g.add((cat, DCTERMS.description, Literal(
         "兵庫県と県内市町のオープンデータを集約し、検索できるカタログと OGC API – Features、"
         "CKAN 互換 API で提供しています。", lang="ja")))
-    g.add((cat, FOAF.homepage, cat))
-    g.add((cat, DCTERMS.language, JAPANESE))
+    g.add((cat, FOAF.homepage, _document(g, cat)))
+    g.add((cat, DCTERMS.language, _language(g)))
     if last_change is not None:
         g.add((cat, DCTERMS.modified, _datetime(last_change)))
+    if first_issued is not None:
+        g.add((cat, DCTERMS.issued, _datetime(first_issued)))
+    lic = URIRef(CATALOGUE_LICENSE)
+    g.add((lic, RDF.type, DCTERMS.LicenseDocument))
+    g.add((cat, DCTERMS.license, lic))
+    g.add((cat, DCTERMS.spatial, _location(g, HYOGO_BBOX)))
+    g.add((cat, DCAT.themeTaxonomy, _theme_scheme(g, base)))
     hub = orgs.get("hyogo-pref")
-    g.add((cat, DCTERMS.publisher, add_agent(g, base, hub) if hub else _hub_agent(g, base)))
-    g.add((cat, DCAT.service, _ogc_service(g, base)))
-    g.add((cat, DCAT.service, _ckan_service(g, base)))
+    publisher = add_agent(g, base, hub) if hub else _hub_agent(g, base)
+    g.add((cat, DCTERMS.publisher, publisher))
+    ogc, ckan = _ogc_service(g, base), _ckan_service(g, base)
+    for service in (ogc, ckan):
+        g.add((cat, DCAT.service, service))
+        g.add((service, DCTERMS.publisher, publisher))
+        g.add((service, DCAT.contactPoint, _contact(g, "兵庫県")))
     for ds in datasets:
-        g.add((cat, DCAT.dataset, add_dataset(g, base, ds, orgs.get(ds.organization_id))))
+        node = add_dataset(g, base, ds, orgs.get(ds.organization_id))
+        g.add((cat, DCAT.dataset, node))
+        g.add((ckan, DCAT.servesDataset, node))   # every record is in the CKAN API
     return g
+
+
+# -- typed objects: DCAT-AP 3's range shapes want each object to say what it is ----------------
+
+def _document(g: Graph, node) -> URIRef:
+    g.add((node, RDF.type, FOAF.Document))
+    return node
+
+
+def _language(g: Graph) -> URIRef:
+    g.add((JAPANESE, RDF.type, DCTERMS.LinguisticSystem))
+    return JAPANESE
+
+
+def _standard(g: Graph, node) -> URIRef:
+    g.add((node, RDF.type, DCTERMS.Standard))
+    return node
+
+
+def _file_type(g: Graph, fmt: str):
+    """dct:format: the EU file-type authority's URI, else a labelled node; either typed."""
+    node = FILE_TYPE[EU_FILE_TYPES[fmt]] if fmt in EU_FILE_TYPES else BNode()
+    g.add((node, RDF.type, DCTERMS.MediaTypeOrExtent))
+    if fmt not in EU_FILE_TYPES:
+        g.add((node, RDFS.label, Literal(fmt)))
+    return node
+
+
+def _contact(g: Graph, name: str) -> BNode:
+    contact = BNode()
+    g.add((contact, RDF.type, VCARD.Kind))
+    g.add((contact, RDF.type, VCARD.Organization))
+    g.add((contact, VCARD.fn, Literal(name, lang="ja")))
+    return contact
+
+
+def _location(g: Graph, bbox) -> BNode:
+    w, s, e, n = bbox
+    place = BNode()
+    g.add((place, RDF.type, DCTERMS.Location))
+    g.add((place, DCAT.bbox, Literal(
+        f"POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))", datatype=GSP.wktLiteral)))
+    g.add((place, DCAT.centroid, Literal(f"POINT({(w + e) / 2} {(s + n) / 2})",
+                                         datatype=GSP.wktLiteral)))
+    return place
+
+
+def _theme_scheme(g: Graph, base: str) -> URIRef:
+    scheme = URIRef(f"{base}/themes")
+    g.add((scheme, RDF.type, SKOS.ConceptScheme))
+    g.add((scheme, DCTERMS.title, Literal("renkei のテーマ（共通の項目に変換する分類）", lang="ja")))
+    return scheme
+
+
+def _theme(g: Graph, base: str, theme: str) -> URIRef:
+    node = URIRef(f"{base}/themes/{quote(theme, safe='')}")
+    g.add((node, RDF.type, SKOS.Concept))
+    g.add((node, SKOS.inScheme, _theme_scheme(g, base)))
+    g.add((node, SKOS.prefLabel, Literal(_theme_title(theme), lang="ja")))
+    return node
+
+
+def _theme_title(theme: str) -> str:
+    from geo.themes import THEMES
+    return THEMES[theme].title_ja if theme in THEMES else theme
 
 
 def dataset_uri(base: str, dataset_id: str) -> URIRef:
@@ -207,30 +293,32 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
     g.add((node, DCTERMS.title, Literal(ds.title, lang="ja")))
     # dct:description is mandatory in DCAT-AP; the title stands in when the source gave none.
     g.add((node, DCTERMS.description, Literal(ds.description or ds.title, lang="ja")))
-    g.add((node, DCAT.landingPage, node))
+    g.add((node, DCAT.landingPage, _document(g, node)))
     if iri(ds.landing_page):
-        g.add((node, FOAF.page, URIRef(iri(ds.landing_page))))
+        g.add((node, FOAF.page, _document(g, URIRef(iri(ds.landing_page)))))
     for tag in dict.fromkeys(ds.tags or []):
         if tag:
             g.add((node, DCAT.keyword, Literal(tag, lang="ja")))
     if ds.theme:
-        g.add((node, DCAT.theme, URIRef(f"{base}/themes/{quote(ds.theme, safe='')}")))
+        g.add((node, DCAT.theme, _theme(g, base, ds.theme)))
+    g.add((node, DCTERMS.language, _language(g)))
+    period = temporal_coverage(ds.raw)
+    if period:
+        when = BNode()
+        g.add((node, DCTERMS.temporal, when))
+        g.add((when, RDF.type, DCTERMS.PeriodOfTime))
+        if period[0]:
+            g.add((when, DCAT.startDate, Literal(period[0], datatype=XSD.date)))
+        if period[1]:
+            g.add((when, DCAT.endDate, Literal(period[1], datatype=XSD.date)))
     if ckan_time(ds.issued):
         g.add((node, DCTERMS.issued, _datetime(ds.issued)))
     g.add((node, DCTERMS.modified, _datetime(ds.updated_at)))
     if org is not None:
         g.add((node, DCTERMS.publisher, add_agent(g, base, org)))
-        contact = BNode()
-        g.add((node, DCAT.contactPoint, contact))
-        g.add((contact, RDF.type, VCARD.Organization))
-        g.add((contact, VCARD.fn, Literal(org.name_ja, lang="ja")))
+        g.add((node, DCAT.contactPoint, _contact(g, org.name_ja)))
     if ds.bbox:
-        w, s, e, n = ds.bbox
-        place = BNode()
-        g.add((node, DCTERMS.spatial, place))
-        g.add((place, RDF.type, DCTERMS.Location))
-        g.add((place, DCAT.bbox, Literal(
-            f"POLYGON(({w} {s}, {e} {s}, {e} {n}, {w} {n}, {w} {s}))", datatype=GSP.wktLiteral)))
+        g.add((node, DCTERMS.spatial, _location(g, ds.bbox)))
     lic = license_node(g, ds)
     for r in ds.resources:
         _add_distribution(g, node, f"{node}/resources/{quote(r.id, safe='')}", lic, r)
@@ -247,8 +335,8 @@ def add_dataset(g: Graph, base: str, ds: Dataset, org: Organization | None) -> U
             f"地図データ {col.feature_count} 件（EPSG:4326）を OGC API – Features で提供しています。")
         g.add((dist, DCAT.accessURL, url))
         g.add((dist, DCAT.accessService, service))
-        g.add((dist, DCTERMS.conformsTo, OGC_FEATURES))
-        g.add((dist, DCAT.mediaType, _media_type("application/geo+json")))
+        g.add((dist, DCTERMS.conformsTo, _standard(g, OGC_FEATURES)))
+        g.add((dist, DCAT.mediaType, _media_type(g, "application/geo+json")))
         g.add((dist, DCTERMS.modified, _datetime(col.published_at)))
         for ext in DOWNLOADS:
             _add_download(g, base, node, col, ext, lic)
@@ -264,8 +352,8 @@ def _add_download(g: Graph, base: str, ds_node, col, ext: str, lic) -> None:
         f"連携カタログで変換した地図データ {col.feature_count} 件の {label} ファイルです。")
     g.add((dist, DCAT.accessURL, url))
     g.add((dist, DCAT.downloadURL, url))
-    g.add((dist, DCTERMS.format, FILE_TYPE[EU_FILE_TYPES[fmt.upper()]]))
-    g.add((dist, DCAT.mediaType, _media_type(mimetype)))
+    g.add((dist, DCTERMS.format, _file_type(g, fmt.upper())))
+    g.add((dist, DCAT.mediaType, _media_type(g, mimetype)))
     g.add((dist, DCTERMS.modified, _datetime(col.published_at)))
 
 
@@ -279,6 +367,9 @@ def _distribution(g: Graph, ds_node, dist: URIRef, lic, title: str,
         g.add((dist, DCTERMS.description, Literal(description, lang="ja")))
     if lic is not None:
         g.add((dist, DCTERMS.license, lic))
+    g.add((dist, DCATAP.availability, STABLE))
+    g.add((STABLE, RDF.type, SKOS.Concept))
+    g.add((STABLE, SKOS.prefLabel, Literal("stable", lang="en")))
     return dist
 
 
@@ -292,10 +383,9 @@ def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:
         g.add((dist, DCAT.downloadURL, URIRef(url)))
     fmt = (r.format or r.detected_format or "").upper()
     if fmt:
-        g.add((dist, DCTERMS.format, FILE_TYPE[EU_FILE_TYPES[fmt]] if fmt in EU_FILE_TYPES
-               else Literal(fmt)))
+        g.add((dist, DCTERMS.format, _file_type(g, fmt)))
     if fmt in MIMETYPES:
-        g.add((dist, DCAT.mediaType, _media_type(MIMETYPES[fmt])))
+        g.add((dist, DCAT.mediaType, _media_type(g, MIMETYPES[fmt])))
     if r.size is not None:
         g.add((dist, DCAT.byteSize, Literal(r.size, datatype=XSD.nonNegativeInteger)))
     modified = r.remote_modified if ckan_time(r.remote_modified) else r.last_modified
@@ -306,6 +396,7 @@ def _add_distribution(g: Graph, ds_node, uri: str, lic, r) -> None:
         g.add((dist, SPDX.checksum, checksum))
         g.add((checksum, RDF.type, SPDX.Checksum))
         g.add((checksum, SPDX.algorithm, SPDX.checksumAlgorithm_sha256))
+        g.add((SPDX.checksumAlgorithm_sha256, RDF.type, SPDX.ChecksumAlgorithm))
         g.add((checksum, SPDX.checksumValue, Literal(r.sha256, datatype=XSD.hexBinary)))
 
 
@@ -340,6 +431,10 @@ def add_agent(g: Graph, base: str, org: Organization) -> URIRef:
     if org.code:  # 全国地方公共団体コード (6 digits, with check digit)
         g.add((node, DCTERMS.identifier, Literal(org.code)))
         g.add((node, DCTERMS.type, ADMS_PUBLISHER.LocalAuthority))
+        g.add((ADMS_PUBLISHER.LocalAuthority, RDF.type, SKOS.Concept))
+        g.add((ADMS_PUBLISHER.LocalAuthority, SKOS.prefLabel, Literal("Local Authority",
+                                                                     lang="en")))
+        g.add((ADMS_PUBLISHER.LocalAuthority, SKOS.inScheme, URIRef(str(ADMS_PUBLISHER))))
     return node
 
 
@@ -355,9 +450,8 @@ def _ogc_service(g: Graph, base: str) -> URIRef:
     node = URIRef(f"{base}/ogcapi")
     g.add((node, RDF.type, DCAT.DataService))
     g.add((node, DCTERMS.title, Literal("兵庫オープンデータ連携 OGC API – Features", lang="ja")))
-    g.add((node, DCAT.endpointURL, URIRef(f"{base}/ogcapi/")))
-    g.add((node, DCAT.endpointDescription, URIRef(f"{base}/ogcapi/openapi")))
-    g.add((node, DCTERMS.conformsTo, OGC_FEATURES))
+    _endpoint(g, node, URIRef(f"{base}/ogcapi/"), URIRef(f"{base}/ogcapi/openapi"))
+    g.add((node, DCTERMS.conformsTo, _standard(g, OGC_FEATURES)))
     return node
 
 
@@ -365,9 +459,15 @@ def _ckan_service(g: Graph, base: str) -> URIRef:
     node = URIRef(f"{base}/api/3/action")
     g.add((node, RDF.type, DCAT.DataService))
     g.add((node, DCTERMS.title, Literal("CKAN 互換 API（読み取り専用）", lang="ja")))
-    g.add((node, DCAT.endpointURL, URIRef(f"{base}/api/3/action/")))
-    g.add((node, DCAT.endpointDescription, URIRef(f"{base}/openapi.json")))
+    _endpoint(g, node, URIRef(f"{base}/api/3/action/"), URIRef(f"{base}/openapi.json"))
     return node
+
+
+def _endpoint(g: Graph, service, url: URIRef, description: URIRef) -> None:
+    g.add((service, DCAT.endpointURL, url))
+    g.add((service, DCAT.endpointDescription, description))
+    for node in (url, description):   # the range shapes ask for the class, even rdfs:Resource
+        g.add((node, RDF.type, RDFS.Resource))
 
 
 def _add_paging(g: Graph, base: str, fmt: str, page: int, total: int, since: str,
@@ -398,6 +498,29 @@ def _datetime(value) -> Literal:
     return Literal(ckan_time(value) + "Z", datatype=XSD.dateTime)
 
 
-def _media_type(mimetype: str) -> URIRef:
-    return URIRef(f"https://www.iana.org/assignments/media-types/{mimetype}")
+def _media_type(g: Graph, mimetype: str) -> URIRef:
+    node = URIRef(f"https://www.iana.org/assignments/media-types/{mimetype}")
+    g.add((node, RDF.type, DCTERMS.MediaType))
+    return node
+
+
+def temporal_coverage(raw) -> tuple[str | None, str | None] | None:
+    """(start, end) dates the source says its data covers: ckanext-dcat's temporal_start /
+    temporal_end (as keys or CKAN extras), or DCAT's dct:temporal harvested as text."""
+    if not isinstance(raw, dict):
+        return None
+    values = {k: raw.get(k) for k in ("temporal_start", "temporal_end")}
+    for extra in raw.get("extras") or []:
+        if isinstance(extra, dict) and extra.get("key") in values and not values[extra["key"]]:
+            values[extra["key"]] = extra.get("value")
+    start, end = (_date(values["temporal_start"]), _date(values["temporal_end"]))
+    return (start, end) if start or end else None
+
+
+def _date(value) -> str | None:
+    text = str(value or "").strip()[:10]
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        return None
 

@@ -25,6 +25,13 @@ ID = _p("id", "データセット・組織・リソースの ID（または名�
         required=True)
 LIST_PAGING = [_p("limit", "返す件数の上限", NAT), _p("offset", "先頭から飛ばす件数", NAT)]
 ALL_FIELDS = _p("all_fields", "true で名前だけでなく全項目を返します", BOOL)
+FACET_NAMES = ["organization", "owner_org", "tags", "res_format", "groups", "license_id"]
+# A JSON array in one query parameter (ckanapi and CKAN's own clients send it so): OpenAPI says
+# that with `content`, not a string schema.
+FACET_FIELD = {"name": "facet.field", "in": "query", "required": False,
+               "description": 'ファセットを数える項目の JSON 配列（例: ["organization","tags"]）',
+               "content": {"application/json": {"schema": {
+                   "type": "array", "items": {"type": "string", "enum": FACET_NAMES}}}}}
 
 # (path, summary, description, parameters, result schema name)
 OPERATIONS = [
@@ -45,7 +52,7 @@ OPERATIONS = [
                         "score desc, metadata_modified desc", "metadata_modified desc",
                         "metadata_modified asc", "metadata_created desc", "name asc",
                         "title_string asc", "id asc"]}),
-         _p("facet.field", 'ファセットを数える項目の JSON 配列（例: ["organization","tags"]）', STR),
+         FACET_FIELD,
          _p("facet.limit", "ファセットごとの値の数（既定 50、-1 で無制限）",
             {"type": "integer", "minimum": -1}),
      ], "SearchResult"),
@@ -66,11 +73,17 @@ OPERATIONS = [
      [ALL_FIELDS], "AnyList"),
     (ACTION + "tag_list", "タグの一覧", "公開中のデータセットのタグを返します。",
      [_p("query", "この文字を含むタグだけを返します", STR), ALL_FIELDS], "AnyList"),
+    (ACTION + "license_list", "ライセンスの一覧",
+     "公開中のデータセットが使っているライセンスを CKAN の形で返します。", [], "AnyList"),
+    (ACTION + "current_package_list_with_resources", "最近更新されたデータセット",
+     "リソースを含むデータセットを、更新の新しい順に返します。",
+     [*LIST_PAGING, _p("page", "ページ番号（limit と一緒に指定）", {"type": "integer",
+                                                                "minimum": 1})], "PackageList"),
     (ACTION + "help_show", "API の説明", "各 API の説明文を返します。",
      [_p("name", "API 名（例: package_search）", {"type": "string", "enum": [
          "status_show", "package_search", "package_show", "package_list", "resource_show",
-         "organization_list", "organization_show", "group_list", "tag_list", "help_show"]},
-         required=True)], "Text"),
+         "organization_list", "organization_show", "group_list", "tag_list", "license_list",
+         "current_package_list_with_resources", "help_show"]}, required=True)], "Text"),
 ]
 RDF_TYPES = {"jsonld": "application/ld+json", "ttl": "text/turtle", "rdf": "application/rdf+xml"}
 CATALOG_PARAMS = [_p("page", "ページ番号（1 ページ 100 件）", {"type": "integer", "minimum": 1}),
@@ -93,6 +106,20 @@ def _responses(result: str) -> dict:
             "409": {"description": "パラメーターの誤り（Validation Error）", **error}}
 
 
+def _body_schema(param: dict) -> dict:
+    """A query parameter as a JSON body property: facet.field is then a real array (or, as in a
+    query string, the array written as JSON text)."""
+    if "content" in param:
+        array = param["content"]["application/json"]["schema"]
+        return {"oneOf": [array, {"type": "string"}]}
+    return param["schema"]
+
+
+def _rdf_schema(mimetype: str) -> dict:
+    # JSON-LD is a JSON document (an object with @context and @graph); Turtle and RDF/XML text.
+    return {"type": "object"} if mimetype == "application/ld+json" else STR
+
+
 def _operation_id(path: str, method: str = "get") -> str:
     return path.rsplit("/", 1)[-1].replace(".", "_") + ("" if method == "get" else "_post")
 
@@ -105,7 +132,8 @@ def build_spec(base_url: str) -> dict:
               "responses": _responses(result)}
         paths[path] = {"get": op}
         if path.endswith("package_search"):
-            props = {p["name"]: {**p["schema"], "description": p["description"]} for p in params}
+            props = {p["name"]: {**_body_schema(p), "description": p["description"]}
+                     for p in params}
             paths[path]["post"] = {
                 **op, "operationId": _operation_id(path, "post"), "parameters": [],
                 "summary": summary + "（POST・JSON）",
@@ -117,7 +145,8 @@ def build_spec(base_url: str) -> dict:
             "operationId": f"catalog_{ext}",
             "description": "Hydra のページ送り（hydra:next など）付きで 100 件ずつ返します。",
             "parameters": CATALOG_PARAMS, "responses": {
-                "200": {"description": "成功", "content": {mimetype: {"schema": STR}}},
+                "200": {"description": "成功", "content": {mimetype: {
+                    "schema": _rdf_schema(mimetype)}}},
                 "400": {"description": "パラメーターの誤り", "content": {"text/plain": {
                     "schema": STR}}}}}}
     for ext in ("jsonld", "ttl", "rdf"):
@@ -127,7 +156,9 @@ def build_spec(base_url: str) -> dict:
             "parameters": [_p("id", "データセット ID", {"type": "string", "pattern": "^[^/]+$"},
                               required=True, where="path")],
             "responses": {"200": {"description": "成功", "content": {RDF_TYPES[ext]: {
-                "schema": STR}}}, "404": {"description": "見つかりません", "content": {
+                "schema": _rdf_schema(RDF_TYPES[ext])}}}, "404": {
+                    "description": "見つかりません", "content": {"text/plain": {"schema": STR}}},
+                "410": {"description": "公開を終了しました", "content": {
                     "text/plain": {"schema": STR}}}}}}
     ok_json = {"description": "成功", "content": {"application/json": {"schema": {
         "type": "object"}}}}
@@ -171,6 +202,7 @@ def _schemas() -> dict:
             "count": {"type": "integer"}, "sort": STR, "facets": obj, "search_facets": obj,
             "results": {"type": "array", "items": {"$ref": "#/components/schemas/Package"}}}},
         "NameList": {"type": "array", "items": STR}, "AnyList": {"type": "array"},
+        "PackageList": {"type": "array", "items": {"$ref": "#/components/schemas/Package"}},
         "Text": STR,
         "Error": {"oneOf": [STR, {"type": "object", "required": ["success", "error"]}]},
     }

@@ -17,6 +17,7 @@ from catalog.i18n import _
 from store.db import Dataset, Organization, Source
 from catalog.pages.common import (QUALITY_LABELS, STATE_LABELS, base_url, column_titles,
                                   http_url, theme_label)
+from catalog.api.dcat import license_uri, temporal_coverage
 from store.theme_layers import THEME_SOURCE
 
 TABLE_ROWS = 20
@@ -108,16 +109,30 @@ def jsonld(ds: Dataset, org: Organization | None, page_url: str, collections=())
                          "encodingFormat": mime,
                          "contentUrl": root + url_for("downloads.download", dataset_id=ds.id,
                                                       collection_id=c.id, ext=ext)})
+    description = ds.description or ds.title
+    if len(description) < 50:   # Google Dataset Search wants 50 to 5,000 characters
+        who = f"{org.name_ja}が公開し、" if org is not None else ""
+        description += f"（{who}兵庫県オープンデータ連携基盤 renkei が収集して提供しているデータセットです）"
     doc = {"@context": "https://schema.org/", "@type": "Dataset", "name": ds.title,
-           "description": ds.description or ds.title, "url": page_url, "identifier": ds.id,
+           "description": description[:5000], "url": page_url, "identifier": ds.id,
            "keywords": list(ds.tags or []), "isAccessibleForFree": True, "inLanguage": "ja",
            "distribution": dist}
-    if ds.modified:
-        doc["dateModified"] = ds.modified
+    # The source's own date when it gives one, else when the catalogue last changed the record.
+    doc["dateModified"] = ds.modified or (ds.updated_at.isoformat(timespec="seconds") + "Z"
+                                          if ds.updated_at else None)
+    if not doc["dateModified"]:
+        del doc["dateModified"]
     if ds.issued:
         doc["datePublished"] = ds.issued
-    if http_url(ds.license_url) or ds.license_title:
-        doc["license"] = http_url(ds.license_url) or ds.license_title
+    period = temporal_coverage(ds.raw)
+    if period:
+        doc["temporalCoverage"] = f"{period[0] or '..'}/{period[1] or '..'}"
+    licence = license_uri(ds.license_id, ds.license_title, ds.license_url)
+    if licence:   # Google reads a URL (or a CreativeWork), never prose
+        doc["license"] = licence
+    elif ds.license_title or ds.license_id:
+        doc["license"] = {"@type": "CreativeWork", "name": ds.license_title or ds.license_id,
+                          "url": page_url + "#license"}
     if org is not None:
         doc["publisher"] = doc["creator"] = {"@type": "GovernmentOrganization", "name": org.name_ja}
     if ds.bbox and len(ds.bbox) == 4:
