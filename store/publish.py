@@ -211,7 +211,12 @@ def _upsert_organization(s, org_id: str, remote, orgs: dict) -> None:
         s.add(org)
     org.name_ja = known.get("name_ja") or title or org.name_ja or org_id
     org.name_en = known.get("name_en") or org.name_en
-    org.code = str(known["code"]) if known.get("code") else org.code
+    if known.get("code"):
+        org.code = str(known["code"])
+    elif not org.code:   # 「加西市」 or `kasai`: its code from the official list (geo.lgcodes)
+        from geo.lgcodes import of_organization
+        listed = of_organization(title, org_id)
+        org.code = listed.code if listed else org.code
 
 
 def _union(boxes: list) -> list | None:
