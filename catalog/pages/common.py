@@ -18,7 +18,7 @@ from catalog import i18n
 from catalog.i18n import _, lazy_gettext
 from catalog.public_text import public_url, redact_text
 from store.db import Dataset, Organization
-from store.publish import dataset_formats
+from store.publish import DERIVED_FORMATS, dataset_formats
 
 bp = Blueprint("common", __name__)
 bp.record_once(lambda state: i18n.init_app(state.app))
@@ -83,7 +83,8 @@ def _value_labels(session) -> dict[str, dict[str, str]]:
     licenses = {lid: title for lid, title in session.execute(
         select(Dataset.license_id, Dataset.license_title).distinct()) if lid and title}
     themes = {t: theme_label(t) for (t,) in session.execute(select(Dataset.theme).distinct()) if t}
-    return {"organization": orgs, "license_id": licenses, "theme": themes}
+    formats = {f.upper(): f for f in DERIVED_FORMATS}   # "OGC API Features", not upper case
+    return {"organization": orgs, "license_id": licenses, "theme": themes, "res_format": formats}
 
 
 def _formats(dataset: Dataset) -> list[str]:
