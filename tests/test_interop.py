@@ -73,6 +73,11 @@ def test_res_format_facet_and_fq_agree_with_the_resources_listed(ckan, served):
     either = ckan.action.package_search(rows=100, fq="res_format:KML OR res_format:GPKG")
     assert either["count"] == sum(1 for p in packages if {r["format"] for r in p["resources"]}
                                   & {"KML", "GPKG"})
+    grouped = ckan.action.package_search(rows=100, fq="(res_format:KML OR res_format:GPKG) "
+                                                      "-organization:yabu-city")
+    assert grouped["count"] == either["count"] - sum(
+        1 for p in packages if p["organization"]["name"] == "yabu-city"
+        and {r["format"] for r in p["resources"]} & {"KML", "GPKG"})
     orgs = ckan.action.package_search(rows=100, fq="organization:yabu-city OR "
                                                    "organization:kasai-city")
     assert sorted(p["name"] for p in orgs["results"]) == [

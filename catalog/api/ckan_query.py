@@ -39,6 +39,8 @@ SORT_COLUMNS = {"metadata_modified": Dataset.updated_at, "metadata_created": Dat
                 "title": Dataset.title, "score": None}
 _CLAUSE = re.compile(r'\s*(?:(?:AND|&&)\s+)?([+-]?)([A-Za-z_][\w.]*):'
                      r'("(?:[^"\\]|\\.)*"|[\[{][^\]}]*[\]}]|\([^)]*\)|(?:[^\s()\\]|\\.)+)\s*')
+_GROUP = re.compile(r"\s*(?:(?:AND|&&)\s+)?([+-]?)\(")
+_SPACE = re.compile(r"\s*")
 _OR = re.compile(r"(?:OR|\|\|)\s+")
 _NOW = re.compile(r"NOW(?:/DAY)?(?:([+-])(\d+)(DAY|DAYS|HOUR|HOURS|MINUTE|MINUTES))?")
 
@@ -57,6 +59,7 @@ class Clause:
     high: datetime | None = None
     inclusive: tuple[bool, bool] = (True, True)
     alternatives: list | None = None    # `a:x OR b:y`: any of these clauses
+    all_of: list | None = None          # `(a:x b:y)`: every one of these clauses
 
 
 @dataclass
@@ -99,11 +102,21 @@ def parse_fq(text: str) -> list[Clause]:
     clauses, pos, text = [], 0, text.strip()
     joined = False
     while pos < len(text):
-        m = _CLAUSE.match(text, pos)
-        if not m:
-            raise QueryError(f"cannot parse fq near {text[pos:pos + 40]!r}; "
-                             "use field:value clauses")
-        clause = _clause(m.group(2), m.group(3), m.group(1) == "-")
+        group = _GROUP.match(text, pos)
+        if group:   # (a:x OR b:y): the clauses inside, as one
+            inner, end = _parenthesised(text, group.end() - 1)
+            parts = parse_fq(inner)
+            clause = parts[0] if len(parts) == 1 else Clause("", all_of=parts)
+            if group.group(1) == "-":
+                clause = Clause("", negate=True, all_of=[clause])
+            pos = end
+            m = _SPACE.match(text, pos)
+        else:
+            m = _CLAUSE.match(text, pos)
+            if not m:
+                raise QueryError(f"cannot parse fq near {text[pos:pos + 40]!r}; "
+                                 "use field:value clauses")
+            clause = _clause(m.group(2), m.group(3), m.group(1) == "-")
         if joined:
             clauses[-1] = Clause("", alternatives=[*(clauses[-1].alternatives or
                                                      [clauses[-1]]), clause])
@@ -117,6 +130,26 @@ def parse_fq(text: str) -> list[Clause]:
             if pos >= len(text):
                 raise QueryError("fq ends with OR")
     return clauses
+
+
+def _parenthesised(text: str, start: int) -> tuple[str, int]:
+    """The text inside the parenthesis at `start` (quotes respected) and the index after it."""
+    depth, i, quoted = 0, start, False
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1:i], i + 1
+        i += 1
+    raise QueryError("unbalanced parentheses in fq")
 
 
 def parse_sort(text: str) -> list[tuple[str, bool]]:
@@ -214,6 +247,9 @@ def facet_value(name: str, value: str) -> str:
 def _condition(c: Clause, session):
     if c.alternatives:
         return or_(*(_condition(a, session) for a in c.alternatives))
+    if c.all_of:
+        cond = and_(*(_condition(a, session) for a in c.all_of))
+        return not_(cond) if c.negate else cond
     if c.field in DATE_FIELDS:
         col, conds = DATE_FIELDS[c.field], []
         if c.low is not None:
