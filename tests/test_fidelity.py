@@ -322,3 +322,11 @@ def test_ogc_html_pages_are_renkeis_in_japanese(site, path):
     assert "pygeoapi" not in visible.lower() and "pygeoapi.png" not in html
     assert "Contact" not in visible and "お問い合わせ" in visible
     assert "renkei" in visible
+
+
+def test_ogc_collection_page_links_in_japanese(site):
+    cid = site.collection("kasai-files--by-address")
+    html = requests.get(f"{site.ogc}/collections/{cid}?f=html", timeout=30).text
+    visible = re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", " ", html, flags=re.S))
+    assert "Items as GeoJSON" not in visible and "地物（GeoJSON）" in visible
+    assert "This document as JSON" not in visible
