@@ -115,8 +115,9 @@ def jsonld(ds: Dataset, org: Organization | None, page_url: str, collections=())
         description += f"（{who}兵庫県オープンデータ連携基盤 renkei が収集して提供しているデータセットです）"
     doc = {"@context": "https://schema.org/", "@type": "Dataset", "name": ds.title,
            "description": description[:5000], "url": page_url, "identifier": ds.id,
-           "keywords": list(ds.tags or []), "isAccessibleForFree": True, "inLanguage": "ja",
-           "distribution": dist}
+           "keywords": list(ds.tags or []), "isAccessibleForFree": True, "inLanguage": "ja"}
+    if dist:   # an empty list tells Google there is nothing to download
+        doc["distribution"] = dist
     # The source's own date when it gives one, else when the catalogue last changed the record.
     doc["dateModified"] = ds.modified or (ds.updated_at.isoformat(timespec="seconds") + "Z"
                                           if ds.updated_at else None)
