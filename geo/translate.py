@@ -106,18 +106,19 @@ RESERVED_COLUMNS = ("fid", "geometry", "geom")
 SOURCE_PREFIX = "元_"
 
 
-def source_column_names(columns, taken) -> dict:
-    """Source column → the name it is published under in the dataset's own collection: as
-    published, unless a theme field (or a GeoPackage column) has that name regardless of case;
-    then 「元_」 + the name (元_name: the source's own `name` beside the theme's)."""
+def source_column_names(columns, taken) -> list[str]:
+    """The names source columns are published under in the dataset's own collection, in order:
+    as published, unless a theme field (or a GeoPackage column, or an earlier source column)
+    has that name regardless of case; then 「元_」 + the name (元_name: the source's own `name`
+    beside the theme's)."""
     used = {str(c).casefold() for c in taken} | set(RESERVED_COLUMNS)
-    names = {}
+    names = []
     for c in columns:
         name = str(c)
         while name.casefold() in used:
             name = SOURCE_PREFIX + name
         used.add(name.casefold())
-        names[c] = name
+        names.append(name)
     return names
 
 
@@ -125,9 +126,26 @@ def with_source_columns(out: pd.DataFrame, frame, columns) -> pd.DataFrame:
     """Theme fields first, then every source column with its values as read: a dataset's own
     collection loses nothing the source published (only the merged theme layer is restricted to
     the theme schema, see geo.theme_layers)."""
-    names = source_column_names(columns, out.columns)
-    extra = pd.DataFrame({names[c]: frame[c].to_numpy() for c in columns}, index=out.index)
+    wanted = set(columns)
+    positions = [i for i, c in enumerate(frame.columns) if c in wanted]
+    names = source_column_names([frame.columns[i] for i in positions], out.columns)
+    extra = pd.DataFrame({name: _storable(frame.iloc[:, i])
+                          for name, i in zip(names, positions)}, index=out.index)
     return pd.concat([out, extra], axis=1)
+
+
+def _storable(values: pd.Series):
+    """A column GeoPackage can hold: numbers, booleans and dates as read; an object column that
+    is not all text (mixed numbers and text, lists, dicts from JSON sources) as text, lists and
+    dicts as JSON."""
+    if values.dtype != object:
+        return values.to_numpy()
+    present = values.dropna()
+    if present.map(lambda v: isinstance(v, str)).all():
+        return values.to_numpy()
+    return values.map(lambda v: v if v is None or (isinstance(v, float) and v != v) else
+                      json.dumps(v, ensure_ascii=False, default=str)
+                      if isinstance(v, (list, dict)) else str(v)).to_numpy()
 
 
 def _column_index(columns) -> dict[str, str]:
