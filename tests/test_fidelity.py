@@ -330,3 +330,24 @@ def test_ogc_collection_page_links_in_japanese(site):
     visible = re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", " ", html, flags=re.S))
     assert "Items as GeoJSON" not in visible and "地物（GeoJSON）" in visible
     assert "This document as JSON" not in visible
+
+
+def test_source_columns_gpkg_cannot_store_as_they_are(tmp_path):
+    """Kakogawa's real rows with the kinds of columns JSON and NGSI sources bring: numbers and
+    text mixed in one column, lists/objects, a `fid` and a `Name` (case-folded clash)."""
+    from geo.layers import Layer
+    rows = json.loads(KAKOGAWA.read_text(encoding="utf-8"))[:3]
+    frame = gpd.GeoDataFrame(
+        {"名称": [r["名称"] for r in rows], "避難場所指定_洪水": [r["避難場所指定_洪水"] for r in rows],
+         "収容人数": [146, "不明", None], "設備": [["毛布", "水"], {"発電機": 1}, None],
+         "Name": ["a", "b", "c"], "fid": [10, 11, 12]},
+        geometry=gpd.points_from_xy([float(r["lng"]) for r in rows],
+                                    [float(r["lat"]) for r in rows]), crs=4326)
+    t = translate(Layer("kakogawa", frame, True, None, "EPSG:4326 (file)", 3, [], []),
+                  title="避難所")
+    path = tmp_path / "v1.gpkg"
+    pyogrio.write_dataframe(t.frame, path)
+    back = pyogrio.read_dataframe(path)
+    assert list(back["収容人数"][:2]) == ["146", "不明"]
+    assert json.loads(back["設備"][0]) == ["毛布", "水"]
+    assert list(back["元_fid"]) == [10, 11, 12] and list(back["元_Name"]) == ["a", "b", "c"]
