@@ -287,7 +287,8 @@ def test_openapi_declares_filters_and_gdal_filters_on_the_server(site):
     site.log.clear()
     got = gdal(f"""
 import json, pyogrio
-df = pyogrio.read_dataframe("OAPIF:{site.ogc}/collections/{cid}", where="\\"市町\\" = '加西市' AND \\"種別\\" = '指定避難所' AND NO IN ('1', '2', '3')")
+where = "\\"市町\\" = '加西市' AND \\"種別\\" = '指定避難所' AND NO IN ('1', '2', '3')"
+df = pyogrio.read_dataframe("OAPIF:{site.ogc}/collections/{cid}", where=where)
 print(json.dumps({{"n": len(df)}}))
 """)
     assert got["n"] == 3

@@ -128,7 +128,8 @@ def find_resource(session, resource_id: str, base_url: str) -> dict | None:
 def organization_dict(org: Organization, package_count: int | None = None) -> dict:
     out = {
         "id": org.id, "name": org.id, "title": org.name_ja, "display_name": org.name_ja,
-        "description": "", "image_url": "", "image_display_url": "", "created": ckan_time(org.created_at),
+        "description": "", "image_url": "", "image_display_url": "",
+        "created": ckan_time(org.created_at),
         "is_organization": True, "type": "organization", "state": "active",
         "approval_status": "approved", "num_followers": 0,
         "extras": [{"key": k, "value": v} for k, v in
