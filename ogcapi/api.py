@@ -46,6 +46,7 @@ from ogcapi import cql
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
 from ogcapi.provider import FILES_KEY, GPKGProvider
+from ogcapi.tiles import REL_TILESETS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -94,6 +95,12 @@ CONFORMANCE = [
     'http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-functions-plus',
     'http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/schemas',
     'http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/core-roles-features',
+    # Vector tiles of every collection (ogcapi.tiles), WebMercatorQuad only.
+    'http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core',
+    'http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset',
+    'http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list',
+    'http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets',
+    'http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/mvt',
 ]
 # Landing-page links to APIs we do not mount (processes, jobs, tiles).
 _UNMOUNTED_RELS = ('/processes', '/job-list', '/tiling-schemes')
@@ -163,9 +170,16 @@ def build_config(base_url: str, collections: list, *, metadata=None,
                  map_=None, limits=None, locale_dir=None, files=None) -> dict:
     """The pygeoapi config dict: server, metadata, one resource per collection."""
     resources = {}
+    base = base_url.rstrip('/')
     for c in collections:
         try:
-            resources[str(c['id'])] = resource_for(c, files)
+            res = resources[str(c['id'])] = resource_for(c, files)
+            # Every collection has vector tiles (ogcapi.tiles); pygeoapi links only its own
+            # tile providers, so the link is ours.
+            res['links'].append({'type': 'application/json', 'rel': REL_TILESETS,
+                                 'title': 'Vector tiles (Mapbox Vector Tiles)',
+                                 'href': f"{base}/collections/{quote(str(c['id']), safe='')}"
+                                         '/tiles'})
         except (KeyError, TypeError, ValueError) as err:
             LOGGER.error('collection %r skipped: bad definition (%s)',
                          c.get('id') if isinstance(c, dict) else c, err)

