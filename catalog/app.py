@@ -37,8 +37,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from catalog.api.openapi import bp as openapi_spec
     for blueprint in (ckan_api, dcat, openapi_spec):  # before pages: more specific routes
         app.register_blueprint(blueprint)
-    from catalog.pages import common, dataset, downloads, harvest, search, site
-    for module in (common, search, dataset, downloads, site, harvest):
+    from catalog.pages import common, dataset, downloads, harvest, hazards, search, site
+    for module in (common, search, dataset, downloads, site, harvest, hazards):
         app.register_blueprint(module.bp)
     from catalog import security_headers
     security_headers.init_app(app)
@@ -46,9 +46,12 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
 
 
 def collection_dicts(store: Store) -> list[dict]:
+    """The published collections every read path serves (OGC API, tiles, hazard lookup).
+    TODO(i12-auth): the access check belongs here, or in the OGCAPI that calls this."""
     out = []
     for c in store.active_collections():
         out.append({"id": c.id, "title": c.title, "description": c.description,
                     "keywords": c.keywords or [], "bbox": c.bbox, "count": c.feature_count,
-                    "path": str(store.data_dir / c.path), "layer": c.layer, "fields": c.fields})
+                    "path": str(store.data_dir / c.path), "layer": c.layer, "fields": c.fields,
+                    "theme": c.dataset.theme, "dataset": c.dataset_id, "version": c.version})
     return out

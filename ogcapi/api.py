@@ -210,8 +210,8 @@ def build_config(base_url: str, collections: list, *, metadata=None,
 
 
 class _State:
-    def __init__(self, token, api):
-        self.token, self.api = token, api
+    def __init__(self, token, api, collections=()):
+        self.token, self.api, self.collections = token, api, list(collections)
 
 
 class OGCAPI:
@@ -273,7 +273,12 @@ class OGCAPI:
                                 for r in config['resources'].values()])
         LOGGER.info('OGC API built for version %s: %d collections',
                     token, len(config['resources']))
-        return _State(token, api)
+        return _State(token, api, collections)
+
+    def collections(self) -> list:
+        """The collection dicts the current API was built from (same version as ``api()``)."""
+        self.api()
+        return self._state.collections
 
     @staticmethod
     def prepare_html(api: API) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, String, Text, create_engine,
                         event, select, text)
-from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, mapped_column, relationship,
+from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, contains_eager, mapped_column,
+                            relationship,
                             sessionmaker)
 
 
@@ -202,8 +203,10 @@ class Store:
 
     def active_collections(self) -> list[Collection]:
         with self.session() as s:
+            # The dataset (its theme) comes along: callers read it after the session closes.
             stmt = (select(Collection).join(Dataset)
                     .where(Collection.status == "active", Dataset.status == "active")
+                    .options(contains_eager(Collection.dataset))
                     .order_by(Collection.id))
             return list(s.scalars(stmt))
 

@@ -17,6 +17,16 @@ def pytest_configure(config):
     # writes nothing into the tree, so it goes to the temporary directory instead.
     os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
                           str(Path(tempfile.gettempdir()) / "renkei-hypothesis"))
+    # The tests never reach the internet: no GSI base map unless a test asks for it (and then
+    # its requests are answered locally, see tests/test_hazard_browser.py).
+    os.environ["RENKEI_BASEMAP"] = "none"
+
+
+@pytest.fixture(scope="session")
+def hazard_dir(tmp_path_factory) -> Path:
+    """A data dir with flood and landslide layers and merged shelters (tests/hazard_data.py)."""
+    from tests import hazard_data
+    return hazard_data.build(tmp_path_factory.mktemp("hazards"))
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,6 @@ from tests.servers import live_server
 
 
 @pytest.fixture(scope="module")
-def hazard_dir(tmp_path_factory):
-    return hazard_data.build(tmp_path_factory.mktemp("hazards"))
-
-
-@pytest.fixture(scope="module")
 def site(hazard_dir):
     with live_server(create_app(hazard_dir)) as base:
         yield base
