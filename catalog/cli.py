@@ -128,6 +128,8 @@ def cmd_demo(args) -> int:
     code = _harvest(args.data_dir, sources, orgs, settings)
     if code == 2:
         return code
+    # The demo is the offline quick start: no GSI base map unless asked for explicitly.
+    os.environ.setdefault("RENKEI_BASEMAP", "none")
     return cmd_serve(args)
 
 

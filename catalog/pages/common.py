@@ -7,6 +7,7 @@ links when they are http(s).
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -45,6 +46,13 @@ QUALITY_LABELS = {"layer": lazy_gettext("レイヤー"), "rows_in": lazy_gettext
 # Paths whose 404 belongs to an API (JSON answers), not to the citizens' HTML pages.
 _MACHINE_PREFIXES = ("/ogcapi", "/api/", "/catalog.", "/static/", "/feeds/", "/openapi")
 JST = timedelta(hours=9)
+
+
+def basemap() -> str:
+    """'gsi' (地理院タイル pale, the default, DESIGN.md) or 'none' (offline: the demo, the
+    tests): the app's config first, then RENKEI_BASEMAP."""
+    value = current_app.config.get("RENKEI_BASEMAP") or os.environ.get("RENKEI_BASEMAP") or "gsi"
+    return "none" if value == "none" else "gsi"
 
 
 def _store():

@@ -15,12 +15,15 @@ from sqlalchemy.orm import selectinload
 from catalog.pages.downloads import FORMATS, table_page
 from catalog.i18n import _
 from store.db import Dataset, Organization, Source
-from catalog.pages.common import (QUALITY_LABELS, STATE_LABELS, base_url, column_titles,
-                                  http_url, theme_label)
+from catalog.pages.common import (QUALITY_LABELS, STATE_LABELS, base_url, basemap,
+                                  column_titles, http_url, theme_label)
 from catalog.api.dcat import license_uri, temporal_coverage
+from catalog.pages.hazards import FLOOD_LEGEND, LANDSLIDE_LEGEND, TSUNAMI_LEGEND
+from ogcapi.hazards import HAZARD_THEMES
 from store.theme_layers import THEME_SOURCE
 
 TABLE_ROWS = 20
+PREVIEW_FEATURES = 1000   # what the GeoJSON map preview draws (its items request's limit)
 # Keys under which sources give an update frequency (CKAN extras, DCAT, our files harvester).
 FREQUENCY_KEYS = ("更新頻度", "update_frequency", "frequency", "accrualPeriodicity",
                   "accrual_periodicity", "dct:accrualPeriodicity")
@@ -83,9 +86,19 @@ def dataset(dataset_id: str):
             quality_labels=QUALITY_LABELS, jsonld=jsonld(ds, org, page_url, collections),
             description=render_description(ds.description) if ds.description else None,
             frequency=update_frequency(ds.raw), table=table, formats=FORMATS,
-            basemap=current_app.config.get("RENKEI_BASEMAP", "none"),
+            basemap=basemap(), tile_map=_tile_map(ds, collections),
+            flood_legend=FLOOD_LEGEND, landslide_legend=LANDSLIDE_LEGEND,
+            tsunami_legend=TSUNAMI_LEGEND,
             data_modified=data_modified, theme_label=theme_label,
             made_here=ds.source_name == THEME_SOURCE)
+
+
+def _tile_map(ds: Dataset, collections) -> bool:
+    """Vector tiles (MapLibre) for hazard layers and for layers too large for the GeoJSON
+    preview (it draws 1,000 features at most); Leaflet and GeoJSON for the rest."""
+    if not collections:
+        return False
+    return ds.theme in HAZARD_THEMES or collections[0].feature_count > PREVIEW_FEATURES
 
 
 def _quality_layers(quality) -> list[dict]:

@@ -6,11 +6,10 @@ itself is ogcapi.hazards, over the collections of the current OGC API version.
 """
 from __future__ import annotations
 
-import os
-
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from catalog.i18n import _
+from catalog.pages.common import basemap
 from ogcapi import hazards
 from ogcapi.tiles import MVT
 
@@ -24,12 +23,6 @@ LANDSLIDE_LEGEND = [("警戒区域", "#FFE14D"), ("特別警戒区域", "#E8383D
 TSUNAMI_LEGEND = [(0.3, "0.3m未満", "#F7F5A9"), (1, "0.3m以上1m未満", "#FFD8C0"),
                   (2, "1m以上2m未満", "#FFB7B7"), (5, "2m以上5m未満", "#FF9191"),
                   (None, "5m以上", "#F285C9")]
-
-
-def basemap() -> str:
-    """'gsi' (地理院タイル pale, the default) or 'none' (offline: demo, tests)."""
-    value = current_app.config.get("RENKEI_BASEMAP") or os.environ.get("RENKEI_BASEMAP") or "gsi"
-    return "none" if value == "none" else "gsi"
 
 
 def published_layers() -> list[hazards.Layer]:

@@ -52,8 +52,9 @@
     layers.forEach(function (pair) {
       var theme = pair[0], id = pair[1];
       style.sources[id] = {type: 'vector', minzoom: 0, maxzoom: 18,
-                           tiles: [new URL(tiles.replace('__CID__', encodeURIComponent(id)),
-                                           window.location.href).href]};
+                           // Absolute, and built by hand: new URL() would escape {z}.
+                           tiles: [window.location.origin
+                                   + tiles.replace('__CID__', encodeURIComponent(id))]};
       layersFor(theme, id).forEach(function (l) { style.layers.push(l); });
     });
     var opts = {container: el, style: style, attributionControl: {compact: false},
@@ -66,6 +67,12 @@
     }
     el.setAttribute('data-ready', 'loading');
     map.on('load', function () { el.setAttribute('data-ready', 'yes'); });
+    // How many features of our layers are drawn (read by the browser tests).
+    var ours = style.layers.filter(function (l) { return l.source && l.source !== 'gsi'; })
+                           .map(function (l) { return l.id; });
+    map.on('idle', function () {
+      el.setAttribute('data-rendered', String(map.queryRenderedFeatures({layers: ours}).length));
+    });
     return map;
   };
 }());
