@@ -55,6 +55,7 @@ class Layer:
     path: str
     layer: str
     dataset: str | None = None
+    bbox: list | None = None
 
 
 def _open(files, lyr: Layer):

@@ -30,7 +30,7 @@ def published_layers() -> list[hazards.Layer]:
     TODO(i12-auth): filter by the reader's access here (one place for page and API)."""
     ogc = current_app.extensions["renkei_ogcapi"]
     return [hazards.Layer(c["id"], c["title"], c.get("theme"), c["path"], c["layer"],
-                          c.get("dataset"))
+                          c.get("dataset"), c.get("bbox"))
             for c in ogc.collections()]
 
 
@@ -59,13 +59,15 @@ def page():
         except hazards.BadPoint:
             error = _("緯度と経度を数字（度）で入力してください。例：緯度 34.756、経度 134.842")
     published = published_layers()
-    layers = [{"id": lyr.id, "title": lyr.title, "theme": lyr.theme} for lyr in published
+    # What the map draws: every hazard layer, then the shelters on top.
+    layers = [{"id": lyr.id, "theme": lyr.theme, "bounds": lyr.bbox} for lyr in published
               if lyr.theme in hazards.HAZARD_THEMES and lyr.id != f"theme-{lyr.theme}"]
-    shelters = any(lyr.id == hazards.SHELTER_LAYER for lyr in published)
+    layers += [{"id": lyr.id, "theme": "shelter", "bounds": lyr.bbox} for lyr in published
+               if lyr.id == hazards.SHELTER_LAYER]
     status = 400 if error else 200
     return render_template(
         "hazards.html", result=result, error=error, point=point, lat=lat_text or "",
         lon=lon_text or "", layers=layers, basemap=basemap(), mvt=MVT,
         flood_legend=FLOOD_LEGEND, landslide_legend=LANDSLIDE_LEGEND,
         tsunami_legend=TSUNAMI_LEGEND, hazard_names=hazards.HAZARD_NAMES,
-        shelter_layer=hazards.SHELTER_LAYER if shelters else ""), status
+        themes=[lyr["theme"] for lyr in layers]), status

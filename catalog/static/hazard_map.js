@@ -37,7 +37,7 @@
                            'circle-stroke-color': '#8a1c00', 'circle-stroke-width': 1.5}})];
   }
 
-  /* el: the map container; layers: [[theme, collection id], ...]; returns the maplibregl.Map. */
+  /* el: the map container; layers: [{id, theme, bounds}, ...]; returns the maplibregl.Map. */
   window.renkeiTileMap = function (el, layers, view) {
     if (!window.maplibregl) { return null; }
     if (el.dataset.worker) { maplibregl.setWorkerUrl(el.dataset.worker); }
@@ -49,12 +49,14 @@
                            attribution: GSI_CREDIT};
       style.layers.push({id: 'gsi-pale', type: 'raster', source: 'gsi'});
     }
-    layers.forEach(function (pair) {
-      var theme = pair[0], id = pair[1];
+    layers.forEach(function (layer) {
+      var theme = layer.theme, id = layer.id;
       style.sources[id] = {type: 'vector', minzoom: 0, maxzoom: 18,
                            // Absolute, and built by hand: new URL() would escape {z}.
                            tiles: [window.location.origin
                                    + tiles.replace('__CID__', encodeURIComponent(id))]};
+      // Within its extent only: tiles outside a tileset's limits are 404 (OGC API - Tiles).
+      if (layer.bounds && layer.bounds.length === 4) { style.sources[id].bounds = layer.bounds; }
       layersFor(theme, id).forEach(function (l) { style.layers.push(l); });
     });
     var opts = {container: el, style: style, attributionControl: {compact: false},

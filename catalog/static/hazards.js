@@ -25,10 +25,7 @@
 
   var el = document.getElementById('hazard-map');
   if (!el || !window.renkeiTileMap) { return; }
-  var layers = (el.dataset.layers || '').split(',').filter(Boolean).map(function (s) {
-    var i = s.indexOf(':'); return [s.slice(0, i), s.slice(i + 1)];
-  });
-  if (el.dataset.shelters) { layers.push(['shelter', el.dataset.shelters]); }
+  var layers = JSON.parse(el.dataset.layers || '[]');
   var view = {zoom: 14};
   if (el.dataset.lat) { view.center = [Number(el.dataset.lon), Number(el.dataset.lat)]; }
   else { view.center = [134.84, 34.9]; view.zoom = 8; }
