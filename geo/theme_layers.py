@@ -24,6 +24,7 @@ import pandas as pd
 import pyogrio
 import shapely
 
+from .stream import read_batches
 from .themes import KIND_BOTH, KIND_EMERGENCY, KIND_SHELTER, THEMES, merged_fields
 
 MATCH_METRES = 50.0
@@ -206,11 +207,9 @@ def member_chunks(theme: str, members: list[tuple[Path, str]]) -> Iterator[gpd.G
     in that schema when the members hold no feature."""
     count = 0
     for path, layer in members:
-        total = pyogrio.read_info(path, layer=layer)["features"]
-        for start in range(0, total, CHUNK):
-            part = member_frame(theme, pyogrio.read_dataframe(
-                path, layer=layer, columns=_theme_columns(path, layer, theme),
-                skip_features=start, max_features=CHUNK))
+        for batch in read_batches(path, layer=layer, batch_size=CHUNK,
+                                  columns=_theme_columns(path, layer, theme)):
+            part = member_frame(theme, batch)
             count += len(part)
             yield part
     if not count:
