@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from store import tiles
+from store import spatial_index, tiles
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -45,10 +45,11 @@ class VersionWriter:
     `v<N>.gpkg`. Leaving the `with` block without a commit removes the partial file."""
 
     def __init__(self, data_dir: Path, collection_id: str, version: int, *,
-                 promote_to_multi: bool | None = None):
+                 promote_to_multi: bool | None = None, deferred_index: bool = False):
         # Chunks of one layer may mix Polygon and MultiPolygon (True); for one frame pyogrio
         # decides from the whole frame (None).
         self.promote_to_multi = promote_to_multi
+        self.deferred_index = deferred_index
         self.data_dir = Path(data_dir)
         folder = collection_folder(self.data_dir, collection_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -57,6 +58,8 @@ class VersionWriter:
         self.tmp = folder / f".writing-v{version}.gpkg"
         self.tmp.unlink(missing_ok=True)
         self.tiles_tmp = tiles.tiles_path(self.tmp)
+        self.unindexed = folder / f".writing-v{version}.unindexed.gpkg"
+        self.unindexed.unlink(missing_ok=True)
         self.count = 0
         self.fields: dict | None = None
         self._bounds: list = []
@@ -68,6 +71,7 @@ class VersionWriter:
     def __exit__(self, *exc) -> None:
         self.tmp.unlink(missing_ok=True)
         self.tiles_tmp.unlink(missing_ok=True)
+        self.unindexed.unlink(missing_ok=True)
 
     def append(self, frame: "gpd.GeoDataFrame") -> None:
         import pyogrio  # here, not at import: an unchanged harvest never writes a feature
@@ -77,15 +81,21 @@ class VersionWriter:
         if not len(frame):
             self._empty = frame   # keeps the schema if no chunk has a row
             return
-        # GDAL writes the spatial index (R-tree) for GPKG; say so, it is what bbox uses.
-        pyogrio.write_dataframe(frame, self.tmp, layer=LAYER, driver="GPKG",
-                                append=self.tmp.exists(), promote_to_multi=self.promote_to_multi,
-                                SPATIAL_INDEX="YES")
+        # GDAL writes the spatial index (R-tree) for GPKG; say so, it is what bbox uses. When
+        # chunks are appended, GDAL would update it row by row through triggers: they go to a
+        # file without one, copied once with the index at commit (store.spatial_index).
+        target = self.unindexed if self.deferred_index else self.tmp
+        pyogrio.write_dataframe(frame, target, layer=LAYER, driver="GPKG",
+                                append=target.exists(), promote_to_multi=self.promote_to_multi,
+                                SPATIAL_INDEX="NO" if self.deferred_index else "YES")
         self.count += len(frame)
         self._bounds.append(frame.total_bounds)
 
     def commit(self) -> WrittenVersion:
         import pyogrio
+        if self.deferred_index and self.unindexed.exists():
+            spatial_index.copy_with_index(self.unindexed, self.tmp, LAYER)
+            self.unindexed.unlink()
         if not self.tmp.exists():
             if self._empty is None:
                 raise ValueError("a version needs at least one frame, even an empty one")
@@ -131,7 +141,8 @@ def write_version(gdf: "gpd.GeoDataFrame", data_dir: Path, collection_id: str,
 def write_chunks(chunks: Iterable["gpd.GeoDataFrame"], data_dir: Path, collection_id: str,
                  version: int) -> WrittenVersion:
     """Write a stream of frames (one schema) as a new version; peak memory is one chunk."""
-    with VersionWriter(data_dir, collection_id, version, promote_to_multi=True) as writer:
+    with VersionWriter(data_dir, collection_id, version, promote_to_multi=True,
+                       deferred_index=True) as writer:
         for chunk in chunks:
             writer.append(chunk)
         return writer.commit()
