@@ -162,6 +162,22 @@ def build_spec(base_url: str) -> dict:
                     "text/plain": {"schema": STR}}}}}}
     ok_json = {"description": "成功", "content": {"application/json": {"schema": {
         "type": "object"}}}}
+    paths["/api/hazards"] = {"get": {
+        "summary": "この場所の災害リスクと避難先", "tags": ["防災"], "operationId": "hazards",
+        "description": "1 地点を覆う公開中の洪水・土砂災害・津波の想定区域（意味を付けた属性）と、"
+                       "それらの災害に対応した近くの指定緊急避難場所・指定避難所（近い順）を返します。",
+        "parameters": [
+            _p("lat", "緯度（度、WGS 84）", {"type": "number", "minimum": -90, "maximum": 90},
+               required=True),
+            _p("lon", "経度（度、WGS 84）", {"type": "number", "minimum": -180, "maximum": 180},
+               required=True)],
+        "responses": {
+            "200": {"description": "成功", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["hazards", "shelters"],
+                "properties": {"hazards": {"type": "array", "items": {"type": "object"}},
+                               "shelters": {"type": "array", "items": {"type": "object"}}}}}}},
+            "400": {"description": "緯度・経度の誤り", "content": {"application/json": {
+                "schema": {"type": "object"}}}}}}}
     paths["/openapi.json"] = {"get": {"summary": "この仕様書（OpenAPI 3）", "tags": ["仕様"],
                                       "operationId": "openapi", "responses": {"200": ok_json}}}
     return {
