@@ -39,7 +39,8 @@ MAX_TILE_BYTES = 500_000  # tippecanoe's default limit, and the issue's
 EXTENT = 4096
 BUFFER = 64               # pixels (of EXTENT) around a tile, so strokes do not stop at its edge
 WEB_MERCATOR_HALF = 20037508.342789244
-_CHUNK = 50_000
+_CHUNK = 50_000           # features handed to tippecanoe per GDAL write
+ID_PROPERTY = "_renkei_fid"
 
 
 def pregen_min_features() -> int:
@@ -141,7 +142,8 @@ def tippecanoe_binary() -> str:
 
 
 def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
-                maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None) -> dict:
+                maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None,
+                chunk: int = _CHUNK) -> dict:
     """Write the tile pyramid (z0..maxzoom) of one GeoPackage layer to ``out`` (MBTiles).
 
     Features go to tippecanoe as GeoJSON text sequences written by GDAL, a chunk of fids at a
@@ -155,22 +157,24 @@ def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
         seq = Path(tmp) / "features.geojsons"
         total = pyogrio.read_info(gpkg, layer=layer)["features"]
         fid = pyogrio.read_info(gpkg, layer=layer).get("fid_column") or "fid"
-        for start in range(0, max(total, 1), _CHUNK):
+        for start in range(0, max(total, 1), chunk):
             frame = pyogrio.read_dataframe(
-                gpkg, layer=layer, where=f'"{fid}" > {start} AND "{fid}" <= {start + _CHUNK}',
+                gpkg, layer=layer, where=f'"{fid}" > {start} AND "{fid}" <= {start + chunk}',
                 fid_as_index=True)
             if not len(frame):
                 continue
-            frame.index.name = "fid"
+            # The fid travels as a property (GDAL's ID_FIELD cannot be appended to) and
+            # becomes the MVT feature id (tippecanoe --use-attribute-for-id).
+            frame.index.name = ID_PROPERTY
             frame = frame.reset_index()
             pyogrio.write_dataframe(frame, seq, driver="GeoJSONSeq", append=seq.exists(),
-                                    RS="NO", ID_FIELD="fid")
+                                    RS="NO")
         if not seq.exists():
             seq.write_text("")
         env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
         cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
                "-n", name, "-Z0", f"-z{maxzoom}", "--read-parallel",
-               "--use-attribute-for-id=fid", "--exclude=fid",
+               f"--use-attribute-for-id={ID_PROPERTY}", f"--exclude={ID_PROPERTY}",
                # Low zooms: drop the densest features until the tile fits; a flood layer of
                # 900k polygons cannot be drawn whole at prefecture scale anyway.
                "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",

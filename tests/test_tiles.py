@@ -187,3 +187,24 @@ def test_pyramid_removed_with_its_version(tmp_path):
     assert store_tiles.tiles_path(new).exists()
     small = versions.write_version(frame.head(3), tmp_path, "small", 1)
     assert not store_tiles.tiles_path(tmp_path / small.path).exists()
+
+
+def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
+    """Features reach tippecanoe a chunk at a time: ids and attributes survive every chunk."""
+    import geopandas as gpd
+    import pyogrio as po
+    frame = gpd.GeoDataFrame({"n": list(range(23)), "label": [f"区域{i}" for i in range(23)]},
+                             geometry=[shapely.box(134.8 + i * 0.01, 34.7, 134.805 + i * 0.01,
+                                                   34.705) for i in range(23)], crs="EPSG:4326")
+    gpkg = tmp_path / "v1.gpkg"
+    po.write_dataframe(frame, gpkg, layer="features", driver="GPKG")
+    out = tmp_path / "v1.mbtiles"
+    meta = store_tiles.pregenerate(gpkg, "features", out, name="chunks", chunk=5)
+    assert meta["json"]["tilestats"]["layers"][0]["count"] == 23
+    archive = store_tiles.TileArchive(out)
+    found = {}
+    for z, x, tms_y, data in archive._con().execute(
+            "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles WHERE zoom_level = 14"):
+        for f in decode(data)["chunks"]["features"]:
+            found[f["id"]] = f["properties"]
+    assert found == {i + 1: {"n": i, "label": f"区域{i}"} for i in range(23)}
