@@ -39,8 +39,7 @@ MAX_TILE_BYTES = 500_000  # tippecanoe's default limit, and the issue's
 EXTENT = 4096
 BUFFER = 64               # pixels (of EXTENT) around a tile, so strokes do not stop at its edge
 WEB_MERCATOR_HALF = 20037508.342789244
-_CHUNK = 50_000           # features handed to tippecanoe per GDAL write
-ID_PROPERTY = "_renkei_fid"
+_CHUNK = 50_000           # features per Arrow batch on the way to tippecanoe
 
 
 def pregen_min_features() -> int:
@@ -146,35 +145,26 @@ def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
                 chunk: int = _CHUNK) -> dict:
     """Write the tile pyramid (z0..maxzoom) of one GeoPackage layer to ``out`` (MBTiles).
 
-    Features go to tippecanoe as GeoJSON text sequences written by GDAL, a chunk of fids at a
-    time (files we write have fid 1..n), so memory stays at one chunk. The MVT layer is called
-    ``name`` (the collection id). Returns what tippecanoe recorded (its metadata table).
+    Features go to tippecanoe as GeoJSON text sequences written by GDAL straight from its
+    Arrow stream of the GeoPackage (one pass in C, memory of one batch), each with its fid as a
+    property that becomes the MVT feature id. The MVT layer is called ``name`` (the collection
+    id). Returns what tippecanoe recorded (its metadata table).
     """
     import pyogrio
     out = Path(out)
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="renkei-tiles-", dir=out.parent) as tmp:
         seq = Path(tmp) / "features.geojsons"
-        total = pyogrio.read_info(gpkg, layer=layer)["features"]
-        fid = pyogrio.read_info(gpkg, layer=layer).get("fid_column") or "fid"
-        for start in range(0, max(total, 1), chunk):
-            frame = pyogrio.read_dataframe(
-                gpkg, layer=layer, where=f'"{fid}" > {start} AND "{fid}" <= {start + chunk}',
-                fid_as_index=True)
-            if not len(frame):
-                continue
-            # The fid travels as a property (GDAL's ID_FIELD cannot be appended to) and
-            # becomes the MVT feature id (tippecanoe --use-attribute-for-id).
-            frame.index.name = ID_PROPERTY
-            frame = frame.reset_index()
-            pyogrio.write_dataframe(frame, seq, driver="GeoJSONSeq", append=seq.exists(),
-                                    RS="NO")
-        if not seq.exists():
-            seq.write_text("")
+        with pyogrio.open_arrow(gpkg, layer=layer, use_pyarrow=False, return_fids=True,
+                                batch_size=chunk) as (meta, reader):
+            id_property = meta.get("fid_column") or "OGC_FID"
+            pyogrio.write_arrow(reader, seq, driver="GeoJSONSeq",
+                                geometry_name=meta.get("geometry_name") or "geom",
+                                geometry_type="Unknown", crs=meta.get("crs"), RS="NO")
         env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
         cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
                "-n", name, "-Z0", f"-z{maxzoom}", "--read-parallel",
-               f"--use-attribute-for-id={ID_PROPERTY}", f"--exclude={ID_PROPERTY}",
+               f"--use-attribute-for-id={id_property}", f"--exclude={id_property}",
                # Low zooms: drop the densest features until the tile fits; a flood layer of
                # 900k polygons cannot be drawn whole at prefecture scale anyway.
                "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
