@@ -87,7 +87,9 @@ def child_pregen(gpkg: str, out: str) -> None:
     archive = tiles.TileArchive(out)
     size, z, x, y = archive.largest()
     count = archive._con().execute("SELECT count(*) FROM tiles").fetchone()[0]
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     print(json.dumps({"seconds": seconds, "tiles": count, "bytes": os.path.getsize(out),
+                      "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
                       "largest": [size, z, x, y],
                       "rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "rss_tippecanoe_mb":
@@ -106,7 +108,9 @@ def child_gdal(gpkg: str, out: str, n: int) -> None:
 
 def run_child(*args) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--child", *map(str, args)],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{args[0]} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -146,6 +150,16 @@ def tile_list(n: int = 1000) -> list[tuple[int, int, int]]:
         y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * k)
         out.append((z, x, y))
     return out
+
+
+def pregen_report(r: dict) -> None:
+    size, z, x, y = r["largest"]
+    print(f"pre-generation (tippecanoe z0–14): {r['seconds']:.1f} s, peak RSS "
+          f"{r['rss_self_mb']:.0f} MB (python) / {r['rss_tippecanoe_mb']:.0f} MB "
+          f"(tippecanoe); CPU {r['cpu_s']:.0f} s; {r['tiles']:,} tiles, archive "
+          f"{r['bytes'] / 1e6:.1f} MB; largest tile {size / 1000:.0f} KB at {z}/{x}/{y} "
+          f"(target < 500 KB, {'ok' if size < 500_000 else 'MISSED'}); target < 600 s: "
+          f"{'ok' if r['seconds'] < 600 else 'MISSED'}")
 
 
 def timed(session, url, **kw):
@@ -195,6 +209,8 @@ def main() -> None:
     ap.add_argument("--compare-gdal", type=int, default=0, metavar="N",
                     help="also time GDAL's MVT driver (MBTiles, z0–14) on the first N polygons")
     ap.add_argument("--workdir", help="keep files here (default: a temporary directory)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="serve the archive a previous run left in --workdir (no pre-generation)")
     ap.add_argument("--child", nargs="+")
     args = ap.parse_args()
     if args.child:
@@ -210,14 +226,10 @@ def main() -> None:
             generate(gpkg, args.features)
             print(f"generated {args.features:,} polygons in {time.perf_counter() - t:.1f} s")
         tiles = work / f"a31_{args.features}.mbtiles"
-        r = run_child("pregen", gpkg, tiles)
-        size, z, x, y = r["largest"]
-        print(f"pre-generation (tippecanoe z0–14): {r['seconds']:.1f} s, peak RSS "
-              f"{r['rss_self_mb']:.0f} MB (python) / {r['rss_tippecanoe_mb']:.0f} MB "
-              f"(tippecanoe); {r['tiles']:,} tiles, archive {r['bytes'] / 1e6:.1f} MB; largest "
-              f"tile {size / 1000:.0f} KB at {z}/{x}/{y} (target < 500 KB, "
-              f"{'ok' if size < 500_000 else 'MISSED'}); target < 600 s: "
-              f"{'ok' if r['seconds'] < 600 else 'MISSED'}")
+        if args.reuse and tiles.exists():
+            print("pre-generation skipped (--reuse): serving the archive already in --workdir")
+        else:
+            pregen_report(run_child("pregen", gpkg, tiles))
         if args.compare_gdal:
             n = min(args.compare_gdal, args.features)
             sub = work / f"a31_{n}.gpkg"

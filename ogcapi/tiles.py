@@ -226,15 +226,16 @@ def tile(api, cid, z, y, x, *, if_none_match=None, accept_gzip=False):
     if if_none_match and (tag in [t.strip() for t in if_none_match.split(',')]
                           or if_none_match.strip() == '*'):
         return HTTPStatus.NOT_MODIFIED, headers, b''
-    path = pdef['data']
-    key = (path, tag, z, x, y, accept_gzip)
+    key = (pdef['data'], tag, z, x, y, accept_gzip)
     body = _TILES.get(key)
     if body is None:
-        raw = _TILES.get(key[:-1] + (False,)) if accept_gzip else None
-        if raw is None:
-            raw = render(api, pdef, cid, z, x, y)
-            _TILES.put(key[:-1] + (False,), raw)
-        body = gzip.compress(raw, _GZIP_LEVEL, mtime=0) if accept_gzip and raw else raw
+        data, gzipped = render(api, pdef, cid, z, x, y)
+        if not data:
+            body = b''
+        elif accept_gzip:
+            body = data if gzipped else gzip.compress(data, _GZIP_LEVEL, mtime=0)
+        else:
+            body = gzip.decompress(data) if gzipped else data
         _TILES.put(key, body)
     if not body:
         return HTTPStatus.NO_CONTENT, headers, b''
@@ -244,15 +245,14 @@ def tile(api, cid, z, y, x, *, if_none_match=None, accept_gzip=False):
     return HTTPStatus.OK, headers, body
 
 
-def render(api, pdef, cid, z, x, y) -> bytes:
-    """The raw tile (b'' when empty): from the pyramid, else cut from the GeoPackage."""
+def render(api, pdef, cid, z, x, y) -> tuple[bytes, bool]:
+    """(tile, gzipped?), b'' when empty: the pyramid's stored (gzipped) tile, else one cut
+    from the GeoPackage (raw)."""
     archive = _archive(pdef['data'])
     if archive is not None and archive.minzoom <= z <= archive.maxzoom:
-        data = archive.get(z, x, y)
-        if data and data[:2] == b'\x1f\x8b':
-            data = gzip.decompress(data)
-        return data or b''
-    return cut_tile(pdef, cid, z, x, y)
+        data = archive.get(z, x, y) or b''
+        return data, data[:2] == b'\x1f\x8b'
+    return cut_tile(pdef, cid, z, x, y), False
 
 
 def cut_tile(pdef, cid, z, x, y) -> bytes:

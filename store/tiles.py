@@ -168,14 +168,38 @@ def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
                # Low zooms: drop the densest features until the tile fits; a flood layer of
                # 900k polygons cannot be drawn whole at prefecture scale anyway.
                "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
-               # Stored raw, so the limit is on the tile itself; gzip is the web adapter's job.
+               # Written raw, so the limit is on the tile itself; compress_tiles gzips them.
                "--no-tile-compression",
                "--no-progress-indicator", str(seq)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             out.unlink(missing_ok=True)
             raise RuntimeError(f"tile pre-generation failed: {proc.stderr.strip()[-500:]}")
+    compress_tiles(out)
     return read_metadata(out)
+
+
+def compress_tiles(path: Path | str) -> None:
+    """Gzip every stored tile once (as tippecanoe does by default), so the web workers send
+    them as they are to the clients that accept gzip (nearly all) instead of compressing per
+    request. tippecanoe wrote them raw, so its size limit held for the tile itself."""
+    con = sqlite3.connect(path)
+    # tippecanoe stores each distinct tile once in `images`, `tiles` being a view over it.
+    table = "images" if _is_table(con, "images") else "tiles"
+    try:
+        with con:
+            rows = con.execute(f"SELECT rowid, tile_data FROM {table}").fetchall()
+            con.executemany(f"UPDATE {table} SET tile_data = ? WHERE rowid = ?",
+                            ((gzip.compress(bytes(d), 6, mtime=0), r) for r, d in rows
+                             if bytes(d[:2]) != b"\x1f\x8b"))
+        con.execute("VACUUM")
+    finally:
+        con.close()
+
+
+def _is_table(con, name) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE name = ? AND type = 'table'",
+                       (name,)).fetchone() is not None
 
 
 def read_metadata(path: Path | str) -> dict:
@@ -193,7 +217,7 @@ def read_metadata(path: Path | str) -> dict:
 
 
 class TileArchive:
-    """Read-only access to one pre-generated MBTiles version (tiles stored uncompressed)."""
+    """Read-only access to one pre-generated MBTiles version (tiles stored gzipped)."""
 
     def __init__(self, path: Path | str):
         self.path = str(path)
@@ -211,7 +235,7 @@ class TileArchive:
         return con
 
     def get(self, z: int, x: int, y: int) -> bytes | None:
-        """The stored tile (raw protobuf), or None where the pyramid has none (empty there)."""
+        """The stored tile (gzipped protobuf), or None where the pyramid has none (empty)."""
         tms_y = (1 << z) - 1 - y   # MBTiles rows count from the bottom (TMS)
         row = self._con().execute(
             "SELECT tile_data FROM tiles WHERE zoom_level = ? AND tile_column = ?"
