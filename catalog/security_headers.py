@@ -3,7 +3,9 @@
 The Content-Security-Policy allows script only from our own origin (no inline script: the
 pages keep theirs in catalog/static and ogcapi/assets, and data in JSON data blocks), so a
 harvested value that slips into markup still runs nothing. The map libraries are vendored, so
-the only outside origin is the base map's tile server, and only for images.
+the only outside origin is the base map's tile server: images for Leaflet, and fetch for
+MapLibre GL JS (the hazard maps), which loads raster tiles with fetch; its worker is a static
+file of ours (the CSP build), so no blob: worker is needed.
 """
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ from flask import Flask, request
 GSI_TILES = "https://cyberjapandata.gsi.go.jp"
 
 
-def content_security_policy(image_origins: list[str]) -> str:
+def content_security_policy(image_origins: list[str], connect_origins: list[str] = ()) -> str:
     img = " ".join(["'self'", "data:", *image_origins])
+    connect = " ".join(["'self'", *connect_origins])
     return "; ".join([
         "default-src 'self'",
         "script-src 'self'",
         # Leaflet and pygeoapi's templates set inline styles; styles cannot run script.
         "style-src 'self' 'unsafe-inline'",
         f"img-src {img}",
-        "connect-src 'self'",
+        f"connect-src {connect}",
         "font-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
@@ -38,8 +41,9 @@ def init_app(app: Flask) -> None:
         h.setdefault("X-Content-Type-Options", "nosniff")
         h.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
         if "Content-Security-Policy" not in h:
-            origins = []
-            if request.path.startswith("/ogcapi") or app.config.get("RENKEI_BASEMAP") == "gsi":
-                origins.append(GSI_TILES)
-            h["Content-Security-Policy"] = content_security_policy(origins)
+            from catalog.pages.common import basemap
+            catalogue_gsi = basemap() == "gsi"
+            origins = [GSI_TILES] if request.path.startswith("/ogcapi") or catalogue_gsi else []
+            h["Content-Security-Policy"] = content_security_policy(
+                origins, [GSI_TILES] if catalogue_gsi else [])
         return resp
