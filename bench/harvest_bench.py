@@ -97,7 +97,7 @@ def main() -> None:
         with site.running(keep_alive=True) as url:
             config = tmp / "sources.yaml"
             config.write_text(f"sources:\n  - name: bench\n    type: ckan\n    url: {url}\n"
-                              f"    rows: 1000\n", encoding="utf-8")
+                              f"    rows: 1000\n    allow_private_networks: true\n", encoding="utf-8")
             first, rss1, code1 = run_harvest(tmp / "data", config)
             second, rss2, code2 = run_harvest(tmp / "data", config)
         n = len(packages)

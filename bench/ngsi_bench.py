@@ -61,6 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, live_server(orion.app) as url:
         data_dir, config = Path(tmp) / "data", Path(tmp) / "sources.yaml"
         config.write_text(f"sources:\n  - name: bench\n    type: ngsi-v2\n    url: {url}\n"
+                          f"    allow_private_networks: true\n"
                           f"    service: kakogawa\n    entity_types: [EvacuationSite]\n"
                           f"    time_limit: 3600\n", encoding="utf-8")
         print(f"NGSI v2 harvest of {args.entities:,} entities (pages of 1000), Python "

@@ -18,6 +18,8 @@ import geopandas as gpd
 import pyogrio
 
 from . import csvread
+from .gdal_safety import has_crs_link, network_off, strip_crs_links
+from .redact import hide_paths
 from .crs import assume_crs, crs_source_text, ksj_srs_from_xml
 # Re-exported: callers of read_resource catch ReadError and read Layers from here.
 from .layers import (Layer, ReadError, RowIssue, clean_columns, finish_spatial,  # noqa: F401
@@ -54,8 +56,13 @@ def detect_format(path, declared: str | None = None) -> str | None:
 
 def read_resource(path, declared_format: str | None = None) -> list[Layer]:
     """Read every layer of the resource. Layers whose rows were all rejected are kept (with
-    their reasons) as long as another layer has rows; if none has, ReadError."""
-    path = Path(path)
+    their reasons) as long as another layer has rows; if none has, ReadError. GDAL reads
+    with its network off (geo.gdal_safety)."""
+    with network_off():
+        return _read_resource(Path(path), declared_format)
+
+
+def _read_resource(path: Path, declared_format: str | None) -> list[Layer]:
     fmt = detect_format(path, declared_format)
     if fmt is None:
         raise ReadError(_unsupported(path, declared_format))
@@ -178,15 +185,27 @@ def _read_gdal(fmt: str, src: str, stem: str, opener, *, encoding=None, crs_hint
         encoding = csvread.sniff_stream_encoding(opener)
         if encoding == "cp932":     # RFC 7946 says UTF-8; GDAL would read mojibake
             with opener() as f:
-                src = io.BytesIO(f.read().decode("cp932").encode("utf-8"))
+                src = f.read().decode("cp932").encode("utf-8")
             warns.append("GeoJSON が CP932 でした (RFC 7946 では UTF-8); 変換して読みました")
+        if has_crs_link(opener if not isinstance(src, bytes)
+                        else (lambda data=src: io.BytesIO(data))):
+            if isinstance(src, bytes):
+                data = src
+            else:
+                with opener() as f:
+                    data = f.read()
+            src, links = strip_crs_links(data)
+            warns.append(f"GeoJSON の crs がリンク形式でした ({links} 件)。リンク先は取得せず無視し、"
+                         "RFC 7946 の WGS 84 経緯度として読みました")
     elif fmt == "shapefile":
         # fid_as_index: the DBF decimals fix maps rows back to records by FID.
         kw = {"encoding": encoding, "fid_as_index": True}
     layers = []
-    for lname, gtype in _list_layers(src):
+    for index, (lname, gtype) in enumerate(_list_layers(src)):
         lwarns = list(warns)
-        df = _gdal_read(src, lwarns, layer=lname, **kw)
+        # Bytes get a new /vsimem/ name on every open: name the layer by position then.
+        df = _gdal_read(src, lwarns, layer=index if isinstance(src, bytes) and fmt == "geojson"
+                        else lname, **kw)
         name = stem if fmt in ("geojson", "shapefile") else lname
         if not isinstance(df, gpd.GeoDataFrame) or gtype is None:
             df.columns = clean_columns(df.columns)
@@ -224,9 +243,13 @@ def _drop_libkml_defaults(df):
 
 def _list_layers(src):
     try:
-        return [(n, g) for n, g in pyogrio.list_layers(src)]
+        with warnings.catch_warnings():
+            # GDAL's warnings here name the file's server path; reading it says them again,
+            # without the path (_gdal_read).
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return [(n, g) for n, g in pyogrio.list_layers(src)]
     except Exception as e:   # DataSourceError, corrupt members, GDAL errors
-        raise ReadError(f"読み込めません: {e}") from None
+        raise ReadError(f"読み込めません: {_gdal_text(e, src)}") from None
 
 
 def _gdal_read(src, warns: list[str], **kw):
@@ -235,11 +258,17 @@ def _gdal_read(src, warns: list[str], **kw):
         try:
             df = pyogrio.read_dataframe(src, **kw)
         except Exception as e:
-            raise ReadError(f"読み込めません ({kw.get('layer')}): {e}") from None
-    msgs = [str(w.message) for w in caught if "parsed incompletely" not in str(w.message)]
+            raise ReadError(f"読み込めません ({kw.get('layer')}): {_gdal_text(e, src)}") from None
+    msgs = [_gdal_text(w.message, src) for w in caught
+            if "parsed incompletely" not in str(w.message)]
     if msgs:
         warns.append(f"GDAL の警告 {len(msgs)} 件: " + "; ".join(dict.fromkeys(msgs[:3])))
     return df
+
+
+def _gdal_text(message, src) -> str:
+    """A GDAL message without the server path of the file it names."""
+    return hide_paths(str(message), src if isinstance(src, str) else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +278,8 @@ def _read_zip(path: Path) -> list[Layer]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ReadError(f"zip として読めません (壊れているか途中で切れています): {e}") from None
+        raise ReadError(f"zip として読めません (壊れているか途中で切れています): "
+                        f"{hide_paths(str(e), path)}") from None
     with zf:
         members = _members(zf)
         shps = [m for m in members if m.lower().endswith(".shp")]
@@ -300,7 +330,7 @@ def _read_zipped_shapefile(path, zf, shp, members) -> list[Layer]:
                                      else enc if ext == ".cpg" else zf.read(m))
                 src = buf.getvalue()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ReadError(f"zip のメンバーが壊れています ({shp}): {e}") from None
+        raise ReadError(f"zip のメンバーが壊れています ({shp}): {hide_paths(str(e), path)}") from None
     fix = (lambda df, w: dbf.fix_decimals(df, enc, w)) if dbf is not None else None
     layers = _read_gdal("shapefile", src, PurePosixPath(_display(zf, shp)).stem, None,
                         encoding=enc, crs_hint=hint, fix_dbf=fix)

@@ -18,6 +18,7 @@ import pyogrio
 import shapely
 
 from .crs import assume_crs, crs_source_text
+from .gdal_safety import network_off
 from .layers import Layer, RowIssue, finish_spatial
 from .translate import Translated, translate
 
@@ -54,6 +55,10 @@ class ChunkedTranslation:
         self.result: Translated | None = None
 
     def __iter__(self) -> Iterator:
+        with network_off():
+            yield from self._chunks()
+
+    def _chunks(self) -> Iterator:
         name = Path(str(self.src)).stem
         first: Translated | None = None
         rejected: list[RowIssue] = []

@@ -95,7 +95,10 @@ class HarvestFailure(Exception):
 
 
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:400]
+    """The message of an exception no one foresaw, without the server paths it may name
+    (the traceback, for staff, keeps them)."""
+    from geo.redact import hide_paths
+    return hide_paths(f"{type(exc).__name__}: {exc}")[:400]
 
 
 def format_traceback(exc: BaseException) -> str | None:
@@ -128,6 +131,10 @@ class Harvester:
 
     source_type: ClassVar[str | None] = None  # the sources.yaml `type`
     needs_url: ClassVar[bool] = True          # an API at an http(s) `url`
+    # What its resource URLs may name besides http(s): "cache" (files the harvester wrote
+    # under the cache itself) or "config" (local paths inside the folder of sources.yaml).
+    # Remote sources keep None: a URL an upstream server sent is never a local path.
+    local_reads: ClassVar[str | None] = None
 
     def __init_subclass__(cls, *, source_type: str | None = None, **kw):
         super().__init_subclass__(**kw)

@@ -16,7 +16,7 @@ import requests
 
 from harvesters.base import (Harvester, HarvestFailure, JobError, RemoteDataset,
                              RemoteResource, SourceConfig)
-from harvesters.http import USER_AGENT, make_session, retry_settings
+from harvesters.http import USER_AGENT, session_for
 
 LIST_PAGE = 1000
 
@@ -29,7 +29,7 @@ class CKANHarvester(Harvester, source_type="ckan"):
         self.page_size = int(source.options.get("rows", self.page_size))
         self.fq = source.options.get("fq")
         self.incremental = bool(source.options.get("incremental", False))
-        self.session = make_session(*retry_settings(source.options))
+        self.session = session_for(source.options)
 
     def enumerate(self) -> Iterator[RemoteDataset]:
         with ckanapi.RemoteCKAN(self.source.url.rstrip("/"), user_agent=USER_AGENT,

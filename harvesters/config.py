@@ -77,6 +77,8 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
 
 
 def _check_options(entry: dict, where: str) -> str | None:
+    if "allow_private_networks" in entry and not isinstance(entry["allow_private_networks"], bool):
+        return f"{where}: 'allow_private_networks' must be true or false"
     for key, (low, high) in NUMERIC.items():
         if key in entry:
             value = entry[key]

@@ -1,9 +1,13 @@
 """Download a resource to the content cache: streamed, size-limited, conditional, hashed.
 
-Local paths (and file:// URLs) are read in place, so the offline demo and `files` sources of
-local paths go through the same change detection (content hash) as remote ones. So are
-`cache:` URLs: files that an API harvester (NGSI, OGC API) wrote under the cache from the
-entities it paged through; they are relative to the data dir, so no server path reaches a page.
+Which URLs a resource may have depends on who named it (`LocalReads`): a remote source (CKAN,
+and whatever else an upstream server fills in) gets http(s) only, through the SSRF guard of
+the session (harvesters.netguard). Local paths (and file:// URLs) belong to `files` sources
+alone and must stay inside the folder of sources.yaml, symlinks and `..` resolved; they are
+read in place, so the offline demo goes through the same change detection (content hash) as
+remote files. `cache:` URLs name files an API harvester (NGSI, OGC API) wrote under the cache
+from the entities it paged through, and must stay inside it. A refusal never says whether a
+path exists, and no message names a server path.
 """
 from __future__ import annotations
 
@@ -19,9 +23,20 @@ from urllib.parse import unquote, urlparse
 import requests
 
 from harvesters.base import HarvestFailure
+from harvesters.http import describe
 
 CACHE_SCHEME = "cache:"
 CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LocalReads:
+    """What besides http(s) a source's resource URLs may name."""
+    root: Path | None = None     # local paths inside this folder (files sources)
+    cache: bool = False          # cache: URLs (the API harvesters' own files)
+
+
+REMOTE_ONLY = LocalReads()
 
 
 @dataclass
@@ -37,26 +52,41 @@ class Fetched:
 
 def fetch(url: str, cache_dir: Path, *, max_bytes: int, etag: str | None = None,
           last_modified: str | None = None, timeout: float = 60.0,
-          session: requests.Session | None = None,
+          session: requests.Session | None = None, local: LocalReads = REMOTE_ONLY,
           dataset: str | None = None, resource: str | None = None) -> Fetched:
     """`max_bytes` has no default: the limit is the operator's (RENKEI_MAX_DOWNLOAD, read into
-    harvesters.context.HarvestSettings when the command starts)."""
+    harvesters.context.HarvestSettings when the command starts). `session` should come from
+    harvesters.http (the SSRF guard lives on its adapter); without one, a guarded session
+    that refuses every non-public address is used."""
     where = {"dataset": dataset, "resource": resource or url}
+    url = url.strip()
     if url.startswith(CACHE_SCHEME):
-        return _local(cache_dir / url[len(CACHE_SCHEME):], max_bytes, where)
+        if not local.cache:
+            raise HarvestFailure("fetch", "refused: cache: URLs are not accepted from this "
+                                 "source (http and https only)", **where)
+        return _local(Path(cache_dir), url[len(CACHE_SCHEME):], max_bytes, where)
     parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        return _local(Path(unquote(parsed.path)) if parsed.scheme else Path(url), max_bytes, where)
+    if parsed.scheme in ("", "file") or re.match(r"^[A-Za-z]:[\\/]", url):
+        if local.root is None:
+            raise HarvestFailure("fetch", "refused: a local file path; this source's resources "
+                                 "must be http or https URLs", **where)
+        path = unquote(parsed.path) if parsed.scheme == "file" else url
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise HarvestFailure("fetch", "refused: a file:// URL naming another host", **where)
+        return _local(local.root, path, max_bytes, where)
     if parsed.scheme not in ("http", "https"):
-        raise HarvestFailure("fetch", f"unsupported URL scheme: {url}", **where)
+        raise HarvestFailure("fetch", f"refused: {parsed.scheme!r} URLs are not fetched "
+                             f"(http and https only)", **where)
+    if session is None:
+        from harvesters.http import make_session
+        session = make_session()
     headers = {"User-Agent": "renkei-harvester/0.1"}
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    http = session or requests
     try:
-        with http.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+        with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
             if resp.status_code == 304:
                 return Fetched(None, True, etag=etag, last_modified=last_modified)
             if resp.status_code >= 400:
@@ -78,7 +108,10 @@ def fetch(url: str, cache_dir: Path, *, max_bytes: int, etag: str | None = None,
                                                  f"{max_bytes:,} bytes", **where)
                         digest.update(chunk)
                         out.write(chunk)
-                if declared and declared.isdigit() and size != int(declared):
+                # A body shorter than declared is cut, whatever urllib3 made of it; with a
+                # Content-Encoding the declared length is of the encoded bytes.
+                if declared and declared.isdigit() and size != int(declared) \
+                        and not resp.headers.get("Content-Encoding"):
                     raise HarvestFailure("fetch", f"truncated body: got {size:,} of "
                                          f"{int(declared):,} bytes", **where)
                 final = cache_dir / digest.hexdigest()
@@ -90,14 +123,27 @@ def fetch(url: str, cache_dir: Path, *, max_bytes: int, etag: str | None = None,
                            resp.headers.get("Last-Modified"), resp.headers.get("Content-Type"))
     except requests.Timeout as exc:
         raise HarvestFailure("fetch", f"timed out after {timeout:g} s: {url}", **where) from exc
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise HarvestFailure("fetch", "truncated body: the connection ended inside the "
+                             "answer", **where) from exc
     except requests.RequestException as exc:
-        raise HarvestFailure("fetch", f"download failed: {type(exc).__name__}: {exc}"[:400],
+        raise HarvestFailure("fetch", f"download failed: {describe(exc, timeout)}"[:400],
                              **where) from exc
 
 
-def _local(path: Path, max_bytes: int, where: dict) -> Fetched:
+def _local(root: Path, name: str, max_bytes: int, where: dict) -> Fetched:
+    """A file under `root`, by a name relative to it (or absolute inside it). Resolved first
+    (symlinks, `..`), so nothing outside `root` is read; refusals and "not found" name the
+    file only as the source wrote it."""
+    base = Path(root).resolve()
+    try:
+        path = (base / name).resolve()
+        path.relative_to(base)
+    except (ValueError, OSError, RuntimeError):
+        raise HarvestFailure("fetch", "refused: a local path outside the folder this source "
+                             "may read", **where) from None
     if not path.is_file():
-        raise HarvestFailure("fetch", f"file not found: {path}", **where)
+        raise HarvestFailure("fetch", "file not found (or not a regular file)", **where)
     size = path.stat().st_size
     if size > max_bytes:
         raise HarvestFailure("fetch", f"file is {size:,} bytes, over the limit", **where)
@@ -139,6 +185,10 @@ class FeatureFileWriter:
     def add(self, feature_id, geometry: dict | None, properties: dict) -> None:
         if self.count:
             self._out.write(",\n")
+        if isinstance(geometry, dict) and "crs" in geometry:
+            # GeoJSON 2008 `crs` links would be fetched by GDAL (geo.gdal_safety); RFC 7946
+            # geometries are WGS 84 and carry none.
+            geometry = {k: v for k, v in geometry.items() if k != "crs"}
         feature = {"type": "Feature", "geometry": geometry, "properties": properties}
         if feature_id is not None:
             feature["id"] = feature_id

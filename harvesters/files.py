@@ -32,6 +32,7 @@ LICENSES = {
 
 class FilesHarvester(Harvester, source_type="files"):
     needs_url = False
+    local_reads = "config"
 
     @classmethod
     def config_problem(cls, entry: dict, where: str) -> str | None:
@@ -44,8 +45,9 @@ class FilesHarvester(Harvester, source_type="files"):
 
     @classmethod
     def prepare_options(cls, options: dict, config_dir: Path) -> dict:
-        # Relative file paths are relative to sources.yaml, wherever cron runs us from.
-        return {"base_dir": str(config_dir), **options}
+        # Relative file paths are relative to sources.yaml, wherever cron runs us from, and
+        # no path may leave its folder (harvesters.fetch); the entry cannot move it.
+        return {**options, "base_dir": str(config_dir)}
 
     def enumerate(self) -> Iterator[RemoteDataset]:
         base = self.source.options.get("base_dir")

@@ -31,7 +31,7 @@ from harvesters.auth import Credentials
 from harvesters.base import Harvester, HarvestFailure, RemoteDataset, RemoteResource
 from harvesters.fetch import FeatureFileWriter
 from harvesters.files import LICENSES
-from harvesters.http import describe, make_session, retry_settings
+from harvesters.http import describe, session_for
 
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
                   "MultiPolygon", "GeometryCollection"}
@@ -46,11 +46,12 @@ class EntityHarvester(Harvester):
     the pages read are written under the cache dir, in a folder named by the source type."""
     max_page = 1000
     count_header = "Fiware-Total-Count"
+    local_reads = "cache"
 
     def __init__(self, source, **kw):
         super().__init__(source, **kw)
         opts = source.options
-        self.session = make_session(*retry_settings(opts))
+        self.session = session_for(opts)
         self.credentials = Credentials(opts.get("auth"), source.name)
         self.limit = max(1, min(int(opts.get("limit", self.max_page)), self.max_page))
         self.key_values = bool(opts.get("key_values", False))

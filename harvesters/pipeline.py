@@ -12,15 +12,16 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from store import publish
 from store.db import Dataset, Resource
 from store.publish import LayerReport, NewCollection, ResourceContent, ResourceOutcome
 from store.versions import write_chunks, write_version
 from harvesters.base import (HarvestFailure, JobError, RemoteDataset, RemoteResource,
-                             SourceConfig, stage)
+                             SourceConfig, harvester_class, stage)
 from harvesters.context import JobContext
-from harvesters.fetch import Fetched, fetch
+from harvesters.fetch import REMOTE_ONLY, Fetched, LocalReads, fetch
 
 PREVIEW_ROWS = 20
 FORMAT_LABELS = {"csv": "CSV", "geojson": "GeoJSON", "shapefile-zip": "SHP", "zip": "ZIP",
@@ -147,7 +148,8 @@ def _fetch_and_translate(ctx: JobContext, target: _Target) -> ResourceResult:
         got = fetch(res.url, ctx.cache_dir, max_bytes=ctx.settings.max_download,
                     timeout=ctx.timeout, session=ctx.http,
                     etag=prev.etag if prev else None,
-                    last_modified=prev.last_modified if prev else None, **where)
+                    last_modified=prev.last_modified if prev else None,
+                    local=local_reads(ctx.source), **where)
     if got.not_modified or (prev is not None and prev.sha256 == got.sha256):
         return ResourceResult(ResourceOutcome(res, target.rid))
     with stage("translate", **where):
@@ -155,11 +157,15 @@ def _fetch_and_translate(ctx: JobContext, target: _Target) -> ResourceResult:
         # (conditional GETs and hashes) never pays for importing it.
         import pyogrio
 
+        from geo.gdal_safety import has_crs_link, network_off
         from geo.readers import detect_format
         fmt = detect_format(got.path, res.format)
         large = False
         if (got.size or 0) > ctx.settings.stream_bytes and fmt in ("geojson", "gpkg"):
-            with warnings.catch_warnings():
+            if fmt == "geojson" and has_crs_link(lambda: open(got.path, "rb")):
+                raise HarvestFailure("translate", "a GeoJSON this large with a crs link (which "
+                                     "would be fetched from the network) is not read", **where)
+            with warnings.catch_warnings(), network_off():
                 # GDAL warns that cache files (named by hash) lack a .gpkg extension: noise on
                 # the operator's terminal, with a server path in it.
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -167,6 +173,17 @@ def _fetch_and_translate(ctx: JobContext, target: _Target) -> ResourceResult:
     if large:
         return _stream_resource(ctx, target, got, fmt)
     return _read_resource(ctx, target, got, fmt)
+
+
+def local_reads(source: SourceConfig) -> LocalReads:
+    """What the source's type may read besides http(s) (harvesters.base.Harvester.local_reads)."""
+    cls = harvester_class(source.type)
+    kind = cls.local_reads if cls is not None else None
+    if kind == "cache":
+        return LocalReads(cache=True)
+    if kind == "config" and source.options.get("base_dir"):
+        return LocalReads(root=Path(source.options["base_dir"]))
+    return REMOTE_ONLY
 
 
 def _content(got: Fetched, fmt: str | None, **columns) -> ResourceContent:

@@ -32,7 +32,7 @@ from harvesters.base import (Harvester, HarvestFailure, JobError, RemoteDataset,
                              stage)
 from harvesters.config import DEFAULT_TIME_LIMIT, harvester_for
 from harvesters.context import HarvestSettings, JobContext
-from harvesters.http import make_session, retry_settings
+from harvesters.http import session_for
 from harvesters.pipeline import process_dataset
 
 MAX_WITHDRAW = 0.2        # share of a source's datasets one run may withdraw
@@ -146,7 +146,7 @@ def _run_locked(store: Store, source: SourceConfig, orgs: dict, settings: Harves
 
     limit = float(source.options.get("time_limit", DEFAULT_TIME_LIMIT))
     ctx = JobContext(store=store, source=source, organizations=orgs, settings=settings,
-                     http=make_session(*retry_settings(source.options)), time_limit=limit,
+                     http=session_for(source.options), time_limit=limit,
                      deadline=time.monotonic() + limit, log=say)
     seen: set[str] = set()
     say(f"[{source.name}] harvesting {source.type} {source.url or ''}".rstrip())

@@ -292,5 +292,6 @@ def source(name: str, kind: str, url: str, organization: str | None = "kakogawa-
     """A SourceConfig as load_config builds it (retries without backoff: tests stay fast)."""
     from harvesters.base import SourceConfig
     options.setdefault("backoff", 0)
+    options.setdefault("allow_private_networks", True)   # the fixtures live on 127.0.0.1
     return SourceConfig(name=name, type=kind, url=url, organization=organization,
                         options=options)

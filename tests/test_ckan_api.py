@@ -255,7 +255,7 @@ def test_renkei_harvests_renkei(served, tmp_path):
     gets every dataset back once, with its title and the URLs of its original resources."""
     config = tmp_path / "b.yaml"
     config.write_text(f"sources:\n  - name: renkei-a\n    type: ckan\n    url: {served.url}\n"
-                      f"    rows: 4\n", encoding="utf-8")
+                      f"    rows: 4\n    allow_private_networks: true\n", encoding="utf-8")
     data_b = tmp_path / "b"
     # What renkei derived itself (OGC API links, theme layers) is marked renkei_derived and
     # skipped: the second renkei derives its own from the originals.

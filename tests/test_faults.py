@@ -52,7 +52,7 @@ def test_sigkill_in_the_middle_of_a_run_keeps_serving_and_the_next_run_recovers(
     with live_server(orion.app) as url, live_server(create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"})) as site:
         config = tmp_path / "sources.yaml"
         config.write_text(f"sources:\n  - name: fw\n    type: ngsi-v2\n    url: {url}\n"
-                          f"    service: kakogawa\n    entity_types: [{', '.join(TYPES)}]\n"
+                          f"    allow_private_networks: true\n    service: kakogawa\n    entity_types: [{', '.join(TYPES)}]\n"
                           f"    organization: kakogawa-city\n", encoding="utf-8")
         first = subprocess.run(harvest_cmd(data_dir, config), capture_output=True, text=True,
                                cwd=REPO, timeout=120)

@@ -45,7 +45,7 @@ def harvest(data_dir: Path, config: Path) -> subprocess.CompletedProcess:
 
 def write_config(path: Path, url: str, name: str = "hyogo-ckan") -> Path:
     path.write_text(f"sources:\n  - name: {name}\n    type: ckan\n    url: {url}\n"
-                    f"    rows: 100\n", encoding="utf-8")
+                    f"    rows: 100\n    allow_private_networks: true\n", encoding="utf-8")
     return path
 
 

@@ -54,7 +54,7 @@ def harvest(data_dir: Path, config: Path, **env) -> subprocess.CompletedProcess:
 
 def files_config(path: Path, url: str, files: list[tuple[str, str, str, str]]) -> Path:
     """A `files` source; files are (id, title, file name, organization)."""
-    lines = ["sources:", "  - name: cities", "    type: files", "    retries: 1",
+    lines = ["sources:", "  - name: cities", "    type: files", "    retries: 1", "    allow_private_networks: true",
              "    files:"]
     for fid, title, name, org in files:
         lines += [f"      - id: {fid}", f"        title: {title}",
@@ -198,7 +198,8 @@ def test_a_record_in_an_unreadable_shape_is_an_enumerate_error_the_rest_is_publi
                     fixture_files)
     config = tmp_path / "sources.yaml"
     with site.running() as url:
-        config.write_text(f"sources:\n  - name: hyogo-ckan\n    type: ckan\n    url: {url}\n",
+        config.write_text(f"sources:\n  - name: hyogo-ckan\n    type: ckan\n    url: {url}\n"
+                          "    allow_private_networks: true\n",
                           encoding="utf-8")
         result = harvest(data_dir, config)
     assert result.returncode == 1, result.stderr

@@ -1,0 +1,314 @@
+"""Issue 11, the harvest side: a broker that trusts no upstream byte. Each test plays one
+attack through real HTTP servers on 127.0.0.1 and the real `renkei harvest` (or the runner),
+and is named after the item of the issue it covers."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from flask import Flask, Response, jsonify, redirect, request
+
+from catalog.app import create_app
+from store.db import Collection, Dataset, HarvestError, HarvestJob, Store
+from tests.servers import REPO, TEST_DATA, FakeCKAN, live_server, package
+
+SECRET = "KAKOGAWA_SECRET"
+
+
+def harvest(data_dir: Path, config: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                           "harvest", "--config", str(config), "--timeout", "10"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, **env})
+
+
+def ckan_config(path: Path, url: str, *, private: bool = True, extra: str = "") -> Path:
+    path.write_text(f"sources:\n  - name: evil-ckan\n    type: ckan\n    url: {url}\n"
+                    f"    retries: 1\n    allow_private_networks: {'true' if private else 'false'}\n"
+                    f"{extra}", encoding="utf-8")
+    return path
+
+
+def files_config(path: Path, files: list[tuple[str, str]], *, private: bool = False,
+                 name: str = "city-files", extra: str = "") -> Path:
+    """A `files` source; files are (id, url or path)."""
+    lines = ["sources:", f"  - name: {name}", "    type: files", "    retries: 1",
+             "    organization: kakogawa-city",
+             f"    allow_private_networks: {'true' if private else 'false'}", "    files:"]
+    for fid, url in files:
+        lines += [f"      - id: {fid}", f"        title: {fid} のデータ", f"        url: '{url}'"]
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    return path
+
+
+def errors_of(data_dir: Path) -> list[HarvestError]:
+    with Store(data_dir).session() as s:
+        return list(s.query(HarvestError))
+
+
+def jobs_of(data_dir: Path) -> list[HarvestJob]:
+    with Store(data_dir).session() as s:
+        return list(s.query(HarvestJob).order_by(HarvestJob.id))
+
+
+def published_text(data_dir: Path) -> str:
+    """Everything the public sees of the catalogue: every dataset page and package_show."""
+    out = []
+    with Store(data_dir).session() as s:
+        ids = [d.id for d in s.query(Dataset)]
+    with create_app(data_dir).test_client() as client:
+        for did in ids:
+            out.append(client.get(f"/datasets/{did}").get_data(as_text=True))
+            out.append(client.get(f"/api/3/action/package_show?id={did}").get_data(as_text=True))
+    return "\n".join(out)
+
+
+class Recorder:
+    """A web server that notes every request it gets (the target an attacker aims at)."""
+
+    def __init__(self, body: bytes = b"name,lat,lon\nx,34.7,134.8\n"):
+        self.hits: list[str] = []
+        self.body = body
+        self.app = Flask("recorder")
+
+        @self.app.route("/", defaults={"path": ""})
+        @self.app.route("/<path:path>")
+        def anything(path):
+            self.hits.append("/" + path)
+            return Response(self.body, mimetype="text/csv")
+
+
+# -- item 1: local file disclosure ------------------------------------------------------------
+
+def test_item01_remote_source_urls_are_http_only_no_local_file_is_read(
+        fixture_files, data_dir, tmp_path):
+    secret = tmp_path / "secret.env"
+    secret.write_text(f"{SECRET},DATABASE_URL\nhunter2,postgresql://u:pw@db/x\n", encoding="utf-8")
+    (data_dir / "cache").mkdir(parents=True, exist_ok=True)
+    (data_dir / "leak.csv").write_text(f"{SECRET},b\n1,2\n", encoding="utf-8")
+    attacks = {
+        "file-url": f"file://{secret}",
+        "bare-path": str(secret),
+        "cache-url": "cache:../leak.csv",
+        "relative": "secret.env",
+        "etc-passwd": "/etc/passwd",
+    }
+    packages = [package(pid, f"{pid} の攻撃", [(pid, "CSV")]) for pid in attacks]
+    for pkg, url in zip(packages, attacks.values()):
+        pkg["resources"][0]["url"] = url
+    packages.append(package("good", "正常なデータ", [("yaizu_222127_aed.csv", "CSV")]))
+    site = FakeCKAN(packages, fixture_files)
+    with site.running() as url:
+        result = harvest(data_dir, ckan_config(tmp_path / "sources.yaml", url))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = errors_of(data_dir)
+    refused = {e.dataset: e for e in errors if e.stage == "fetch"}
+    assert set(refused) == {f"{pid} の攻撃" for pid in attacks}
+    for e in refused.values():
+        assert "refused" in e.message
+        assert e.resource  # source, dataset and resource are named
+        assert str(tmp_path) not in e.message and "/etc" not in e.message
+    assert "evil-ckan / etc-passwd の攻撃 / etc-passwd" in result.stderr
+    text = published_text(data_dir)
+    assert SECRET not in text and "hunter2" not in text and "root:x:0" not in text
+    with Store(data_dir).session() as s:
+        assert s.get(Dataset, "evil-ckan--good").collections  # the rest goes on
+
+
+def test_item01_errors_never_name_server_paths(data_dir, tmp_path):
+    """A file GDAL cannot open: its error (and `_list_layers`' warning) named the cache path."""
+    root = tmp_path / "config-folder"
+    root.mkdir()
+    (root / "broken.gpkg").write_bytes(b"SQLite format 3\x00" + b"\x00garbage" * 500)
+    (root / "broken.geojson").write_text('{"type": "FeatureCollection", "features": [{"type"',
+                                         encoding="utf-8")
+    result = harvest(data_dir, files_config(root / "sources.yaml", [
+        ("broken-gpkg", "broken.gpkg"), ("broken-geojson", "broken.geojson")]))
+    assert result.returncode == 1
+    errors = errors_of(data_dir)
+    assert len({e.dataset for e in errors}) == 2
+    for text in [result.stderr] + [e.message for e in errors]:
+        assert str(tmp_path) not in text and str(data_dir) not in text, text
+        assert "/vsi" not in text
+
+
+def test_item16b_files_paths_stay_inside_the_config_folder(data_dir, tmp_path):
+    root = tmp_path / "etc-renkei"
+    root.mkdir()
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.csv").write_text(f"{SECRET},lat,lon\nhunter2,34.7,134.8\n",
+                                        encoding="utf-8")
+    (root / "link.csv").symlink_to(outside / "secret.csv")
+    (root / "sub").mkdir()
+    (root / "sub" / "aed.csv").write_bytes((TEST_DATA / "csv/yaizu_222127_aed.csv").read_bytes())
+    config = files_config(root / "sources.yaml", [
+        ("dotdot", "../private/secret.csv"),
+        ("symlink", "link.csv"),
+        ("absolute", str(outside / "secret.csv")),
+        ("file-url", f"file://{outside / 'secret.csv'}"),
+        ("sub-dotdot", "sub/../../private/secret.csv"),
+        ("inside", "sub/aed.csv"),
+        ("inside-absolute", str(root / "sub" / "aed.csv")),
+    ])
+    result = harvest(data_dir, config)
+    assert result.returncode == 1, result.stderr
+    refused = {e.dataset for e in errors_of(data_dir) if "refused" in e.message}
+    assert refused == {f"{x} のデータ" for x in
+                       ("dotdot", "symlink", "absolute", "file-url", "sub-dotdot")}
+    with Store(data_dir).session() as s:
+        assert s.get(Dataset, "city-files--inside").collections
+        assert s.get(Dataset, "city-files--inside-absolute").collections
+    assert "hunter2" not in published_text(data_dir)
+
+
+def test_item16b_a_config_entry_cannot_move_the_base_folder(data_dir, tmp_path):
+    root = tmp_path / "conf"
+    root.mkdir()
+    (tmp_path / "secret.csv").write_text("a,lat,lon\nhunter2,34.7,134.8\n", encoding="utf-8")
+    config = files_config(root / "sources.yaml", [("moved", "secret.csv")])
+    config.write_text(config.read_text().replace("    files:", f"    base_dir: {tmp_path}\n"
+                                                                "    files:"), encoding="utf-8")
+    assert harvest(data_dir, config).returncode == 1
+    assert "hunter2" not in published_text(data_dir)
+
+
+# -- item 2: SSRF ------------------------------------------------------------------------------
+
+def test_item02_private_addresses_are_refused_in_every_spelling(data_dir, tmp_path):
+    target = Recorder()
+    with live_server(target.app) as url:
+        port = url.rsplit(":", 1)[1]
+        spellings = {
+            "loopback": f"http://127.0.0.1:{port}/secret.csv",
+            "localhost": f"http://localhost:{port}/secret.csv",
+            "hex": f"http://0x7f000001:{port}/secret.csv",
+            "decimal": f"http://2130706433:{port}/secret.csv",
+            "short": f"http://127.1:{port}/secret.csv",
+            "ipv6": f"http://[::1]:{port}/secret.csv",
+            "mapped": f"http://[::ffff:127.0.0.1]:{port}/secret.csv",
+            "metadata": "http://169.254.169.254/latest/meta-data/",
+            "private": "http://10.0.0.1/x.csv",
+            "cgnat": "http://100.64.0.1/x.csv",
+            "unspecified": f"http://0.0.0.0:{port}/secret.csv",
+            "gopher": f"gopher://127.0.0.1:{port}/x",
+        }
+        result = harvest(data_dir, files_config(tmp_path / "sources.yaml",
+                                                list(spellings.items())))
+    assert result.returncode == 1
+    assert target.hits == []
+    errors = errors_of(data_dir)
+    assert {e.dataset for e in errors} == {f"{k} のデータ" for k in spellings}
+    for e in errors:
+        assert e.stage == "fetch" and "refused" in e.message and e.resource, e
+    assert len(errors) == len(spellings)   # one error each
+    assert "Traceback" not in result.stderr
+
+
+def test_item02_allow_private_networks_opens_the_intranet_but_never_link_local(
+        data_dir, tmp_path):
+    target = Recorder()
+    app = Flask("hops")
+
+    @app.route("/to-metadata")
+    def to_metadata():
+        return redirect("http://169.254.169.254/latest/meta-data/iam/", 302)
+
+    @app.route("/loop/<int:n>")
+    def loop(n):
+        return redirect(f"/loop/{n + 1}", 302)
+
+    with live_server(target.app) as inner, live_server(app) as hops:
+        config = files_config(tmp_path / "sources.yaml", [
+            ("intranet", f"{inner}/shelters.csv"),
+            ("redirect-to-metadata", f"{hops}/to-metadata"),
+            ("redirect-loop", f"{hops}/loop/0"),
+            ("metadata", "http://169.254.169.254/latest/meta-data/"),
+            ("link-local-v6", "http://[fe80::1]/x.csv"),
+        ], private=True)
+        result = harvest(data_dir, config)
+    assert result.returncode == 1
+    assert target.hits == ["/shelters.csv"]
+    errors = {e.dataset: e.message for e in errors_of(data_dir)}
+    assert set(errors) == {"redirect-to-metadata のデータ", "redirect-loop のデータ",
+                           "metadata のデータ", "link-local-v6 のデータ"}
+    assert "link-local" in errors["redirect-to-metadata のデータ"]
+    assert "redirects" in errors["redirect-loop のデータ"]
+    with Store(data_dir).session() as s:
+        assert s.get(Dataset, "city-files--intranet").collections
+
+
+def test_item02_an_api_source_on_loopback_without_permission_is_one_error(
+        fixture_files, data_dir, tmp_path):
+    site = FakeCKAN([package("x", "x", [("yaizu_222127_aed.csv", "CSV")])], fixture_files)
+    with site.running() as url:
+        result = harvest(data_dir, ckan_config(tmp_path / "s.yaml", url, private=False))
+    assert result.returncode == 1
+    assert site.calls == []
+    (job,) = jobs_of(data_dir)
+    assert job.status == "failed"
+    (error,) = errors_of(data_dir)
+    assert "loopback" in error.message and "Traceback" not in result.stderr
+
+
+def test_item02_config_refuses_a_non_boolean_permission(tmp_path, data_dir):
+    config = files_config(tmp_path / "s.yaml", [("x", "http://example.org/x.csv")])
+    config.write_text(config.read_text().replace("allow_private_networks: false",
+                                                 "allow_private_networks: yes please"))
+    assert harvest(data_dir, config).returncode == 2
+
+
+# -- item 6: GDAL never goes on the network ------------------------------------------------
+
+def _crs_link_collection(href: str) -> dict:
+    doc = json.loads((TEST_DATA / "geojson/gsi_emergency_282227.json").read_text(encoding="utf-8"))
+    doc["crs"] = {"type": "link", "properties": {"href": f"{href}/collection.wkt",
+                                                 "type": "ogcwkt"}}
+    for i, feat in enumerate(doc["features"][:5]):
+        feat["geometry"]["crs"] = {"type": "link",
+                                   "properties": {"href": f"{href}/geometry-{i}.wkt"}}
+    return doc
+
+
+def test_item06_geojson_crs_links_are_never_fetched(data_dir, tmp_path):
+    target = Recorder(b'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257]],'
+                      b'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]]')
+    root = tmp_path / "conf"
+    root.mkdir()
+    with live_server(target.app) as listener:
+        (root / "linked.geojson").write_text(json.dumps(_crs_link_collection(listener)),
+                                             encoding="utf-8")
+        zbuf = io.BytesIO()
+        with zipfile.ZipFile(zbuf, "w") as zf:
+            zf.writestr("linked.geojson", json.dumps(_crs_link_collection(listener)))
+        (root / "linked.zip").write_bytes(zbuf.getvalue())
+        result = harvest(data_dir, files_config(root / "sources.yaml", [
+            ("linked", "linked.geojson"), ("zipped", "linked.zip")]))
+    assert target.hits == []
+    assert result.returncode == 0, result.stderr
+    with Store(data_dir).session() as s:
+        ds = s.get(Dataset, "city-files--linked")
+        assert ds.collections[0].feature_count == 162
+        warnings = json.dumps(ds.resources[0].quality, ensure_ascii=False)
+        assert "crs" in warnings   # the ignored link is said on the quality report
+
+
+def test_item06_ogcapi_and_ngsi_geometries_lose_their_crs_links(data_dir, tmp_path):
+    from tests.ngsi_servers import FakeOGCAPI, run, source
+    target = Recorder()
+    with live_server(target.app) as listener:
+        doc = _crs_link_collection(listener)
+        server = FakeOGCAPI({"shelters": ("養父市 避難場所", doc)}, max_limit=100)
+        with live_server(server.app) as url:
+            (report,), _ = run(data_dir, source("ogc", "ogcapi", url + "/", limit=100))
+    assert target.hits == []
+    assert report.status == "done" and not report.errors, report.errors
+    cached = next((data_dir / "cache" / "ogcapi" / "ogc").glob("*.geojson")).read_text()
+    assert listener not in cached
