@@ -42,13 +42,20 @@ class ReadError(Exception):
 
 
 
+# The GeoPackage's own feature id column: a source column of that name (ArcGIS exports carry
+# FID) cannot be written beside it, so it is published as fid_source.
+FID_NAMES = {"fid": "fid_source"}
+
+
 def clean_columns(names, reserved=("geometry",)) -> list[str]:
     """Keep source names (Japanese stays Japanese) but strip BOM/whitespace, name empty ones
-    column_N and make duplicates unique case-insensitively (GPKG/SQLite columns are)."""
-    seen, out = {r.casefold() for r in reserved}, []
+    column_N, rename FID (FID_NAMES) and make duplicates unique case-insensitively
+    (GPKG/SQLite columns are)."""
+    seen, out = {r.casefold() for r in reserved} | set(FID_NAMES), []
     for i, n in enumerate(names, 1):
         base = "" if is_missing(n) else str(n)
         base = base.replace("\ufeff", "").strip() or f"column_{i}"
+        base = FID_NAMES.get(base.casefold(), base)
         cand, k = base, 2
         while cand.casefold() in seen:
             cand, k = f"{base}_{k}", k + 1

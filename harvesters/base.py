@@ -164,6 +164,8 @@ class Harvester:
         self.known_names: set[str] = set()
         self.skipped_unchanged = 0
         self.present_names: set[str] | None = None  # None: the names enumerated are all
+        # Bytes of one API answer (RENKEI_MAX_PAGE); the runner sets the operator's value.
+        self.max_page_bytes = 64 * 1024 ** 2
 
     def enumerate(self) -> Iterator[RemoteDataset]:  # pragma: no cover - the contract
         raise NotImplementedError

@@ -14,7 +14,7 @@ SOURCE_MODULES = (ckan, files, ngsi_v2, ngsi_ld, ogcapi_source)
 
 NUMERIC = {"time_limit": (1, 7 * 86400), "retries": (1, 10), "backoff": (0, 60),
            "limit": (1, 10000), "rows": (1, 1000), "incremental_margin": (0, 30 * 86400),
-           "max_withdraw": (0, 1)}
+           "max_withdraw": (0, 1), "min_row_share": (0, 1)}
 DEFAULT_TIME_LIMIT = 3600  # seconds per source
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 

@@ -23,6 +23,15 @@ DEFAULT_MAX_DOWNLOAD = 2 * 1024 ** 3       # RENKEI_MAX_DOWNLOAD
 # a 1 GB hazard layer never sits in memory whole.
 DEFAULT_STREAM_BYTES = 200 * 1024 ** 2     # RENKEI_STREAM_BYTES
 DEFAULT_STREAM_CHUNK = 100_000             # RENKEI_STREAM_CHUNK: features per chunk
+# Budgets on what one file or answer may make us hold (issue 11: a 1.5 MB zip held a 1.5 GiB
+# CSV). Each is the most a legitimate open-data file plausibly needs.
+DEFAULT_MAX_PAGE = 64 * 1024 ** 2          # RENKEI_MAX_PAGE: bytes of one API answer
+DEFAULT_MAX_UNPACKED = 4 * 1024 ** 3       # RENKEI_MAX_UNPACKED: bytes unpacked from one zip
+DEFAULT_MAX_TABLE_BYTES = 256 * 1024 ** 2  # RENKEI_MAX_TABLE_BYTES: one CSV/JSON table read whole
+DEFAULT_MAX_ROWS = 5_000_000               # RENKEI_MAX_ROWS: rows (features) per file
+DEFAULT_MAX_COLUMNS = 1_000                # RENKEI_MAX_COLUMNS: columns per file
+DEFAULT_MIN_ROW_SHARE = 0.5                # RENKEI_MIN_ROW_SHARE: a new version below this share
+                                           # of the last one's rows is not published
 
 
 class SettingsError(ValueError):
@@ -35,16 +44,43 @@ class HarvestSettings:
     max_download: int = DEFAULT_MAX_DOWNLOAD    # bytes per resource
     stream_bytes: int = DEFAULT_STREAM_BYTES    # from this size on, translate in chunks
     stream_chunk: int = DEFAULT_STREAM_CHUNK    # features per chunk (peak memory)
+    max_page: int = DEFAULT_MAX_PAGE
+    max_unpacked: int = DEFAULT_MAX_UNPACKED
+    max_table_bytes: int = DEFAULT_MAX_TABLE_BYTES
+    max_rows: int = DEFAULT_MAX_ROWS
+    max_columns: int = DEFAULT_MAX_COLUMNS
+    min_row_share: float = DEFAULT_MIN_ROW_SHARE
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides) -> "HarvestSettings":
         env = os.environ if environ is None else environ
         settings = cls(max_download=_bytes(env, "RENKEI_MAX_DOWNLOAD", DEFAULT_MAX_DOWNLOAD),
                        stream_bytes=_bytes(env, "RENKEI_STREAM_BYTES", DEFAULT_STREAM_BYTES),
-                       stream_chunk=_bytes(env, "RENKEI_STREAM_CHUNK", DEFAULT_STREAM_CHUNK))
+                       stream_chunk=_bytes(env, "RENKEI_STREAM_CHUNK", DEFAULT_STREAM_CHUNK),
+                       max_page=_bytes(env, "RENKEI_MAX_PAGE", DEFAULT_MAX_PAGE),
+                       max_unpacked=_bytes(env, "RENKEI_MAX_UNPACKED", DEFAULT_MAX_UNPACKED),
+                       max_table_bytes=_bytes(env, "RENKEI_MAX_TABLE_BYTES",
+                                              DEFAULT_MAX_TABLE_BYTES),
+                       max_rows=_bytes(env, "RENKEI_MAX_ROWS", DEFAULT_MAX_ROWS),
+                       max_columns=_bytes(env, "RENKEI_MAX_COLUMNS", DEFAULT_MAX_COLUMNS),
+                       min_row_share=_share(env, "RENKEI_MIN_ROW_SHARE", DEFAULT_MIN_ROW_SHARE))
         if settings.stream_chunk < 1:
             raise SettingsError("RENKEI_STREAM_CHUNK must be at least 1 feature")
         return replace(settings, **overrides)
+
+
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    """A share from 0 to 1."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise SettingsError(f"{name} must be a number from 0 to 1, got {value}")
+    return value
 
 
 def _bytes(env: Mapping[str, str], name: str, default: int) -> int:

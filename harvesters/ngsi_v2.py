@@ -28,10 +28,10 @@ from typing import Iterator
 import requests
 
 from harvesters.auth import Credentials
-from harvesters.base import Harvester, HarvestFailure, RemoteDataset, RemoteResource
+from harvesters.base import Harvester, HarvestFailure, JobError, RemoteDataset, RemoteResource
 from harvesters.fetch import FeatureFileWriter
 from harvesters.files import LICENSES
-from harvesters.http import describe, session_for
+from harvesters.http import capped_json, describe, session_for
 
 GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon",
                   "MultiPolygon", "GeometryCollection"}
@@ -91,6 +91,8 @@ class EntityHarvester(Harvester):
             self.warnings.append("the broker lists no entity types (check the tenant headers)")
         for spec in specs:
             spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+            if not isinstance(spec.get("type"), str):
+                continue
             try:
                 remote = self._harvest_type(spec)
             except _NothingToPublish:
@@ -100,6 +102,11 @@ class EntityHarvester(Harvester):
             except HarvestFailure as exc:
                 self.complete = False  # a type we could not read must not look deleted
                 self.failures.append(exc.locate(dataset=self._title(spec)).error())
+                continue
+            except Exception as exc:   # an answer in a shape no check foresaw: this type only
+                self.complete = False
+                self.failures.append(JobError.from_exception("enumerate", exc,
+                                                             dataset=self._title(spec)))
                 continue
             if remote is not None:
                 yield remote
@@ -111,7 +118,7 @@ class EntityHarvester(Harvester):
         with writer:
             while total is None or offset < total:
                 resp = self._request(self.entities_url(), self.page_params(etype, offset), title)
-                page = _json_list(resp, title)
+                page = _json_list(resp, title, self.max_page_bytes)
                 counted = resp.headers.get(self.count_header) or resp.headers.get(
                     self.count_header.lower())
                 now = int(counted) if counted and counted.strip().isdigit() else None
@@ -126,13 +133,13 @@ class EntityHarvester(Harvester):
                         raise HarvestFailure("enumerate", f"empty page at offset {offset} of "
                                              f"{total}; not published this time", dataset=title)
                     break
-                ids = [e.get("id") for e in page]
+                ids = [_entity_id(e, offset + n) for n, e in enumerate(page)]
                 if any(i in seen for i in ids) or len(set(ids)) != len(ids):
                     raise HarvestFailure("enumerate", f"page at offset {offset} repeats entities "
                                          f"already received; not published this time",
                                          dataset=title)
-                for entity in page:
-                    seen.add(entity.get("id"))
+                for entity, eid in zip(page, ids):
+                    seen.add(eid)
                     first = first or entity
                     geometry, props = self.flatten(entity)
                     writer.add(None, geometry, props)
@@ -183,11 +190,14 @@ class EntityHarvester(Harvester):
                        **self.extra_headers(),
                        **self.credentials.headers(self.session, self.timeout)}
             try:
-                resp = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
+                # Streamed: the body is read under the page budget (_get, _json_list).
+                resp = self.session.get(url, params=params, headers=headers, timeout=self.timeout,
+                                        stream=True)
             except requests.RequestException as exc:
                 raise HarvestFailure("enumerate", f"{describe(exc, self.timeout)}: {url}",
                                      dataset=what) from None
             if resp.status_code == 401 and attempt == 1 and self.credentials.auth:
+                resp.close()
                 self.credentials.refresh()  # an expired token: ask once for a new one
                 continue
             if resp.status_code in (401, 403):
@@ -204,10 +214,7 @@ class EntityHarvester(Harvester):
 
     def _get(self, url: str, params: dict, what: str):
         resp = self._request(url, params, what)
-        try:
-            return resp.json()
-        except ValueError:
-            raise HarvestFailure("enumerate", f"{url} did not answer JSON", dataset=what) from None
+        return _read_json(resp, self.max_page_bytes, what, f"{url} did not answer JSON")
 
 
 class SourceFailure(HarvestFailure):
@@ -271,12 +278,29 @@ def _scalar(value):
     return value
 
 
-def _json_list(resp: requests.Response, what: str) -> list[dict]:
+def _entity_id(entity: dict, place: int) -> str:
+    value = entity.get("id")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise HarvestFailure("enumerate", f"entity {place + 1} has no usable id "
+                             f"({type(value).__name__}); not published this time")
+    return str(value)
+
+
+def _read_json(resp: requests.Response, limit: int, what: str, not_json: str):
+    """The JSON of a streamed answer, read under the page budget."""
     try:
-        doc = resp.json()
+        with resp:
+            return capped_json(resp, limit)
     except ValueError:
-        raise HarvestFailure("enumerate", f"{resp.url} did not answer JSON (truncated or not an "
-                             f"entity list)", dataset=what) from None
+        raise HarvestFailure("enumerate", not_json, dataset=what) from None
+    except requests.RequestException as exc:
+        raise HarvestFailure("enumerate", f"{describe(exc, 0)}: {resp.url}",
+                             dataset=what) from None
+
+
+def _json_list(resp: requests.Response, what: str, limit: int) -> list[dict]:
+    doc = _read_json(resp, limit, what, f"{resp.url} did not answer JSON (truncated or not "
+                                        f"an entity list)")
     if not isinstance(doc, list) or not all(isinstance(e, dict) for e in doc):
         raise HarvestFailure("enumerate", f"{resp.url} did not answer a list of entities",
                              dataset=what)
@@ -285,8 +309,9 @@ def _json_list(resp: requests.Response, what: str) -> list[dict]:
 
 def _error_text(resp: requests.Response) -> str:
     try:
-        doc = resp.json()
-    except ValueError:
+        with resp:
+            doc = capped_json(resp, 64 * 1024)
+    except (ValueError, requests.RequestException):
         return ""
     if isinstance(doc, dict):
         text = " ".join(str(doc.get(k)) for k in ("error", "title", "description", "detail")

@@ -33,25 +33,43 @@ class OGCAPIHarvester(EntityHarvester, source_type="ogcapi"):
         base = self.source.url.rstrip("/") + "/"
         doc = self._get(urljoin(base, "collections"), {"f": "json"}, "collections")
         wanted = self.source.options.get("collections")
-        collections = [c for c in (doc or {}).get("collections") or []
-                       if isinstance(c, dict) and c.get("id")
-                       and (not wanted or c["id"] in wanted)]
+        listed = doc.get("collections") if isinstance(doc, dict) else None
+        if not isinstance(listed, list):
+            raise HarvestFailure("enumerate", f"{base}collections did not answer a collection "
+                                 f"list")
+        collections = []
+        for i, c in enumerate(listed, 1):
+            cid = c.get("id") if isinstance(c, dict) else None
+            if isinstance(cid, int) and not isinstance(cid, bool):
+                cid = str(cid)   # ids are strings (OGC API – Features); some servers send numbers
+            if not isinstance(cid, str) or not cid:
+                self.complete = False
+                self.failures.append(JobError("enumerate", f"collection #{i} of the list has no "
+                                              f"usable id; skipped", dataset=f"collection #{i}"))
+                continue
+            if not wanted or cid in wanted:
+                collections.append({**c, "id": cid})
         if wanted and len(collections) < len(wanted):
             missing = sorted(set(wanted) - {c["id"] for c in collections})
             self.complete = False
             self.failures.append(JobError(
                 "enumerate", f"collections not offered by the server: {', '.join(missing)}"))
         for col in collections:
-            title = str(col.get("title") or col["id"])
+            title = str(col.get("title") or col["id"])[:500]
             try:
                 writer = self._walk(base, col, title)
+                remote = self._collection_dataset(col, title, writer)
             except _NothingToPublish:
                 continue
             except HarvestFailure as exc:
                 self.complete = False
                 self.failures.append(exc.locate(dataset=title).error())
                 continue
-            yield self._collection_dataset(col, title, writer)
+            except Exception as exc:   # an answer in a shape no check foresaw: this one only
+                self.complete = False
+                self.failures.append(JobError.from_exception("enumerate", exc, dataset=title))
+                continue
+            yield remote
 
     def _walk(self, base: str, col: dict, title: str) -> FeatureFileWriter:
         # The spec fixes this path; a server's own links may name a host we cannot reach.
@@ -83,14 +101,24 @@ class OGCAPIHarvester(EntityHarvester, source_type="ogcapi"):
                     raise HarvestFailure("enumerate", f"empty page after {received} of "
                                          f"{matched if matched is not None else '?'} features; "
                                          f"not published this time", dataset=title)
-                for feat in feats:
+                for n, feat in enumerate(feats):
+                    if not isinstance(feat, dict):
+                        raise HarvestFailure("enumerate", f"feature {received + n + 1} is not a "
+                                             f"GeoJSON object; not published this time",
+                                             dataset=title)
                     fid = feat.get("id")
+                    if fid is not None and not isinstance(fid, (str, int, float)):
+                        fid = json.dumps(fid, sort_keys=True, default=str)
                     if fid is not None and fid in seen_ids:
                         raise HarvestFailure("enumerate", f"feature {fid} came twice while "
                                              f"paging; not published this time", dataset=title)
                     seen_ids.add(fid)
-                    props = {k: _scalar(v) for k, v in (feat.get("properties") or {}).items()}
-                    writer.add(fid, feat.get("geometry"), props)
+                    raw_props = feat.get("properties") or {}
+                    if not isinstance(raw_props, dict):
+                        raw_props = {"properties": raw_props}
+                    props = {str(k): _scalar(v) for k, v in raw_props.items()}
+                    geometry = feat.get("geometry")
+                    writer.add(fid, geometry if isinstance(geometry, dict) else None, props)
                 received += len(feats)
                 url, params = nxt, {}  # the next link carries its own query
             if matched is not None and received != matched:
@@ -108,7 +136,9 @@ class OGCAPIHarvester(EntityHarvester, source_type="ogcapi"):
         opts, org = self.source.options, self.source.organization
         lic = str(opts.get("license") or "").strip()
         lic_title, lic_url = LICENSES.get(lic.lower(), (lic or None, None))
-        lic_link = next((ln for ln in col.get("links") or [] if ln.get("rel") == "license"), None)
+        links = col.get("links") if isinstance(col.get("links"), list) else []
+        lic_link = next((ln for ln in links if isinstance(ln, dict)
+                         and ln.get("rel") == "license"), None)
         if lic_link and not lic:
             lic_title, lic_url = lic_link.get("title") or lic_link.get("href"), lic_link.get("href")
         return RemoteDataset(
@@ -145,8 +175,9 @@ class OGCAPIHarvester(EntityHarvester, source_type="ogcapi"):
 
 
 def _link(doc: dict, rel: str, base: str) -> str | None:
-    for ln in doc.get("links") or []:
-        if isinstance(ln, dict) and ln.get("rel") == rel and ln.get("href"):
+    links = doc.get("links") if isinstance(doc, dict) else None
+    for ln in links if isinstance(links, list) else []:
+        if isinstance(ln, dict) and ln.get("rel") == rel and isinstance(ln.get("href"), str):
             kind = ln.get("type")
             if rel == "items" and kind and "json" not in kind:
                 continue  # an HTML items link would not parse

@@ -50,6 +50,7 @@ class _Held:
     metadata_hash: str | None = None
     resources: dict[str, Resource] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)   # collection id → version
+    counts: dict[str, int] = field(default_factory=dict)     # collection id → features served
 
 
 @dataclass
@@ -129,7 +130,9 @@ def _held(ctx: JobContext, dataset_id: str) -> _Held:
         return _Held(exists=True, active=existing.status == "active",
                      metadata_hash=existing.metadata_hash,
                      resources={r.id: r for r in existing.resources},
-                     versions={c.id: c.version for c in existing.collections})
+                     versions={c.id: c.version for c in existing.collections},
+                     counts={c.id: c.feature_count or 0 for c in existing.collections
+                             if c.status == "active"})
 
 
 def _process_resource(ctx: JobContext, target: _Target) -> ResourceResult:
@@ -240,10 +243,13 @@ def _read_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str | No
         if not layer.spatial:
             preview = table_preview(layer.frame)
     collections = []
-    for layer in spatial:
+    cids = [target.rid if len(spatial) == 1 else f"{target.rid}--{_slug(layer.name)}"
+            for layer in spatial]
+    for cid, layer in zip(cids, spatial):   # before anything is written
+        _check_collapse(ctx, target, cid, len(layer.frame))
+    for cid, layer in zip(cids, spatial):
         if len(layer.frame) == 0:
             continue
-        cid = target.rid if len(spatial) == 1 else f"{target.rid}--{_slug(layer.name)}"
         version = target.held.versions.get(cid, 0) + 1
         with stage("publish", **where):   # the new version, written aside
             written = write_version(layer.frame, ctx.store.data_dir, cid, version)
@@ -275,6 +281,11 @@ def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str
         chunks = stream.ChunkedTranslation(got.path, fmt=fmt, chunk=ctx.settings.stream_chunk,
                                            **_translation_args(ctx, target))
         written = write_chunks(chunks, ctx.store.data_dir, rid, version)
+    try:
+        _check_collapse(ctx, target, rid, written.feature_count)
+    except HarvestFailure:
+        (ctx.store.data_dir / written.path).unlink(missing_ok=True)   # never switched to
+        raise
     t = chunks.result
     quality = [LayerReport(
         layer=res.name or "features", rows_in=t.rows_in, rows_published=written.feature_count,
@@ -289,6 +300,22 @@ def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str
                        message=None if collections else "no features could be published")
     return ResourceResult(ResourceOutcome(res, rid, content, collections),
                           _rejected(t.rejected, where))
+
+
+def _check_collapse(ctx: JobContext, target: _Target, cid: str, rows: int) -> None:
+    """A new version with a fraction of the rows of the one served is far more often a cut
+    download or a broken export than a real change (issue 11: a third of a 30,000-row CSV
+    sent with `Connection: close` and no length replaced the whole): not published; the
+    served version stays. `min_row_share` (source option, else RENKEI_MIN_ROW_SHARE; 0
+    turns the check off) is the share below which a version counts as collapsed."""
+    served = target.held.counts.get(cid)
+    share = float(ctx.source.options.get("min_row_share", ctx.settings.min_row_share))
+    if served and rows < share * served:
+        raise HarvestFailure(
+            "publish", f"the new version has {rows:,} features where {served:,} are served "
+            f"(under {share:.0%}); it looks cut or broken and is not published, the served "
+            f"version stays (set min_row_share: 0 on the source for one run if the drop is "
+            f"real)", **target.where)
 
 
 def table_preview(frame) -> dict:

@@ -134,6 +134,7 @@ def _run_locked(store: Store, source: SourceConfig, orgs: dict, settings: Harves
     try:
         with stage("enumerate"):
             harvester = harvester_for(source, settings.timeout, store.data_dir / "cache")
+            harvester.max_page_bytes = settings.max_page
     except HarvestFailure as exc:   # options a SourceConfig built in code got wrong
         report.status = "failed"
         report.errors.append(exc.error())

@@ -312,3 +312,224 @@ def test_item06_ogcapi_and_ngsi_geometries_lose_their_crs_links(data_dir, tmp_pa
     assert report.status == "done" and not report.errors, report.errors
     cached = next((data_dir / "cache" / "ogcapi" / "ogc").glob("*.geojson")).read_text()
     assert listener not in cached
+
+
+# -- item 5: one malformed record is one error ---------------------------------------------
+
+class RawCKAN:
+    """A CKAN Action API that answers package_search with whatever pages a test wrote, and
+    serves files at /files/<name>; `{base}` in the pages is its own address."""
+
+    def __init__(self, pages: list, files: dict[str, Path] | None = None,
+                 package_list: list | None = None):
+        self.pages, self.files, self.package_list = pages, files or {}, package_list
+        self.base = ""
+        self.calls: list[tuple[str, dict]] = []
+        self.app = Flask("raw_ckan")
+
+        @self.app.route("/api/3/action/package_search", methods=["GET", "POST"])
+        @self.app.route("/api/action/package_search", methods=["GET", "POST"])
+        def search():
+            params = request.get_json(silent=True) or dict(request.values)
+            self.calls.append(("package_search", params))
+            page = self.page_for(params)
+            return Response(json.dumps({"success": True, "result": page}).replace(
+                "{base}", self.base), mimetype="application/json")
+
+        @self.app.route("/api/3/action/package_list", methods=["GET", "POST"])
+        @self.app.route("/api/action/package_list", methods=["GET", "POST"])
+        def package_list():
+            params = request.get_json(silent=True) or dict(request.values)
+            self.calls.append(("package_list", params))
+            return jsonify({"success": True, "result": self.list_page(params)})
+
+        @self.app.route("/files/<name>")
+        def files(name):
+            from flask import send_file
+            return send_file(self.files[name])
+
+    def page_for(self, params: dict):
+        start = int(params.get("start", 0))
+        i = start // max(1, int(params.get("rows", 10))) if False else None
+        for page_start, page in self.pages:
+            if page_start == start:
+                return page
+        return {"count": self.pages[0][1].get("count") if self.pages else 0, "results": []}
+
+    def list_page(self, params: dict):
+        offset, limit = int(params.get("offset", 0)), int(params.get("limit", 1000))
+        return (self.package_list or [])[offset:offset + limit]
+
+
+def good_package(pid: str, title: str) -> dict:
+    pkg = package(pid, title, [("aed.csv", "CSV")])
+    return pkg
+
+
+def test_item05_malformed_ckan_records_are_one_error_each_and_the_run_goes_on(
+        data_dir, tmp_path):
+    broken = [
+        {k: v for k, v in good_package("no-id", "IDなし").items() if k != "id"},
+        dict(good_package("tags", "タグが文字列"), tags=["x"]),
+        dict(good_package("org", "組織が文字列"), organization="x"),
+        dict(good_package("res", "リソースが辞書"), resources={"url": "x"}),
+        "not a package",
+        None,
+    ]
+    good = good_package("good", "正常なデータ")
+    files = {"aed.csv": TEST_DATA / "csv/yaizu_222127_aed.csv"}
+    pages = [(0, {"count": 7, "results": broken + [good]})]
+    site = RawCKAN(pages, files)
+    root = tmp_path / "conf"
+    root.mkdir()
+    (root / "shelters.geojson").write_bytes(
+        (TEST_DATA / "geojson/gsi_emergency_282227.json").read_bytes())
+    with live_server(site.app) as url:
+        site.base = url
+        config = root / "sources.yaml"
+        config.write_text(
+            f"sources:\n  - name: evil-ckan\n    type: ckan\n    url: {url}\n    rows: 100\n"
+            f"    retries: 1\n    allow_private_networks: true\n"
+            f"  - name: next-city\n    type: files\n    organization: yabu-city\n    files:\n"
+            f"      - {{id: shelters, title: 養父市 避難場所, url: shelters.geojson}}\n",
+            encoding="utf-8")
+        result = harvest(data_dir, config)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    jobs = jobs_of(data_dir)
+    assert [j.source_name for j in jobs] == ["evil-ckan", "next-city"]
+    assert all(j.status in ("done", "failed") for j in jobs)
+    evil = [e for e in errors_of(data_dir) if e.job_id == jobs[0].id]
+    assert len([e for e in evil if e.stage == "enumerate"]) == len(broken)
+    with Store(data_dir).session() as s:
+        assert s.get(Dataset, "evil-ckan--good").collections
+        assert s.get(Dataset, "next-city--shelters").collections
+        assert any(c.id == "theme-shelter" for c in s.query(Collection))  # layers rebuilt
+
+
+def test_item05_a_ckan_count_that_is_not_a_number_is_one_error(data_dir, tmp_path):
+    files = {"aed.csv": TEST_DATA / "csv/yaizu_222127_aed.csv"}
+    site = RawCKAN([(0, {"count": "five", "results": [good_package("good", "正常")]})], files)
+    with live_server(site.app) as url:
+        site.base = url
+        result = harvest(data_dir, ckan_config(tmp_path / "s.yaml", url))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (job,) = jobs_of(data_dir)
+    assert job.status in ("done", "failed")
+    messages = [e.message for e in errors_of(data_dir)]
+    assert any("count" in m for m in messages), messages
+
+
+def test_item05_malformed_ogcapi_and_ngsi_records(data_dir, tmp_path):
+    from tests.ngsi_servers import FakeOrion, gsi_sites, run, source
+    good = json.loads((TEST_DATA / "geojson/gsi_emergency_282227.json").read_text(encoding="utf-8"))
+    app = Flask("evil_ogc")
+
+    @app.get("/collections")
+    def collections():
+        return jsonify({"collections": [{"id": 5}, {"id": "strings"}, {"id": ["x"]},
+                                        "nonsense", {"id": "good"}]})
+
+    @app.get("/collections/<cid>/items")
+    def items(cid):
+        if cid == "strings":
+            return jsonify({"type": "FeatureCollection", "features": ["x", 5]})
+        if cid == "good":
+            return Response(json.dumps(good), mimetype="application/geo+json")
+        return jsonify({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [134.8, 34.7]},
+             "properties": {"n": 1}, "id": 1}]})
+
+    entities = gsi_sites()
+    entities.insert(3, {"id": ["x"], "type": entities[0]["type"]})
+    orion = FakeOrion(entities)
+    with live_server(app) as ogc, live_server(orion.app) as broker:
+        reports, _ = run(data_dir, source("evil-ogc", "ogcapi", ogc + "/"),
+                         source("evil-ngsi", "ngsi-v2", broker, service="kakogawa",
+                                entity_types=[entities[0]["type"]]),
+                         source("good-ogc", "ogcapi", ogc + "/", collections=["good"]))
+    ogc_report, ngsi_report, good_report = reports
+    assert ogc_report.counts["added"] >= 2      # "5" (id as text) or good, at least
+    assert any("strings" in (e.dataset or "") or "feature" in e.message
+               for e in ogc_report.errors), ogc_report.errors
+    assert ngsi_report.errors and all(r.status in ("done", "failed") for r in reports)
+    assert good_report.status == "done" and good_report.counts["added"] == 1
+    for r in reports:
+        for e in r.errors:
+            assert "Traceback" not in e.message
+
+
+# -- item 10: an incomplete enumeration never withdraws -------------------------------------
+
+def ten_packages() -> list[dict]:
+    return [package(f"aed-{i}", f"AED その{i}", [("aed.csv", "CSV")]) for i in range(10)]
+
+
+def statuses(data_dir: Path, source: str) -> dict[str, str]:
+    with Store(data_dir).session() as s:
+        return {d.name: d.status for d in s.query(Dataset).filter_by(source_name=source)}
+
+
+def test_item10_a_duplicated_row_under_a_constant_count_withdraws_nothing(data_dir, tmp_path):
+    pkgs = ten_packages()
+    files = {"aed.csv": TEST_DATA / "csv/yaizu_222127_aed.csv"}
+    honest = [(0, {"count": 10, "results": pkgs[0:4]}), (4, {"count": 10, "results": pkgs[4:8]}),
+              (8, {"count": 10, "results": pkgs[8:10]})]
+    site = RawCKAN(honest, files)
+    config = tmp_path / "s.yaml"
+    with live_server(site.app) as url:
+        site.base = url
+        ckan_config(config, url, extra="    rows: 4\n")
+        assert harvest(data_dir, config).returncode == 0
+        # The sort is unstable: row 3 comes again on the second page, row 4 never comes.
+        site.pages = [(0, {"count": 10, "results": pkgs[0:4]}),
+                      (4, {"count": 10, "results": [pkgs[3]] + pkgs[5:8]}),
+                      (8, {"count": 10, "results": pkgs[8:10]})]
+        result = harvest(data_dir, config)
+    assert set(statuses(data_dir, "evil-ckan").values()) == {"active"}
+    assert result.returncode == 1
+    assert "9 different datasets of the 10" in result.stderr
+
+
+class ShortListCKAN(FakeCKAN):
+    """A CKAN whose package_list caps `limit` (as sites do), or drops names."""
+
+    def __init__(self, *a, list_cap: int, drop: set[str] = frozenset(), **kw):
+        self.list_cap, self.drop = list_cap, set(drop)
+        super().__init__(*a, **kw)
+
+    def _make_app(self):
+        app = super()._make_app()
+
+        def package_list():
+            params = request.get_json(silent=True) or request.values
+            self.calls.append(("package_list", dict(params)))
+            offset = int(params.get("offset", 0))
+            limit = min(int(params.get("limit", 1000)), self.list_cap)
+            names = [p["name"] for p in self.packages if p["name"] not in self.drop]
+            return jsonify({"success": True, "result": names[offset:offset + limit]})
+
+        for rule in list(app.url_map.iter_rules()):
+            if rule.endpoint == "package_list":
+                app.view_functions[rule.endpoint] = package_list
+        return app
+
+
+@pytest.mark.parametrize("cap, drop, complete", [(9, set(), True), (1000, {"aed-6"}, False)])
+def test_item10_package_list_in_short_pages_withdraws_nothing(data_dir, tmp_path, cap, drop,
+                                                              complete):
+    files = {"aed.csv": TEST_DATA / "csv/yaizu_222127_aed.csv"}
+    site = ShortListCKAN(ten_packages(), files, max_rows=100, list_cap=cap, drop=drop)
+    config = tmp_path / "s.yaml"
+    with site.running() as url:
+        ckan_config(config, url, extra="    incremental: true\n")
+        assert harvest(data_dir, config).returncode == 0
+        second = harvest(data_dir, config)
+    assert set(statuses(data_dir, "evil-ckan").values()) == {"active"}
+    lists = [p for action, p in site.calls if action == "package_list"]
+    assert lists, "the second run is incremental: names come from package_list"
+    if complete:   # all ten names came, in pages of nine
+        assert second.returncode == 0, second.stderr
+    else:          # nine names while package_search counts ten
+        assert second.returncode == 1
+        assert "package_list named 9 datasets but package_search counts 10" in second.stderr
