@@ -533,3 +533,129 @@ def test_item10_package_list_in_short_pages_withdraws_nothing(data_dir, tmp_path
     else:          # nine names while package_search counts ten
         assert second.returncode == 1
         assert "package_list named 9 datasets but package_search counts 10" in second.stderr
+
+
+# -- item 9: never publish a collapse -------------------------------------------------------
+
+class RawFileServer:
+    """An HTTP/1.1 file host written at the byte level, to send bodies as broken servers do:
+    `mode` is "whole", "close" (no Content-Length, cut, Connection: close), "short" (a
+    Content-Length larger than what is sent) or "chunked-cut" (chunked, ends mid-chunk)."""
+
+    def __init__(self, body: bytes):
+        import http.server
+        import threading
+        self.body, self.mode, self.share = body, "whole", 1 / 3
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = outer.body
+                cut = body[: int(len(body) * outer.share)]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/csv")
+                if outer.mode == "whole":
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_header("Connection", "close")
+                if outer.mode == "short":
+                    self.send_header("Content-Length", str(len(body)))
+                elif outer.mode == "chunked-cut":
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                if outer.mode == "chunked-cut":
+                    self.wfile.write(b"%x\r\n" % len(cut) + cut + b"\r\n")
+                    self.wfile.write(b"%x\r\n" % 1000 + b"x" * 10)   # never finished
+                else:
+                    self.wfile.write(cut)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def big_csv(rows: int) -> bytes:
+    lines = ["名称,緯度,経度"] + [f"地点{i},{34.6 + (i % 1000) / 10000:.4f},"
+                                f"{134.7 + (i // 1000) / 1000:.4f}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def served_count(data_dir: Path, dataset: str) -> tuple[int, Path]:
+    with Store(data_dir).session() as s:
+        (col,) = s.get(Dataset, dataset).collections
+        return col.feature_count, data_dir / col.path
+
+
+@pytest.mark.parametrize("mode", ["close", "short", "chunked-cut"])
+def test_item09_a_cut_body_never_replaces_good_data(data_dir, tmp_path, mode):
+    body = big_csv(30_000)
+    server = RawFileServer(body)
+    with server as url:
+        config = files_config(tmp_path / "s.yaml", [("points", f"{url}/points.csv")],
+                              private=True)
+        assert harvest(data_dir, config).returncode == 0
+        count, path = served_count(data_dir, "city-files--points")
+        assert count == 30_000
+        server.mode = mode
+        result = harvest(data_dir, config)
+    assert result.returncode == 1
+    assert served_count(data_dir, "city-files--points") == (30_000, path) and path.exists()
+    (error,) = errors_of(data_dir)
+    assert error.dataset == "points のデータ" and error.resource
+    assert ("truncated" in error.message if mode != "close"
+            else "where 30,000 are served" in error.message), error.message
+
+
+def test_item09_the_share_is_configurable(data_dir, tmp_path):
+    server = RawFileServer(big_csv(3000))
+    with server as url:
+        config = files_config(tmp_path / "s.yaml", [("points", f"{url}/points.csv")],
+                              private=True)
+        assert harvest(data_dir, config).returncode == 0
+        server.share, server.mode = 0.8, "close"
+        assert harvest(data_dir, config, RENKEI_MIN_ROW_SHARE="0.9").returncode == 1
+        assert served_count(data_dir, "city-files--points")[0] == 3000
+        config.write_text(config.read_text().replace("    files:", "    min_row_share: 0.5\n"
+                                                                  "    files:"))
+        harvest(data_dir, config, RENKEI_MIN_ROW_SHARE="0.9")   # the cut row is an error
+    assert 2000 < served_count(data_dir, "city-files--points")[0] < 3000
+
+
+# -- item 15: a column named FID --------------------------------------------------------------
+
+def test_item15_a_fid_column_is_kept_as_fid_source(data_dir, tmp_path):
+    root = tmp_path / "conf"
+    root.mkdir()
+    (root / "arcgis.csv").write_text("FID,観測地点,水位,緯度,経度\n" + "".join(
+        f"F{i},地点{i},{i / 10},{34.7 + i / 1000},{134.8 + i / 1000}\n" for i in range(1, 30)),
+        encoding="utf-8")
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"fid": "same", "観測値": i},   # not a unique integer
+         "geometry": {"type": "Point", "coordinates": [134.8 + i / 1000, 34.7]}}
+        for i in range(20)]}
+    (root / "fid.geojson").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    result = harvest(data_dir, files_config(root / "sources.yaml", [
+        ("arcgis", "arcgis.csv"), ("fidjson", "fid.geojson")]))
+    assert result.returncode == 0, result.stderr
+    import pyogrio
+    for dataset, expected, rows in (("city-files--arcgis", "F1", 29),
+                                    ("city-files--fidjson", "same", 20)):
+        count, path = served_count(data_dir, dataset)
+        frame = pyogrio.read_dataframe(path)
+        assert frame["fid_source"].iloc[0] == expected
+        assert count == len(frame) == rows
