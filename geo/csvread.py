@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .crs import JAPAN_LAT, JAPAN_LON
-from .layers import Layer, ReadError, RowIssue, clean_columns, jsonify_objects
+from .layers import Layer, Limits, ReadError, RowIssue, clean_columns, jsonify_objects
 
 # (latitude, longitude) name pairs after NFKC + casefold, in order of preference: a 街区レベル
 # 位置参照情報 file carries both 緯度/経度 and X座標/Y座標 (plane-rectangular metres), and the
@@ -74,10 +74,19 @@ def sniff_stream_encoding(open_stream, chunk: int = 1 << 20) -> str:
     raise ReadError("文字コードを判定できません (UTF-8 でも CP932 でもありません)")
 
 
-def read_csv_bytes(data: bytes, name: str) -> Layer:
+def _check_columns(first_line: str, sep: str, limits: Limits) -> None:
+    if first_line.count(sep) + 1 > limits.columns:
+        raise ReadError(f"列が多すぎます ({first_line.count(sep) + 1:,} 列; 上限 {limits.columns:,} 列)")
+
+
+def read_csv_bytes(data: bytes, name: str, limits: Limits = Limits()) -> Layer:
+    if len(data) > limits.max_table:
+        raise ReadError(f"表が大きすぎて一度に読めません ({len(data):,} バイト; 上限 "
+                        f"{limits.max_table:,} バイト)")
     text, encoding = decode_text(data)
     first = text.split("\n", 1)[0]
     sep = "\t" if first.count("\t") > first.count(",") else ","
+    _check_columns(first, sep, limits)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
@@ -104,11 +113,63 @@ def read_csv_bytes(data: bytes, name: str) -> Layer:
     frame.columns = clean_columns(raw.iloc[0].tolist())
     blank = frame.isna().all(axis=1).to_numpy()      # blank lines are not rows
     frame = frame[~blank].reset_index(drop=True)
+    if len(frame) > limits.rows:
+        raise ReadError(f"行が多すぎます ({len(frame):,} 行; 上限 {limits.rows:,} 行)")
     return table_layer(frame, name, encoding, rows=records[~blank] - 1, issues=issues,
                        warnings_=["区切り文字はタブです"] if sep == "\t" else [])
 
 
-def read_json_records(obj, name: str, encoding: str) -> Layer:
+def iter_csv_layers(open_stream, name: str, chunk: int, limits: Limits = Limits()):
+    """A CSV too large to hold, as (Layer, offset) per `chunk` rows (rows numbered in the
+    chunk from 1; the offset makes them the file's data row numbers):
+    the encoding is decided by decode_text's rule over the whole stream first, then pandas
+    parses it chunk by chunk. Peak memory is one chunk. A chunk whose rows are all refused
+    gives its first refusal as an issue, not the end of the file."""
+    encoding = sniff_stream_encoding(open_stream)
+    with open_stream() as raw:
+        text = io.TextIOWrapper(raw, encoding=encoding, newline="")
+        first = text.readline()
+        if not first.strip():
+            raise ReadError("CSV が空です")
+        sep = "\t" if first.count("\t") > first.count(",") else ","
+        _check_columns(first, sep, limits)
+        header = pd.read_csv(io.StringIO(first), sep=sep, header=None, dtype=str,
+                             keep_default_na=False).iloc[0].tolist()
+        columns = clean_columns(header)
+        reader = pd.read_csv(text, sep=sep, header=None, names=list(range(len(columns))),
+                             dtype=str, keep_default_na=False, na_values=[""],
+                             on_bad_lines="warn", chunksize=chunk, index_col=False)
+        done = 0
+        while True:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.ParserWarning)
+                try:
+                    frame = next(reader)
+                except StopIteration:
+                    return
+                except pd.errors.ParserError as e:
+                    raise ReadError(f"CSV を解析できません: {e}") from None
+            # pandas numbers lines in the stream after the header; bad lines are not rows.
+            issues = [RowIssue(max(1, int(line) - done), f"列数が見出しと一致しません ({msg.strip()})")
+                      for w in caught for line, msg in _BAD_LINE.findall(str(w.message))]
+            frame.columns = columns
+            frame = frame[~frame.isna().all(axis=1)].reset_index(drop=True)
+            offset = done
+            done += len(frame)
+            if done > limits.rows:
+                raise ReadError(f"行が多すぎます ({limits.rows:,} 行を超えました)")
+            if frame.empty:
+                continue
+            try:
+                layer = table_layer(frame, name, encoding, issues=issues,
+                                    warnings_=["区切り文字はタブです"] if sep == "\t" else [])
+            except ReadError as e:   # every row of this chunk refused
+                layer = Layer(name, frame.head(0), True, encoding, None, len(frame) + len(issues),
+                              issues + [RowIssue(e.row or 1, e.message)], [])
+            yield layer, offset
+
+
+def read_json_records(obj, name: str, encoding: str, limits: Limits = Limits()) -> Layer:
     """A JSON array of flat objects (the usual CSV→JSON conversion, e.g. 加古川市 shelters)."""
     if isinstance(obj, dict):
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -117,6 +178,13 @@ def read_json_records(obj, name: str, encoding: str) -> Layer:
         obj = lists[0]
     if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
         raise ReadError("JSON の構造に対応していません (オブジェクトの配列ではありません)")
+    if len(obj) > limits.rows:
+        raise ReadError(f"行が多すぎます ({len(obj):,} 行; 上限 {limits.rows:,} 行)")
+    keys = set()
+    for record in obj:
+        keys.update(record)
+        if len(keys) > limits.columns:
+            raise ReadError(f"列が多すぎます (上限 {limits.columns:,} 列)")
     frame = pd.DataFrame.from_records(obj)
     frame.columns = clean_columns(frame.columns)
     return table_layer(frame, name, encoding, kind="JSON")
@@ -228,13 +296,19 @@ class Dbf:
     fields declared with 0 decimals that hold '4.500' (GDAL makes them integers: 4)."""
 
     def __init__(self, data: bytes):
+        if len(data) < 32:
+            raise ReadError("DBF が途中で切れています (ヘッダーがありません)")
         nrec, hlen, rlen = struct.unpack("<IHH", data[4:12])
+        if hlen > len(data) or rlen < 1:
+            raise ReadError("DBF のヘッダーが壊れています")
         self.data, self.fields, pos, off = data, [], 32, 1   # record byte 0 = deletion flag
-        while pos + 32 <= hlen and data[pos] != 0x0D:
+        while pos + 32 <= min(hlen, len(data)) and data[pos] != 0x0D:
             d = data[pos:pos + 32]
             typ, width, dec = chr(d[11]), d[16], d[17]
             if typ == "C":                  # Clipper/FoxPro: long text widths use both bytes
                 width, dec = d[16] + 256 * d[17], 0
+            if width < 1 or off + width > rlen:
+                raise ReadError("DBF の列定義がレコード長と合いません (壊れています)")
             self.fields.append((d[:11].split(b"\0", 1)[0], typ, off, width, dec, pos))
             off, pos = off + width, pos + 32
         n = min(nrec, max(0, (len(data) - hlen) // max(rlen, 1)))

@@ -33,6 +33,19 @@ class Layer:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one file may make a reader hold (issue 11: a 1.5 MB zip held a 1.5 GiB CSV).
+    harvesters.context.HarvestSettings sets them from the environment; these are the
+    defaults for other callers."""
+    unpacked: int = 1024 ** 3          # bytes unpacked from one zip, all members
+    zip_ratio: int = 200               # unpacked/packed of a member above 1 MB: a bomb past this
+    table_bytes: int = 8 * 1024 ** 2   # CSV above this is read in chunks (geo.stream)
+    max_table: int = 64 * 1024 ** 2    # a JSON table or zip member read whole: refused above
+    rows: int = 5_000_000              # rows (features) per file
+    columns: int = 1_000               # columns per file
+
+
 class ReadError(Exception):
     """The whole resource cannot be read; .row is set when a specific row is to blame."""
 

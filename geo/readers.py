@@ -10,7 +10,12 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
 import warnings
+import zlib
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -22,8 +27,8 @@ from .gdal_safety import has_crs_link, network_off, strip_crs_links
 from .redact import hide_paths
 from .crs import assume_crs, crs_source_text, ksj_srs_from_xml
 # Re-exported: callers of read_resource catch ReadError and read Layers from here.
-from .layers import (Layer, ReadError, RowIssue, clean_columns, finish_spatial,  # noqa: F401
-                     jsonify_objects)
+from .layers import (Layer, Limits, ReadError, RowIssue, clean_columns,  # noqa: F401
+                     finish_spatial, jsonify_objects)
 
 
 _HEAD = 64 * 1024
@@ -54,27 +59,38 @@ def detect_format(path, declared: str | None = None) -> str | None:
     return _sniff(head, _hint(declared), path)
 
 
-def read_resource(path, declared_format: str | None = None) -> list[Layer]:
+def read_resource(path, declared_format: str | None = None,
+                  limits: Limits = Limits()) -> list[Layer]:
     """Read every layer of the resource. Layers whose rows were all rejected are kept (with
     their reasons) as long as another layer has rows; if none has, ReadError. GDAL reads
-    with its network off (geo.gdal_safety)."""
+    with its network off (geo.gdal_safety); `limits` bound what one file may make us hold
+    (a file past one is a ReadError, never a process out of memory)."""
     with network_off():
-        return _read_resource(Path(path), declared_format)
+        return _read_resource(Path(path), declared_format, limits)
 
 
-def _read_resource(path: Path, declared_format: str | None) -> list[Layer]:
+def _read_resource(path: Path, declared_format: str | None, limits: Limits) -> list[Layer]:
+    global _LIMITS
     fmt = detect_format(path, declared_format)
     if fmt is None:
         raise ReadError(_unsupported(path, declared_format))
+    _LIMITS = limits
+    if zipfile.is_zipfile(path):
+        check_zip_budget(path, limits)
     if fmt in ("shapefile-zip", "zip"):
         layers = _read_zip(path)
     elif fmt in ("csv", "json"):
+        if path.stat().st_size > limits.max_table:
+            raise ReadError(f"表が大きすぎて一度に読めません ({path.stat().st_size:,} バイト; "
+                            f"上限 {limits.max_table:,} バイト)")
         layers = _read_text(fmt, path.read_bytes(), path.stem, str(path))
     elif fmt == "xlsx":
         layers = _read_xlsx(path)
     elif fmt == "kml" and zipfile.is_zipfile(path):                          # KMZ
         with zipfile.ZipFile(path) as zf:
-            doc = next(m for m in _members(zf) if m.lower().endswith(".kml"))
+            doc = next((m for m in _members(zf) if m.lower().endswith(".kml")), None)
+        if doc is None:
+            raise ReadError("KMZ の中に KML がありません")
         layers = _read_gdal(fmt, _vsizip(path, doc), path.stem, None)
     else:
         layers = _read_gdal(fmt, str(path), path.stem, lambda: open(path, "rb"))
@@ -86,6 +102,86 @@ def _read_resource(path: Path, declared_format: str | None) -> list[Layer]:
         raise ReadError(f"使える行がありません。最初の問題 ({first.row} 行目): {first.reason}",
                         row=first.row)
     return layers
+
+
+# The limits of the read under way (one harvest reads one file at a time), so that every
+# reader below sees them without a parameter threaded through each.
+_LIMITS = Limits()
+
+
+def check_zip_budget(path, limits: Limits) -> None:
+    """Refuse a zip whose members claim more than `limits.unpacked` bytes, or one member that
+    unpacks more than `limits.zip_ratio` times its packed size (a bomb: 1.5 MB → 1.5 GiB).
+    What members really unpack to is counted again while they are read (_check_crc)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ReadError(f"zip として読めません (壊れているか途中で切れています): "
+                        f"{hide_paths(str(e), path)}") from None
+    total = sum(i.file_size for i in infos)
+    if total > limits.unpacked:
+        raise ReadError(f"zip を展開すると {total:,} バイトになり、上限 {limits.unpacked:,} "
+                        f"バイトを超えます (zip 爆弾の可能性があります)")
+    for i in infos:
+        if i.file_size > 1024 ** 2 and i.file_size > limits.zip_ratio * max(i.compress_size, 1):
+            raise ReadError(f"zip のメンバー {i.filename} の圧縮率が異常です ({i.compress_size:,} "
+                            f"→ {i.file_size:,} バイト; zip 爆弾の可能性があります)")
+
+
+@dataclass
+class StreamPlan:
+    """A resource to read in chunks (geo.stream) instead of whole."""
+    fmt: str                 # geojson | gpkg | csv
+    src: str | None          # what GDAL opens (geojson, gpkg)
+    opener: Callable         # a fresh binary stream of the bytes
+    name: str
+
+
+def stream_plan(path, fmt: str | None, *, stream_bytes: int,
+                limits: Limits = Limits()) -> StreamPlan | None:
+    """How to read a resource too large to hold, or None to read it whole: a single-layer
+    GeoJSON/GeoPackage above `stream_bytes`, a CSV above `limits.table_bytes`, and a zip whose
+    one readable member is such a GeoJSON or CSV."""
+    path = Path(path)
+    size = path.stat().st_size
+    if fmt in ("geojson", "gpkg") and size > stream_bytes:
+        with network_off():
+            if len(_list_layers(str(path))) != 1:
+                return None
+        return StreamPlan(fmt, str(path), lambda: open(path, "rb"), path.stem)
+    if fmt == "csv" and size > limits.table_bytes:
+        return StreamPlan("csv", None, lambda: open(path, "rb"), path.stem)
+    if fmt != "zip":
+        return None
+    check_zip_budget(path, limits)
+    with zipfile.ZipFile(path) as zf:
+        readable = [m for m in _members(zf) if PurePosixPath(m).suffix.lower() in _MEMBER_EXT]
+        if len(readable) != 1:
+            return None
+        member = readable[0]
+        info = zf.getinfo(member)
+        try:
+            with zf.open(member) as f:
+                kind = _sniff(f.read(_HEAD), _MEMBER_EXT[PurePosixPath(member).suffix.lower()])
+        except (zipfile.BadZipFile, zlib.error, EOFError):
+            return None          # the whole read reports it
+        name = PurePosixPath(_display(zf, member)).stem
+
+    def opener():
+        return _zip_member(path, member)
+
+    if kind == "csv" and info.file_size > limits.table_bytes:
+        return StreamPlan("csv", None, opener, name)
+    if kind == "geojson" and info.file_size > min(stream_bytes, limits.max_table):
+        return StreamPlan("geojson", _vsizip(path, member), opener, name)
+    return None
+
+
+@contextmanager
+def _zip_member(path, member):
+    with zipfile.ZipFile(path) as zf, zf.open(member) as f:
+        yield f
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +249,7 @@ def _members(zf: zipfile.ZipFile) -> list[str]:
 
 def _read_text(fmt: str, data: bytes, name: str, gdal_src: str) -> list[Layer]:
     if fmt == "csv":
-        return [csvread.read_csv_bytes(data, name)]
+        return [csvread.read_csv_bytes(data, name, _LIMITS)]
     text, encoding = csvread.decode_text(data)
     try:
         obj = json.loads(text)
@@ -161,7 +257,7 @@ def _read_text(fmt: str, data: bytes, name: str, gdal_src: str) -> list[Layer]:
         raise ReadError(f"JSON として読めません: {e.msg} ({e.lineno} 行 {e.colno} 列)") from None
     if isinstance(obj, dict) and obj.get("type") in _GEOJSON_TYPES:
         return _read_gdal("geojson", gdal_src, name, lambda: io.BytesIO(data))
-    return [csvread.read_json_records(obj, name, encoding)]
+    return [csvread.read_json_records(obj, name, encoding, _LIMITS)]
 
 
 def _read_xlsx(path: Path) -> list[Layer]:
@@ -213,7 +309,10 @@ def _read_gdal(fmt: str, src: str, stem: str, opener, *, encoding=None, crs_hint
             layers.append(Layer(name, df, False, None, None, len(df), [], lwarns))
             continue
         if fix_dbf is not None:
-            fix_dbf(df, lwarns)
+            try:
+                fix_dbf(df, lwarns)
+            except (IndexError, ValueError):   # GDAL saw other records than the DBF's header says
+                lwarns.append("DBF のレコード数が宣言と合わないため、小数の補正をしませんでした")
         if fmt == "kml":
             df = _drop_libkml_defaults(df)
         if df.crs is not None:
@@ -253,6 +352,14 @@ def _list_layers(src):
 
 
 def _gdal_read(src, warns: list[str], **kw):
+    try:
+        info = pyogrio.read_info(src, layer=kw.get("layer"), encoding=kw.get("encoding"))
+    except Exception as e:
+        raise ReadError(f"読み込めません ({kw.get('layer')}): {_gdal_text(e, src)}") from None
+    if len(info.get("fields", ())) > _LIMITS.columns:
+        raise ReadError(f"列が多すぎます ({len(info['fields']):,} 列; 上限 {_LIMITS.columns:,} 列)")
+    if (info.get("features") or 0) > _LIMITS.rows:
+        raise ReadError(f"行が多すぎます ({info['features']:,} 行; 上限 {_LIMITS.rows:,} 行)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -294,11 +401,15 @@ def _read_zip(path: Path) -> list[Layer]:
             try:
                 _check_crc(zf, [m])
                 fmt = _sniff(zf.open(m).read(_HEAD), _MEMBER_EXT[ext])
+                if fmt in ("csv", "json") and zf.getinfo(m).file_size > _LIMITS.max_table:
+                    raise ReadError(f"zip のメンバー {_display(zf, m)} は大きすぎて一度に読めません "
+                                    f"({zf.getinfo(m).file_size:,} バイト; 上限 "
+                                    f"{_LIMITS.max_table:,} バイト)")
                 if fmt in ("csv", "json"):
                     layers += _read_text(fmt, zf.read(m), name, src)
                 elif fmt in ("geojson", "kml", "gpkg"):
                     layers += _read_gdal(fmt, src, name, lambda m=m: zf.open(m))
-            except zipfile.BadZipFile as e:
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
                 raise ReadError(f"zip のメンバー {m} が壊れています: {e}") from None
         if not layers:
             raise ReadError("zip の中に読めるファイルがありません")
@@ -329,7 +440,9 @@ def _read_zipped_shapefile(path, zf, shp, members) -> list[Layer]:
                         out.writestr("layer" + ext, dbf.with_clean_names(enc) if ext == ".dbf"
                                      else enc if ext == ".cpg" else zf.read(m))
                 src = buf.getvalue()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, struct.error, ValueError, IndexError,
+            zlib.error) as e:
+        # struct/ValueError/IndexError: a DBF or member header cut or overwritten (fuzzing)
         raise ReadError(f"zip のメンバーが壊れています ({shp}): {hide_paths(str(e), path)}") from None
     fix = (lambda df, w: dbf.fix_decimals(df, enc, w)) if dbf is not None else None
     layers = _read_gdal("shapefile", src, PurePosixPath(_display(zf, shp)).stem, None,
@@ -341,11 +454,16 @@ def _read_zipped_shapefile(path, zf, shp, members) -> list[Layer]:
 
 def _check_crc(zf: zipfile.ZipFile, members) -> None:
     """Read members through zipfile, which checks CRC-32: GDAL's /vsizip/ reads a damaged
-    member without complaint and yields garbage features instead of an error."""
+    member without complaint and yields garbage features instead of an error. The bytes are
+    counted too: a member header that lies about its size meets the unpacked budget here."""
+    total = 0
     for m in members:
         with zf.open(m) as f:
-            while f.read(1 << 20):
-                pass
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+                if total > _LIMITS.unpacked:
+                    raise ReadError(f"zip を展開すると上限 {_LIMITS.unpacked:,} バイトを超えます "
+                                    f"(zip 爆弾の可能性があります)")
 
 
 def _vsizip(path: Path, member: str) -> str:

@@ -4,6 +4,7 @@ reader through pyogrio.open_arrow); each batch is cleaned like geo.readers does,
 handed on. (Chunks by skip_features made GDAL parse the file again from the start for every
 chunk: quadratic in the file size for GeoJSON.)
 
+A CSV too large to hold is read the same way, in pandas chunks (geo.csvread.iter_csv_layers).
 Peak memory is one chunk, not the file. The theme is decided on the first chunk and kept, so
 every chunk lands in the same schema. The caller (harvesters.pipeline) writes the chunks with
 store.versions.write_chunks.
@@ -17,9 +18,10 @@ import geopandas as gpd
 import pyogrio
 import shapely
 
+from . import csvread
 from .crs import assume_crs, crs_source_text
 from .gdal_safety import network_off
-from .layers import Layer, RowIssue, finish_spatial
+from .layers import Layer, Limits, ReadError, RowIssue, finish_spatial
 from .translate import Translated, translate
 
 CHUNK = 100_000  # features per chunk: peak memory
@@ -46,50 +48,91 @@ def read_batches(src, *, layer=None, batch_size: int = CHUNK,
 class ChunkedTranslation:
     """Iterate to get the translated chunks of `src` (one schema, EPSG:4326); once iterated,
     `result` is a Translated whose frame is the first chunk's empty head (for the report:
-    theme, fields mapped) and whose counts cover the whole file."""
+    theme, fields mapped) and whose counts cover the whole file.
+
+    A CSV (fmt "csv") is read through `opener` (geo.csvread.iter_csv_layers). One without
+    coordinate columns is a table: nothing is yielded, `table` holds its first rows and
+    `table_rows` its row count."""
 
     def __init__(self, src, *, layer=None, fmt: str = "gpkg", chunk: int = CHUNK,
+                 opener=None, name: str | None = None, limits: Limits = Limits(),
                  **translate_kw):
         self.src, self.layer, self.fmt, self.chunk = src, layer, fmt, chunk
+        self.opener, self.limits = opener, limits
+        self.name = name or Path(str(src)).stem
         self.translate_kw = translate_kw
         self.result: Translated | None = None
+        self.table = None
+        self.table_rows = 0
+        self.encoding: str | None = None
 
     def __iter__(self) -> Iterator:
         with network_off():
-            yield from self._chunks()
+            yield from self._translated(self._csv_layers() if self.fmt == "csv"
+                                        else self._gdal_layers())
 
-    def _chunks(self) -> Iterator:
-        name = Path(str(self.src)).stem
-        first: Translated | None = None
-        rejected: list[RowIssue] = []
-        warns: list[str] = []
-        published = 0
+    def _gdal_layers(self) -> Iterator[tuple[Layer, int, int]]:
+        """(layer, offset of its rows in the file, rows so far) per batch, the file read once."""
+        warned = False
         start = 0
         for gdf in read_batches(self.src, layer=self.layer, batch_size=self.chunk):
             if not len(gdf):
                 continue
+            if len(gdf.columns) - 1 > self.limits.columns:
+                raise ReadError(f"列が多すぎます ({len(gdf.columns) - 1:,} 列; 上限 "
+                                f"{self.limits.columns:,} 列)")
+            if start + len(gdf) > self.limits.rows:
+                raise ReadError(f"行が多すぎます ({self.limits.rows:,} 行を超えました)")
+            warns = []
             if gdf.crs is None:
                 gdf, crs_source, warning = assume_crs(gdf, None, self.fmt)
-                if start == 0:
+                if not warned:
                     warns.append(warning)
+                    warned = True
             else:
                 crs_source = crs_source_text(self.fmt if self.fmt in ("geojson", "gpkg", "shapefile")
                                              else "gpkg", gdf.crs)
-            lay: Layer = finish_spatial(gdf, name, encoding=None, crs_source=crs_source,
-                                        warnings_=[])
+            lay = finish_spatial(gdf, self.name, encoding=None, crs_source=crs_source,
+                                 warnings_=warns)
+            offset, start = start, start + len(gdf)
+            del gdf
+            yield lay, offset, start
+
+    def _csv_layers(self) -> Iterator[tuple[Layer, int, int]]:
+        rows = 0
+        for lay, start in csvread.iter_csv_layers(self.opener, self.name, self.chunk,
+                                                  self.limits):
+            self.encoding = lay.encoding
+            if not lay.spatial:       # no coordinate columns: a table, not a layer
+                if self.table is None:
+                    self.table = lay.frame.head(20)
+                self.table_rows += len(lay.frame)
+                continue
+            rows += lay.rows_in
+            yield lay, start, rows
+
+    def _translated(self, layers) -> Iterator:
+        first: Translated | None = None
+        rejected: list[RowIssue] = []
+        warns: list[str] = []
+        published = total = 0
+        for lay, start, total in layers:
+            if not len(lay.frame):
+                rejected += [RowIssue(i.row + start, i.reason) for i in lay.rejected]
+                warns += [w for w in lay.warnings if w not in warns]
+                continue
             t = translate(lay, theme=first.theme if first else None, **self.translate_kw)
             frame = t.frame
-            if "source_row" in frame.columns:
+            if "source_row" in frame.columns and start:
                 frame["source_row"] = frame["source_row"] + start
             rejected += [RowIssue(i.row + start, i.reason) for i in t.rejected]
             warns += [w for w in [*lay.warnings, *t.warnings] if w not in warns]
             published += len(frame)
             first = first or t
-            start += len(gdf)
             yield frame
-            del gdf, lay, t, frame
+            del lay, t, frame
         self.result = Translated(
             first.frame.head(0) if first else None, first.theme if first else None,
-            first.theme_reason if first else "", start, rejected,
+            first.theme_reason if first else "", total, rejected,
             first.fields_mapped if first else {}, first.fields_unmapped if first else [],
             warns, published)

@@ -21,13 +21,16 @@ from harvesters.base import SourceConfig
 DEFAULT_MAX_DOWNLOAD = 2 * 1024 ** 3       # RENKEI_MAX_DOWNLOAD
 # Files above this size are translated in chunks straight into the GeoPackage (geo.stream), so
 # a 1 GB hazard layer never sits in memory whole.
-DEFAULT_STREAM_BYTES = 200 * 1024 ** 2     # RENKEI_STREAM_BYTES
+DEFAULT_STREAM_BYTES = 64 * 1024 ** 2      # RENKEI_STREAM_BYTES (GeoJSON/GPKG held whole
+                                           # cost ~10x their size; 1 GB RSS is the budget)
 DEFAULT_STREAM_CHUNK = 100_000             # RENKEI_STREAM_CHUNK: features per chunk
 # Budgets on what one file or answer may make us hold (issue 11: a 1.5 MB zip held a 1.5 GiB
 # CSV). Each is the most a legitimate open-data file plausibly needs.
 DEFAULT_MAX_PAGE = 64 * 1024 ** 2          # RENKEI_MAX_PAGE: bytes of one API answer
-DEFAULT_MAX_UNPACKED = 4 * 1024 ** 3       # RENKEI_MAX_UNPACKED: bytes unpacked from one zip
-DEFAULT_MAX_TABLE_BYTES = 256 * 1024 ** 2  # RENKEI_MAX_TABLE_BYTES: one CSV/JSON table read whole
+DEFAULT_MAX_UNPACKED = 1024 ** 3           # RENKEI_MAX_UNPACKED: bytes unpacked from one zip
+DEFAULT_MAX_ZIP_RATIO = 200                # RENKEI_MAX_ZIP_RATIO: unpacked/packed of a member
+DEFAULT_TABLE_STREAM_BYTES = 8 * 1024 ** 2  # RENKEI_TABLE_STREAM_BYTES: CSVs above: in chunks
+DEFAULT_MAX_TABLE_BYTES = 64 * 1024 ** 2   # RENKEI_MAX_TABLE_BYTES: a JSON table read whole
 DEFAULT_MAX_ROWS = 5_000_000               # RENKEI_MAX_ROWS: rows (features) per file
 DEFAULT_MAX_COLUMNS = 1_000                # RENKEI_MAX_COLUMNS: columns per file
 DEFAULT_MIN_ROW_SHARE = 0.5                # RENKEI_MIN_ROW_SHARE: a new version below this share
@@ -46,6 +49,8 @@ class HarvestSettings:
     stream_chunk: int = DEFAULT_STREAM_CHUNK    # features per chunk (peak memory)
     max_page: int = DEFAULT_MAX_PAGE
     max_unpacked: int = DEFAULT_MAX_UNPACKED
+    max_zip_ratio: int = DEFAULT_MAX_ZIP_RATIO
+    table_stream_bytes: int = DEFAULT_TABLE_STREAM_BYTES
     max_table_bytes: int = DEFAULT_MAX_TABLE_BYTES
     max_rows: int = DEFAULT_MAX_ROWS
     max_columns: int = DEFAULT_MAX_COLUMNS
@@ -59,6 +64,9 @@ class HarvestSettings:
                        stream_chunk=_bytes(env, "RENKEI_STREAM_CHUNK", DEFAULT_STREAM_CHUNK),
                        max_page=_bytes(env, "RENKEI_MAX_PAGE", DEFAULT_MAX_PAGE),
                        max_unpacked=_bytes(env, "RENKEI_MAX_UNPACKED", DEFAULT_MAX_UNPACKED),
+                       max_zip_ratio=_bytes(env, "RENKEI_MAX_ZIP_RATIO", DEFAULT_MAX_ZIP_RATIO),
+                       table_stream_bytes=_bytes(env, "RENKEI_TABLE_STREAM_BYTES",
+                                                 DEFAULT_TABLE_STREAM_BYTES),
                        max_table_bytes=_bytes(env, "RENKEI_MAX_TABLE_BYTES",
                                               DEFAULT_MAX_TABLE_BYTES),
                        max_rows=_bytes(env, "RENKEI_MAX_ROWS", DEFAULT_MAX_ROWS),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,24 +157,29 @@ def _fetch_and_translate(ctx: JobContext, target: _Target) -> ResourceResult:
     with stage("translate", **where):
         # The GIS stack loads only once a resource really changed: an unchanged re-harvest
         # (conditional GETs and hashes) never pays for importing it.
-        import pyogrio
-
-        from geo.gdal_safety import has_crs_link, network_off
-        from geo.readers import detect_format
+        from geo.gdal_safety import has_crs_link
+        from geo.readers import ReadError, detect_format, stream_plan
         fmt = detect_format(got.path, res.format)
-        large = False
-        if (got.size or 0) > ctx.settings.stream_bytes and fmt in ("geojson", "gpkg"):
-            if fmt == "geojson" and has_crs_link(lambda: open(got.path, "rb")):
-                raise HarvestFailure("translate", "a GeoJSON this large with a crs link (which "
-                                     "would be fetched from the network) is not read", **where)
-            with warnings.catch_warnings(), network_off():
-                # GDAL warns that cache files (named by hash) lack a .gpkg extension: noise on
-                # the operator's terminal, with a server path in it.
-                warnings.simplefilter("ignore", RuntimeWarning)
-                large = len(pyogrio.list_layers(got.path)) == 1
-    if large:
-        return _stream_resource(ctx, target, got, fmt)
+        try:
+            plan = stream_plan(got.path, fmt, stream_bytes=ctx.settings.stream_bytes,
+                               limits=limits_of(ctx))
+        except ReadError as exc:
+            raise HarvestFailure("translate", str(exc), row=exc.row, **where) from exc
+        if plan is not None and plan.fmt == "geojson" and has_crs_link(plan.opener):
+            raise HarvestFailure("translate", "a GeoJSON this large with a crs link (which "
+                                 "would be fetched from the network) is not read", **where)
+    if plan is not None:
+        return _stream_resource(ctx, target, got, fmt, plan)
     return _read_resource(ctx, target, got, fmt)
+
+
+def limits_of(ctx: JobContext):
+    """The reading budgets of this harvest (geo.layers.Limits) from its settings."""
+    from geo.layers import Limits
+    s = ctx.settings
+    return Limits(unpacked=s.max_unpacked, zip_ratio=s.max_zip_ratio,
+                  table_bytes=s.table_stream_bytes, max_table=s.max_table_bytes,
+                  rows=s.max_rows, columns=s.max_columns)
 
 
 def local_reads(source: SourceConfig) -> LocalReads:
@@ -217,7 +221,7 @@ def _read_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str | No
         from geo.readers import ReadError, read_resource
         from geo.translate import as_layer, collection_extras, translate
         try:
-            layers = read_resource(got.path, res.format)
+            layers = read_resource(got.path, res.format, limits_of(ctx))
         except ReadError as exc:
             raise HarvestFailure("translate", str(exc), row=exc.row, **where) from exc
         translated = {}   # id(layer) → geo.translate.Translated: the theme schema, its report
@@ -270,17 +274,30 @@ def _read_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str | No
     return ResourceResult(ResourceOutcome(res, target.rid, content, collections), errors)
 
 
-def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str
+def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str, plan
                      ) -> ResourceResult:
     """The large-file path: chunked translate-and-write, same report and collection shape.
     Translation happens while the version is written, so both are the translate stage."""
     where, remote, res, rid = target.where, target.remote, target.res, target.rid
     version = target.held.versions.get(rid, 0) + 1
     with stage("translate", **where):
+        import itertools
+
         from geo import stream, themes
-        chunks = stream.ChunkedTranslation(got.path, fmt=fmt, chunk=ctx.settings.stream_chunk,
+        from geo.readers import ReadError
+        chunks = stream.ChunkedTranslation(plan.src, fmt=plan.fmt, opener=plan.opener,
+                                           name=plan.name, limits=limits_of(ctx),
+                                           chunk=ctx.settings.stream_chunk,
                                            **_translation_args(ctx, target))
-        written = write_chunks(chunks, ctx.store.data_dir, rid, version)
+        try:
+            frames = iter(chunks)
+            head = list(itertools.islice(frames, 1))
+            if not head and chunks.table is not None:
+                return _streamed_table(ctx, target, got, fmt, chunks)
+            written = write_chunks(itertools.chain(head, frames), ctx.store.data_dir, rid,
+                                   version)
+        except ReadError as exc:
+            raise HarvestFailure("translate", str(exc), row=exc.row, **where) from exc
     try:
         _check_collapse(ctx, target, rid, written.feature_count)
     except HarvestFailure:
@@ -291,7 +308,7 @@ def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str
         layer=res.name or "features", rows_in=t.rows_in, rows_published=written.feature_count,
         rejected=[(i.row, i.reason) for i in t.rejected[:MAX_QUALITY_ROWS]],
         rejected_count=len(t.rejected), warnings=list(t.warnings), crs_source=None,
-        encoding=None, spatial=True, streamed=True, translation=t.report())]
+        encoding=chunks.encoding, spatial=True, streamed=True, translation=t.report())]
     title = remote.title + (f"（{res.name}）" if target.several and res.name else "")
     collections = [] if not written.feature_count else [
         NewCollection(id=rid, title=title, layer_name=res.name, version=version, written=written,
@@ -300,6 +317,19 @@ def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str
                        message=None if collections else "no features could be published")
     return ResourceResult(ResourceOutcome(res, rid, content, collections),
                           _rejected(t.rejected, where))
+
+
+def _streamed_table(ctx: JobContext, target: _Target, got: Fetched, fmt: str, chunks
+                    ) -> ResourceResult:
+    """A large CSV without coordinate columns: a catalogue entry with its first rows."""
+    preview = table_preview(chunks.table)
+    preview["total"] = chunks.table_rows
+    quality = [LayerReport(layer=chunks.name, rows_in=chunks.table_rows, rows_published=0,
+                           rejected=[], rejected_count=0, warnings=[], crs_source=None,
+                           encoding=chunks.encoding, spatial=False, streamed=True)]
+    content = _content(got, fmt, quality=quality, preview=preview, encoding=chunks.encoding,
+                       state="table")
+    return ResourceResult(ResourceOutcome(target.res, target.rid, content, []))
 
 
 def _check_collapse(ctx: JobContext, target: _Target, cid: str, rows: int) -> None:
