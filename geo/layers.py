@@ -42,7 +42,7 @@ class Limits:
     zip_ratio: int = 200               # unpacked/packed of a member above 1 MB: a bomb past this
     table_bytes: int = 8 * 1024 ** 2   # CSV above this is read in chunks (geo.stream)
     max_table: int = 64 * 1024 ** 2    # a JSON table or zip member read whole: refused above
-    rows: int = 5_000_000              # rows (features) per file
+    rows: int = 10_000_000             # rows (features) per file
     columns: int = 1_000               # columns per file
 
 

@@ -31,7 +31,7 @@ DEFAULT_MAX_UNPACKED = 1024 ** 3           # RENKEI_MAX_UNPACKED: bytes unpacked
 DEFAULT_MAX_ZIP_RATIO = 200                # RENKEI_MAX_ZIP_RATIO: unpacked/packed of a member
 DEFAULT_TABLE_STREAM_BYTES = 8 * 1024 ** 2  # RENKEI_TABLE_STREAM_BYTES: CSVs above: in chunks
 DEFAULT_MAX_TABLE_BYTES = 64 * 1024 ** 2   # RENKEI_MAX_TABLE_BYTES: a JSON table read whole
-DEFAULT_MAX_ROWS = 5_000_000               # RENKEI_MAX_ROWS: rows (features) per file
+DEFAULT_MAX_ROWS = 10_000_000              # RENKEI_MAX_ROWS: rows (features) per file
 DEFAULT_MAX_COLUMNS = 1_000                # RENKEI_MAX_COLUMNS: columns per file
 DEFAULT_MIN_ROW_SHARE = 0.5                # RENKEI_MIN_ROW_SHARE: a new version below this share
                                            # of the last one's rows is not published

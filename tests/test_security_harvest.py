@@ -659,3 +659,96 @@ def test_item15_a_fid_column_is_kept_as_fid_source(data_dir, tmp_path):
         frame = pyogrio.read_dataframe(path)
         assert frame["fid_source"].iloc[0] == expected
         assert count == len(frame) == rows
+
+
+# -- item 4: budgets on everything read ---------------------------------------------------------
+
+def zip_of(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_item04_a_zip_bomb_is_refused_before_it_is_unpacked(data_dir, tmp_path):
+    root = tmp_path / "conf"
+    root.mkdir()
+    line = "名称,緯度,経度\n" + "加古川駅,34.7565,134.8414\n" * (20 * 1024 ** 2 // 34)
+    bomb = zip_of(root / "bomb.zip", {"shelters.csv": line.encode("utf-8")})
+    assert bomb.stat().st_size < 200_000                      # 20 MiB in a few tens of kB
+    big = zip_of(root / "big.zip", {"a.csv": line.encode("utf-8")[:3_000_000],
+                                    "b.csv": line.encode("utf-8")[:3_000_000]})
+    result = harvest(data_dir, files_config(root / "sources.yaml", [
+        ("bomb", "bomb.zip"), ("big", "big.zip")]),
+        RENKEI_MAX_DOWNLOAD=str(1024 ** 2), RENKEI_MAX_UNPACKED=str(5 * 1024 ** 2))
+    assert result.returncode == 1
+    errors = {e.dataset: e.message for e in errors_of(data_dir)}
+    assert "zip 爆弾" in errors["bomb のデータ"]
+    assert "上限 5,242,880 バイト" in errors["big のデータ"]
+    with Store(data_dir).session() as s:
+        assert not [c for c in s.query(Collection) if not c.id.startswith("theme-")]
+
+
+def test_item04_rows_and_columns_per_file(data_dir, tmp_path):
+    root = tmp_path / "conf"
+    root.mkdir()
+    (root / "wide.csv").write_text(",".join(f"c{i}" for i in range(2000)) + ",緯度,経度\n"
+                                   + ",".join("x" * 2000) + ",34.7,134.8\n", encoding="utf-8")
+    (root / "long.csv").write_text("名称,緯度,経度\n" + "".join(
+        f"地点{i},34.{i:04d},134.8\n" for i in range(500)), encoding="utf-8")
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"n": i},
+         "geometry": {"type": "Point", "coordinates": [134.8, 34.7]}} for i in range(500)]}
+    (root / "long.geojson").write_text(json.dumps(doc), encoding="utf-8")
+    result = harvest(data_dir, files_config(root / "sources.yaml", [
+        ("wide", "wide.csv"), ("long", "long.csv"), ("longjson", "long.geojson")]),
+        RENKEI_MAX_ROWS="100")
+    assert result.returncode == 1
+    errors = {e.dataset: e.message for e in errors_of(data_dir)}
+    assert "列が多すぎます" in errors["wide のデータ"]
+    assert "行が多すぎます" in errors["long のデータ"]
+    assert "行が多すぎます" in errors["longjson のデータ"]
+
+
+def test_item04_api_pages_are_read_under_a_cap(data_dir, tmp_path):
+    from tests.ngsi_servers import FakeOrion, gsi_sites
+    orion = FakeOrion(gsi_sites())
+    big = [package(f"p{i}", "とても長い説明のあるデータ", [("aed.csv", "CSV")],
+                   notes="説明" * 5000) for i in range(3)]
+    site = RawCKAN([(0, {"count": 3, "results": big})],
+                   {"aed.csv": TEST_DATA / "csv/yaizu_222127_aed.csv"})
+    with live_server(orion.app) as broker, live_server(site.app) as ckan:
+        site.base = ckan
+        config = tmp_path / "s.yaml"
+        config.write_text(
+            f"sources:\n  - name: fw\n    type: ngsi-v2\n    url: {broker}\n"
+            f"    service: kakogawa\n    allow_private_networks: true\n    retries: 1\n"
+            f"  - name: big-ckan\n    type: ckan\n    url: {ckan}\n    retries: 1\n"
+            f"    allow_private_networks: true\n", encoding="utf-8")
+        result = harvest(data_dir, config, RENKEI_MAX_PAGE="20000")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    messages = [e.message for e in errors_of(data_dir)]
+    assert sum("over the limit" in m or "exceeds the limit" in m for m in messages) >= 2, messages
+
+
+def test_item04_large_csv_is_read_in_chunks_and_published_the_same(data_dir, tmp_path):
+    root = tmp_path / "conf"
+    root.mkdir()
+    points = big_csv(3000)
+    (root / "points.csv").write_bytes(points)
+    zip_of(root / "points.zip", {"points.csv": points})
+    (root / "table.csv").write_text("市区町村,人口\n" + "加古川市,258000\n" * 3000,
+                                    encoding="utf-8")
+    config = files_config(root / "sources.yaml", [
+        ("whole", "points.csv"), ("zipped", "points.zip"), ("table", "table.csv")])
+    result = harvest(data_dir, config, RENKEI_TABLE_STREAM_BYTES="10000",
+                     RENKEI_STREAM_CHUNK="700")
+    assert result.returncode == 0, result.stderr
+    with Store(data_dir).session() as s:
+        for name in ("whole", "zipped"):
+            ds = s.get(Dataset, f"city-files--{name}")
+            assert ds.collections[0].feature_count == 3000
+            assert ds.resources[0].quality[0].get("streamed") is True
+        table = s.get(Dataset, "city-files--table").resources[0]
+        assert table.state == "table" and table.preview["total"] == 3000
+        assert table.preview["rows"][0] == ["加古川市", "258000"]

@@ -1,0 +1,174 @@
+"""Peak RSS of `renkei harvest` for files that claim to be large (issue 11, item 4).
+
+    .venv/bin/python bench/bomb_bench.py [--csv-mb 500] [--json-mb 300] [--geojson-mb 1024]
+                                         [--bomb-gib 1.5] [--only NAME ...]
+
+Each case is a `files` source harvested by the real CLI in its own process, whose peak RSS
+(ru_maxrss from wait4) is printed beside the baseline: the same harvest of a small real file
+(tests/data), measured in the same run, since the machine is shared and absolute figures are
+noisy. Cases:
+  bomb     a zip of --bomb-gib GiB of CSV rows packed into ~1.5 MB: must be refused (error)
+  csv      a plain CSV of --csv-mb MB of points: published (read in chunks)
+  json     a zip holding one GeoJSON member (.json) of --json-mb MB: published (in chunks)
+  geojson  a GeoJSON file of --geojson-mb MB of polygons: published (in chunks)
+The target is every case under 1 GB. Inputs are generated under a temporary directory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MB = 1024 ** 2
+
+
+def make_bomb(path: Path, gib: float) -> None:
+    line = "名称,緯度,経度,住所\n加古川駅,34.7565,134.8414,兵庫県加古川市加古川町篠原町\n".encode()
+    row = line.split(b"\n", 1)[1]
+    block = row * (MB // len(row))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        with zf.open("shelters.csv", "w", force_zip64=True) as out:
+            out.write(line.split(b"\n", 1)[0] + b"\n")
+            for _ in range(int(gib * 1024)):
+                out.write(block)
+
+
+def csv_rows(rnd: random.Random):
+    i = 0
+    while True:
+        i += 1
+        yield (f"地点{i},{34.2 + rnd.random():.6f},{134.2 + rnd.random():.6f},"
+               f"兵庫県加古川市加古川町{i % 999}番地,{rnd.randint(0, 9999)}\n")
+
+
+def make_csv(path: Path, mb: int) -> None:
+    rnd = random.Random(1)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("名称,緯度,経度,住所,収容人数\n")
+        for row in csv_rows(rnd):
+            out.write(row)
+            if out.tell() > mb * MB:
+                break
+
+
+def features(rnd: random.Random, polygon: bool):
+    i = 0
+    while True:
+        i += 1
+        x, y = 134.2 + rnd.random(), 34.2 + rnd.random()
+        if polygon:   # a flood-area-like ring of 24 vertices
+            ring = [[round(x + 0.001 * ((k * 7919) % 13) / 13, 6),
+                     round(y + 0.001 * ((k * 104729) % 17) / 17, 6)] for k in range(23)]
+            ring.append(ring[0])
+            geom = {"type": "Polygon", "coordinates": [ring]}
+        else:
+            geom = {"type": "Point", "coordinates": [round(x, 6), round(y, 6)]}
+        yield {"type": "Feature", "properties": {"名称": f"区域{i}", "depth": rnd.randint(0, 5),
+                                                 "note": "浸水想定区域（想定最大規模）"},
+               "geometry": geom}
+
+
+def write_geojson(out, mb: int, polygon: bool) -> None:
+    rnd = random.Random(2)
+    out.write(b'{"type": "FeatureCollection", "features": [\n')
+    written, first = 0, True
+    for feat in features(rnd, polygon):
+        data = (b"" if first else b",\n") + json.dumps(feat, ensure_ascii=False).encode()
+        out.write(data)
+        written += len(data)
+        first = False
+        if written > mb * MB:
+            break
+    out.write(b"\n]}\n")
+
+
+def make_json_member(path: Path, mb: int) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("A31_features.json", "w", force_zip64=True) as out:
+            write_geojson(out, mb, polygon=False)
+
+
+def make_geojson(path: Path, mb: int) -> None:
+    with open(path, "wb") as out:
+        write_geojson(out, mb, polygon=True)
+
+
+def harvest(folder: Path, name: str, filename: str) -> tuple[float, int, int, str]:
+    """(seconds, peak RSS bytes, exit code, what came of it) of one harvest in its own process."""
+    config = folder / f"{name}.yaml"
+    config.write_text(f"sources:\n  - name: bench\n    type: files\n    organization: hyogo-pref\n"
+                      f"    time_limit: 7200\n    files:\n      - id: {name}\n"
+                      f"        title: {name}\n        url: {filename}\n", encoding="utf-8")
+    data = folder / f"data-{name}"
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "catalog.cli", "--data-dir", str(data),
+                             "harvest", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - start
+    db = sqlite3.connect(data / "catalogue.db") if (data / "catalogue.db").exists() else None
+    outcome = "?"
+    if db is not None:
+        counts = db.execute("SELECT feature_count FROM collection WHERE id NOT LIKE 'theme-%'"
+                            ).fetchall()
+        errors = db.execute("SELECT message FROM harvest_error").fetchall()
+        outcome = (f"published {counts[0][0]:,} features" if counts else "not published") + (
+            f"; error: {errors[0][0][:90]}" if errors else "")
+    elif stderr:
+        outcome = stderr.strip().splitlines()[-1][:120]
+    return seconds, usage.ru_maxrss * 1024, proc.returncode, outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bomb-gib", type=float, default=1.5)
+    parser.add_argument("--csv-mb", type=int, default=500)
+    parser.add_argument("--json-mb", type=int, default=300)
+    parser.add_argument("--geojson-mb", type=int, default=1024)
+    parser.add_argument("--only", nargs="*", default=["bomb", "csv", "json", "geojson"])
+    parser.add_argument("--dir", type=Path, default=None, help="where inputs are made")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        (folder / "small.csv").write_bytes((REPO / "tests/data/csv/yaizu_222127_aed.csv")
+                                           .read_bytes())
+        makers = {"bomb": ("bomb.zip", lambda p: make_bomb(p, args.bomb_gib)),
+                  "csv": ("points.csv", lambda p: make_csv(p, args.csv_mb)),
+                  "json": ("member.zip", lambda p: make_json_member(p, args.json_mb)),
+                  "geojson": ("areas.geojson", lambda p: make_geojson(p, args.geojson_mb))}
+        base = harvest(folder, "baseline", "small.csv")
+        print(f"{'case':9} {'file MB':>9} {'seconds':>8} {'peak RSS MB':>12} {'× baseline':>11}"
+              f"  outcome", flush=True)
+        print(f"{'baseline':9} {(folder / 'small.csv').stat().st_size / MB:>9.2f} "
+              f"{base[0]:>8.1f} {base[1] / MB:>12.0f} {1:>11.2f}  {base[3]}", flush=True)
+        worst = 0
+        for name in args.only:
+            filename, make = makers[name]
+            path = folder / filename
+            t0 = time.monotonic()
+            make(path)
+            made = time.monotonic() - t0
+            seconds, rss, code, outcome = harvest(folder, name, filename)
+            worst = max(worst, rss)
+            print(f"{name:9} {path.stat().st_size / MB:>9.1f} {seconds:>8.1f} {rss / MB:>12.0f} "
+                  f"{rss / base[1]:>11.2f}  exit {code}, {outcome} (input made in {made:.0f} s)",
+                  flush=True)
+            path.unlink()
+        print(f"worst peak RSS {worst / MB:.0f} MB: {'under' if worst < 1024 ** 3 else 'OVER'} "
+              f"the 1 GB budget")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
