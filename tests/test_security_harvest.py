@@ -350,7 +350,6 @@ class RawCKAN:
 
     def page_for(self, params: dict):
         start = int(params.get("start", 0))
-        i = start // max(1, int(params.get("rows", 10))) if False else None
         for page_start, page in self.pages:
             if page_start == start:
                 return page
@@ -362,8 +361,7 @@ class RawCKAN:
 
 
 def good_package(pid: str, title: str) -> dict:
-    pkg = package(pid, title, [("aed.csv", "CSV")])
-    return pkg
+    return package(pid, title, [("aed.csv", "CSV")])
 
 
 def test_item05_malformed_ckan_records_are_one_error_each_and_the_run_goes_on(
@@ -752,3 +750,34 @@ def test_item04_large_csv_is_read_in_chunks_and_published_the_same(data_dir, tmp
         table = s.get(Dataset, "city-files--table").resources[0]
         assert table.state == "table" and table.preview["total"] == 3000
         assert table.preview["rows"][0] == ["加古川市", "258000"]
+
+
+def test_item02_the_connection_goes_to_the_address_checked_under_the_name_asked(monkeypatch):
+    """No DNS-rebinding window: the adapter resolves once, checks, and connects to that
+    address (the name stays the Host header). A resolver that answers 127.0.0.1 for the check
+    and anything else afterwards cannot move the connection."""
+    import socket
+
+    from harvesters.http import make_session
+    seen = []
+    app = Flask("host")
+
+    @app.route("/x")
+    def host():
+        seen.append(request.headers.get("Host"))
+        return "ok"
+
+    with live_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        real = socket.getaddrinfo
+        answers = iter(["127.0.0.1"])
+
+        def rebinding(host, *args, **kw):   # first answer checked; later ones would differ
+            if host == "rebind.test":
+                return real(next(answers, "169.254.169.254"), *args, **kw)
+            return real(host, *args, **kw)
+
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+        resp = make_session(1, 0, allow_private=True).get(f"http://rebind.test:{port}/x",
+                                                          timeout=5)
+    assert resp.text == "ok" and seen == [f"rebind.test:{port}"]
