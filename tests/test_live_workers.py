@@ -72,6 +72,8 @@ def test_every_worker_follows_publish_and_replace(tmp_path, data_dir, served3):
 
     with site.running() as url:
         config = write_config(tmp_path / "sources.yaml", url)
+        # 72 → 30 features below is a real change here, not a cut download (issue 11, item 9)
+        config.write_text(config.read_text() + "    min_row_share: 0\n", encoding="utf-8")
         first = harvest_async(data_dir, config)
         _, err = first.communicate(timeout=300)
         assert first.returncode == 0, err
