@@ -5,7 +5,10 @@ from pathlib import Path
 
 from flask import Flask
 
-from store.db import Store
+from sqlalchemy import select
+
+from store import access
+from store.db import Dataset, Store
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -20,6 +23,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
         app.config.update(config)
     store = Store(data_dir)
     app.extensions["renkei_store"] = store
+    from catalog import auth
+    auth.init_app(app)
 
     from ogcapi.blueprint import register_ogcapi
     from ogcapi.api import OGCAPI
@@ -28,14 +33,17 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                     version=store.publish_version,
                     **({"count_budget_ms": app.config["RENKEI_COUNT_BUDGET_MS"]}
                        if "RENKEI_COUNT_BUDGET_MS" in app.config else {}))
-    register_ogcapi(app, ogcapi, prefix="/ogcapi")
+    register_ogcapi(app, ogcapi, prefix="/ogcapi",
+                    readable=lambda: access.labels(auth.principal()))
     # One per app: it owns the GeoPackages this app has open (ogcapi.api).
     app.extensions["renkei_ogcapi"] = ogcapi
 
     from catalog.api.ckan import bp as ckan_api
     from catalog.api.dcat import bp as dcat
     from catalog.api.openapi import bp as openapi_spec
-    for blueprint in (ckan_api, dcat, openapi_spec):  # before pages: more specific routes
+    # Token-authenticated calls carry no cookie: no CSRF; its writes accept tokens only.
+    auth.csrf.exempt(ckan_api)
+    for blueprint in (ckan_api, dcat, openapi_spec, auth.bp):  # before pages: specific routes
         app.register_blueprint(blueprint)
     from catalog.pages import common, dataset, downloads, harvest, hazards, search, site
     for module in (common, search, dataset, downloads, site, harvest, hazards):
@@ -46,11 +54,15 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
 
 
 def collection_dicts(store: Store) -> list[dict]:
-    """The published collections every read path serves (OGC API, tiles, hazard lookup).
-    TODO(i12-auth): the access check belongs here, or in the OGCAPI that calls this."""
+    """The published collections every read path serves (OGC API, tiles, hazard lookup), each
+    with its dataset's access label (store.access): callers filter by their labels."""
     out = []
+    with store.session() as s:
+        levels = dict(((i, access.dataset_label(level, org)) for i, level, org in s.execute(
+            select(Dataset.id, Dataset.access_level, Dataset.organization_id))))
     for c in store.active_collections():
-        out.append({"id": c.id, "title": c.title, "description": c.description,
+        out.append({"access": levels.get(c.dataset_id, "organization"), "id": c.id,
+                    "title": c.title, "description": c.description,
                     "keywords": c.keywords or [], "bbox": c.bbox, "count": c.feature_count,
                     "path": str(store.data_dir / c.path), "layer": c.layer, "fields": c.fields,
                     "theme": c.dataset.theme, "dataset": c.dataset_id, "version": c.version})

@@ -1,4 +1,5 @@
-"""`renkei` command line: harvest, serve, jobs, demo (the contract in DESIGN.md)."""
+"""`renkei` command line: harvest, serve, jobs, demo, user, org, token (the contract in
+DESIGN.md)."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,38 @@ def main(argv: list[str] | None = None) -> int:
                    help="also print each error's traceback (kept in the job record)")
     d = sub.add_parser("demo", help="harvest the bundled examples offline, then serve")
     _serve_args(d)
+    u = sub.add_parser("user", help="accounts of members").add_subparsers(dest="action",
+                                                                           required=True)
+    ua = u.add_parser("add", help="add a user (or update one): password from standard input "
+                                  "when it is not a terminal, else generated and printed once")
+    ua.add_argument("email")
+    ua.add_argument("--org", help="organization slug to make the user a member of")
+    ua.add_argument("--role", choices=("admin", "editor", "member"))
+    ua.add_argument("--sysadmin", action="store_true")
+    o = sub.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
+    oa = o.add_parser("add", help="add an organization (or update one)")
+    oa.add_argument("slug")
+    oa.add_argument("name_ja")
+    oa.add_argument("--name-en")
+    oa.add_argument("--code", help="全国地方公共団体コード (6 digits)")
+    oa.add_argument("--kind", choices=("prefecture", "municipality", "partner", "company"),
+                    default="municipality")
+    oa.add_argument("--upload-limit-mb", type=int, help="largest uploaded file, in MB")
+    t = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    tc = t.add_parser("create", help="create an API token; it is printed once")
+    tc.add_argument("email")
+    tc.add_argument("--name", default="")
+    tc.add_argument("--scope", choices=("read", "write"), default="read")
+    tc.add_argument("--expires", type=int, default=180, metavar="DAYS",
+                    help="days until it expires (default 180, at most 365)")
+    tl = t.add_parser("list", help="a user's tokens (prefix, scope, expiry, last use)")
+    tl.add_argument("email")
+    tr = t.add_parser("revoke", help="revoke a token by its id (see token list)")
+    tr.add_argument("token_id", type=int)
     args = parser.parse_args(argv)
+    if args.command in ("user", "org", "token"):
+        from catalog import cli_accounts
+        return getattr(cli_accounts, f"cmd_{args.command}_{args.action}")(args)
     return {"harvest": cmd_harvest, "serve": cmd_serve, "jobs": cmd_jobs,
             "demo": cmd_demo}[args.command](args)
 

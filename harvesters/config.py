@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from store.access import LEVELS
 from harvesters import auth, ckan, files, ngsi_ld, ngsi_v2, ogcapi_source
 from harvesters.base import Harvester, SourceConfig, harvester_class, source_types
 
@@ -91,6 +92,9 @@ def _check_options(entry: dict, where: str) -> str | None:
                 isinstance(t, str) or (isinstance(t, dict) and isinstance(t.get("type"), str))
                 for t in types):
             return f"{where}: 'entity_types' must be a list of type names or {{type: …}} mappings"
+    level = entry.get("access_level")
+    if level is not None and level not in LEVELS:
+        return f"{where}: 'access_level' must be one of {', '.join(LEVELS)}, got {level!r}"
     cols = entry.get("collections")
     if cols is not None and not (isinstance(cols, list) and all(isinstance(c, str) for c in cols)):
         return f"{where}: 'collections' must be a list of collection ids"

@@ -209,6 +209,9 @@ def build_config(base_url: str, collections: list, *, metadata=None,
     }
 
 
+PUBLIC_ONLY = frozenset(('public',))
+
+
 class _State:
     def __init__(self, token, api, collections=()):
         self.token, self.api, self.collections = token, api, list(collections)
@@ -232,7 +235,10 @@ class OGCAPI:
         self._list_collections = list_collections
         self._version = version
         self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
-        self._state = None
+        # One API per set of access labels (store.access) for the current version: a caller's
+        # API holds only the collections they may read, so every OGC API path (collections,
+        # items, queryables, schema, openapi, HTML) answers 404 for the others by itself.
+        self._states: dict = {}
         # count_budget_ms: how long a numberMatched no index answers may take (see
         # ogcapi.gpkg_read.GpkgFile.count); None: always exact, 0: only index-answered counts.
         self.files = FileRegistry(count_budget_ms)
@@ -241,44 +247,50 @@ class OGCAPI:
         self._lock = threading.Lock()
         self._openapi_lock = threading.Lock()
 
-    def api(self) -> API:
-        """The API for the current version (built once per version).
+    def api(self, readable: frozenset | None = PUBLIC_ONLY) -> API:
+        """The API for the current version and these access labels (None: every
+        collection), built once per version and label set.
 
         Callers keep the returned object for the whole request: a rebuild
-        replaces ``self._state`` but never mutates an API in use.
+        replaces the cached state but never mutates an API in use.
         """
         token = str(self._version())
-        state = self._state
+        key = None if readable is None else tuple(sorted(readable))
+        state = self._states.get(key)
         if state is not None and state.token == token:
             return state.api
         with self._lock:
-            state = self._state
+            state = self._states.get(key)
             if state is None or state.token != token:
-                state = self._build(token)
-                self._state = state
+                state = self._build(token, readable)
+                self._states = {k: v for k, v in self._states.items() if v.token == token}
+                self._states[key] = state
+                self.files.retain_only([r['providers'][0]['data']
+                                        for st in self._states.values()
+                                        for r in st.api.config['resources'].values()])
         return state.api
 
-    def _build(self, token):
+    def _build(self, token, readable):
         # The token is read before the list: if a publish lands in between we
         # cache newer data under the older token and simply rebuild once more,
         # never older data under the newer token.
-        collections = list(self._list_collections())
+        collections = [c for c in self._list_collections()
+                       if readable is None or c.get('access', 'public') in readable]
         config = build_config(self.base_url, collections, locale_dir=self.locale_dir,
                               files=self.files, **self._options)
         # Marks this build in the translated copy pygeoapi caches, see prepare_html.
         config['server']['renkei_build'] = f'{token}#{next(_BUILDS)}'
         api = API(config, None)  # OpenAPI is generated lazily, see openapi()
         api.openapi = None
-        self.files.retain_only([r['providers'][0]['data']
-                                for r in config['resources'].values()])
         LOGGER.info('OGC API built for version %s: %d collections',
                     token, len(config['resources']))
         return _State(token, api, collections)
 
-    def collections(self) -> list:
-        """The collection dicts the current API was built from (same version as ``api()``)."""
-        self.api()
-        return self._state.collections
+    def collections(self, readable: frozenset | None = PUBLIC_ONLY) -> list:
+        """The collection dicts the current API for these access labels was built from (same
+        version as ``api(readable)``): what a caller with them may read."""
+        self.api(readable)
+        return self._states[None if readable is None else tuple(sorted(readable))].collections
 
     @staticmethod
     def prepare_html(api: API) -> None:

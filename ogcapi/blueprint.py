@@ -38,8 +38,12 @@ ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets')
 LOCALE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'locale')
 
 
-def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
-    """Mount the OGC API at ``prefix`` (must be the path of ogcapi.base_url)."""
+def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi',
+                    readable=lambda: core.PUBLIC_ONLY) -> Blueprint:
+    """Mount the OGC API at ``prefix`` (must be the path of ogcapi.base_url).
+
+    ``readable()`` gives the access labels of the caller of the current request
+    (store.access.labels; None for all): each request sees only those collections."""
     prefix = '/' + prefix.strip('/')
     if not ogcapi.base_url.endswith(prefix):
         # Links are built from base_url, so a mismatch yields dead links.
@@ -52,7 +56,7 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
                    static_folder=PYGEOAPI_STATIC, static_url_path='/static')
 
     def run(fn, *args, check_format=True):
-        api = ogcapi.api()  # one API object for the whole request
+        api = ogcapi.api(readable())  # one API object for the whole request
         req = APIRequest.from_flask(request, api.locales)
         if req.format == F_HTML:
             ogcapi.prepare_html(api)
@@ -123,7 +127,7 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi') -> Blueprint:
         return send_from_directory(ASSETS, filename, max_age=3600)
 
     def tiles_answer(fn, *args, **kwargs):
-        status, headers, body = fn(ogcapi.api(), *args, **kwargs)
+        status, headers, body = fn(ogcapi.api(readable()), *args, **kwargs)
         return Response(body, status=int(status), headers=headers)
 
     def tiles_format(*allowed):

@@ -34,6 +34,8 @@ class Organization(Base):
     code: Mapped[str | None] = mapped_column(String(6))  # 全国地方公共団体コード
     # When the catalogue first recorded it (CKAN's organization `created`).
     created_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str | None] = mapped_column(String(20))  # prefecture|municipality|partner|company
+    upload_limit: Mapped[int | None] = mapped_column(Integer)  # bytes per uploaded file; None: default
 
 
 class Source(Base):
@@ -64,6 +66,8 @@ class Dataset(Base):
     modified: Mapped[str | None] = mapped_column(String(40))  # remote metadata_modified
     landing_page: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # public | members | organization: who may read it (store.access decides, every read path asks)
+    access_level: Mapped[str] = mapped_column(String(20), default="public")
     raw: Mapped[dict] = mapped_column(JSON, default=dict)  # source metadata, for provenance
     metadata_hash: Mapped[str | None] = mapped_column(String(64))
     bbox: Mapped[list | None] = mapped_column(JSON)
@@ -177,6 +181,7 @@ class Store:
         self.engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        import store.accounts  # noqa: F401 (its tables join Base.metadata)
         with _schema_lock(self.data_dir):
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
@@ -221,7 +226,10 @@ def _schema_lock(data_dir: Path):
 
 LATER_COLUMNS = [("harvest_job", "heartbeat_at", "DATETIME"),
                  ("harvest_error", "traceback", "TEXT"),
-                 ("organization", "created_at", "DATETIME")]
+                 ("organization", "created_at", "DATETIME"),
+                 ("dataset", "access_level", "VARCHAR(20) NOT NULL DEFAULT 'public'"),
+                 ("organization", "kind", "VARCHAR(20)"),
+                 ("organization", "upload_limit", "INTEGER")]
 # A column added later whose old rows get a value: organizations recorded before `created_at`
 # existed take the time of the upgrade (never null, as CKAN clients expect).
 LATER_DEFAULTS = {("organization", "created_at"): "CURRENT_TIMESTAMP"}

@@ -13,6 +13,7 @@ from typing import Any
 
 from store.db import (Collection, Dataset, Organization, Resource, Store, utcnow)
 from store import versions
+from store.access import dataset_label
 from store.versions import WrittenVersion
 
 
@@ -91,7 +92,8 @@ class ResourceOutcome:
 
 
 def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash: str,
-                    outcomes: list[ResourceOutcome], orgs: dict) -> None:
+                    outcomes: list[ResourceOutcome], orgs: dict, *,
+                    access_level: str | None = None) -> None:
     org_id = _organization(remote, source)
     switched: list[tuple[str, str | None]] = []
     with store.session() as s, s.begin():
@@ -107,6 +109,9 @@ def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash
         ds.license_url, ds.organization_id = remote.license_url, org_id
         ds.issued, ds.modified, ds.landing_page = remote.issued, remote.modified, remote.landing_page
         ds.raw, ds.metadata_hash, ds.status = remote.raw, metadata_hash, "active"
+        # Harvested data is public unless its source says otherwise (sources.yaml access_level);
+        # an uploaded dataset's level is its publisher's choice, set by the caller.
+        ds.access_level = access_level or source.options.get("access_level") or "public"
         ds.updated_at = utcnow()
 
         old_resources = {r.id: r for r in ds.resources}
@@ -193,6 +198,7 @@ def search_doc(ds: Dataset, session) -> dict:
             "tags": list(ds.tags or []), "organization": ds.organization_id,
             "organization_title": org.name_ja if org else None, "theme": ds.theme,
             "formats": formats, "license_id": ds.license_id,
+            "access": dataset_label(ds.access_level, ds.organization_id),
             "modified": ds.modified or ds.updated_at.isoformat()}
 
 

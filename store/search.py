@@ -22,12 +22,14 @@ import unicodedata
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from store.search_cache import FACETS, SORTS, SearchCache, SearchResult  # noqa: F401 (re-export)
+from store.search_cache import (ACCESS_FIELD, FACETS, SORTS, SearchCache,  # noqa: F401
+                                SearchResult)
 
 MAX_TERMS = 16
 MAX_VARIANTS = 8
 TOKENIZER_VERSION = "bigram-1"  # bump when tokens() changes: the index is rebuilt at start-up
 FILTER_ALIASES = {"formats": "res_format", "license": "license_id"}
+PUBLIC_ONLY = frozenset(("public",))
 
 _KATAKANA = "[\u30a1-\u30fa\u30fc]"
 _KATAKANA_DOT = re.compile(f"(?<={_KATAKANA})\u30fb(?={_KATAKANA})")
@@ -305,6 +307,8 @@ class SearchIndex:
                 "theme": [doc.get("theme")],
             }
             pairs = {(f, _facet_value(f, v)) for f, vs in values.items() for v in vs if v}
+            # Who may find it (store.access labels); the arrays filter on it, never shown.
+            pairs.add((ACCESS_FIELD, doc.get("access") or "public"))
             facets += [{"dataset_id": doc["id"], "field": f, "value": v}
                        for f, v in sorted(pairs) if v]
         if rows:
@@ -323,9 +327,11 @@ class SearchIndex:
 
     def search(self, q: str = "", filters: dict[str, list[str]] | None = None,
                sort: str = "relevance", page: int = 1, per_page: int = 20, *,
-               start: int | None = None) -> SearchResult:
+               start: int | None = None,
+               readable: frozenset[str] | None = PUBLIC_ONLY) -> SearchResult:
         """One page of results (`start` instead of `page`: the first result's position, for
-        APIs that page by offset), with the total and the facet counts of all matches."""
+        APIs that page by offset), with the total and the facet counts of all matches.
+        `readable`: the access labels of the caller (store.access.labels); None = all."""
         if sort not in SORTS:
             raise ValueError(f"unknown sort {sort!r}; expected one of {', '.join(SORTS)}")
         if page < 1 or not 1 <= per_page <= 1000:
@@ -337,7 +343,8 @@ class SearchIndex:
             arrays = self.cache.current(conn)
             matches = [self._match_group(conn, g) for g in groups]
             demoted = self._contained_only(conn, groups) if groups else set()
-            return arrays.run(matches, merged, sort, page, per_page, demoted, start=start)
+            return arrays.run(matches, merged, sort, page, per_page, demoted, start=start,
+                              readable=readable)
 
     def _filters(self, filters: dict | None) -> dict[str, list[str]]:
         merged: dict[str, list[str]] = {}

@@ -21,6 +21,9 @@ SORTS = ("relevance", "modified", "title")
 FACETS = ("organization", "tags", "res_format", "license_id", "theme")
 # Single-valued fields: several values mean "any of them"; multi-valued: "all of them" (CKAN).
 SINGLE_VALUED = {"organization", "license_id", "theme"}
+# The access label of each document (store.access): a facet row that is kept as a per-position
+# label (filtering by the caller's labels is one np.isin), never counted as a facet.
+ACCESS_FIELD = "_access"
 TITLE_WEIGHT = 9.0  # a term in the title counts ten times one in the tags or the description
 DEMOTED = 1e6
 
@@ -95,6 +98,11 @@ class Arrays:
                                     dtype=np.int64)
         self.values: list[tuple[str, str]] = []
         self.value_id: dict[tuple[str, str], int] = {}
+        # Access label per position, an index into access_names (shared, append-only like
+        # values); a document without one (indexed before labels existed) is public.
+        self.access_names: list[str] = ["public"]
+        self.access_id: dict[str, int] = {"public": 0}
+        self.access = np.zeros(self.n, dtype=np.int64)
         pos, val = self._pairs(facet_rows)
         order = np.argsort(pos, kind="stable")
         self.chunks = [(pos[order], val[order])]
@@ -108,6 +116,13 @@ class Arrays:
         for doc_id, f, v in facet_rows:
             p = self.pos_of[doc_id] if doc_id < len(self.pos_of) else -1
             if p < 0:
+                continue
+            if f == ACCESS_FIELD:
+                aid = self.access_id.get(v)
+                if aid is None:
+                    aid = self.access_id[v] = len(self.access_names)
+                    self.access_names.append(v)
+                self.access[p] = aid
                 continue
             vid = self.value_id.get((f, v))
             if vid is None:
@@ -170,7 +185,8 @@ class Arrays:
                                     added[by_title])
         new.modified_rank = np.empty(n, dtype=np.int64)
         new.modified_rank[new.modified_order] = np.arange(n)
-        # value ids are append-only and shared, like the lists.
+        # value ids are append-only and shared, like the lists; the access labels are copied.
+        new.access = np.concatenate([self.access, np.zeros(k, dtype=np.int64)])
         new.chunks = list(self.chunks) + [new._pairs(facet_rows)]
         if len(new.chunks) > 8:  # keep the base; fold the small ones together
             pos = np.concatenate([c[0] for c in new.chunks[1:]])
@@ -197,8 +213,13 @@ class Arrays:
         return mask
 
     def run(self, matches, filters: dict[str, list[str]], sort: str, page: int, per_page: int,
-            demoted: set[int], start: int | None = None) -> SearchResult:
+            demoted: set[int], start: int | None = None,
+            readable: frozenset[str] | None = frozenset(("public",))) -> SearchResult:
+        """`readable`: the caller's access labels (store.access.labels); None = all."""
         mask = self.alive.copy()
+        if readable is not None:
+            mask &= np.isin(self.access, [i for i, name in enumerate(self.access_names)
+                                          if name in readable])
         score = np.zeros(self.n)
         for any_ids, title_ids in matches:
             hit = self._mask_of_ids(any_ids)

@@ -84,7 +84,9 @@ def _title(theme) -> str:
 def _theme_members(s, name: str, theme) -> list[Collection]:
     wanted = {f.name for f in theme.fields}
     stmt = (select(Collection).join(Dataset)
+            # Public members only: a merged layer is public, so restricted features never join it.
             .where(Dataset.theme == name, Dataset.status == "active",
+                   Dataset.access_level == "public",
                    Dataset.source_name != THEME_SOURCE, Collection.status == "active")
             .order_by(Collection.id))
     # A dataset's theme comes from its first layer; only layers in the theme schema join.
@@ -118,6 +120,7 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
                          created_at=utcnow())
             s.add(ds)
         ds.title, ds.description, ds.theme = title, description, name
+        ds.access_level = "public"
         ds.tags = [theme.title_ja, "統合レイヤー"]
         ds.organization_id = _platform_organization(s).id
         if len(licences) == 1:   # every member under one licence: the layer is too

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
+from catalog import auth
 from catalog.i18n import _
 from catalog.pages.common import basemap
 from ogcapi import hazards
@@ -26,12 +27,12 @@ TSUNAMI_LEGEND = [(0.3, "0.3m未満", "#F7F5A9"), (1, "0.3m以上1m未満", "#FF
 
 
 def published_layers() -> list[hazards.Layer]:
-    """The collections the lookup may read: those of the current OGC API version.
-    TODO(i12-auth): filter by the reader's access here (one place for page and API)."""
+    """The collections the lookup may read: those of the current OGC API version that the
+    caller may read (store.access labels; one place for page and API)."""
     ogc = current_app.extensions["renkei_ogcapi"]
     return [hazards.Layer(c["id"], c["title"], c.get("theme"), c["path"], c["layer"],
                           c.get("dataset"), c.get("bbox"))
-            for c in ogc.collections()]
+            for c in ogc.collections(auth.readable())]
 
 
 def _lookup(lat: float, lon: float) -> dict:

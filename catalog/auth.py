@@ -1,0 +1,198 @@
+"""Sign-in and the caller of each request: sessions (Flask-Login), CSRF (Flask-WTF), API tokens.
+
+Every request gets `g.principal` (store.access.Principal) before any view runs:
+- a token in `Authorization: <token>`, `Authorization: Bearer <token>` or `X-CKAN-API-Key`
+  (ckanapi sends the first and the last) — a token that is unknown, revoked or expired is
+  refused with 401 on that very request, never silently downgraded to anonymous;
+- else the signed-in session;
+- else anonymous.
+Token-authenticated calls carry no cookie, so the CKAN API is exempt from CSRF; its write
+actions accept only tokens (a cookie session cannot write through it, so no CSRF there).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, Response, current_app, g, json, redirect, render_template,
+                   request, url_for)
+from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, Length
+
+from catalog.i18n import _, lazy_gettext
+from store import accounts
+from store.access import ANONYMOUS, Principal
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+MAX_FAILURES = 10              # per e-mail address and per client address ...
+FAILURE_WINDOW = 15 * 60       # ... within this many seconds, then sign-in waits
+_failures: dict[str, list[float]] = {}
+_failures_lock = threading.Lock()
+
+
+class SessionUser(UserMixin):
+    def __init__(self, principal: Principal):
+        self.principal = principal
+        self.id = str(principal.user_id)
+
+
+def init_app(app) -> None:
+    store = app.extensions["renkei_store"]
+    app.secret_key = accounts.session_secret(store.data_dir)
+    secure = app.config["RENKEI_BASE_URL"].startswith("https:")
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("SESSION_COOKIE_SECURE", secure)
+    app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
+    app.config.setdefault("REMEMBER_COOKIE_SECURE", secure)
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 3600 * 8)
+    app.extensions["renkei_token_secret"] = accounts.token_secret(store.data_dir)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = lazy_gettext("このページを見るにはログインしてください。")
+    csrf.init_app(app)
+    app.before_request(_resolve_principal)
+    app.context_processor(lambda: {"principal": principal()})
+
+
+@login_manager.user_loader
+def _load_user(user_id: str):
+    store = current_app.extensions["renkei_store"]
+    try:
+        uid = int(user_id)
+    except ValueError:
+        return None
+    with store.session() as s:
+        user = s.get(accounts.User, uid)
+        if user is None or user.state != "active":
+            return None
+        return SessionUser(Principal(user_id=user.id, email=user.email,
+                                     is_sysadmin=user.is_sysadmin,
+                                     roles=accounts.roles_of(s, user.id), via="session"))
+
+
+def _presented_token() -> str | None:
+    raw = request.headers.get("X-CKAN-API-Key") or request.headers.get("Authorization")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw[:7].lower() == "bearer ":
+        raw = raw[7:].strip()
+    return raw
+
+
+def _resolve_principal():
+    raw = _presented_token()
+    if raw is not None:
+        store = current_app.extensions["renkei_store"]
+        with store.session() as s:
+            found = accounts.find_token(s, current_app.extensions["renkei_token_secret"], raw)
+            if found is None:
+                return unauthorized()
+            token, user = found
+            g.principal = Principal(user_id=user.id, email=user.email,
+                                    is_sysadmin=user.is_sysadmin,
+                                    roles=accounts.roles_of(s, user.id), via="token",
+                                    token_id=token.id, scope=token.scope)
+        return None
+    g.principal = current_user.principal if current_user.is_authenticated else ANONYMOUS
+    return None
+
+
+def principal() -> Principal:
+    return g.get("principal", ANONYMOUS)
+
+
+def unauthorized() -> Response:
+    """401 in CKAN's error shape (ckanapi raises NotAuthorized on it); the token is not echoed."""
+    body = {"help": None, "success": False,
+            "error": {"__type": "Authorization Error",
+                      "message": "Invalid, revoked or expired API token"}}
+    return Response(json.dumps(body), status=401, content_type="application/json;charset=utf-8",
+                    headers={"WWW-Authenticate": 'Bearer realm="renkei"'})
+
+
+def staff_required():
+    """None when a signed-in member (any organization) or sysadmin asks; else the response:
+    the sign-in page for a browser, 404 never (staff pages are not secret, their data is)."""
+    p = principal()
+    if p.is_member:
+        return None
+    if p.signed_in:
+        return render_template("error.html", status=403, heading=_("権限がありません"),
+                               message=_("このページは組織のメンバーだけが見られます。")), 403
+    return login_manager.unauthorized()
+
+
+# -- sign-in and sign-out ---------------------------------------------------------------------
+
+class LoginForm(FlaskForm):
+    email = EmailField(lazy_gettext("メールアドレス"), validators=[DataRequired(), Length(max=320)])
+    password = PasswordField(lazy_gettext("パスワード"), validators=[DataRequired(),
+                                                                    Length(max=1024)])
+
+
+def _throttled(keys: list[str]) -> bool:
+    now = time.monotonic()
+    with _failures_lock:
+        for key in keys:
+            recent = [t for t in _failures.get(key, []) if now - t < FAILURE_WINDOW]
+            _failures[key] = recent
+            if len(recent) >= MAX_FAILURES:
+                return True
+    return False
+
+
+def _record_failure(keys: list[str]) -> None:
+    with _failures_lock:
+        for key in keys:
+            _failures.setdefault(key, []).append(time.monotonic())
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site: an open redirect would make our sign-in page a phishing aid."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/") \
+                and not target.startswith("//") and "\\" not in target:
+            return target
+    return url_for("search.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    error, status = None, 200
+    if form.validate_on_submit():
+        email = (form.email.data or "").strip().lower()
+        keys = [f"email:{email}", f"addr:{request.remote_addr}"]
+        if _throttled(keys):
+            error, status = _("ログインの失敗が続いたため、しばらく時間をおいてからお試しください。"), 429
+        else:
+            store = current_app.extensions["renkei_store"]
+            with store.session() as s, s.begin():
+                user = accounts.check_password(s, form.email.data, form.password.data)
+                uid = user.id if user is not None else None
+            if uid is None:
+                _record_failure(keys)
+                error, status = _("メールアドレスまたはパスワードが正しくありません。"), 401
+            else:
+                loaded = _load_user(str(uid))
+                login_user(loaded)
+                return redirect(_safe_next(request.args.get("next")))
+    elif request.method == "POST":
+        error, status = _("入力内容を確認してください。"), 400
+    return render_template("login.html", form=form, error=error), status
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    logout_user()
+    return redirect(url_for("search.index"))

@@ -1,0 +1,252 @@
+"""Who may act: users, their memberships in organizations, API tokens and the audit trail.
+
+Tables live in the catalogue database (SQLAlchemy, so they work on PostgreSQL as on SQLite).
+Passwords are argon2id hashes (argon2-cffi). API tokens follow udata's 2026 design: the token
+is shown once; the database keeps only HMAC-SHA256(token secret, token) and a display prefix,
+so a copy of the database gives no usable token. The token secret is separate from the
+session secret so each can be rotated alone; it comes from RENKEI_TOKEN_SECRET, else a file
+`token.secret` in the data dir created with mode 0600.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
+                        UniqueConstraint, select)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from store.db import Base, Organization, utcnow
+
+ROLES = ("member", "editor", "admin")
+SCOPES = ("read", "write")
+TOKEN_PREFIX = "renkei_"   # lets secret scanners recognise a leaked token
+DISPLAY_CHARS = 12
+MAX_TOKEN_DAYS = 365
+DEFAULT_TOKEN_DAYS = 180   # HDX's cap; a token without expiry is a liability
+LAST_USE_GRANULARITY = timedelta(minutes=1)  # one write a minute per token, not per request
+
+_hasher = PasswordHasher()
+# Verified when an e-mail is unknown, so a miss costs what a wrong password costs.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class User(Base):
+    __tablename__ = "app_user"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    oidc_issuer: Mapped[str | None] = mapped_column(Text)
+    oidc_subject: Mapped[str | None] = mapped_column(Text)
+    is_sysadmin: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(20), default="active")  # active | disabled
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject"),)
+
+
+class Membership(Base):
+    __tablename__ = "membership"
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_prefix: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(String(10), default="read")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    token_id: Mapped[int | None] = mapped_column(Integer)
+    via: Mapped[str] = mapped_column(String(10))  # session | token | cli
+    action: Mapped[str] = mapped_column(String(40))
+    object_type: Mapped[str] = mapped_column(String(20))
+    object_id: Mapped[str | None] = mapped_column(Text)
+    organization_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    access_before: Mapped[str | None] = mapped_column(String(20))
+    access_after: Mapped[str | None] = mapped_column(String(20))
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class AccountError(ValueError):
+    """A request the accounts store refuses; the message is for the person who asked."""
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+def _secret_file(data_dir: Path, name: str, env: str) -> bytes:
+    value = os.environ.get(env)
+    if value:
+        return value.encode()
+    path = Path(data_dir) / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+def token_secret(data_dir: Path) -> bytes:
+    return _secret_file(data_dir, "token.secret", "RENKEI_TOKEN_SECRET")
+
+
+def session_secret(data_dir: Path) -> bytes:
+    return _secret_file(data_dir, "session.secret", "RENKEI_SECRET_KEY")
+
+
+def token_hash(secret: bytes, token: str) -> str:
+    return hmac.new(secret, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+# -- users and memberships -----------------------------------------------------------------------
+
+def normalize_email(email: str) -> str:
+    email = (email or "").strip()
+    if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
+        raise AccountError(f"not an e-mail address: {email!r}")
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 10:
+        raise AccountError("a password needs at least 10 characters")
+    return _hasher.hash(password)
+
+
+def add_user(session, email: str, password: str | None, *, org: str | None = None,
+             role: str | None = None, sysadmin: bool = False) -> User:
+    email = normalize_email(email)
+    if org is not None and role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if org is not None and session.get(Organization, org) is None:
+        raise AccountError(f"no organization {org!r}; harvest its source or add it first")
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = User(email=email)
+        session.add(user)
+    if password is not None:
+        user.password_hash = hash_password(password)
+    user.is_sysadmin = user.is_sysadmin or sysadmin
+    session.flush()
+    if org is not None:
+        m = session.get(Membership, (user.id, org))
+        if m is None:
+            session.add(Membership(user_id=user.id, organization_id=org, role=role))
+        else:
+            m.role = role
+    return user
+
+
+def check_password(session, email: str, password: str) -> User | None:
+    """The user, or None; an unknown e-mail costs one argon2 verification like a known one."""
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        email = ""
+    user = session.scalar(select(User).where(User.email == email)) if email else None
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is None or not user.password_hash or user.state != "active":
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def roles_of(session, user_id: int) -> dict[str, str]:
+    return dict(session.execute(select(Membership.organization_id, Membership.role)
+                                .where(Membership.user_id == user_id)).all())
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+@dataclass
+class NewToken:
+    token: str          # shown once, never stored
+    record: ApiToken
+
+
+def create_token(session, secret: bytes, email: str, *, name: str = "", scope: str = "read",
+                 days: int | None = DEFAULT_TOKEN_DAYS) -> NewToken:
+    if scope not in SCOPES:
+        raise AccountError(f"scope must be one of {', '.join(SCOPES)}")
+    if days is not None and not 0 < days <= MAX_TOKEN_DAYS:
+        raise AccountError(f"expiry must be between 1 and {MAX_TOKEN_DAYS} days")
+    user = session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None:
+        raise AccountError(f"no user {email!r}")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = ApiToken(user_id=user.id, name=name, token_hash=token_hash(secret, raw),
+                      display_prefix=raw[:DISPLAY_CHARS], scope=scope,
+                      expires_at=utcnow() + timedelta(days=days) if days else None)
+    session.add(record)
+    session.flush()
+    return NewToken(raw, record)
+
+
+def revoke_token(session, token_id: int, *, email: str | None = None) -> ApiToken:
+    record = session.get(ApiToken, token_id)
+    if record is None or (email is not None and session.get(User, record.user_id).email
+                          != normalize_email(email)):
+        raise AccountError(f"no token {token_id}" + (f" of {email}" if email else ""))
+    record.revoked_at = record.revoked_at or utcnow()
+    return record
+
+
+def find_token(session, secret: bytes, raw: str) -> tuple[ApiToken, User] | None:
+    """The live token and its user, or None (unknown, revoked, expired, user disabled)."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
+        return None
+    record = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(secret, raw)))
+    now = utcnow()
+    if record is None or record.revoked_at is not None or (
+            record.expires_at is not None and record.expires_at <= now):
+        return None
+    user = session.get(User, record.user_id)
+    if user is None or user.state != "active":
+        return None
+    if record.last_used_at is None or now - record.last_used_at > LAST_USE_GRANULARITY:
+        record.last_used_at = now
+        session.commit()
+    return record, user
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+def audit(session, principal, action: str, object_type: str, object_id: str | None, *,
+          organization_id: str | None = None, before: str | None = None,
+          after: str | None = None, **detail) -> None:
+    session.add(AuditEvent(
+        user_id=principal.user_id, user_email=principal.email, token_id=principal.token_id,
+        via=principal.via, action=action, object_type=object_type, object_id=object_id,
+        organization_id=organization_id, access_before=before, access_after=after,
+        detail=detail or None))
