@@ -25,6 +25,7 @@ from wtforms.validators import DataRequired, Length
 
 from catalog.i18n import _, lazy_gettext
 from store import accounts
+from store import access
 from store.access import ANONYMOUS, Principal
 
 bp = Blueprint("auth", __name__)
@@ -196,3 +197,20 @@ def login():
 def logout():
     logout_user()
     return redirect(url_for("search.index"))
+
+
+# -- the request's caller against store.access (the one rule) ----------------------------------
+
+def readable():
+    """The caller's access labels (None: all) for the search arrays and the OGC API."""
+    return access.labels(principal())
+
+
+def may_read(ds) -> bool:
+    return ds is not None and access.can_read(principal(), ds)
+
+
+def read_where(model=None):
+    """The caller's read rule as a SQL condition on Dataset."""
+    return access.read_filter(principal()) if model is None else \
+        access.read_filter(principal(), model)

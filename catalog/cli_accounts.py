@@ -32,6 +32,9 @@ def cmd_user_add(args) -> int:
     store = Store(args.data_dir)
     try:
         with store.session() as s, s.begin():
+            if args.org is not None and s.get(Organization, args.org) is None:
+                raise accounts.AccountError(
+                    f"no organization {args.org!r}: harvest its source or `renkei org add` it")
             user = accounts.add_user(s, args.email, password, org=args.org, role=args.role,
                                      sysadmin=args.sysadmin)
             accounts.audit(s, CLI, "user_add", "user", user.email, organization_id=args.org,

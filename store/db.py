@@ -8,22 +8,16 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, String, Text, create_engine,
                         event, select, text)
-from sqlalchemy.orm import (DeclarativeBase, Mapped, Session, contains_eager, mapped_column,
-                            relationship,
+from sqlalchemy.orm import (Mapped, Session, contains_eager, mapped_column, relationship,
                             sessionmaker)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
+from store.base import Base, utcnow  # noqa: F401 (re-exported: callers import them from here)
+from store import accounts  # noqa: F401 (its tables join Base.metadata before create_all)
 
 
 class Organization(Base):
@@ -181,7 +175,6 @@ class Store:
         self.engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        import store.accounts  # noqa: F401 (its tables join Base.metadata)
         with _schema_lock(self.data_dir):
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)

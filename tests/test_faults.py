@@ -13,6 +13,7 @@ import requests
 from catalog.app import create_app
 from store.db import HarvestJob, Store
 from harvesters.runner import summary
+from tests.accounts import sysadmin_headers
 from tests.ngsi_servers import FakeOrion, fiware_example, gsi_sites, run, source
 from tests.servers import REPO, live_server
 
@@ -49,7 +50,7 @@ def harvest_cmd(data_dir, config) -> list[str]:
 def test_sigkill_in_the_middle_of_a_run_keeps_serving_and_the_next_run_recovers(data_dir,
                                                                               tmp_path):
     orion = FakeOrion(entities(), max_limit=30)
-    with live_server(orion.app) as url, live_server(create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"})) as site:
+    with live_server(orion.app) as url, live_server(create_app(data_dir)) as site:
         config = tmp_path / "sources.yaml"
         config.write_text(f"sources:\n  - name: fw\n    type: ngsi-v2\n    url: {url}\n"
                           f"    allow_private_networks: true\n    service: kakogawa\n    entity_types: [{', '.join(TYPES)}]\n"
@@ -79,7 +80,8 @@ def test_sigkill_in_the_middle_of_a_run_keeps_serving_and_the_next_run_recovers(
         with Store(data_dir).session() as s:
             assert [j.status for j in s.query(HarvestJob).order_by(HarvestJob.id)] == \
                 ["done", "running"]
-        assert "異常終了" in requests.get(site + "/harvest", timeout=10).text
+        assert "異常終了" in requests.get(site + "/harvest", timeout=10,
+                                      headers=sysadmin_headers(data_dir)).text
 
         last = subprocess.run(harvest_cmd(data_dir, config), capture_output=True, text=True,
                               cwd=REPO, timeout=120)

@@ -24,6 +24,7 @@ from store.db import Collection, Dataset, HarvestJob, Store
 from harvesters.base import Harvester, harvester_class, source_types
 from harvesters.config import ConfigError, load_config
 from harvesters.runner import run_harvest
+from tests.accounts import sysadmin_headers
 from tests.ngsi_servers import source
 from tests.servers import REPO, FakeCKAN, live_server, package
 
@@ -71,8 +72,8 @@ def last_job(store: Store) -> HarvestJob:
 
 
 def job_page(data_dir: Path, job_id: int) -> str:
-    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
-        resp = client.get(f"/harvest/{job_id}")
+    with create_app(data_dir).test_client() as client:
+        resp = client.get(f"/harvest/{job_id}", headers=sysadmin_headers(data_dir))
         assert resp.status_code == 200
         return resp.get_data(as_text=True)
 
@@ -129,13 +130,13 @@ def test_a_theme_layer_that_cannot_be_rebuilt_is_a_job_error_and_its_last_versio
         assert s.get(Collection, "theme-aed").version == 2
         assert s.get(Collection, "theme-aed").feature_count == 30
     assert len(pyogrio.read_dataframe(data_dir / shelter_path)) == shelter_count
-    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
+    with create_app(data_dir).test_client() as client:
         items = client.get("/ogcapi/collections/theme-shelter/items?f=json&limit=1000").get_json()
     assert items["numberMatched"] == shelter_count
 
     page = job_page(data_dir, job.id)
     assert "統合レイヤーの再構築" in page and "theme layer shelter not rebuilt" in page
-    # The page has no sign-in yet: tracebacks (server paths) stay in the job record, for the
+    # Even for staff, tracebacks (server paths) stay in the job record, for the
     # operator's `renkei jobs --tracebacks`.
     assert "Traceback" not in page and str(data_dir) not in page and "read_member" not in page
     jobs = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),

@@ -11,6 +11,7 @@ import requests
 from catalog.app import create_app
 from store.db import Dataset, HarvestJob, Store, utcnow
 from harvesters.runner import source_lock, summary
+from tests.accounts import sysadmin_headers
 from tests.ngsi_servers import FakeOrion, gsi_sites, run, source
 from tests.servers import REPO, FakeCKAN, live_server, package
 
@@ -89,8 +90,8 @@ def test_a_job_left_running_by_a_dead_process_is_closed_as_failed(data_dir):
     store = Store(data_dir)
     with store.session() as s, s.begin():
         s.add(HarvestJob(source_name="fw", status="running", heartbeat_at=utcnow()))
-    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
-        page = client.get("/harvest").get_data(as_text=True)
+    with create_app(data_dir).test_client() as client:
+        page = client.get("/harvest", headers=sysadmin_headers(data_dir)).get_data(as_text=True)
     assert "異常終了" in page  # the lock is free: staff see it is dead before the next run
     orion = FakeOrion(gsi_sites())
     with live_server(orion.app) as url:
@@ -133,7 +134,7 @@ def test_incremental_ckan_asks_only_for_changes_and_still_sees_deletions(fixture
         assert s.get(Dataset, "hyogo-ckan--shelters-3").title == "避難所 その3（改訂）"
     assert "hyogo-ckan--shelters-7" not in store.search.search("避難所", per_page=50).ids
     assert not [c for c in store.active_collections() if c.dataset_id == gone.id]
-    with create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client() as client:
+    with create_app(data_dir).test_client() as client:
         assert client.get("/datasets/hyogo-ckan--shelters-7").status_code == 410
     assert any(path.exists() for path in (data_dir / "features").glob("hyogo-ckan--shelters-7*/*"))
 
@@ -207,10 +208,11 @@ def test_status_pages_show_counts_grouped_errors_and_provenance(fixture_files, d
     store = Store(data_dir)
     with store.session() as s:
         job_id = s.query(HarvestJob).one().id
-    with live_server(create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"})) as base:
-        listing = requests.get(base + "/harvest", timeout=10).text
-        page = requests.get(f"{base}/harvest/{job_id}", timeout=10).text
-        missing = requests.get(base + "/harvest/999", timeout=10)
+    staff = sysadmin_headers(data_dir)
+    with live_server(create_app(data_dir)) as base:
+        listing = requests.get(base + "/harvest", timeout=10, headers=staff).text
+        page = requests.get(f"{base}/harvest/{job_id}", timeout=10, headers=staff).text
+        missing = requests.get(base + "/harvest/999", timeout=10, headers=staff)
     assert "hyogo-ckan" in listing and f"/harvest/{job_id}" in listing and "最後の失敗" in listing
     assert "エラー（3件、1種類）" in page and "ダウンロード" in page
     assert all(f"リンク切れ {i}" in page for i in range(3))

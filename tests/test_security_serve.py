@@ -303,15 +303,17 @@ def test_11_public_pages_and_apis_show_no_secrets_or_server_paths(hostile):
     assert "shelters.csv" in docs[f"/datasets/{HOSTILE_ID}"]
 
 
-def test_11_staff_pages_are_off_unless_opened(hostile, tmp_path):
+def test_11_staff_pages_need_a_signed_in_member(hostile, tmp_path):
     from catalog.app import create_app
+    from tests.accounts import sysadmin_headers
     _base, app = hostile
     data_dir = app.config["RENKEI_DATA"]
-    closed = create_app(data_dir, config={"RENKEI_STAFF_PAGES": ""}).test_client()
-    assert closed.get("/harvest").status_code == 404
-    assert closed.get("/harvest/1").status_code == 404
-    assert closed.get("/harvest?source=keyed-ckan").status_code == 404
-    opened = create_app(data_dir, config={"RENKEI_STAFF_PAGES": "open"}).test_client()
+    closed = create_app(data_dir).test_client()
+    for path in ("/harvest", "/harvest/1", "/harvest?source=keyed-ckan"):
+        resp = closed.get(path)
+        assert resp.status_code == 302 and "/login" in resp.headers["Location"], path
+    opened = create_app(data_dir).test_client()
+    opened.environ_base["HTTP_AUTHORIZATION"] = sysadmin_headers(data_dir)["Authorization"]
     listing = opened.get("/harvest")
     assert listing.status_code == 200 and "keyed-ckan" in listing.get_data(as_text=True)
     texts = [listing.get_data(as_text=True)]
@@ -325,13 +327,11 @@ def test_11_staff_pages_are_off_unless_opened(hostile, tmp_path):
         assert secret not in joined, secret
 
 
-def test_11_staff_pages_gate_reads_the_environment(hostile, monkeypatch):
+def test_11_the_old_environment_switch_opens_nothing(hostile, monkeypatch):
     from catalog.app import create_app
     _base, app = hostile
     monkeypatch.setenv("RENKEI_STAFF_PAGES", "open")
-    assert create_app(app.config["RENKEI_DATA"]).test_client().get("/harvest").status_code == 200
-    monkeypatch.delenv("RENKEI_STAFF_PAGES")
-    assert create_app(app.config["RENKEI_DATA"]).test_client().get("/harvest").status_code == 404
+    assert create_app(app.config["RENKEI_DATA"]).test_client().get("/harvest").status_code == 302
 
 
 # -- item 12: one bad value never breaks the catalogue-wide exports --------------------------
@@ -393,7 +393,10 @@ def _cmp(i: int) -> dict:
 def test_14_out_of_range_numbers_are_client_errors(hostile):
     from catalog.app import create_app
     _base, app = hostile
-    client = create_app(app.config["RENKEI_DATA"], config={"RENKEI_STAFF_PAGES": "open"}).test_client()
+    from tests.accounts import sysadmin_headers
+    client = create_app(app.config["RENKEI_DATA"]).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = \
+        sysadmin_headers(app.config["RENKEI_DATA"])["Authorization"]
     cid = _own_collection(client)
     expected = {
         f"/ogcapi/collections/{cid}/items?offset=9223372036854775808": 400,

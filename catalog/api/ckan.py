@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from catalog import auth
 from catalog.api import ckan_dicts as dicts
 from catalog.api import ckan_query
 from store.db import Dataset, Organization
@@ -236,7 +237,8 @@ def package_search(data: dict):
         try:
             query = ckan_query.parse_search(data, natural=natural, boolean=boolean,
                                             str_list=str_list, max_rows=MAX_LIST)
-            found = ckan_query.run(store, s, query)
+            found = ckan_query.run(store, s, query, where_readable=auth.read_where(),
+                                   readable=auth.readable())
         except ckan_query.QueryError as exc:
             raise ActionError(400, {"__type": "Search Query Error",
                                     "message": f"Search Query is invalid: {exc}"}) from None
@@ -252,7 +254,7 @@ def package_show(data: dict):
     ref = required_str(data)
     with _store().session() as s:
         ds = dicts.find_dataset(s, ref)
-        if ds is None:
+        if not auth.may_read(ds):   # restricted: as if it did not exist
             raise not_found()
         return _package(s, ds)
 
@@ -261,7 +263,8 @@ def package_show(data: dict):
 def package_list(data: dict):
     """The names of all active datasets, sorted; `limit` and `offset` page the list."""
     limit, offset = natural(data, "limit", None), natural(data, "offset", 0)
-    stmt = select(Dataset.id).where(Dataset.status == "active").order_by(Dataset.id)
+    stmt = select(Dataset.id).where(Dataset.status == "active", auth.read_where()) \
+        .order_by(Dataset.id)
     with _store().session() as s:
         names = sorted(dicts.ckan_name(i) for i in s.scalars(stmt))
     return names[offset: None if limit is None else offset + limit]
@@ -272,7 +275,7 @@ def resource_show(data: dict):
     """One resource by `id` (harvested resources and the derived OGC API resources)."""
     ref = required_str(data)
     with _store().session() as s:
-        found = dicts.find_resource(s, ref, _base_url())
+        found = dicts.find_resource(s, ref, _base_url(), may_read=auth.may_read)
     if found is None:
         raise not_found("Resource was not found.")
     return found
@@ -288,7 +291,7 @@ def organization_list(data: dict):
     wanted = set(str_list(data, "organizations"))
     with _store().session() as s:
         counts = dict(s.execute(select(Dataset.organization_id, func.count()).where(
-            Dataset.status == "active").group_by(Dataset.organization_id)).all())
+            Dataset.status == "active", auth.read_where()).group_by(Dataset.organization_id)).all())
         orgs = [o for o in s.scalars(select(Organization)) if not wanted or o.id in wanted]
     keys = {"name": lambda o: o.id, "title": lambda o: (o.name_ja, o.id),
             "package_count": lambda o: (counts.get(o.id, 0), o.id)}
@@ -311,7 +314,7 @@ def organization_show(data: dict):
         org = s.get(Organization, ref)
         if org is None:
             raise not_found("Organization was not found.")
-        stmt = select(Dataset).where(Dataset.organization_id == org.id,
+        stmt = select(Dataset).where(Dataset.organization_id == org.id, auth.read_where(),
                                      Dataset.status == "active").order_by(Dataset.id)
         datasets = list(s.scalars(stmt))
         out = dicts.organization_dict(org, len(datasets))
@@ -326,7 +329,8 @@ def group_list(data: dict):
     all_fields = boolean(data, "all_fields", False)
     with _store().session() as s:
         rows = s.execute(select(Dataset.theme, func.count()).where(
-            Dataset.status == "active", Dataset.theme.is_not(None)).group_by(Dataset.theme)).all()
+            Dataset.status == "active", Dataset.theme.is_not(None), auth.read_where())
+            .group_by(Dataset.theme)).all()
     rows = sorted((t, n) for t, n in rows if t)
     if not all_fields:
         return [t for t, _ in rows]
@@ -341,7 +345,7 @@ def tag_list(data: dict):
     query = str(data.get("query") or data.get("q") or "").strip()
     all_fields = boolean(data, "all_fields", False)
     with _store().session() as s:
-        tags = ckan_query.all_tags(s)
+        tags = ckan_query.all_tags(s, auth.read_where())
     if query:
         tags = [t for t in tags if query.casefold() in t.casefold()]
     if all_fields:

@@ -107,7 +107,7 @@ def download_url(base_url: str, dataset_id: str, collection_id: str, ext: str) -
     return base_url + path
 
 
-def find_resource(session, resource_id: str, base_url: str) -> dict | None:
+def find_resource(session, resource_id: str, base_url: str, *, may_read) -> dict | None:
     """resource_show's `id`: a harvested resource, or a derived one (OGC API, downloads)."""
     res = session.get(Resource, resource_id)
     dataset_id = res.dataset_id if res is not None else None
@@ -118,7 +118,7 @@ def find_resource(session, resource_id: str, base_url: str) -> dict | None:
     if dataset_id is None:
         return None
     ds = find_dataset(session, dataset_id)
-    if ds is None:
+    if ds is None or not may_read(ds):
         return None
     org = session.get(Organization, ds.organization_id) if ds.organization_id else None
     return next((r for r in package_dict(ds, org, base_url)["resources"]
@@ -158,7 +158,9 @@ def package_dict(ds: Dataset, org: Organization | None, base_url: str) -> dict:
     return {
         "id": ds.id, "name": ckan_name(ds.id), "title": ds.title, "notes": ds.description or "",
         "url": public_url(ds.landing_page or ""), "version": None, "type": "dataset", "state": "active",
-        "private": False, "author": None, "author_email": None,
+        # CKAN's private is our `organization` level; access_level says all three levels.
+        "private": (ds.access_level or "public") == "organization",
+        "access_level": ds.access_level or "public", "author": None, "author_email": None,
         "maintainer": org.name_ja if org else None, "maintainer_email": None,
         "license_id": ds.license_id or "notspecified",
         "license_title": ds.license_title or ds.license_id or "License not specified",

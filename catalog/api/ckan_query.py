@@ -274,11 +274,12 @@ def _condition(c: Clause, session):
     return not_(cond) if c.negate else cond
 
 
-def _text_matches(store, q: str) -> list[str]:
+def _text_matches(store, q: str, readable) -> list[str]:
     """Every dataset id the catalogue search finds for q, best first."""
     ids, page = [], 1
     while True:
-        result = store.search.search(q, sort="relevance", page=page, per_page=1000)
+        result = store.search.search(q, sort="relevance", page=page, per_page=1000,
+                                     readable=readable)
         ids += result.ids
         if not result.ids or len(ids) >= result.total:
             return ids
@@ -310,11 +311,12 @@ def _index_filters(query: SearchQuery) -> dict[str, list[str]] | None:
     return filters
 
 
-def _run_in_index(store, query: SearchQuery, filters: dict[str, list[str]]) -> Found:
+def _run_in_index(store, query: SearchQuery, filters: dict[str, list[str]], readable) -> Found:
     """q by relevance, paged by the search index itself: one page of ids, the total and the
-    facet counts in one pass over its arrays, never the list of every match."""
+    facet counts in one pass over its arrays (masked by the caller's access labels), never
+    the list of every match."""
     result = store.search.search(query.q, filters, sort="relevance", per_page=max(1, query.rows),
-                                 start=query.start)
+                                 start=query.start, readable=readable)
     facets = {}
     for name in query.facet_fields:
         f = FACET_FIELDS.get(name)
@@ -323,14 +325,17 @@ def _run_in_index(store, query: SearchQuery, filters: dict[str, list[str]]) -> F
     return Found(result.total, result.ids if query.rows else [], facets)
 
 
-def run(store, session, query: SearchQuery) -> Found:
+def run(store, session, query: SearchQuery, *, where_readable, readable) -> Found:
+    """`where_readable` (SQL) and `readable` (labels) are the caller's read rule
+    (store.access.read_filter / labels): counts, facets and results see only what it allows."""
     filters = _index_filters(query) if query.q else None
     if filters is not None and query.sort and query.sort[0] == ("score", True):
-        return _run_in_index(store, query, filters)
-    conds = [Dataset.status == "active"] + [_condition(c, session) for c in query.clauses]
+        return _run_in_index(store, query, filters, readable)
+    conds = [Dataset.status == "active", where_readable] + \
+        [_condition(c, session) for c in query.clauses]
     rank = None
     if query.q:
-        matches = _text_matches(store, query.q)
+        matches = _text_matches(store, query.q, readable)
         rank = {i: n for n, i in enumerate(matches)}
         conds.append(_in_ids(session, matches))
     where = and_(*conds)
@@ -404,8 +409,8 @@ def facet_dicts(session, facets: dict[str, list[tuple[str, int]]]) -> tuple[dict
     return plain, rich
 
 
-def all_tags(session) -> list[str]:
-    active = select(Dataset.id).where(Dataset.status == "active")
+def all_tags(session, where_readable) -> list[str]:
+    active = select(Dataset.id).where(Dataset.status == "active", where_readable)
     stmt = (select(search_facet.c.value).distinct()
             .where(search_facet.c.field == "tags", search_facet.c.dataset_id.in_(active))
             .order_by(search_facet.c.value))

@@ -25,6 +25,7 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, RDFS, SKOS, XSD
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from catalog import auth
 from catalog.api.ckan_dicts import DOWNLOADS, MIMETYPES, ckan_time, download_url
 from store.db import Dataset, Organization
 from catalog.public_text import iri, public_url, xml_text
@@ -98,15 +99,16 @@ def catalog(fmt: str):
             since = since.astimezone(timezone.utc).replace(tzinfo=None)
     store = current_app.extensions["renkei_store"]
     with store.session() as s:
-        where = [Dataset.status == "active"] + ([Dataset.updated_at >= since] if since else [])
+        where = [Dataset.status == "active", auth.read_where()] + (
+            [Dataset.updated_at >= since] if since else [])
         total = s.scalar(select(func.count()).select_from(Dataset).where(*where)) or 0
         datasets = list(s.scalars(
             select(Dataset).where(*where).order_by(Dataset.updated_at.desc(), Dataset.id)
             .offset((page - 1) * per_page).limit(per_page)
             .options(selectinload(Dataset.resources), selectinload(Dataset.collections))))
         orgs = {o.id: o for o in s.scalars(select(Organization))}
-        last_change = s.scalar(select(func.max(Dataset.updated_at)))
-        first = s.scalar(select(func.min(Dataset.created_at)))
+        last_change = s.scalar(select(func.max(Dataset.updated_at)).where(auth.read_where()))
+        first = s.scalar(select(func.min(Dataset.created_at)).where(auth.read_where()))
         g = catalog_graph(_base(), datasets, orgs, last_change, first)
     _add_paging(g, _base(), fmt, page, total, since_text, per_page)
     return _graph_response(g, fmt)
@@ -120,7 +122,7 @@ def dataset(dataset_id: str, fmt: str):
     with store.session() as s:
         ds = s.get(Dataset, dataset_id, options=[selectinload(Dataset.resources),
                                                  selectinload(Dataset.collections)])
-        if ds is None:
+        if not auth.may_read(ds):
             return _plain(404, f"「{dataset_id}」というデータセットはありません。")
         if ds.status != "active":
             return _plain(410, f"「{ds.title}」は公開を終了しました。")

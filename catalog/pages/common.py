@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from catalog import i18n
+from catalog import auth, i18n
 from catalog.i18n import _, lazy_gettext
 from catalog.public_text import public_url, redact_text
 from store.db import Dataset, Organization
@@ -76,7 +76,10 @@ def _datasets_in_order(session, ids: list[str]) -> list[Dataset]:
     if not ids:
         return []
     # status: a withdrawn dataset whose index entry was not yet removed must not be linked.
-    rows = session.scalars(select(Dataset).where(Dataset.id.in_(ids), Dataset.status == "active")
+    # read_where: the index is filtered by access already; this is the same rule once more, so
+    # a page can never link a dataset the caller may not read even if the index lags.
+    rows = session.scalars(select(Dataset).where(Dataset.id.in_(ids), Dataset.status == "active",
+                                                 auth.read_where())
                            .options(selectinload(Dataset.resources),
                                     selectinload(Dataset.collections)))
     by_id = {d.id: d for d in rows}

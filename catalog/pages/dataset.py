@@ -12,6 +12,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
+from catalog import auth
 from catalog.pages.downloads import FORMATS, table_page
 from catalog.i18n import _
 from store.db import Dataset, Organization, Source
@@ -56,7 +57,7 @@ def dataset(dataset_id: str):
     with store.session() as s:
         ds = s.get(Dataset, dataset_id, options=[selectinload(Dataset.resources),
                                                  selectinload(Dataset.collections)])
-        if ds is None:
+        if not auth.may_read(ds):   # a dataset the caller may not read does not exist for them
             return render_template("error.html", status=404, heading=_("データセットが見つかりません"),
                                    message=_("「%(id)s」というデータセットはありません。", id=dataset_id)), 404
         if ds.status != "active":

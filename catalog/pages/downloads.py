@@ -27,6 +27,7 @@ import shapely
 from flask import (Blueprint, Response, abort, current_app, render_template, send_file,
                    stream_with_context)
 
+from catalog import auth
 from catalog.i18n import _
 from ogcapi.gpkg_read import Layer, quote_ident, wkb
 from store.db import Collection, Dataset
@@ -55,8 +56,8 @@ def _collection(dataset_id: str, collection_id: str) -> tuple[Collection, Path]:
     with store.session() as s:
         col = s.get(Collection, collection_id)
         ds = s.get(Dataset, dataset_id)
-        if (col is None or ds is None or col.dataset_id != dataset_id or col.status != "active"
-                or ds.status != "active"):
+        if (col is None or not auth.may_read(ds) or col.dataset_id != dataset_id
+                or col.status != "active" or ds.status != "active"):
             abort(404)
         path = store.data_dir / col.path
         if not path.exists():

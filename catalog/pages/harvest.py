@@ -2,7 +2,8 @@
 (counts, every error grouped by message with its stage, and each dataset's provenance).
 
 Tracebacks stay in the job record (`renkei jobs --tracebacks`): they name server paths. The
-pages are staff only (catalog.pages.staff_access), and even so show URLs redacted
+pages are for signed-in members (catalog.pages.staff_access): sources and jobs of their
+organizations, all of them for sysadmins; even so URLs are shown redacted
 (catalog.public_text): no userinfo, no keys.
 
 Read-only and server-rendered, in Japanese. Errors come grouped by harvesters.runner's
@@ -18,10 +19,12 @@ from flask import Blueprint, abort, render_template, request
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
+from catalog import auth
 from catalog.pages.common import _store
 from catalog.pages import staff_access
 from catalog.pages.staff_access import staff_only
 from catalog.public_text import public_url, redact_doc
+from store.access import staff_organizations
 from store.db import Dataset, HarvestError, HarvestJob, Organization, Source
 from harvesters.runner import group_errors
 
@@ -56,6 +59,22 @@ def _job_state(job: HarvestJob, data_dir: Path) -> str:
     return job.status
 
 
+def _visible_sources(s) -> list[Source]:
+    """Sources of the caller's organizations (all of them for a sysadmin)."""
+    orgs = staff_organizations(auth.principal())
+    stmt = select(Source).order_by(Source.name)
+    if orgs is not None:
+        stmt = stmt.where(Source.organization_id.in_(orgs))
+    return list(s.scalars(stmt))
+
+
+def _job_filter(s):
+    """Jobs of the visible sources; a sysadmin also sees jobs of sources since removed."""
+    if staff_organizations(auth.principal()) is None:
+        return HarvestJob.id.is_not(None)
+    return HarvestJob.source_name.in_([src.name for src in _visible_sources(s)])
+
+
 @bp.route("/harvest")
 @staff_only
 def jobs():
@@ -68,12 +87,12 @@ def jobs():
     except ValueError:
         abort(400, description="ページ番号は数字で指定してください（大きすぎる値は使えません）。")
     with store.session() as s:
-        sources = list(s.scalars(select(Source).order_by(Source.name)))
+        sources = _visible_sources(s)
         latest = {}
         for src in sources:
             latest[src.name] = s.scalars(select(HarvestJob).where(
                 HarvestJob.source_name == src.name).order_by(HarvestJob.id.desc()).limit(1)).first()
-        stmt = select(HarvestJob).order_by(HarvestJob.id.desc())
+        stmt = select(HarvestJob).where(_job_filter(s)).order_by(HarvestJob.id.desc())
         if source:
             stmt = stmt.where(HarvestJob.source_name == source)
         rows = list(s.scalars(stmt.offset((page - 1) * JOBS_PER_PAGE).limit(JOBS_PER_PAGE + 1)))
@@ -96,12 +115,13 @@ def job(job_id: int):
         # A number past SQLite's 64-bit integers names no job (and would overflow the query).
         job_ = (s.get(HarvestJob, job_id, options=[selectinload(HarvestJob.errors)])
                 if job_id <= SQLITE_MAX_INT else None)
-        if job_ is None:
+        if job_ is None or s.scalar(select(HarvestJob.id).where(
+                HarvestJob.id == job_id, _job_filter(s))) is None:
             return render_template("error.html", status=404, heading="収集ジョブが見つかりません",
                                    message=f"番号 {job_id} の収集ジョブはありません。"), 404
         src = s.get(Source, job_.source_name)
         datasets = list(s.scalars(
-            select(Dataset).where(Dataset.source_name == job_.source_name)
+            select(Dataset).where(Dataset.source_name == job_.source_name, auth.read_where())
             .options(selectinload(Dataset.resources), selectinload(Dataset.collections))
             .order_by(Dataset.title).limit(PROVENANCE_LIMIT + 1)))
         orgs = {o.id: o for o in s.scalars(select(Organization))}

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, abort, render_template, request, url_for
 from sqlalchemy import func, select
 
+from catalog import auth
 from catalog.i18n import _
 from catalog.pages.common import (FACET_LABELS, FACET_ORDER, MAX_Q, PER_PAGE, SORT_LABELS,
                                   _datasets_in_order, _formats, _pages, _store, _value_labels)
@@ -90,12 +91,12 @@ class SearchState:
 def index():
     store = _store()
     # The empty query's facets and total describe the whole catalogue.
-    recent = store.search.search("", sort="modified", per_page=6)
+    recent = store.search.search("", sort="modified", per_page=6, readable=auth.readable())
     with store.session() as s:
         labels = _value_labels(s)
         datasets = _datasets_in_order(s, recent.ids)
         n_collections = s.scalar(select(func.count()).select_from(Collection).join(Dataset).where(
-            Collection.status == "active", Dataset.status == "active"))
+            Collection.status == "active", Dataset.status == "active", auth.read_where()))
         orgs = [(oid, labels["organization"].get(oid, oid), n)
                 for oid, n in recent.facets.get("organization", [])]
         themes = [(t, labels["theme"].get(t, t), n) for t, n in recent.facets.get("theme", [])]
@@ -109,8 +110,9 @@ def index():
 def datasets():
     state = SearchState.from_args(request.args)
     store = _store()
+    readable = auth.readable()
     result = store.search.search(state.q, state.filters, sort=state.sort,
-                                 page=state.page, per_page=PER_PAGE)
+                                 page=state.page, per_page=PER_PAGE, readable=readable)
     last = max(1, -(-result.total // PER_PAGE))
     suggestions, without_filters = [], None
     if result.total == 0 and state.q:
@@ -118,9 +120,10 @@ def datasets():
         words = state.q.split()
         if len(words) > 1:
             suggestions = [(w, n) for w in words
-                           if (n := store.search.search(w, state.filters, per_page=1).total)]
+                           if (n := store.search.search(w, state.filters, per_page=1,
+                                                        readable=readable).total)]
         if state.filters:
-            without_filters = store.search.search(state.q, per_page=1).total
+            without_filters = store.search.search(state.q, per_page=1, readable=readable).total
     with store.session() as s:
         labels = _value_labels(s)
         items = _datasets_in_order(s, result.ids)

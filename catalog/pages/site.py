@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, render_template, request, send_fro
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from catalog import auth
 from catalog.public_text import xml_text
 from catalog.i18n import _
 from store.db import Dataset, Organization
@@ -22,7 +23,8 @@ bp = Blueprint("site", __name__)
 @bp.route("/organizations")
 def organizations():
     store = _store()
-    counts = dict(store.search.search("", per_page=1).facets.get("organization", []))
+    counts = dict(store.search.search("", per_page=1, readable=auth.readable())
+                  .facets.get("organization", []))
     with store.session() as s:
         labels = _value_labels(s)
         orgs = [(o, labels["organization"].get(o.id, o.name_ja), counts.get(o.id, 0))
@@ -43,7 +45,7 @@ def organization(org_id: str):
             return render_template("error.html", status=404, heading=_("組織が見つかりません"),
                                    message=_("「%(id)s」という組織はありません。", id=org_id)), 404
         result = store.search.search("", {"organization": [org_id]}, sort="modified",
-                                     page=page, per_page=PER_PAGE)
+                                     page=page, per_page=PER_PAGE, readable=auth.readable())
         labels = _value_labels(s)
         items = _datasets_in_order(s, result.ids)
         last = max(1, -(-result.total // PER_PAGE))
@@ -66,7 +68,8 @@ def sitemap():
     store = _store()
     root = base_url()
     with store.session() as s:
-        rows = s.execute(select(Dataset.id, Dataset.updated_at).where(Dataset.status == "active")
+        rows = s.execute(select(Dataset.id, Dataset.updated_at)
+                         .where(Dataset.status == "active", auth.read_where())
                          .order_by(Dataset.id).limit(SITEMAP_MAX)).all()
         org_ids = list(s.scalars(select(Organization.id).order_by(Organization.id)))
     urls = [(root + "/", None), (root + url_for("search.datasets"), None),
@@ -80,7 +83,7 @@ def sitemap():
 def _feed(title: str, self_url: str, org_id: str | None):
     store = _store()
     with store.session() as s:
-        stmt = (select(Dataset).where(Dataset.status == "active")
+        stmt = (select(Dataset).where(Dataset.status == "active", auth.read_where())
                 .options(selectinload(Dataset.resources))
                 .order_by(Dataset.updated_at.desc(), Dataset.id).limit(FEED_ENTRIES))
         if org_id:

@@ -1,33 +1,28 @@
 """Who may see the staff pages (/harvest, /harvest/<job>): the one place that decides.
 
-Until sign-in lands, the pages are off (404, as if they did not exist) unless the operator
-opens them with RENKEI_STAFF_PAGES=open (environment, read when the app is built, or the app
-config). Sign-in replaces `staff_only`'s check with "is a signed-in member"; nothing else
-needs to change.
+A signed-in member of an organization (session or API token) or a sysadmin; anonymous callers
+are sent to /login, signed-in users of no organization get 403. What each member sees on the
+pages is narrowed to their organizations' sources and jobs (catalog.pages.harvest, with
+store.access.staff_organizations). The RENKEI_STAFF_PAGES=open switch that stood in for
+sign-in is gone: setting it opens nothing.
 """
 from __future__ import annotations
 
 import functools
-import os
 
-from flask import abort, current_app
-
-SETTING = "RENKEI_STAFF_PAGES"
+from catalog import auth
 
 
 def init_app(app) -> None:
-    app.config.setdefault(SETTING, os.environ.get(SETTING, ""))
-
-
-def staff_pages_open() -> bool:
-    return str(current_app.config.get(SETTING, "")).strip().lower() == "open"
+    """Nothing to set up any more (kept so blueprints that call it need not change)."""
 
 
 def staff_only(view):
     """Decorate every staff view with this."""
     @functools.wraps(view)
     def gated(*args, **kwargs):
-        if not staff_pages_open():
-            abort(404)
+        refused = auth.staff_required()
+        if refused is not None:
+            return refused
         return view(*args, **kwargs)
     return gated
