@@ -1,6 +1,7 @@
 """The application factory: one Flask app serving the catalogue, the open APIs and the OGC API."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask
@@ -17,7 +18,11 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config.update(RENKEI_DATA=str(data_dir), RENKEI_BASE_URL=base_url.rstrip("/"),
-                      JSON_AS_ASCII=False)
+                      JSON_AS_ASCII=False,
+                      # The whole request; each organization's own file limit is checked
+                      # while the file streams to disk (harvesters.upload).
+                      MAX_CONTENT_LENGTH=int(os.environ.get("RENKEI_MAX_REQUEST",
+                                                            1024 * 1024 * 1024)))
     app.json.ensure_ascii = False
     if config:
         app.config.update(config)
@@ -39,6 +44,7 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     app.extensions["renkei_ogcapi"] = ogcapi
 
     from catalog.api.ckan import bp as ckan_api
+    from catalog.api import ckan_write  # noqa: F401 (registers the write actions)
     from catalog.api.dcat import bp as dcat
     from catalog.api.openapi import bp as openapi_spec
     # Token-authenticated calls carry no cookie: no CSRF; its writes accept tokens only.

@@ -358,3 +358,54 @@ def table_preview(frame) -> dict:
 def _slug(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
     return slug or hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
+def process_upload(ctx: JobContext, remote: RemoteDataset, dataset_id: str,
+                   files: dict, *, access_level: str) -> DatasetOutcome:
+    """A dataset a member publishes: resources whose remote_id is in `files` are read from
+    that local file and translated exactly as a harvested download is; the others are links,
+    recorded and never fetched (a member's URL is not ours to request from the server).
+    Nothing is switched when an uploaded file cannot be read: the outcome is `failed` with the
+    reason, and what was published before keeps serving."""
+    try:
+        with stage("publish", dataset=remote.title):
+            held = _held(ctx, dataset_id)
+    except HarvestFailure as exc:
+        return DatasetOutcome(dataset_id, "failed", [exc.error()])
+    several = len(remote.resources) > 1
+    results = []
+    for res in remote.resources:
+        target = _Target(remote, res, resource_id_for(dataset_id, res), several, held)
+        if res.remote_id in files:
+            results.append(_process_local(ctx, target, files[res.remote_id]))
+        elif target.rid in held.resources:   # kept as it is
+            results.append(ResourceResult(ResourceOutcome(res, target.rid)))
+        else:                                # a new link: listed, downloadable at its URL
+            results.append(ResourceResult(ResourceOutcome(
+                res, target.rid, ResourceContent(state="other", sha256=None, size=res.size))))
+    failures = [e for r in results if r.outcome.failed for e in r.errors]
+    if failures:
+        return DatasetOutcome(dataset_id, "failed", failures)
+    with stage("publish", dataset=remote.title):
+        publish.publish_dataset(ctx.store, ctx.source, remote, dataset_id, metadata_hash(remote),
+                                [r.outcome for r in results], ctx.organizations,
+                                access_level=access_level)
+    return DatasetOutcome(dataset_id, "updated" if held.exists else "added",
+                          [e for r in results for e in r.errors])
+
+
+def _process_local(ctx: JobContext, target: _Target, path) -> ResourceResult:
+    where = target.where
+    try:
+        with stage("fetch", **where):
+            got = fetch(str(path), ctx.cache_dir, max_bytes=ctx.settings.max_download, **where)
+        prev = target.previous
+        if prev is not None and prev.sha256 == got.sha256:
+            return ResourceResult(ResourceOutcome(target.res, target.rid))
+        with stage("translate", **where):
+            from geo.readers import detect_format
+            fmt = detect_format(got.path, target.res.format)
+        return _read_resource(ctx, target, got, fmt)
+    except HarvestFailure as exc:
+        return ResourceResult(ResourceOutcome(target.res, target.rid, error=exc.message),
+                              [exc.locate(**where).error()])

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, false, or_, true
+from sqlalchemy import and_, or_, true
 
 from store.db import Dataset
 
 LEVELS = ("public", "members", "organization")
 PUBLIC, MEMBERS = "public", "members"
+ROLES_ANY = ("member", "editor", "admin")
 WRITE_ROLES = ("editor", "admin")
 
 
@@ -121,6 +122,3 @@ def staff_organizations(p: Principal) -> list[str] | None:
     """Organizations whose sources and jobs the caller sees on staff pages; None = all."""
     return None if p.is_sysadmin else sorted(p.roles)
 
-
-def nothing():
-    return false()

@@ -78,7 +78,7 @@ def call(name: str):
     if fn is None and not WRITE_ACTION.search(name):
         return _bad_request(f"Action name not known: {name}")
     envelope = {"help": f"{_base_url()}/api/3/action/help_show?name={name}"}
-    if fn is None and request.method == "GET":
+    if WRITE_ACTION.search(name) and request.method == "GET":
         return _bad_request("JSON Error: Invalid request. Please use POST method for your request")
     try:
         data = _request_data()
@@ -91,8 +91,7 @@ def call(name: str):
     try:
         if fn is None:
             raise ActionError(403, {"__type": "Authorization Error",
-                                    "message": f"Access denied: {name} is not available: renkei "
-                                               "is a read-only mirror of its sources"})
+                                    "message": f"Access denied: {name} is not available"})
         envelope.update(success=True, result=fn(data))
     except ActionError as exc:
         envelope.update(success=False, error=exc.error)

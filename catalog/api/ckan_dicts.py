@@ -185,7 +185,9 @@ def resource_dict(r: Resource, ds: Dataset, package_modified: str | None) -> dic
         "created": ckan_time(ds.created_at),
         "last_modified": ckan_time(r.remote_modified) or ckan_time(r.last_modified)
         or ckan_time(r.fetched_at),
-        "metadata_modified": package_modified, "state": "active", "url_type": None,
+        "metadata_modified": package_modified, "state": "active",
+        # A member's uploaded file (served by our download route), as CKAN marks its own.
+        "url_type": "upload" if ds.source_name == "upload" and r.state != "other" else None,
         "resource_type": None, "cache_url": None, "cache_last_updated": None,
         "datastore_active": False, "position": r.position,
     }

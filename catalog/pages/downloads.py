@@ -30,7 +30,7 @@ from flask import (Blueprint, Response, abort, current_app, render_template, sen
 from catalog import auth
 from catalog.i18n import _
 from ogcapi.gpkg_read import Layer, quote_ident, wkb
-from store.db import Collection, Dataset
+from store.db import Collection, Dataset, Resource
 
 bp = Blueprint("downloads", __name__)
 LOGGER = logging.getLogger(__name__)
@@ -173,6 +173,23 @@ def _unreadable_page(title: str):
         message=_("申し訳ありません。「%(title)s」のデータを読み込めなかったため、"
                   "ご用意できませんでした。この問題は運用担当者に記録されています。"
                   "時間をおいてもう一度お試しください。", title=title)), 500
+
+
+@bp.route("/datasets/<dataset_id>/resources/<resource_id>/download/<filename>")
+def original(dataset_id: str, resource_id: str, filename: str):
+    """The file a member uploaded, as they sent it (CKAN's resource download)."""
+    from harvesters.upload import original_file
+    store = current_app.extensions["renkei_store"]
+    with store.session() as s:
+        ds = s.get(Dataset, dataset_id)
+        res = s.get(Resource, resource_id)
+        if not auth.may_read(ds) or ds.status != "active" or res is None \
+                or res.dataset_id != dataset_id:
+            abort(404)
+    path = original_file(store, resource_id)
+    if path is None:
+        abort(404)
+    return send_file(path, as_attachment=True, download_name=path.name, conditional=True)
 
 
 @bp.route("/datasets/<dataset_id>/collections/<collection_id>.<any(geojson, csv, gpkg):ext>")

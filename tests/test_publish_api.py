@@ -1,0 +1,239 @@
+"""Publishing through the CKAN write API with the real ckanapi client, against a real server.
+
+Kasai (加西市, slug kasai) and its members are created with the `renkei` CLI, tokens too; the
+members then publish shelter CSVs with `RemoteCKAN(url, apikey=token)` and `ckanapi load
+datasets`, and the result must be translated into the `shelter` theme and served by the OGC
+API, with the role rules, the size limit and the audit trail checked on the way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from ckanapi import NotAuthorized, NotFound, RemoteCKAN, ValidationError
+
+from store import accounts
+from store.db import Store
+from tests.servers import REPO, TEST_DATA, live_server
+
+SHELTERS = TEST_DATA / "csv" / "yaizu_222127_evacuation_space.csv"
+SJIS_SHELTERS = REPO / "catalog" / "examples" / "kakogawa_shelters_sjis.csv"
+UA = "renkei-tests/1.0"
+
+
+def renkei(data_dir, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                           *args], input=stdin, capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    from catalog.app import create_app
+    data_dir = tmp_path_factory.mktemp("publish") / "data"
+    renkei(data_dir, "org", "add", "kasai", "加西市", "--name-en", "Kasai City",
+           "--code", "282201", "--upload-limit-mb", "1")
+    renkei(data_dir, "org", "add", "yabu", "養父市", "--code", "282227")
+    tokens = {}
+    for email, org, role in (("admin@city.kasai.example", "kasai", "admin"),
+                             ("editor@city.kasai.example", "kasai", "editor"),
+                             ("member@city.kasai.example", "kasai", "member"),
+                             ("editor@city.yabu.example", "yabu", "editor")):
+        renkei(data_dir, "user", "add", email, "--org", org, "--role", role,
+               stdin="a long enough password\n")
+        tokens[email] = renkei(data_dir, "token", "create", email, "--scope", "write",
+                               "--name", "tests").stdout.strip()
+    tokens["read"] = renkei(data_dir, "token", "create", "admin@city.kasai.example",
+                            "--scope", "read").stdout.strip()
+    with live_server(create_app(data_dir)) as url:
+        yield url, data_dir, tokens
+
+
+def here(url: str, absolute: str) -> str:
+    """An absolute URL the app built (its configured base) on the test server."""
+    parts = urlsplit(absolute)
+    return url + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def client(site, who: str) -> RemoteCKAN:
+    url, _, tokens = site
+    return RemoteCKAN(url, apikey=tokens[who], user_agent=UA)
+
+
+def test_tokens_are_stored_only_as_keyed_hashes(site):
+    _, data_dir, tokens = site
+    raw = (data_dir / "catalogue.db").read_bytes()
+    for token in tokens.values():
+        assert token.startswith("renkei_") and token.encode() not in raw
+        assert token[7:].encode() not in raw
+    assert oct((data_dir / "token.secret").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_kasai_admin_publishes_a_shelter_csv_with_ckanapi(site):
+    url, data_dir, _ = site
+    ckan = client(site, "admin@city.kasai.example")
+    pkg = ckan.action.package_create(name="kasai-shelters", title="加西市 避難場所（テスト）",
+                                     owner_org="kasai", notes="職員がAPIで公開", license_id="cc-by-4.0",
+                                     tags=[{"name": "避難場所"}])
+    assert pkg["access_level"] == "public" and pkg["organization"]["name"] == "kasai"
+    with SHELTERS.open("rb") as fh:
+        res = ckan.action.resource_create(package_id="kasai-shelters", name="避難場所一覧",
+                                          upload=fh)
+    assert res["url_type"] == "upload" and res["format"] == "CSV"
+    pkg = ckan.action.package_show(id="kasai-shelters")
+    collection = here(url, next(r["url"] for r in pkg["resources"]
+                                if r["format"] == "OGC API Features"))
+    items = requests.get(collection + "/items", params={"f": "json", "limit": 1000},
+                         timeout=30).json()
+    assert items["numberMatched"] == 31  # every row of the file, translated
+    props = items["features"][0]["properties"]
+    assert "name" in props  # the shelter theme's fields
+    ds = requests.get(url + "/api/3/action/package_show", params={"id": "kasai-shelters"},
+                      timeout=10).json()["result"]
+    assert {"key": "theme", "value": "shelter"} in ds["extras"]
+    theme = requests.get(url + "/ogcapi/collections/theme-shelter/items",
+                         params={"f": "json", "limit": 1000}, timeout=30).json()
+    assert theme["numberMatched"] >= 31
+    # The original file downloads as it was sent.
+    original = requests.get(here(url, res["url"]), timeout=10)
+    assert original.status_code == 200 and original.content == SHELTERS.read_bytes()
+
+
+def test_a_new_file_replaces_the_published_version(site):
+    url, _, _ = site
+    ckan = client(site, "admin@city.kasai.example")
+    rid = next(r["id"] for r in ckan.action.package_show(id="kasai-shelters")["resources"]
+               if r.get("url_type") == "upload")
+    with SJIS_SHELTERS.open("rb") as fh:
+        ckan.call_action("resource_patch", {"id": rid},
+                         files={"upload": ("kakogawa_shelters_sjis.csv", fh)})
+    pkg = ckan.action.package_show(id="kasai-shelters")
+    collection = here(url, next(r["url"] for r in pkg["resources"]
+                                if r["format"] == "OGC API Features"))
+    items = requests.get(collection + "/items", params={"f": "json", "limit": 1000},
+                         timeout=30).json()
+    names = {f["properties"]["name"] for f in items["features"]}
+    assert "加古川公民館" in names  # CP932 read right, old rows gone
+    assert items["numberMatched"] == len(SJIS_SHELTERS.read_bytes().splitlines()) - 1
+
+
+def test_a_broken_file_is_refused_and_the_old_version_keeps_serving(site):
+    url, _, _ = site
+    ckan = client(site, "admin@city.kasai.example")
+    pkg = ckan.action.package_show(id="kasai-shelters")
+    rid = next(r["id"] for r in pkg["resources"] if r.get("url_type") == "upload")
+    collection = here(url, next(r["url"] for r in pkg["resources"]
+                                if r["format"] == "OGC API Features"))
+    before = requests.get(collection + "/items", params={"f": "json"}, timeout=30).json()
+    with pytest.raises(ValidationError) as err:
+        ckan.call_action("resource_patch", {"id": rid},
+                         files={"upload": ("broken.csv", b"\x82\xff\xfe\x80,,\n\x00\x01")})
+    message = json.dumps(err.value.error_dict, ensure_ascii=False)
+    assert "broken.csv" in message or "kasai-shelters" in message or "避難場所" in message
+    assert str(site[1]) not in message  # no server path
+    after = requests.get(collection + "/items", params={"f": "json"}, timeout=30).json()
+    assert after["numberMatched"] == before["numberMatched"]
+
+
+def test_the_upload_limit_is_the_organizations_and_is_stated(site):
+    ckan = client(site, "admin@city.kasai.example")
+    with pytest.raises(ValidationError) as err:
+        ckan.call_action("resource_create", {"package_id": "kasai-shelters"},
+                         files={"upload": ("big.csv", b"a,b\n" * 300_000)})
+    assert "1 MB" in json.dumps(err.value.error_dict, ensure_ascii=False)
+
+
+def test_role_rules(site):
+    url, _, _ = site
+    editor = client(site, "editor@city.kasai.example")
+    # An editor's dataset starts restricted; making it public is an admin's decision.
+    pkg = editor.action.package_create(name="kasai-draft", title="加西市 下書き", owner_org="kasai")
+    assert pkg["access_level"] == "organization"
+    with pytest.raises(NotAuthorized):
+        editor.action.package_patch(id="kasai-draft", access_level="public")
+    with pytest.raises(NotAuthorized):
+        editor.action.package_create(name="kasai-public", title="x", owner_org="kasai",
+                                     access_level="public")
+    # Anonymous callers cannot see it: 404, as if it did not exist.
+    assert requests.get(url + "/api/3/action/package_show", params={"id": "kasai-draft"},
+                        timeout=10).status_code == 404
+    # A member reads it but cannot write; another organization's editor neither.
+    member = client(site, "member@city.kasai.example")
+    assert member.action.package_show(id="kasai-draft")["title"] == "加西市 下書き"
+    with pytest.raises(NotAuthorized):
+        member.action.package_patch(id="kasai-draft", title="変更")
+    with pytest.raises(NotFound):
+        client(site, "editor@city.yabu.example").action.package_patch(id="kasai-draft",
+                                                                      title="変更")
+    with pytest.raises(NotAuthorized):
+        client(site, "editor@city.yabu.example").action.package_create(
+            name="yabu-in-kasai", title="x", owner_org="kasai")
+    # A read-only token reads, never writes.
+    with pytest.raises(NotAuthorized):
+        client(site, "read").action.package_patch(id="kasai-draft", title="変更")
+    # The admin publishes it.
+    admin = client(site, "admin@city.kasai.example")
+    assert admin.action.package_patch(id="kasai-draft", access_level="public")[
+        "access_level"] == "public"
+    assert requests.get(url + "/api/3/action/package_show", params={"id": "kasai-draft"},
+                        timeout=10).status_code == 200
+
+
+def test_organization_list_for_user_and_license_list(site):
+    editor = client(site, "editor@city.kasai.example")
+    orgs = editor.action.organization_list_for_user(permission="create_dataset")
+    assert [o["name"] for o in orgs] == ["kasai"] and orgs[0]["capacity"] == "editor"
+    assert client(site, "member@city.kasai.example").action.organization_list_for_user(
+        permission="create_dataset") == []
+    ids = {lic["id"] for lic in editor.action.license_list()}
+    assert {"cc-by-4.0", "cc0"} <= ids
+
+
+def test_ckanapi_load_datasets(site, tmp_path):
+    url, _, tokens = site
+    lines = [{"name": "kasai-aed", "title": "加西市 AED（load）", "owner_org": "kasai",
+              "notes": "ckanapi load datasets で登録", "tags": [{"name": "AED"}],
+              "resources": [{"name": "紹介ページ", "url": "https://www.city.kasai.hyogo.jp/"}]}]
+    jl = tmp_path / "datasets.jsonl"
+    jl.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
+                  encoding="utf-8")
+    for act in ("create", "update"):  # the second run finds it and updates it
+        # The ckanapi command of this environment (its workers call `ckanapi` on PATH).
+        bindir = str(Path(sys.executable).parent)
+        proc = subprocess.run([str(Path(bindir) / "ckanapi"), "load", "datasets", "-I", str(jl),
+                               "-r", url, "-a", tokens["admin@city.kasai.example"], "-p", "1"],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PATH": bindir + os.pathsep +
+                                   os.environ.get("PATH", "")})
+        assert proc.returncode == 0, proc.stderr
+        # ckanapi's report line: `<n> [<worker>] <elapsed> <action> <error> "<name>"`.
+        assert f'{act} None "kasai-aed"' in proc.stderr, proc.stderr
+    pkg = client(site, "admin@city.kasai.example").action.package_show(id="kasai-aed")
+    assert pkg["title"] == "加西市 AED（load）"
+    assert [r["url"] for r in pkg["resources"]] == ["https://www.city.kasai.hyogo.jp/"]
+
+
+def test_delete_withdraws_from_every_read_path_and_everything_is_audited(site):
+    url, data_dir, _ = site
+    admin = client(site, "admin@city.kasai.example")
+    admin.action.package_delete(id="kasai-aed")
+    assert requests.get(url + "/api/3/action/package_show", params={"id": "kasai-aed"},
+                        timeout=10).status_code == 404
+    with Store(data_dir).session() as s:
+        events = s.query(accounts.AuditEvent).order_by(accounts.AuditEvent.id).all()
+        actions = [(e.action, e.object_id, e.via) for e in events]
+        assert ("package_create", "kasai-shelters", "token") in actions
+        assert ("resource_create", "kasai-shelters", "token") in actions
+        assert ("package_delete", "kasai-aed", "token") in actions
+        public = [e for e in events if e.object_id == "kasai-draft" and e.access_after == "public"]
+        assert public and public[0].access_before == "organization"
+        assert public[0].user_email == "admin@city.kasai.example"
+        assert ("user_add", "admin@city.kasai.example", "cli") in actions
