@@ -60,6 +60,9 @@ class ChunkedTranslation:
         self.src, self.layer, self.fmt, self.chunk = src, layer, fmt, chunk
         self.opener, self.limits = opener, limits
         self.name = name or Path(str(src)).stem
+        # A theme named by the publisher (an upload's form) holds for every chunk; else the
+        # first chunk's detected theme does.
+        self.theme = translate_kw.pop("theme", None)
         self.translate_kw = translate_kw
         self.result: Translated | None = None
         self.table = None
@@ -121,7 +124,7 @@ class ChunkedTranslation:
                 rejected += [RowIssue(i.row + start, i.reason) for i in lay.rejected]
                 warns += [w for w in lay.warnings if w not in warns]
                 continue
-            t = translate(lay, theme=first.theme if first else None, **self.translate_kw)
+            t = translate(lay, theme=first.theme if first else self.theme, **self.translate_kw)
             frame = t.frame
             if "source_row" in frame.columns and start:
                 frame["source_row"] = frame["source_row"] + start

@@ -209,8 +209,14 @@ def _translation_args(ctx: JobContext, target: _Target) -> dict:
     remote = target.remote
     who = publisher_of((remote.organization or {}).get("name"), ctx.organizations,
                        remote.organization)
-    return dict(title=remote.title, tags=remote.tags,
+    from geo.themes import THEMES
+    # A member may name the theme of an upload (the web form); else it is detected.
+    chosen = (remote.raw or {}).get("renkei_theme") if ctx.source.type == "upload" else None
+    args = dict(title=remote.title, tags=remote.tags,
                 source_dataset=target.rid.rsplit("--", 1)[0], **who)
+    if chosen in THEMES:
+        args["theme"] = chosen
+    return args
 
 
 def _read_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str | None
@@ -361,7 +367,7 @@ def _slug(name: str) -> str:
 
 
 def process_upload(ctx: JobContext, remote: RemoteDataset, dataset_id: str,
-                   files: dict, *, access_level: str) -> DatasetOutcome:
+                   files: dict, *, access_level: str, status: str = "active") -> DatasetOutcome:
     """A dataset a member publishes: resources whose remote_id is in `files` are read from
     that local file and translated exactly as a harvested download is; the others are links,
     recorded and never fetched (a member's URL is not ours to request from the server).
@@ -389,7 +395,7 @@ def process_upload(ctx: JobContext, remote: RemoteDataset, dataset_id: str,
     with stage("publish", dataset=remote.title):
         publish.publish_dataset(ctx.store, ctx.source, remote, dataset_id, metadata_hash(remote),
                                 [r.outcome for r in results], ctx.organizations,
-                                access_level=access_level)
+                                access_level=access_level, status=status)
     return DatasetOutcome(dataset_id, "updated" if held.exists else "added",
                           [e for r in results for e in r.errors])
 

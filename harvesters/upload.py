@@ -108,7 +108,8 @@ def _context(store: Store, organization_id: str) -> JobContext:
 
 
 def publish(store: Store, dataset_id: str, meta: RemoteDataset, organization_id: str,
-            access_level: str, staged: dict[str, Staged]) -> DatasetOutcome:
+            access_level: str, staged: dict[str, Staged], *,
+            status: str = "active") -> DatasetOutcome:
     """Translate and switch one member dataset; `staged` maps resource remote ids to new
     files. On success each file replaces the resource's original; on failure nothing moves."""
     with store.session() as s:
@@ -116,7 +117,7 @@ def publish(store: Store, dataset_id: str, meta: RemoteDataset, organization_id:
         meta.organization = {"name": organization_id, "title": org.name_ja if org else None}
     ctx = _context(store, organization_id)
     outcome = process_upload(ctx, meta, dataset_id, {k: v.path for k, v in staged.items()},
-                             access_level=access_level)
+                             access_level=access_level, status=status)
     from harvesters.pipeline import resource_id_for
     for res in meta.resources:
         new = staged.get(res.remote_id)
@@ -141,7 +142,7 @@ def withdraw(store: Store, dataset_id: str) -> None:
     """package_delete: withdrawn, never purged (CKAN's state=deleted); theme layers follow."""
     with store.session() as s, s.begin():
         ds = s.get(Dataset, dataset_id)
-        if ds is None or ds.status != "active":
+        if ds is None or ds.status == "withdrawn":
             return
         ds.status, ds.updated_at = "withdrawn", utcnow()
         store.search.delete(s.connection(), ds.id)

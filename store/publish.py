@@ -93,7 +93,9 @@ class ResourceOutcome:
 
 def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash: str,
                     outcomes: list[ResourceOutcome], orgs: dict, *,
-                    access_level: str | None = None) -> None:
+                    access_level: str | None = None, status: str = "active") -> None:
+    """`status` draft: switched in but on no read path (every one asks for active) until
+    `activate`; the web form's preview."""
     org_id = _organization(remote, source)
     switched: list[tuple[str, str | None]] = []
     with store.session() as s, s.begin():
@@ -108,7 +110,7 @@ def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash
         ds.license_id, ds.license_title = remote.license_id, remote.license_title
         ds.license_url, ds.organization_id = remote.license_url, org_id
         ds.issued, ds.modified, ds.landing_page = remote.issued, remote.modified, remote.landing_page
-        ds.raw, ds.metadata_hash, ds.status = remote.raw, metadata_hash, "active"
+        ds.raw, ds.metadata_hash, ds.status = remote.raw, metadata_hash, status
         # Harvested data is public unless its source says otherwise (sources.yaml access_level);
         # an uploaded dataset's level is its publisher's choice, set by the caller.
         ds.access_level = access_level or source.options.get("access_level") or "public"
@@ -162,10 +164,23 @@ def publish_dataset(store: Store, source, remote, dataset_id: str, metadata_hash
                 switched.append((cid, None))
         s.flush()
         ds.bbox = _union([c.bbox for c in ds.collections if c.bbox])
-        store.search.upsert(s.connection(), search_doc(ds, s))
+        if status == "active":
+            store.search.upsert(s.connection(), search_doc(ds, s))
+        else:
+            store.search.delete(s.connection(), ds.id)
         store.bump_version(s)
     for cid, keep in switched:
         versions.remove_stale_versions(store.data_dir, cid, keep)
+
+
+def activate(store: Store, dataset_id: str) -> None:
+    """A draft goes live: onto the search index and, through the version token, every path."""
+    with store.session() as s, s.begin():
+        ds = s.get(Dataset, dataset_id)
+        ds.status, ds.updated_at = "active", utcnow()
+        s.flush()
+        store.search.upsert(s.connection(), search_doc(ds, s))
+        store.bump_version(s)
 
 
 def _set_content(res: Resource, content: ResourceContent) -> None:

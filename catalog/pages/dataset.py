@@ -13,6 +13,8 @@ from markupsafe import Markup
 from sqlalchemy.orm import selectinload
 
 from catalog import auth
+from catalog.pages.publish import ConfirmForm
+from store import access
 from catalog.pages.downloads import FORMATS, table_page
 from catalog.i18n import _
 from store.db import Dataset, Organization, Source
@@ -57,7 +59,9 @@ def dataset(dataset_id: str):
     with store.session() as s:
         ds = s.get(Dataset, dataset_id, options=[selectinload(Dataset.resources),
                                                  selectinload(Dataset.collections)])
-        if not auth.may_read(ds):   # a dataset the caller may not read does not exist for them
+        # A dataset the caller may not read does not exist for them; nor does a draft (its
+        # publisher sees it on its preview page).
+        if not auth.may_read(ds) or ds.status == "draft":
             return render_template("error.html", status=404, heading=_("データセットが見つかりません"),
                                    message=_("「%(id)s」というデータセットはありません。", id=dataset_id)), 404
         if ds.status != "active":
@@ -91,7 +95,10 @@ def dataset(dataset_id: str):
             flood_legend=FLOOD_LEGEND, landslide_legend=LANDSLIDE_LEGEND,
             tsunami_legend=TSUNAMI_LEGEND,
             data_modified=data_modified, theme_label=theme_label,
-            made_here=ds.source_name == THEME_SOURCE)
+            made_here=ds.source_name == THEME_SOURCE,
+            can_edit=ds.source_name == "upload" and
+            access.can_write(auth.principal(), ds.organization_id),
+            confirm_form=ConfirmForm())
 
 
 def _tile_map(ds: Dataset, collections) -> bool:
