@@ -51,8 +51,9 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     auth.csrf.exempt(ckan_api)
     for blueprint in (ckan_api, dcat, openapi_spec, auth.bp):  # before pages: specific routes
         app.register_blueprint(blueprint)
-    from catalog.pages import common, dataset, downloads, harvest, hazards, publish, search, site
-    for module in (common, search, publish, dataset, downloads, site, harvest, hazards):
+    from catalog.pages import (admin, common, dataset, downloads, harvest, hazards, publish,
+                               search, site)
+    for module in (common, search, publish, dataset, downloads, site, harvest, hazards, admin):
         app.register_blueprint(module.bp)
     from catalog import security_headers
     security_headers.init_app(app)

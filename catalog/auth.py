@@ -34,8 +34,6 @@ csrf = CSRFProtect()
 
 MAX_FAILURES = 10              # per e-mail address and per client address ...
 FAILURE_WINDOW = 15 * 60       # ... within this many seconds, then sign-in waits
-_failures: dict[str, list[float]] = {}
-_failures_lock = threading.Lock()
 
 
 class SessionUser(UserMixin):
@@ -48,13 +46,15 @@ def init_app(app) -> None:
     store = app.extensions["renkei_store"]
     app.secret_key = accounts.session_secret(store.data_dir)
     secure = app.config["RENKEI_BASE_URL"].startswith("https:")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_SECURE", secure)
-    app.config.setdefault("REMEMBER_COOKIE_HTTPONLY", True)
-    app.config.setdefault("REMEMBER_COOKIE_SECURE", secure)
-    app.config.setdefault("WTF_CSRF_TIME_LIMIT", 3600 * 8)
+    # Flask's defaults exist (SameSite None, Secure off), so these are set, not defaulted.
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      SESSION_COOKIE_SECURE=secure, REMEMBER_COOKIE_HTTPONLY=True,
+                      REMEMBER_COOKIE_SECURE=secure, REMEMBER_COOKIE_SAMESITE="Lax",
+                      WTF_CSRF_TIME_LIMIT=3600 * 8)
     app.extensions["renkei_token_secret"] = accounts.token_secret(store.data_dir)
+    # Failed sign-ins per key, this process only (Redis-backed Flask-Limiter is the
+    # multi-server version: a gap, see the note).
+    app.extensions["renkei_login_failures"] = ({}, threading.Lock())
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = lazy_gettext("このページを見るにはログインしてください。")
@@ -93,15 +93,13 @@ def _resolve_principal():
     raw = _presented_token()
     if raw is not None:
         store = current_app.extensions["renkei_store"]
-        with store.session() as s:
-            found = accounts.find_token(s, current_app.extensions["renkei_token_secret"], raw)
-            if found is None:
-                return unauthorized()
-            token, user = found
-            g.principal = Principal(user_id=user.id, email=user.email,
-                                    is_sysadmin=user.is_sysadmin,
-                                    roles=accounts.roles_of(s, user.id), via="token",
-                                    token_id=token.id, scope=token.scope)
+        holder = accounts.resolve_token(store.engine, current_app.extensions["renkei_token_secret"],
+                                        raw)
+        if holder is None:
+            return unauthorized()
+        g.principal = Principal(user_id=holder.user_id, email=holder.email,
+                                is_sysadmin=holder.is_sysadmin, roles=holder.roles,
+                                via="token", token_id=holder.token_id, scope=holder.scope)
         return None
     g.principal = current_user.principal if current_user.is_authenticated else ANONYMOUS
     return None
@@ -142,7 +140,8 @@ class LoginForm(FlaskForm):
 
 def _throttled(keys: list[str]) -> bool:
     now = time.monotonic()
-    with _failures_lock:
+    _failures, lock = current_app.extensions["renkei_login_failures"]
+    with lock:
         for key in keys:
             recent = [t for t in _failures.get(key, []) if now - t < FAILURE_WINDOW]
             _failures[key] = recent
@@ -152,7 +151,8 @@ def _throttled(keys: list[str]) -> bool:
 
 
 def _record_failure(keys: list[str]) -> None:
-    with _failures_lock:
+    _failures, lock = current_app.extensions["renkei_login_failures"]
+    with lock:
         for key in keys:
             _failures.setdefault(key, []).append(time.monotonic())
 

@@ -14,6 +14,7 @@ A caller who may not read a dataset must not learn it exists: read paths answer 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sqlalchemy import and_, or_, true
 
@@ -87,11 +88,18 @@ def read_filter(p: Principal, model=Dataset):
     """can_read as a SQL condition on `model` (Dataset)."""
     if p.is_sysadmin:
         return true()
+    return _read_filter(model, tuple(sorted(p.roles)))
+
+
+@lru_cache(maxsize=1024)
+def _read_filter(model, orgs: tuple[str, ...]):
+    # Built once per set of organizations: building the expression costs more than the query
+    # it filters (bench/auth_bench.py); SQLAlchemy expressions are immutable, so sharing is safe.
     conds = [model.access_level == PUBLIC]
-    if p.roles:
+    if orgs:
         conds.append(model.access_level == MEMBERS)
         conds.append(and_(model.access_level == "organization",
-                          model.organization_id.in_(sorted(p.roles))))
+                          model.organization_id.in_(orgs)))
     return or_(*conds) if len(conds) > 1 else conds[0]
 
 

@@ -237,3 +237,20 @@ def test_delete_withdraws_from_every_read_path_and_everything_is_audited(site):
         assert public and public[0].access_before == "organization"
         assert public[0].user_email == "admin@city.kasai.example"
         assert ("user_add", "admin@city.kasai.example", "cli") in actions
+
+
+def test_the_audit_trail_is_shown_to_organization_admins_only(site):
+    url, _, tokens = site
+    page = requests.get(url + "/organizations/kasai/audit", timeout=10,
+                        headers={"Authorization": tokens["admin@city.kasai.example"]})
+    assert page.status_code == 200
+    assert "kasai-shelters" in page.text and "package_create" in page.text
+    assert "organization → public" in page.text  # kasai-draft made public by the admin
+    for who in ("editor@city.kasai.example", "editor@city.yabu.example"):
+        assert requests.get(url + "/organizations/kasai/audit", timeout=10,
+                            headers={"Authorization": tokens[who]}).status_code == 404
+    assert requests.get(url + "/organizations/kasai/audit", timeout=10,
+                        allow_redirects=False).status_code == 302
+    assert requests.get(url + "/admin", timeout=10,
+                        headers={"Authorization": tokens["admin@city.kasai.example"]}
+                        ).status_code == 404

@@ -1,0 +1,142 @@
+"""What the authorization check adds to a request: `items?limit=1000` on the OGC API and a
+search (page and CKAN package_search), asked anonymously (the baseline: no token, public labels)
+and with a member's API token (HMAC of the token, one indexed lookup, the member's roles, the
+per-label OGC API and the label mask in the search arrays), interleaved in the same run so the
+shared machine's noise hits both alike. Also the rule itself, timed alone (can_read, labels,
+read_filter). Prints medians and the added latency; never part of pass/fail.
+
+    .venv/bin/python bench/auth_bench.py [--features 5000] [--rounds 40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _points(path: Path, n: int) -> None:
+    feats = [{"type": "Feature", "geometry": {"type": "Point",
+                                              "coordinates": [134.8 + (i % 100) / 1000,
+                                                              34.7 + (i // 100) / 1000]},
+              "properties": {"名称": f"地点{i}", "所在地": f"加西市{i}番地"}} for i in range(n)]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats},
+                               ensure_ascii=False), encoding="utf-8")
+
+
+def _harvest(root: Path, n: int) -> Path:
+    _points(root / "points.geojson", n)
+    (root / "sources.yaml").write_text(
+        "sources:\n"
+        "  - name: bench-public\n    type: files\n    organization: kasai-city\n    files:\n"
+        "      - id: points\n        title: 加西市 ベンチ用地点（公開）\n"
+        "        url: points.geojson\n        tags: [避難所]\n"
+        "  - name: bench-private\n    type: files\n    organization: kasai-city\n"
+        "    access_level: organization\n    files:\n"
+        "      - id: points\n        title: 加西市 ベンチ用地点（組織内）\n"
+        "        url: points.geojson\n        tags: [避難所]\n", encoding="utf-8")
+    data = root / "data"
+    subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data), "harvest",
+                    "--config", str(root / "sources.yaml")], cwd=REPO, check=True,
+                   capture_output=True)
+    return data
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--features", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=40)
+    args = ap.parse_args()
+
+    from catalog.app import create_app
+    from store import access, accounts
+    from store.db import Dataset, Store
+
+    root = Path(tempfile.mkdtemp(prefix="auth-bench-"))
+    data = _harvest(root, args.features)
+    store = Store(data)
+    with store.session() as s, s.begin():
+        accounts.add_user(s, "bench@city.kasai.example", "a long enough password",
+                          org="kasai-city", role="member")
+        token = accounts.create_token(s, accounts.token_secret(data), "bench@city.kasai.example",
+                                      scope="read", days=30).token
+    app = create_app(data)
+    client = app.test_client()
+    public = "bench-public--points"
+    private = "bench-private--points"
+    with store.session() as s:
+        cid_public = s.get(Dataset, public).collections[0].id
+        cid_private = s.get(Dataset, private).collections[0].id
+    member = {"Authorization": token}
+    cases = {
+        "items?limit=1000 (public collection)": f"/ogcapi/collections/{cid_public}/items?f=json&limit=1000",
+        "search page /datasets?q=避難所": "/datasets?q=%E9%81%BF%E9%9B%A3%E6%89%80",
+        "package_search q=避難所": "/api/3/action/package_search?q=%E9%81%BF%E9%9B%A3%E6%89%80",
+    }
+    print(f"auth_bench: {args.features} features, {args.rounds} rounds, interleaved "
+          f"(data in {root})")
+    print(f"{'request':42} {'anonymous ms':>13} {'member token ms':>16} {'added ms':>9} {'ratio':>6}")
+    for name, path in cases.items():
+        for headers in ({}, member):       # warm both caches (API per label set, arrays)
+            assert client.get(path, headers=headers).status_code == 200
+        anon, tok = [], []
+        for _ in range(args.rounds):
+            for headers, out in (({}, anon), (member, tok)):
+                t = time.perf_counter()
+                resp = client.get(path, headers=headers)
+                resp.get_data()
+                out.append(time.perf_counter() - t)
+        a, b = _median_ms(anon), _median_ms(tok)
+        print(f"{name:42} {a:13.2f} {b:16.2f} {b - a:9.2f} {b / a:6.3f}")
+    # The restricted copy, read with the token: the same work as the public one.
+    path = f"/ogcapi/collections/{cid_private}/items?f=json&limit=1000"
+    assert client.get(path).status_code == 404 and client.get(path, headers=member).status_code == 200
+    samples = []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        client.get(path, headers=member).get_data()
+        samples.append(time.perf_counter() - t)
+    print(f"{'items?limit=1000 (organization level, token)':42} {'-':>13} "
+          f"{_median_ms(samples):16.2f}")
+
+    # The rule alone, per call.
+    p = access.Principal(user_id=1, roles={"kasai-city": "member"}, via="token", scope="read")
+    with store.session() as s:
+        ds = s.get(Dataset, private)
+        n = 100_000
+        t = time.perf_counter()
+        for _ in range(n):
+            access.can_read(p, ds)
+        per_read = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for _ in range(n):
+        access.labels(p)
+    per_labels = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for _ in range(10_000):
+        access.read_filter(p)
+    per_filter = (time.perf_counter() - t) / 10_000 * 1e6
+    secret = accounts.token_secret(data)
+    t = time.perf_counter()
+    for _ in range(500):
+        accounts.resolve_token(store.engine, secret, token)
+    per_token = (time.perf_counter() - t) / 500 * 1e6
+    print(f"rule alone: can_read {per_read:.2f} µs, labels {per_labels:.2f} µs, "
+          f"read_filter {per_filter:.1f} µs, token lookup (HMAC + one joined SELECT) "
+          f"{per_token:.0f} µs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
