@@ -303,3 +303,18 @@ def test_a_token_revoked_while_in_use_is_refused_on_its_next_request(world):
         accounts.revoke_token(s, rec.id)
     assert requests.get(url + "/api/3/action/package_show", params={"id": SECRET["id"]},
                         headers=headers, timeout=10).status_code == 401
+
+
+def test_private_and_capacity_filters_follow_the_access_level(world):
+    url, clients, _, _ = world
+
+    def names(caller, fq):
+        found = clients[caller].get(url + "/api/3/action/package_search",
+                                    params={"fq": fq, "rows": 100}, timeout=10).json()["result"]
+        return {r["name"] for r in found["results"]}
+
+    assert names("read_token", "private:true") == {SECRET["id"]}
+    assert names("anonymous", "private:true") == set()
+    assert names("read_token", "capacity:private") == {SECRET["id"], SHARED["id"]}
+    assert OPEN["id"] in names("read_token", "capacity:public")
+    assert SECRET["id"] not in names("read_token", "private:false")

@@ -32,8 +32,12 @@ FACET_FIELDS = {"organization": "organization", "owner_org": "organization", "ta
                 "res_format": "res_format", "groups": "theme", "license_id": "license_id"}
 DATE_FIELDS = {"metadata_modified": Dataset.updated_at, "metadata_created": Dataset.created_at}
 # Fields every record here has one fixed value of (CKAN adds +dataset_type:dataset itself).
-CONSTANT_FIELDS = {"dataset_type": "dataset", "type": "dataset", "state": "active",
-                   "private": "false", "capacity": "public"}
+CONSTANT_FIELDS = {"dataset_type": "dataset", "type": "dataset", "state": "active"}
+# CKAN's private flag and capacity label, from our access level (store.access).
+ACCESS_FIELDS = {"private": {"true": Dataset.access_level == "organization",
+                             "false": Dataset.access_level != "organization"},
+                 "capacity": {"public": Dataset.access_level == "public",
+                              "private": Dataset.access_level != "public"}}
 SORT_COLUMNS = {"metadata_modified": Dataset.updated_at, "metadata_created": Dataset.created_at,
                 "name": Dataset.id, "id": Dataset.id, "title_string": Dataset.title,
                 "title": Dataset.title, "score": None}
@@ -173,7 +177,7 @@ def _split_q(q: str) -> tuple[str, list[Clause]]:
         if word in ("*:*", "*"):
             continue
         if ":" in word and (name in FACET_FIELDS or name in DATE_FIELDS or name in
-                            CONSTANT_FIELDS or name in ("name", "id")):
+                            CONSTANT_FIELDS or name in ACCESS_FIELDS or name in ("name", "id")):
             clauses += parse_fq(word)
         else:
             words.append(word)
@@ -181,7 +185,8 @@ def _split_q(q: str) -> tuple[str, list[Clause]]:
 
 
 def _clause(name: str, raw: str, negate: bool) -> Clause:
-    known = name in FACET_FIELDS or name in CONSTANT_FIELDS or name in ("name", "id")
+    known = (name in FACET_FIELDS or name in CONSTANT_FIELDS or name in ACCESS_FIELDS
+             or name in ("name", "id"))
     if raw[0] in "[{":
         if name not in DATE_FIELDS:
             raise QueryError(f"ranges are supported on metadata_modified/metadata_created, "
@@ -260,6 +265,9 @@ def _condition(c: Clause, session):
     elif c.field in CONSTANT_FIELDS:
         cond = true() if c.any_value or CONSTANT_FIELDS[c.field] in [v.lower() for v in c.values] \
             else false()
+    elif c.field in ACCESS_FIELDS:
+        conds = [ACCESS_FIELDS[c.field].get(v.lower(), false()) for v in c.values]
+        cond = true() if c.any_value else or_(*conds)
     elif c.field in ("name", "id"):
         from catalog.api.ckan_dicts import find_dataset
         found = [find_dataset(session, v) for v in c.values]
