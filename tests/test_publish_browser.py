@@ -81,6 +81,8 @@ def test_sign_in_upload_cp932_csv_preview_and_publish(site, axe_runner, tmp_path
         page.click("button:has-text('公開する')")
         page.wait_for_url(f"**/datasets/{dataset_id}")
         assert page.inner_text("h1") == "加西市 避難所一覧（フォームで公開）"
+        page.wait_for_selector("#map[data-features]", timeout=15000)   # on the map
+        assert int(page.get_attribute("#map", "data-features")) == rows
         _axe(page, axe_js, "dataset page with owner actions")
         browser.close()
     pkg = requests.get(site + "/api/3/action/package_show", params={"id": dataset_id},
