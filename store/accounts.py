@@ -14,13 +14,14 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, String, Text,
-                        UniqueConstraint, select)
+                        UniqueConstraint, bindparam, select)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base, utcnow
@@ -231,6 +232,16 @@ class TokenHolder:
     roles: dict
 
 
+@lru_cache(maxsize=1)
+def _token_query():
+    # Built once: constructing the joined SELECT costs more than running it (auth_bench).
+    t, u, m = ApiToken.__table__, User.__table__, Membership.__table__
+    return (select(t.c.id, t.c.scope, t.c.expires_at, t.c.revoked_at, t.c.last_used_at,
+                   u.c.id, u.c.email, u.c.is_sysadmin, u.c.state, m.c.organization_id, m.c.role)
+            .select_from(t.join(u, u.c.id == t.c.user_id).outerjoin(m, m.c.user_id == u.c.id))
+            .where(t.c.token_hash == bindparam("hash")))
+
+
 def resolve_token(engine, secret: bytes, raw: str) -> TokenHolder | None:
     """The live token of `raw`, for every request: one SQL statement (token, user and memberships joined)
     without an ORM session, since it runs before each view; None for unknown, revoked,
@@ -238,14 +249,9 @@ def resolve_token(engine, secret: bytes, raw: str) -> TokenHolder | None:
     request in every worker."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
-    t, u, m = ApiToken.__table__, User.__table__, Membership.__table__
-    stmt = (select(t.c.id, t.c.scope, t.c.expires_at, t.c.revoked_at, t.c.last_used_at,
-                   u.c.id, u.c.email, u.c.is_sysadmin, u.c.state, m.c.organization_id, m.c.role)
-            .select_from(t.join(u, u.c.id == t.c.user_id)
-                         .outerjoin(m, m.c.user_id == u.c.id))
-            .where(t.c.token_hash == token_hash(secret, raw)))
+    t = ApiToken.__table__
     with engine.connect() as conn:
-        rows = conn.execute(stmt).all()
+        rows = conn.execute(_token_query(), {"hash": token_hash(secret, raw)}).all()
     if not rows:
         return None
     tid, scope, expires, revoked, last_used, uid, email, sysadmin, state = rows[0][:9]
