@@ -96,6 +96,12 @@ def original_file(store: Store, resource_id: str) -> Path | None:
     return files[0] if files else None
 
 
+def remove_original(store: Store, resource_id: str) -> None:
+    """resource_delete: its original goes with it (the published version is already gone)."""
+    import shutil
+    shutil.rmtree(original_dir(store, resource_id), ignore_errors=True)
+
+
 def _context(store: Store, organization_id: str) -> JobContext:
     with store.session() as s:
         orgs = {o.id: {"name_ja": o.name_ja, "name_en": o.name_en, "code": o.code}

@@ -254,3 +254,22 @@ def test_the_audit_trail_is_shown_to_organization_admins_only(site):
     assert requests.get(url + "/admin", timeout=10,
                         headers={"Authorization": tokens["admin@city.kasai.example"]}
                         ).status_code == 404
+
+
+def test_resource_delete_removes_the_file_and_its_published_version(site):
+    url, _, _ = site
+    ckan = client(site, "admin@city.kasai.example")
+    ckan.action.package_create(name="kasai-temp", title="加西市 一時データ", owner_org="kasai")
+    with SHELTERS.open("rb") as fh:
+        res = ckan.action.resource_create(package_id="kasai-temp", upload=fh)
+    collections = [r["id"] for r in ckan.action.package_show(id="kasai-temp")["resources"]
+                   if r["format"] == "OGC API Features"]
+    assert collections
+    ckan.action.resource_delete(id=res["id"])
+    assert ckan.action.package_show(id="kasai-temp")["resources"] == []
+    with pytest.raises(NotFound):
+        ckan.action.resource_show(id=res["id"])
+    assert requests.get(here(url, res["url"]), timeout=10).status_code == 404
+    cid = collections[0].removesuffix("--ogcapi")
+    assert requests.get(f"{url}/ogcapi/collections/{cid}", params={"f": "json"},
+                        timeout=10).status_code == 404

@@ -319,6 +319,7 @@ def _resource_write(data: dict, *, rid: str | None, patch: bool, delete: bool = 
                    resources=list(held.values()), staged=staged, action_name=action_name,
                    before=level)
     if delete:
+        upload.remove_original(store, rid)
         return None
     return next(r for r in result["resources"] if r["id"] == target_rid)
 
