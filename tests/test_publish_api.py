@@ -273,3 +273,36 @@ def test_resource_delete_removes_the_file_and_its_published_version(site):
     cid = collections[0].removesuffix("--ogcapi")
     assert requests.get(f"{url}/ogcapi/collections/{cid}", params={"f": "json"},
                         timeout=10).status_code == 404
+
+
+def test_an_organization_admin_manages_its_members(site):
+    import re
+    url, data_dir, tokens = site
+    renkei(data_dir, "user", "add", "new@city.kasai.example", stdin="a long enough password\n")
+    admin = requests.Session()
+    form = admin.get(url + "/login", timeout=10).text
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', form).group(1)
+    admin.post(url + "/login", data={"email": "admin@city.kasai.example",
+                                     "password": "a long enough password", "csrf_token": csrf},
+               timeout=10)
+    page = admin.get(url + "/organizations/kasai/members", timeout=10)
+    assert page.status_code == 200 and "editor@city.kasai.example" in page.text
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
+    assert admin.post(url + "/organizations/kasai/members", timeout=10,
+                      data={"email": "new@city.kasai.example", "role": "editor"}
+                      ).status_code == 400                       # no CSRF token
+    admin.post(url + "/organizations/kasai/members", timeout=10,
+               data={"email": "new@city.kasai.example", "role": "editor", "csrf_token": csrf})
+    raw = renkei(data_dir, "token", "create", "new@city.kasai.example",
+                 "--scope", "write").stdout.strip()
+    newcomer = RemoteCKAN(url, apikey=raw, user_agent=UA)
+    assert [o["name"] for o in newcomer.action.organization_list_for_user(
+        permission="create_dataset")] == ["kasai"]
+    admin.post(url + "/organizations/kasai/members", timeout=10,
+               data={"email": "new@city.kasai.example", "role": "editor", "remove": "1",
+                     "csrf_token": csrf})
+    assert newcomer.action.organization_list_for_user(permission="create_dataset") == []
+    # Only the organization's admins see the page.
+    assert requests.get(url + "/organizations/kasai/members", timeout=10,
+                        headers={"Authorization": tokens["editor@city.kasai.example"]}
+                        ).status_code == 404
