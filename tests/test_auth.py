@@ -3,6 +3,7 @@ flags, one message for every failure, throttling, no open redirect, sign-out onl
 with its CSRF token, argon2 hashes in the database, secrets in 0600 files."""
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -96,3 +97,21 @@ def test_a_bad_token_is_401_on_every_path(app):
             resp = client.get(path, headers=headers)
             assert resp.status_code == 401, (path, headers)
             assert resp.json["error"]["__type"] == "Authorization Error"
+
+
+def test_a_signed_in_session_cannot_write_through_the_api(app):
+    """The API is CSRF-exempt because its writes take tokens only: a cookie is not enough."""
+    client = app.test_client()
+    _login(client, "staff@city.kasai.example", PASSWORD)
+    resp = client.post("/api/3/action/package_create",
+                       json={"name": "by-cookie", "title": "x", "owner_org": "kasai"})
+    assert resp.status_code == 403 and "API token" in resp.json["error"]["message"]
+
+
+def test_a_request_over_the_limit_is_a_ckan_error(tmp_path):
+    from catalog.app import create_app
+    app = create_app(tmp_path / "d", config={"MAX_CONTENT_LENGTH": 1024})
+    resp = app.test_client().post("/api/3/action/resource_create",
+                                  data={"package_id": "x",
+                                        "upload": (io.BytesIO(b"a" * 5000), "big.csv")})
+    assert resp.status_code == 413 and resp.json["error"]["__type"] == "Validation Error"

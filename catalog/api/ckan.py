@@ -104,6 +104,18 @@ def call(name: str):
     return _finish(200, envelope, callback=callback if request.method == "GET" else None)
 
 
+@bp.app_errorhandler(413)
+def too_large(e):
+    """A request over RENKEI_MAX_REQUEST: on the API in CKAN's shape (ckanapi raises
+    ValidationError on it), elsewhere Flask's page."""
+    if not request.path.startswith("/api/"):
+        return e
+    limit = current_app.config.get("MAX_CONTENT_LENGTH") or 0
+    return _finish(413, {"help": None, "success": False, "error": {
+        "__type": "Validation Error",
+        "upload": [f"File upload too large: requests are limited to {limit // (1024 * 1024)} MB"]}})
+
+
 def _request_data() -> dict:
     """CKAN's _get_request_data: form first, then the query string, then a JSON body."""
     def mixed(multi) -> dict:
