@@ -7,6 +7,8 @@ API, with the role rules, the size limit and the audit trail checked on the way.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -27,10 +29,25 @@ SJIS_SHELTERS = REPO / "catalog" / "examples" / "kakogawa_shelters_sjis.csv"
 UA = "renkei-tests/1.0"
 
 
-def renkei(data_dir, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
-                           *args], input=stdin, capture_output=True, text=True, cwd=REPO,
-                          timeout=120)
+def renkei(data_dir, *args, stdin: str | None = None,
+           process: bool = False) -> subprocess.CompletedProcess:
+    """The `renkei` command: its real entry point in this process (with stdin, stdout and
+    stderr of its own), or as a child process with `process=True`."""
+    argv = ["--data-dir", str(data_dir), *args]
+    if process:
+        proc = subprocess.run([sys.executable, "-m", "catalog.cli", *argv], input=stdin,
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+    else:
+        from catalog.cli import main
+        out, err = io.StringIO(), io.StringIO()
+        old_stdin = sys.stdin
+        sys.stdin = io.StringIO(stdin or "")
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(argv)
+        finally:
+            sys.stdin = old_stdin
+        proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -40,7 +57,7 @@ def site(tmp_path_factory):
     from catalog.app import create_app
     data_dir = tmp_path_factory.mktemp("publish") / "data"
     renkei(data_dir, "org", "add", "kasai", "加西市", "--name-en", "Kasai City",
-           "--code", "282201", "--upload-limit-mb", "1")
+           "--code", "282201", "--upload-limit-mb", "1", process=True)
     renkei(data_dir, "org", "add", "yabu", "養父市", "--code", "282227")
     tokens = {}
     for email, org, role in (("admin@city.kasai.example", "kasai", "admin"),
@@ -52,7 +69,7 @@ def site(tmp_path_factory):
         tokens[email] = renkei(data_dir, "token", "create", email, "--scope", "write",
                                "--name", "tests").stdout.strip()
     tokens["read"] = renkei(data_dir, "token", "create", "admin@city.kasai.example",
-                            "--scope", "read").stdout.strip()
+                            "--scope", "read", process=True).stdout.strip()
     with live_server(create_app(data_dir)) as url:
         yield url, data_dir, tokens
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from wtforms import EmailField, HiddenField, SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 from sqlalchemy import func, select
 
@@ -69,7 +70,8 @@ ROLE_LABELS = {"member": lazy_gettext("メンバー（閲覧）"), "editor": laz
 
 class MemberForm(FlaskForm):
     email = EmailField(lazy_gettext("メールアドレス"), validators=[DataRequired(), Length(max=320)])
-    role = SelectField(lazy_gettext("役割"), choices=list(ROLE_LABELS.items()))
+    role = SelectField(lazy_gettext("役割"),
+                       choices=[SelectChoice(k, v) for k, v in ROLE_LABELS.items()])
     remove = HiddenField()
 
 

@@ -12,6 +12,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField
 from sqlalchemy import select
 from wtforms import RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from catalog import auth
@@ -39,12 +40,13 @@ class DatasetForm(FlaskForm):
     title = StringField(lazy_gettext("タイトル"), validators=[DataRequired(), Length(max=200)])
     description = TextAreaField(lazy_gettext("説明"), validators=[Optional(), Length(max=10_000)])
     license = SelectField(lazy_gettext("ライセンス"),
-                          choices=[(k, title) for k, (title, _url) in LICENSES.items()])
+                          choices=[SelectChoice(k, title)
+                                   for k, (title, _url) in LICENSES.items()])
     tags = StringField(lazy_gettext("タグ（読点またはカンマ区切り）"),
                        validators=[Optional(), Length(max=500)])
     theme = SelectField(lazy_gettext("テーマ"))
     access_level = RadioField(lazy_gettext("公開範囲"),
-                              choices=[(k, v) for k, v in LEVEL_LABELS.items()],
+                              choices=[SelectChoice(k, v) for k, v in LEVEL_LABELS.items()],
                               default="organization")
     file = FileField(lazy_gettext("ファイル（CSV、Excel、GeoJSON、Shapefile の ZIP、KML、GeoPackage）"),
                      validators=[FileAllowed(EXTENSIONS, lazy_gettext(
@@ -60,9 +62,9 @@ def _writable_orgs(s) -> list[Organization]:
 def _form(s, ds: Dataset | None = None) -> DatasetForm:
     from geo.themes import THEMES
     form = DatasetForm()
-    form.organization.choices = [(o.id, o.name_ja) for o in _writable_orgs(s)]
-    form.theme.choices = [("", _("ファイルの内容から自動で判定"))] + \
-        [(k, theme_label(k)) for k in THEMES]
+    form.organization.choices = [SelectChoice(o.id, o.name_ja) for o in _writable_orgs(s)]
+    form.theme.choices = [SelectChoice("", _("ファイルの内容から自動で判定"))] + \
+        [SelectChoice(k, theme_label(k)) for k in THEMES]
     if ds is not None and request.method == "GET":
         form.organization.data = ds.organization_id
         form.title.data, form.description.data = ds.title, ds.description
@@ -175,14 +177,14 @@ def new_dataset():
             return render_template("error.html", status=403, heading=_("権限がありません"),
                                    message=_("データを公開できるのは、組織の編集者または管理者です。")), 403
         if request.method == "GET" and len(form.organization.choices) == 1:
-            form.organization.data = form.organization.choices[0][0]
+            form.organization.data = form.organization.choices[0].value
         error = None
         if form.validate_on_submit():
             error, dataset_id = _submit(form, None)
             if error is None:
                 return redirect(url_for("publish.preview", dataset_id=dataset_id), code=303)
         return render_template("publish_form.html", form=form, error=error, ds=None,
-                               limit=_limit_text([c[0] for c in form.organization.choices]),
+                               limit=_limit_text([c.value for c in form.organization.choices]),
                                heading=_("データを公開する")), 400 if error or form.errors else 200
 
 
