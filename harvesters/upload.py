@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from store.db import Dataset, Organization, Store, utcnow
 from store.theme_layers import publish_theme_layers
-from harvesters.base import RemoteDataset, RemoteResource, SourceConfig
+from harvesters.base import RemoteDataset, SourceConfig
 from harvesters.context import HarvestSettings, JobContext
 from harvesters.pipeline import DatasetOutcome, process_upload
 
