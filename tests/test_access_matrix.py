@@ -182,6 +182,8 @@ LISTS = [
     ("package_list", "/api/3/action/package_list"),
     ("organization_show", "/api/3/action/organization_show?id={org}&include_datasets=true"),
     ("tag_list", "/api/3/action/tag_list"),
+    ("current_package_list_with_resources",
+     "/api/3/action/current_package_list_with_resources?limit=1000"),
     ("collections", "/ogcapi/collections?f=json"),
     ("collections html", "/ogcapi/collections?f=html"),
     ("openapi", "/ogcapi/openapi?f=json"),

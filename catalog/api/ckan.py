@@ -366,10 +366,13 @@ def tag_list(data: dict):
 
 @action("license_list")
 def license_list(data: dict):
-    """The licences the catalogue's datasets use, in CKAN's licence shape (id, title, url …)."""
+    """The licences a publisher can choose and those the datasets the caller may read use, in
+    CKAN's licence shape (id, title, url …)."""
+    from harvesters.files import LICENSES
     with _store().session() as s:
         rows = s.execute(select(Dataset.license_id, Dataset.license_title, Dataset.license_url)
-                         .where(Dataset.status == "active").distinct()).all()
+                         .where(Dataset.status == "active", auth.read_where()).distinct()).all()
+    rows = [(k, title, url) for k, (title, url) in LICENSES.items()] + list(rows)
     seen: dict[str, dict] = {}
     for lid, title, url in rows:
         key = lid or title
@@ -395,7 +398,7 @@ def current_package_list_with_resources(data: dict):
         if not page or limit is None:
             raise invalid("page", "Must be larger than 0 and given with limit")
         offset = (page - 1) * limit
-    stmt = (select(Dataset.id).where(Dataset.status == "active")
+    stmt = (select(Dataset.id).where(Dataset.status == "active", auth.read_where())
             .order_by(Dataset.updated_at.desc(), Dataset.id)
             .offset(offset).limit(min(limit if limit is not None else MAX_LIST, MAX_LIST)))
     with _store().session() as s:

@@ -1,6 +1,6 @@
 """The CKAN write actions, so existing CKAN tools (ckanapi, `ckanapi load datasets`) publish
 to renkei unchanged: package_create/update/patch/delete, resource_create/update/patch/delete
-(multipart `upload` field), organization_list_for_user and license_list.
+(multipart `upload` field) and organization_list_for_user (license_list is catalog.api.ckan's).
 
 Rules (store.access): writes need an API token of scope `write` (a cookie session cannot write
 through the API, which is why the API needs no CSRF token); an editor or admin of the owning
@@ -376,14 +376,3 @@ def organization_list_for_user(data: dict):
                 d["capacity"] = role
                 out.append(d)
     return out
-
-
-@action("license_list")
-def license_list(data: dict):
-    """The licences a publisher can choose (id, title, url)."""
-    return [{"id": k, "title": title, "url": url, "status": "active",
-             "od_conformance": "approved", "osd_conformance": "not reviewed",
-             "domain_content": True, "domain_data": True, "domain_software": False,
-             "family": "", "maintainer": "", "is_generic": False}
-            for k, (title, url) in LICENSES.items()]
-
