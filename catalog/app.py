@@ -38,8 +38,10 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                     version=store.publish_version,
                     **({"count_budget_ms": app.config["RENKEI_COUNT_BUDGET_MS"]}
                        if "RENKEI_COUNT_BUDGET_MS" in app.config else {}))
-    register_ogcapi(app, ogcapi, prefix="/ogcapi",
-                    readable=lambda: access.labels(auth.principal()))
+    ogc_bp = register_ogcapi(app, ogcapi, prefix="/ogcapi",
+                             readable=lambda: access.labels(auth.principal()))
+    # POST items is a search (CQL2 JSON body), not a change: no CSRF token to ask for.
+    auth.csrf.exempt(ogc_bp)
     # One per app: it owns the GeoPackages this app has open (ogcapi.api).
     app.extensions["renkei_ogcapi"] = ogcapi
 

@@ -320,3 +320,16 @@ def test_private_and_capacity_filters_follow_the_access_level(world):
     assert names("read_token", "capacity:private") == {SECRET["id"], SHARED["id"]}
     assert OPEN["id"] in names("read_token", "capacity:public")
     assert SECRET["id"] not in names("read_token", "private:false")
+
+
+def test_post_items_is_a_read_under_the_same_rule(world):
+    """POST items (a CQL2 JSON search) needs no CSRF token, and follows the read rule."""
+    url, clients, ids, _ = world
+    body = {"op": "=", "args": [{"property": "共通ID"}, SECRET["feature"]]}
+    path = f"{url}/ogcapi/collections/{ids[SECRET['id']]['collection']}/items"
+    seen = clients["read_token"].post(path, json=body, timeout=30,
+                                      headers={"Content-Type": "application/query-cql-json"})
+    assert seen.status_code == 200 and SECRET["feature"] in seen.text
+    hidden = clients["anonymous"].post(path, json=body, timeout=30,
+                                       headers={"Content-Type": "application/query-cql-json"})
+    assert hidden.status_code == 404 and SECRET["feature"] not in hidden.text
