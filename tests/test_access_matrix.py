@@ -10,6 +10,7 @@ read — title, id, collection id, a feature's 共通ID — is anywhere in the b
 """
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -149,8 +150,13 @@ def _ids(sysadmin: requests.Session, url: str) -> dict:
                    if r["format"] == "OGC API Features")
         items = sysadmin.get(f"{url}/ogcapi/collections/{cid}/items",
                              params={"f": "json", "limit": 1}, timeout=10).json()
+        lon, lat = items["features"][0]["geometry"]["coordinates"][:2]
+        z = 14   # the web-mercator tile holding the first feature
+        x = int((lon + 180) / 360 * 2 ** z)
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2 ** z)
         out[ds["id"]] = {"resource": pkg["resources"][0]["id"], "collection": cid,
-                         "item": items["features"][0]["id"]}
+                         "item": items["features"][0]["id"], "lat": lat, "lon": lon,
+                         "z": z, "y": y, "x": x}
     return out
 
 
@@ -170,6 +176,8 @@ SINGLE = [
     ("schema", "/ogcapi/collections/{collection}/schema?f=json", 200, 404),
     ("download geojson", "/datasets/{id}/collections/{collection}.geojson", 200, 404),
     ("download csv", "/datasets/{id}/collections/{collection}.csv", 200, 404),
+    ("tilesets (i15)", "/ogcapi/collections/{collection}/tiles?f=json", 200, 404),
+    ("tile (i15)", "/ogcapi/collections/{collection}/tiles/WebMercatorQuad/{z}/{y}/{x}", 200, 404),
 ]
 LISTS = [
     ("home", "/"),
@@ -192,6 +200,8 @@ LISTS = [
     ("Atom", "/feeds/datasets.atom"),
     ("Atom of organization", "/feeds/organizations/{org}.atom"),
     ("sitemap", "/sitemap.xml"),
+    ("hazard lookup (i15)", "/api/hazards?lat={lat}&lon={lon}"),
+    ("hazards page (i15)", "/hazards?lat={lat}&lon={lon}"),
 ]
 ORGS = {SECRET["id"]: "kasai-city", SHARED["id"]: "yabu-city", OPEN["id"]: "kakogawa-city"}
 
@@ -240,7 +250,8 @@ def test_lists(world, caller, name, template):
             assert (ds["feature"] in body) == (ds["level"] == "public"), (caller, ds["id"])
             continue
         if _sees(caller, ds):
-            if name not in ("organizations", "openapi", "tag_list", "search facets"):
+            if name not in ("organizations", "openapi", "tag_list", "search facets",
+                            "hazard lookup (i15)", "hazards page (i15)"):
                 assert ds["id"] in body or ds["title"] in body, (name, caller, ds["id"])
         else:
             for marker in _markers(ds, ids):
