@@ -26,10 +26,13 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     app.json.ensure_ascii = False
     if config:
         app.config.update(config)
+    from store import applications  # noqa: F401 (its tables exist before the Store makes them)
     store = Store(data_dir)
     app.extensions["renkei_store"] = store
-    from catalog import auth
+    from catalog import auth, metering, quotas
+    metering.init_app(app, store)   # first: its clock starts before sign-in and limits
     auth.init_app(app)
+    quotas.init_app(app, store)     # after auth: limits are counted per token or user
 
     from ogcapi.blueprint import register_ogcapi
     from ogcapi.api import OGCAPI
@@ -53,9 +56,10 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     auth.csrf.exempt(ckan_api)
     for blueprint in (ckan_api, dcat, openapi_spec, auth.bp):  # before pages: specific routes
         app.register_blueprint(blueprint)
-    from catalog.pages import (admin, common, dataset, downloads, harvest, hazards, publish,
-                               search, site)
-    for module in (common, search, publish, dataset, downloads, site, harvest, hazards, admin):
+    from catalog.pages import (admin, admin_applications, common, dataset, downloads, harvest,
+                               hazards, join, publish, search, site, terms, usage)
+    for module in (common, usage, search, publish, dataset, downloads, site, harvest, hazards,
+                   admin, join, terms, admin_applications):
         app.register_blueprint(module.bp)
     from catalog import security_headers
     security_headers.init_app(app)

@@ -57,7 +57,32 @@ def main(argv: list[str] | None = None) -> int:
     tl.add_argument("email")
     tr = t.add_parser("revoke", help="revoke a token by its id (see token list)")
     tr.add_argument("token_id", type=int)
+    ap = sub.add_parser("applications", help="applications to join, for membership and for API "
+                                             "keys (申請窓口)").add_subparsers(dest="action",
+                                                                            required=True)
+    al = ap.add_parser("list", help="applications, newest first")
+    al.add_argument("--status", choices=("pending", "accepted", "refused", "canceled"))
+    for verb in ("approve", "refuse"):
+        a = ap.add_parser(verb, help=f"{verb} a pending application (mails the applicant)")
+        a.add_argument("app_id", type=int, metavar="ID")
+        a.add_argument("--base-url", default=os.environ.get("RENKEI_BASE_URL",
+                                                            "http://127.0.0.1:8000"),
+                       help="the site's address, for links in mails ($RENKEI_BASE_URL)")
+        if verb == "refuse":
+            a.add_argument("--reason", required=True, help="why (sent to the applicant)")
+    us = sub.add_parser("usage", help="usage of the open APIs and fees (利用料)").add_subparsers(
+        dest="action", required=True)
+    ur = us.add_parser("report", help="one row per organization: every input and the fee")
+    ur.add_argument("--month", required=True, help="YYYY-MM")
+    ur.add_argument("--format", choices=("csv", "json"), default="csv")
+    ur.add_argument("--by", choices=("organization", "dataset"), default="organization",
+                    help="dataset: one row per dataset and consumer instead")
     args = parser.parse_args(argv)
+    if args.command == "applications":
+        return {"list": cmd_applications_list, "approve": cmd_applications_decide,
+                "refuse": cmd_applications_decide}[args.action](args)
+    if args.command == "usage":
+        return cmd_usage_report(args)
     if args.command in ("user", "org", "token"):
         from catalog import cli_accounts
         return getattr(cli_accounts, f"cmd_{args.command}_{args.action}")(args)
@@ -163,6 +188,79 @@ def cmd_demo(args) -> int:
     # The demo is the offline quick start: no GSI base map unless asked for explicitly.
     os.environ.setdefault("RENKEI_BASEMAP", "none")
     return cmd_serve(args)
+
+
+def cmd_applications_list(args) -> int:
+    from store import applications as apps
+    from store.access import Principal
+    from store.db import Store
+    store = Store(args.data_dir)
+    operator = Principal(via="cli", is_sysadmin=True)
+    with store.session() as s:
+        rows = apps.listing(s, operator, args.status)
+        print(f"{'id':>5} {'kind':12} {'status':9} {'received (UTC)':17} {'terms':8} "
+              f"{'organization':20} email / details")
+        for a in rows:
+            detail = "; ".join(f"{k}={v}" for k, v in (a.payload or {}).items() if v is not None)
+            print(f"{a.id:>5} {a.kind:12} {a.status:9} {a.created_at:%Y-%m-%d %H:%M} "
+                  f"{a.terms_version or '-':8} {a.organization_id or '-':20} {a.email}"
+                  + (f" ({detail})" if detail else "")
+                  + (f" reason: {a.reason}" if a.reason else ""))
+    return 0
+
+
+def cmd_applications_decide(args) -> int:
+    from catalog import mail
+    from store import accounts
+    from store import applications as apps
+    from store.access import Principal
+    from store.db import Store
+    store = Store(args.data_dir)
+    operator = Principal(via="cli", is_sysadmin=True, email="cli")
+    base = args.base_url.rstrip("/")
+    try:
+        with store.session() as s, s.begin():
+            if args.action == "approve":
+                notices = apps.accept(s, args.app_id, by="cli", base_url=base)
+            else:
+                notices = apps.refuse(s, args.app_id, by="cli", reason=args.reason,
+                                      base_url=base)
+            app = s.get(apps.Application, args.app_id)
+            accounts.audit(s, operator, f"application_{args.action}", "application",
+                           str(args.app_id), organization_id=app.organization_id)
+    except apps.ApplicationError as exc:
+        print(f"renkei: {exc}", file=sys.stderr)
+        return 2
+    mail.send_notices(store.data_dir, notices)
+    verb = "approved" if args.action == "approve" else "refused"
+    print(f"application {args.app_id} {verb}; {len(notices)} mail(s) sent", file=sys.stderr)
+    return 0
+
+
+def cmd_usage_report(args) -> int:
+    import json
+    import re
+    from store import applications  # noqa: F401 (its tables, before the Store)
+    from store import fees, terms
+    from store.db import Store
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
+        print("renkei: --month is YYYY-MM", file=sys.stderr)
+        return 2
+    store = Store(args.data_dir)
+    version = terms.for_month(store.data_dir, args.month)
+    with store.session() as s, s.begin():
+        if args.by == "dataset":
+            rows = fees.dataset_rows(s, args.month)
+        else:
+            rows = [r.as_dict() for r in fees.report(s, args.month, version.fees,
+                                                     version.version)]
+    if args.format == "json":
+        print(json.dumps({"month": args.month, "terms_version": version.version,
+                          "fee_rule": version.fees.as_dict(), "rows": rows},
+                         ensure_ascii=False, indent=1))
+    else:
+        sys.stdout.write(fees.to_csv(rows, None if rows else fees.FIELDS))
+    return 0
 
 
 if __name__ == "__main__":

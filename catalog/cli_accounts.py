@@ -9,6 +9,7 @@ import sys
 from sqlalchemy import select
 
 from store import accounts
+from store import terms
 from store.access import Principal
 from store.db import Organization, Store
 
@@ -75,8 +76,10 @@ def cmd_token_create(args) -> int:
         with store.session() as s, s.begin():
             new = accounts.create_token(s, accounts.token_secret(store.data_dir), args.email,
                                         name=args.name, scope=args.scope, days=args.expires)
+            version = terms.current(store.data_dir).version   # who runs the CLI accepts it
+            terms.record_token(s, new.record.id, version)
             accounts.audit(s, CLI, "token_create", "token", str(new.record.id),
-                           scope=args.scope, user=args.email)
+                           scope=args.scope, user=args.email, terms_version=version)
             record = new.record
     except accounts.AccountError as exc:
         return _fail(str(exc))

@@ -1,0 +1,46 @@
+"""Rate limits on the open APIs (Flask-Limiter): per API token, per signed-in user, else per
+client address. The limit is `RENKEI_RATE_LIMIT` when set, else the terms' `limits.rate`, else
+1000/hour (API Umbrella's default per key). Counters live in Redis when `RENKEI_REDIS_URL` is
+set — every `renkei serve` process and worker shares them — else in this process's memory.
+A refused request gets 429 with Retry-After and X-RateLimit-Limit/-Remaining/-Reset.
+`RENKEI_RATE_LIMIT_PREFIX` separates the counters of several platforms (or test runs) that
+share one Redis.
+"""
+from __future__ import annotations
+
+import os
+
+from flask import g, request
+from flask_limiter import Limiter
+
+from catalog.metering import interface
+from store import terms as terms_store
+
+DEFAULT_RATE = "1000/hour"
+
+
+def caller_key() -> str:
+    p = g.get("principal")
+    if p is not None and p.token_id is not None:
+        return f"token:{p.token_id}"
+    if p is not None and p.user_id is not None:
+        return f"user:{p.user_id}"
+    return f"addr:{request.remote_addr}"
+
+
+def rate(data_dir) -> str:
+    return os.environ.get("RENKEI_RATE_LIMIT") or terms_store.current(data_dir).rate_limit \
+        or DEFAULT_RATE
+
+
+def init_app(app, store) -> Limiter:
+    redis_url = os.environ.get("RENKEI_REDIS_URL")
+    limit = rate(store.data_dir)
+    limiter = Limiter(
+        caller_key, app=app, default_limits=[limit],
+        default_limits_exempt_when=lambda: interface(request.path) is None,
+        storage_uri=redis_url or "memory://", headers_enabled=True,
+        key_prefix=os.environ.get("RENKEI_RATE_LIMIT_PREFIX", "renkei"),
+        strategy="fixed-window")
+    app.extensions["renkei_limiter"] = limiter
+    return limiter
