@@ -100,7 +100,7 @@ class Meter:
                         (time.perf_counter() - t0) * 1000.0))
         else:
             counted = [0]
-            inner = resp.response
+            inner = resp.iter_encoded()   # bytes as sent (a text chunk may be longer in UTF-8)
 
             def counting():
                 for chunk in inner:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from wtforms import (BooleanField, EmailField, IntegerField, PasswordField, SelectField,
                      StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
@@ -124,7 +124,9 @@ def membership():
     form = MembershipForm()
     with _store().session() as s:
         form.organization.choices = [(o.id, o.name_ja) for o in s.scalars(
-            select(Organization).where(Organization.kind != "company").order_by(Organization.id))]
+            select(Organization).where(or_(Organization.kind.is_(None),
+                                          Organization.kind != "company"))
+            .order_by(Organization.id))]
 
     def create(s, f, version):
         return apps.apply_membership(s, organization_id=f.organization.data, email=f.email.data,

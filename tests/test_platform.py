@@ -1,0 +1,389 @@
+"""Joining the platform and paying for it, on real servers: terms versions, the application
+window's states and CLI, metering counted against what a client received, fees recomputed from
+the rule, rate limits (memory and Redis shared by two `renkei serve` processes) and quota mails.
+The browser walk-throughs are in tests/test_join_browser.py."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import uuid
+
+import pytest
+import requests
+
+from store import applications as apps
+from store import terms as terms_store
+from tests.accounts import add_user, token
+from tests.platform_world import (OPEN, OPERATOR, SHARED, build, csrf, link_in, mail_to,
+                                  run_cli, sign_in)
+from tests.servers import live_server, renkei_serve
+
+TERMS_V2 = """
+version: "2026-10"
+effective: 2026-10-01
+title: {ja: テスト要綱 第2版, en: Test terms v2}
+text: {ja: "## 第1条\\n改定版です。", en: "## Article 1\\nRevised."}
+fees:
+  fixed_per_member: 10000
+  fixed_kinds: [municipality]
+  population: {pool: 500000, exponent: 0.585}
+  usage: {per_1000_requests: 1000, per_gib_transferred: 2048, per_gib_stored: 1024,
+          per_dataset: 100}
+limits: {rate: 1000/hour, monthly_requests: 5}
+"""
+TERMS_FUTURE = TERMS_V2.replace('"2026-10"', '"2099-01"').replace("2026-10-01", "2099-01-01")
+NO_ACCEPT = {"Accept-Encoding": "identity"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("platform"))
+
+
+@pytest.fixture(scope="module")
+def site(world):
+    from catalog.app import create_app
+    app = create_app(world)
+    with live_server(app) as url:
+        yield url, app
+
+
+# -- 要綱 --------------------------------------------------------------------------------------
+
+def test_terms_versions_from_the_data_dir(tmp_path):
+    from catalog.app import create_app
+    assert terms_store.current(tmp_path).version == "2026-04"    # shipped default
+    folder = tmp_path / "terms"
+    folder.mkdir()
+    (folder / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")
+    (folder / "2099-01.yaml").write_text(TERMS_FUTURE, encoding="utf-8")
+    current = terms_store.current(tmp_path)
+    assert current.version == "2026-10" and current.monthly_requests == 5
+    assert current.fees.per_1000_requests == 1000
+    client = create_app(tmp_path).test_client()
+    page = client.get("/terms").get_data(as_text=True)
+    assert "テスト要綱 第2版" in page and "改定版です。" in page and "/terms/2099-01" in page
+    assert "Revised." in client.get("/terms?lang=en").get_data(as_text=True)
+    assert client.get("/terms/2099-01").status_code == 200
+    assert client.get("/terms/nope").status_code == 404
+    (folder / "bad.yaml").write_text("version: x\neffective: soon\n", encoding="utf-8")
+    with pytest.raises(terms_store.TermsError, match="bad.yaml: effective"):
+        terms_store.load_all(tmp_path)
+
+
+def test_local_government_code_check_digit():
+    for code in ("282103", "281000", "282014", "280003", "011002"):   # 加古川 神戸 姫路 兵庫県 札幌
+        assert apps.check_lg_code(code) == code
+    for bad in ("282104", "28210", "abcdef", "2821033"):
+        with pytest.raises(apps.ApplicationError):
+            apps.check_lg_code(bad)
+
+
+# -- 申請窓口 -----------------------------------------------------------------------------------
+
+def _apply_org(base: str, **over) -> requests.Response:
+    s = requests.Session()
+    form = {"name_ja": "多可町", "name_en": "Taka Town", "slug": "taka-town",
+            "kind": "municipality", "code": "283657", "population": "19000",
+            "name": "多可 太郎", "email": "joho@town.taka.example", "accept_terms": "y"}
+    form.update(over)
+    form["csrf_token"] = csrf(s, base + "/join/organization")
+    return s.post(base + "/join/organization", data=form, timeout=30)
+
+
+def test_refusal_needs_a_reason_and_states_are_final(site, world):
+    base, _app = site
+    r = _apply_org(base, slug="refuse-me", code="", kind="partner", name_ja="テスト協会",
+                   email="kyokai@example.org")
+    assert r.status_code == 200, r.text
+    status_path = re.search(r'id="status-link" href="([^"]+)"', r.text).group(1)
+    app_id = re.search(r"受付番号は (\d+) です", r.text).group(1)
+    assert run_cli(world, "applications", "refuse", app_id, "--reason", " ").returncode == 2
+    done = run_cli(world, "applications", "refuse", app_id, "--reason", "会員資格がありません")
+    assert done.returncode == 0, done.stderr
+    again = run_cli(world, "applications", "approve", app_id)
+    assert again.returncode == 2 and "refused" in again.stderr
+    page = requests.get(base + status_path, timeout=30).text
+    assert 'data-status="refused"' in page and "会員資格がありません" in page
+    assert "会員資格がありません" in mail_to(world, "kyokai@example.org")[-1].get_body(
+        ("plain",)).get_content()
+    listing = run_cli(world, "applications", "list", "--status", "refused").stdout
+    assert f"{app_id:>5}" in listing and "会員資格がありません" in listing
+
+
+def test_wrong_code_and_missing_consent_are_refused_by_the_form(site):
+    base, _app = site
+    r = _apply_org(base, slug="bad-code", code="283658")
+    assert r.status_code == 400 and "検査数字" in r.text
+    r = _apply_org(base, slug="no-consent", accept_terms="")
+    assert r.status_code == 400
+
+
+def test_cancel_at_the_private_link(site):
+    base, _app = site
+    r = _apply_org(base, slug="cancel-town", code="283011", name_ja="猪名川町",
+                   email="c@town.inagawa.example")
+    status_path = re.search(r'id="status-link" href="([^"]+)"', r.text).group(1)
+    s = requests.Session()
+    token_ = csrf(s, base + status_path)
+    page = s.post(base + status_path, data={"csrf_token": token_, "action": "cancel"},
+                  timeout=30).text
+    assert 'data-status="canceled"' in page
+    assert requests.get(base + "/join/status/" + "x" * 43, timeout=30).status_code == 404
+
+
+def test_org_admin_decides_member_requests_only(site, world):
+    base, _app = site
+    from store.db import Store
+    store = Store(world)
+    add_user(store, "admin@city.kakogawa.example", org="kakogawa-city", role="admin")
+    s = requests.Session()
+    r = s.post(base + "/join/membership", data={
+        "csrf_token": csrf(s, base + "/join/membership"), "organization": "kakogawa-city",
+        "name": "加古川 花子", "email": "hanako@city.kakogawa.example",
+        "comment": "防災課の担当です", "accept_terms": "y"}, timeout=30)
+    assert r.status_code == 200, r.text
+    app_id = int(re.search(r"受付番号は (\d+) です", r.text).group(1))
+    other = _apply_org(base, slug="pending-org", code="283657", email="x@example.org")
+    other_id = int(re.search(r"受付番号は (\d+) です", other.text).group(1))
+    admin = sign_in(base, "admin@city.kakogawa.example")
+    page = admin.get(base + "/admin/applications", timeout=30).text
+    assert f'id="application-{app_id}"' in page and f'id="application-{other_id}"' not in page
+    token_ = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    denied = admin.post(f"{base}/admin/applications/{other_id}/accept",
+                        data={"csrf_token": token_}, allow_redirects=False, timeout=30)
+    assert denied.status_code == 404
+    ok = admin.post(f"{base}/admin/applications/{app_id}/accept", data={"csrf_token": token_},
+                    allow_redirects=False, timeout=30)
+    assert ok.status_code == 302
+    invitation = [m for m in mail_to(world, "hanako@city.kakogawa.example")
+                  if "招待" in m["Subject"]]
+    assert invitation, "the accepted member without an account is invited to set a password"
+    path = link_in(invitation[0], "invitation")
+    s = requests.Session()
+    r = s.post(base + path, data={"csrf_token": csrf(s, base + path),
+                                  "password": "hanako-no-password"}, allow_redirects=False,
+               timeout=30)
+    assert r.status_code == 302 and "/login" in r.headers["Location"]
+    sign_in(base, "hanako@city.kakogawa.example", "hanako-no-password")
+    assert requests.get(base + path, timeout=30).text.count("すでに使われた") == 1
+
+
+def test_api_key_request_approved_on_the_cli_reads_members_data(site, world):
+    base, _app = site
+    s = requests.Session()
+    r = s.post(base + "/join/api-key", data={
+        "csrf_token": csrf(s, base + "/join/api-key"), "company": "株式会社ハザードマップ",
+        "name": "地図 次郎", "email": "jiro@hazard.example", "purpose": "避難所アプリの開発",
+        "accept_terms": "y"}, timeout=30)
+    app_id = re.search(r"受付番号は (\d+) です", r.text).group(1)
+    status_path = re.search(r'id="status-link" href="([^"]+)"', r.text).group(1)
+    received = mail_to(world, "jiro@hazard.example")
+    assert received and link_in(received[0], "status") == status_path
+    assert 'data-status="pending"' in s.get(base + status_path, timeout=30).text
+    done = run_cli(world, "applications", "approve", app_id)
+    assert done.returncode == 0, done.stderr
+    page = s.get(base + status_path, timeout=30).text
+    assert 'data-status="accepted"' in page and "APIキーを受け取る" in page
+    page = s.post(base + status_path, data={"csrf_token": csrf(s, base + status_path),
+                                            "action": "issue"}, timeout=30).text
+    key = re.search(r'id="api-key" readonly value="([^"]+)"', page).group(1)
+    assert "APIキーを受け取る" not in s.get(base + status_path, timeout=30).text  # once
+    url = f"{base}/api/3/action/package_show?id={SHARED}"
+    assert requests.get(url, timeout=30).status_code == 404
+    shown = requests.get(url, headers={"Authorization": key}, timeout=30)
+    assert shown.status_code == 200 and shown.json()["result"]["id"] == SHARED
+    from store.db import Store
+    from store.terms import TokenTerms
+    with Store(world).session() as sess:
+        app = sess.get(apps.Application, int(app_id))
+        assert sess.get(TokenTerms, app.token_id).terms_version == app.terms_version == "2026-04"
+
+
+# -- metering and fees --------------------------------------------------------------------------
+
+def _collection(world, dataset_id):
+    from store.db import Dataset, Store
+    with Store(world).session() as s:
+        return s.get(Dataset, dataset_id).collections[0]
+
+
+def test_usage_report_counts_what_was_sent_and_computes_the_fee(tmp_path_factory):
+    from catalog.app import create_app
+    from store.applications import Participation
+    from store.db import Organization, Store
+    world = build(tmp_path_factory.mktemp("metered"))
+    (world / "terms").mkdir()
+    (world / "terms" / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")
+    store = Store(world)
+    with store.session() as s, s.begin():   # populations and kinds, as an accepted join sets
+        for org, pop in (("kakogawa-city", 258000), ("yabu-city", 22000)):
+            s.get(Organization, org).kind = "municipality"
+            s.add(Participation(organization_id=org, population=pop))
+        s.add(Organization(id="map-co", name_ja="地図株式会社", kind="company"))
+    add_user(store, "dev@map.example", org="map-co", role="member")
+    key = token(store, "dev@map.example")
+    shared, open_ = _collection(world, SHARED), _collection(world, OPEN)
+    app = create_app(world)
+    expect: dict[tuple, list[int]] = {}
+
+    def count(owner, dataset, consumer, r, features):
+        t = expect.setdefault((owner, dataset, consumer), [0, 0, 0])
+        t[0] += 1
+        t[1] += len(r.content)
+        t[2] += features
+    with live_server(app) as base:
+        auth = {**NO_ACCEPT, "Authorization": f"Bearer {key}"}
+        for limit in (3, 5, 8):
+            r = requests.get(f"{base}/ogcapi/collections/{open_.id}/items?f=json&limit={limit}",
+                             headers=NO_ACCEPT, timeout=30)
+            count("kakogawa-city", OPEN, "anonymous", r, r.json()["numberReturned"])
+        for _ in range(2):
+            r = requests.get(f"{base}/api/3/action/package_show?id={OPEN}", headers=NO_ACCEPT,
+                             timeout=30)
+            count("kakogawa-city", OPEN, "anonymous", r, 0)
+        r = requests.get(f"{base}/datasets/{OPEN}/collections/{open_.id}.geojson",
+                         headers=NO_ACCEPT, timeout=30)
+        assert r.status_code == 200
+        count("kakogawa-city", OPEN, "anonymous", r, open_.feature_count)
+        for limit in (2, 7):
+            r = requests.get(f"{base}/ogcapi/collections/{shared.id}/items?f=json&limit={limit}",
+                             headers=auth, timeout=30)
+            count("yabu-city", SHARED, "map-co", r, r.json()["numberReturned"])
+        r = requests.get(f"{base}/api/3/action/package_show?id={SHARED}", headers=auth,
+                         timeout=30)
+        count("yabu-city", SHARED, "map-co", r, 0)
+        r = requests.get(f"{base}/ogcapi/collections/{shared.id}/items?f=json", headers=NO_ACCEPT,
+                         timeout=30)   # anonymous may not see it: a 404, still asked of Yabu's data
+        assert r.status_code == 404
+        count("yabu-city", SHARED, "anonymous", r, 0)
+        r = requests.get(f"{base}/catalog.jsonld", headers=NO_ACCEPT, timeout=30)
+        count("", "", "anonymous", r, 0)              # the whole catalogue: no one dataset
+        requests.get(f"{base}/datasets", timeout=30)   # a page: not metered
+        app.extensions["renkei_meter"].flush()   # whatever the writer thread has not written yet
+        operator = sign_in(base, OPERATOR)
+        month = __import__("datetime").datetime.utcnow().strftime("%Y-%m")
+        page = operator.get(f"{base}/organizations/kakogawa-city/usage?month={month}",
+                            timeout=30).text
+        page_csv = operator.get(f"{base}/organizations/kakogawa-city/usage.csv?month={month}",
+                                timeout=30).text
+        assert requests.get(f"{base}/organizations/kakogawa-city/usage",
+                            allow_redirects=False, timeout=30).status_code == 302
+    proc = run_cli(world, "usage", "report", "--month", month, "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["organization"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
+    served = {"kakogawa-city": [0, 0, 0], "yabu-city": [0, 0, 0]}
+    for (owner, _ds, _c), t in expect.items():
+        if owner:
+            served[owner] = [a + b for a, b in zip(served[owner], t)]
+    for org, (n, nbytes, features) in served.items():
+        row = rows[org]
+        assert (int(row["requests_served"]), int(row["bytes_served"]),
+                int(row["features_served"])) == (n, nbytes, features), org
+    made = expect[("yabu-city", SHARED, "map-co")]
+    assert (int(rows["map-co"]["requests_made"]), int(rows["map-co"]["bytes_made"])) == \
+        (made[0], made[1])
+    # The fee, recomputed from the rule of the terms in force and the row's own inputs.
+    rule = terms_store.parse(TERMS_V2, "v2").fees
+    weights = {o: int(rows[o]["population"]) ** 0.585 for o in ("kakogawa-city", "yabu-city")}
+    for org, row in rows.items():
+        fixed = 10000 if row["kind"] == "municipality" else 0
+        pop = 500000 * weights[org] / sum(weights.values()) if org in weights else 0
+        use = (1000 * int(row["requests_made"]) / 1000 + 2048 * int(row["bytes_made"]) / 2 ** 30
+               + 1024 * int(row["storage_bytes"]) / 2 ** 30 + 100 * int(row["datasets"]))
+        assert int(row["fee"]) == round(fixed) + round(pop) + round(use), org
+        assert row["terms_version"] == "2026-10"
+    assert rule.population_exponent == 0.585
+    ratio = int(rows["kakogawa-city"]["population_share"]) / int(rows["yabu-city"][
+        "population_share"])
+    assert ratio == pytest.approx((258000 / 22000) ** 0.585, rel=1e-3)
+    # The organization's page and its CSV show the same numbers as the CLI.
+    kako = rows["kakogawa-city"]
+    for field in ("requests_served", "bytes_served", "features_served", "population_share",
+                  "fee"):
+        assert f'data-field="{field}">{kako[field]}<' in page, field
+    assert list(csv.DictReader(io.StringIO(page_csv)))[0] == kako
+    per_dataset = run_cli(world, "usage", "report", "--month", month, "--by", "dataset",
+                          "--format", "json")
+    got = {(r["owner"], r["dataset"], r["consumer"]): [r["requests"], r["bytes"], r["features"]]
+           for r in json.loads(per_dataset.stdout)["rows"]}
+    assert got == {k: v for k, v in expect.items()}
+
+
+# -- quotas -------------------------------------------------------------------------------------
+
+def test_a_token_over_its_limit_gets_429_with_the_headers(world, monkeypatch):
+    from catalog.app import create_app
+    from store.db import Store
+    monkeypatch.setenv("RENKEI_RATE_LIMIT", "3/hour")
+    add_user(Store(world), "limited@example.org", org="yabu-city", role="member")
+    key = token(Store(world), "limited@example.org")
+    with live_server(create_app(world)) as base:
+        url = f"{base}/api/3/action/package_show?id={OPEN}"
+        seen = [requests.get(url, headers={"Authorization": key}, timeout=30) for _ in range(4)]
+        assert [r.status_code for r in seen] == [200, 200, 200, 429]
+        assert seen[0].headers["X-RateLimit-Limit"] == "3"
+        assert [r.headers["X-RateLimit-Remaining"] for r in seen[:3]] == ["2", "1", "0"]
+        over = seen[3]
+        assert int(over.headers["Retry-After"]) > 0 and "X-RateLimit-Reset" in over.headers
+        # Another caller (anonymous, by address) has its own count; pages are not limited.
+        assert requests.get(url, timeout=30).status_code == 200
+        assert all(requests.get(base + "/terms", timeout=30).status_code == 200
+                   for _ in range(4))
+
+
+def test_two_serve_processes_share_the_count_in_redis(world, monkeypatch):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    prefix = f"renkei-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("RENKEI_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("RENKEI_RATE_LIMIT_PREFIX", prefix)
+    monkeypatch.setenv("RENKEI_RATE_LIMIT", "4/hour")
+    try:
+        with renkei_serve(world, workers=1) as (a, _), renkei_serve(world, workers=1) as (b, _):
+            # renkei_serve's readiness probe (/ogcapi/collections) spent one each already.
+            codes = [requests.get(f"{url}/ogcapi/collections?f=json", timeout=30).status_code
+                     for url in (a, b, a)]
+            assert codes == [200, 200, 429]
+            assert requests.get(f"{b}/ogcapi/collections?f=json", timeout=30).headers[
+                "X-RateLimit-Remaining"] == "0"
+    finally:
+        for k in client.scan_iter(prefix + "*"):
+            client.delete(k)
+
+
+def test_quota_warning_mails_at_80_and_100_percent(tmp_path_factory):
+    from catalog.app import create_app
+    from store.db import Store
+    world = build(tmp_path_factory.mktemp("quota"))
+    (world / "terms").mkdir()
+    (world / "terms" / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")   # 5 a month
+    store = Store(world)
+    add_user(store, "heavy@example.org", org="yabu-city", role="member")
+    key = token(store, "heavy@example.org")
+    app = create_app(world)
+    meter = app.extensions["renkei_meter"]
+    with live_server(app) as base:
+        url = f"{base}/api/3/action/package_show?id={OPEN}"
+        for _ in range(3):
+            requests.get(url, headers={"Authorization": key}, timeout=30)
+        meter.flush()
+        assert mail_to(world, "heavy@example.org") == []
+        requests.get(url, headers={"Authorization": key}, timeout=30)
+        meter.flush()
+        first = mail_to(world, "heavy@example.org")
+        assert len(first) == 1 and "80%" in first[0]["Subject"]
+        for _ in range(2):
+            requests.get(url, headers={"Authorization": key}, timeout=30)
+        meter.flush()
+        mails = mail_to(world, "heavy@example.org")
+        assert len(mails) == 2 and "上限に達しました" in mails[1]["Subject"]
+        requests.get(url, headers={"Authorization": key}, timeout=30)
+        meter.flush()
+        assert len(mail_to(world, "heavy@example.org")) == 2   # each level once
