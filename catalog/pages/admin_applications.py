@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
 from wtforms import EmailField, SelectField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
@@ -29,9 +30,10 @@ class InviteForm(FlaskForm):
     organization = SelectField(lazy_gettext("組織"), choices=[])
     email = EmailField(lazy_gettext("招待する人のメールアドレス"),
                        validators=[DataRequired(), Length(max=320)])
-    role = SelectField(lazy_gettext("役割"), choices=[("member", lazy_gettext("メンバー")),
-                                                    ("editor", lazy_gettext("編集者")),
-                                                    ("admin", lazy_gettext("管理者"))])
+    role = SelectField(lazy_gettext("役割"), choices=[
+        SelectChoice("member", lazy_gettext("メンバー")),
+        SelectChoice("editor", lazy_gettext("編集者")),
+        SelectChoice("admin", lazy_gettext("管理者"))])
 
 
 def _store():
@@ -40,7 +42,7 @@ def _store():
 
 def _admin_orgs(s, p) -> list[tuple[str, str]]:
     orgs = s.scalars(select(Organization).order_by(Organization.id))
-    return [(o.id, o.name_ja) for o in orgs if access.can_admin(p, o.id)]
+    return [SelectChoice(o.id, o.name_ja) for o in orgs if access.can_admin(p, o.id)]
 
 
 def _page(message=None, error=None, status=200):

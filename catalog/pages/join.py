@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 from sqlalchemy import or_, select
+from wtforms.fields.choices import SelectChoice
 from wtforms import (BooleanField, EmailField, IntegerField, PasswordField, SelectField,
                      StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
@@ -19,8 +20,10 @@ from store.db import Organization
 
 bp = Blueprint("join", __name__)
 
-KIND_CHOICES = [("municipality", lazy_gettext("市町村")), ("prefecture", lazy_gettext("都道府県")),
-                ("partner", lazy_gettext("関係団体")), ("company", lazy_gettext("事業者"))]
+KIND_CHOICES = [SelectChoice("municipality", lazy_gettext("市町村")),
+                SelectChoice("prefecture", lazy_gettext("都道府県")),
+                SelectChoice("partner", lazy_gettext("関係団体")),
+                SelectChoice("company", lazy_gettext("事業者"))]
 STATUS_LABELS = {"pending": lazy_gettext("審査中"), "accepted": lazy_gettext("承認"),
                  "refused": lazy_gettext("不承認"), "canceled": lazy_gettext("取り下げ")}
 KIND_LABELS = {"organization": lazy_gettext("参加申請（団体）"),
@@ -123,7 +126,7 @@ def organization():
 def membership():
     form = MembershipForm()
     with _store().session() as s:
-        form.organization.choices = [(o.id, o.name_ja) for o in s.scalars(
+        form.organization.choices = [SelectChoice(o.id, o.name_ja) for o in s.scalars(
             select(Organization).where(or_(Organization.kind.is_(None),
                                           Organization.kind != "company"))
             .order_by(Organization.id))]
