@@ -3,12 +3,15 @@ files by the `files` harvester — Yabu's shelters at `members` level, Kakogawa'
 sites public — an operator (sysadmin), and helpers to drive the forms with CSRF tokens."""
 from __future__ import annotations
 
+import contextlib
 import email
+import io
 import html
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from email import policy
 from pathlib import Path
 
@@ -43,8 +46,23 @@ sources:
 """
 
 
+_template: list[Path] = []   # the first harvest of the session, copied by later builds
+
+
 def build(root: Path) -> Path:
-    """Harvest the two datasets into root/data and add the operator; returns the data dir."""
+    """root/data with the two datasets and the operator; returns the data dir. The harvest runs
+    once per test session; later calls copy its data dir (each test gets its own)."""
+    data_dir = root / "data"
+    if _template and _template[0].exists():
+        shutil.copytree(_template[0], data_dir)
+        return data_dir
+    _harvest(root)
+    _template.append(root / "template")
+    shutil.copytree(data_dir, _template[0])
+    return data_dir
+
+
+def _harvest(root: Path) -> None:
     from store.db import Store
     for name in ("gsi_emergency_282227.json", "gsi_evacuation_282103.json"):
         shutil.copy(EXAMPLES / name, root / name)
@@ -52,8 +70,9 @@ def build(root: Path) -> Path:
     data_dir = root / "data"
     proc = run_cli(data_dir, "harvest", "--config", str(root / "sources.yaml"))
     assert proc.returncode == 0, proc.stderr
-    add_user(Store(data_dir), OPERATOR, sysadmin=True)
-    return data_dir
+    store = Store(data_dir)
+    add_user(store, OPERATOR, sysadmin=True)
+    store.engine.dispose()   # last connection closed: the WAL is checkpointed before a copy
 
 
 def run_cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -61,6 +80,26 @@ def run_cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.C
     return subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
                            *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(data_dir: Path, *args: str) -> CliResult:
+    """`renkei --data-dir D args…` through its real entry point, in this process (a subprocess
+    would spend seconds importing the stack again on a busy machine)."""
+    from catalog.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["--data-dir", str(data_dir), *args])
+        except SystemExit as exc:   # argparse refusing the arguments
+            code = exc.code
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def csrf(session: requests.Session, url: str) -> str:

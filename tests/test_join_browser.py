@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.platform_world import OPERATOR, SHARED, build, link_in, mail_to, run_cli
+from tests.platform_world import OPERATOR, SHARED, build, cli, link_in, mail_to
 from tests.accounts import PASSWORD
 from tests.servers import live_server
 from tests.test_browser import CHROMIUM, axe_runner, pytestmark  # noqa: F401 (fixture, skip)
@@ -104,7 +104,7 @@ def test_a_company_collects_its_api_key(site, browser):
     page.wait_for_selector("#status-link")
     status_url = base + page.get_attribute("#status-link", "href")
     app_id = re.search(r"受付番号は (\d+) です", page.inner_text("main")).group(1)
-    done = run_cli(data_dir, "applications", "approve", app_id)
+    done = cli(data_dir, "applications", "approve", app_id)
     assert done.returncode == 0, done.stderr
     page.goto(status_url)
     page.click("button:has-text('APIキーを受け取る')")

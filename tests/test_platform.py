@@ -16,8 +16,8 @@ import requests
 from store import applications as apps
 from store import terms as terms_store
 from tests.accounts import add_user, token
-from tests.platform_world import (OPEN, OPERATOR, SHARED, build, csrf, link_in, mail_to,
-                                  run_cli, sign_in)
+from tests.platform_world import (OPEN, OPERATOR, SHARED, build, cli, csrf, link_in,
+                                  mail_to, sign_in)
 from tests.servers import live_server, renkei_serve
 
 TERMS_V2 = """
@@ -100,16 +100,16 @@ def test_refusal_needs_a_reason_and_states_are_final(site, world):
     assert r.status_code == 200, r.text
     status_path = re.search(r'id="status-link" href="([^"]+)"', r.text).group(1)
     app_id = re.search(r"受付番号は (\d+) です", r.text).group(1)
-    assert run_cli(world, "applications", "refuse", app_id, "--reason", " ").returncode == 2
-    done = run_cli(world, "applications", "refuse", app_id, "--reason", "会員資格がありません")
+    assert cli(world, "applications", "refuse", app_id, "--reason", " ").returncode == 2
+    done = cli(world, "applications", "refuse", app_id, "--reason", "会員資格がありません")
     assert done.returncode == 0, done.stderr
-    again = run_cli(world, "applications", "approve", app_id)
+    again = cli(world, "applications", "approve", app_id)
     assert again.returncode == 2 and "refused" in again.stderr
     page = requests.get(base + status_path, timeout=30).text
     assert 'data-status="refused"' in page and "会員資格がありません" in page
     assert "会員資格がありません" in mail_to(world, "kyokai@example.org")[-1].get_body(
         ("plain",)).get_content()
-    listing = run_cli(world, "applications", "list", "--status", "refused").stdout
+    listing = cli(world, "applications", "list", "--status", "refused").stdout
     assert f"{app_id:>5}" in listing and "会員資格がありません" in listing
 
 
@@ -183,7 +183,7 @@ def test_api_key_request_approved_on_the_cli_reads_members_data(site, world):
     received = mail_to(world, "jiro@hazard.example")
     assert received and link_in(received[0], "status") == status_path
     assert 'data-status="pending"' in s.get(base + status_path, timeout=30).text
-    done = run_cli(world, "applications", "approve", app_id)
+    done = cli(world, "applications", "approve", app_id)
     assert done.returncode == 0, done.stderr
     page = s.get(base + status_path, timeout=30).text
     assert 'data-status="accepted"' in page and "APIキーを受け取る" in page
@@ -271,7 +271,7 @@ def test_usage_report_counts_what_was_sent_and_computes_the_fee(tmp_path_factory
                                 timeout=30).text
         assert requests.get(f"{base}/organizations/kakogawa-city/usage",
                             allow_redirects=False, timeout=30).status_code == 302
-    proc = run_cli(world, "usage", "report", "--month", month, "--format", "csv")
+    proc = cli(world, "usage", "report", "--month", month, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     rows = {r["organization"]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
     served = {"kakogawa-city": [0, 0, 0], "yabu-city": [0, 0, 0]}
@@ -305,7 +305,7 @@ def test_usage_report_counts_what_was_sent_and_computes_the_fee(tmp_path_factory
                   "fee"):
         assert f'data-field="{field}">{kako[field]}<' in page, field
     assert list(csv.DictReader(io.StringIO(page_csv)))[0] == kako
-    per_dataset = run_cli(world, "usage", "report", "--month", month, "--by", "dataset",
+    per_dataset = cli(world, "usage", "report", "--month", month, "--by", "dataset",
                           "--format", "json")
     got = {(r["owner"], r["dataset"], r["consumer"]): [r["requests"], r["bytes"], r["features"]]
            for r in json.loads(per_dataset.stdout)["rows"]}
