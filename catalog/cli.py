@@ -113,12 +113,12 @@ def _settings(**overrides):
 
 
 def cmd_harvest(args) -> int:
-    from harvesters.config import ConfigError, load_config
+    from harvesters.config import ConfigError, load_config, load_validated, merge
     settings = _settings(timeout=args.timeout)
     if settings is None:
         return 2
     try:
-        sources, orgs = load_config(args.config)
+        sources, orgs = merge(load_config(args.config), load_validated(args.data_dir))
     except ConfigError as exc:
         print(f"renkei: {exc}", file=sys.stderr)
         return 2
@@ -221,7 +221,8 @@ def cmd_applications_decide(args) -> int:
     try:
         with store.session() as s, s.begin():
             if args.action == "approve":
-                notices = apps.accept(s, args.app_id, by="cli", base_url=base)
+                notices = apps.accept(s, args.app_id, by="cli", base_url=base,
+                                      data_dir=store.data_dir)
             else:
                 notices = apps.refuse(s, args.app_id, by="cli", reason=args.reason,
                                       base_url=base)

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from store.access import LEVELS
+from store.applications import VALIDATED_DIR  # where accepted proposals are written
 from harvesters import auth, ckan, files, ngsi_ld, ngsi_v2, ogcapi_source
 from harvesters.base import Harvester, SourceConfig, harvester_class, source_types
 
@@ -75,6 +76,27 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
         sources.append(SourceConfig(name=name, type=kind, url=url,
                                     organization=entry.get("organization"), options=options))
     return sources, orgs
+
+
+def load_validated(data_dir: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
+    """Sources proposed by organizations and validated by the operator (one file each in
+    `<data dir>/sources.d/`), checked exactly like sources.yaml. Pending proposals have no
+    file, so they never run."""
+    sources, orgs = [], {}
+    folder = Path(data_dir) / VALIDATED_DIR
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        more, more_orgs = load_config(path)
+        sources += more
+        orgs.update(more_orgs)
+    return sources, orgs
+
+
+def merge(first: tuple, second: tuple) -> tuple[list[SourceConfig], dict[str, dict]]:
+    names = {s.name for s in first[0]}
+    clash = sorted(s.name for s in second[0] if s.name in names)
+    if clash:
+        raise ConfigError(f"validated sources named like sources of the config: {', '.join(clash)}")
+    return first[0] + second[0], {**second[1], **first[1]}
 
 
 def _check_options(entry: dict, where: str) -> str | None:

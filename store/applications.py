@@ -18,6 +18,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
@@ -28,7 +29,9 @@ from store.access import can_admin
 from store.base import Base, utcnow
 from store.db import Organization
 
-KINDS = ("organization", "membership", "api_key", "invitation")
+KINDS = ("organization", "membership", "api_key", "invitation", "source")
+SOURCE_TYPES = ("ckan", "ngsi-v2", "ngsi-ld", "ogcapi")   # remote sources; `files` are local
+VALIDATED_DIR = "sources.d"   # accepted sources, one sources.yaml document each (harvest reads)
 STATES = ("pending", "accepted", "refused", "canceled")
 ORG_KINDS = ("prefecture", "municipality", "partner", "company")
 CODE_KINDS = ("prefecture", "municipality")   # bodies that have a 全国地方公共団体コード
@@ -180,6 +183,44 @@ def invite(session, *, organization_id: str, email: str, role: str, by: str,
                 role=role, terms_version=terms_version, payload={"invited_by": by})
 
 
+def propose_source(session, *, organization_id: str, email: str, name: str, type_: str,
+                   url: str, terms_version: str) -> Created:
+    """An organization proposes a harvest source: pending until the operator validates it;
+    only then is it written where `renkei harvest` reads it (`<data dir>/sources.d/`)."""
+    email = accounts.normalize_email(email)
+    if not SLUG.fullmatch(name or ""):
+        raise ApplicationError("収集元の名前は小文字の英字・数字・-・_ です / a source name is "
+                               "lower-case letters, digits, - and _")
+    if type_ not in SOURCE_TYPES:
+        raise ApplicationError(f"type must be one of {', '.join(SOURCE_TYPES)}")
+    if not re.fullmatch(r"https?://[^\s]{1,2000}", url or ""):
+        raise ApplicationError("収集元のURLは http(s):// で始まります / the URL starts with http(s)://")
+    if session.scalar(select(Application.id).where(
+            Application.kind == "source", Application.status.in_(("pending", "accepted")),
+            Application.payload["name"].as_string() == name)):
+        raise ApplicationError("その名前の収集元はすでにあります / a source of that name exists")
+    return _new(session, kind="source", organization_id=organization_id, email=email,
+                terms_version=terms_version,
+                payload={"name": name, "type": type_, "url": url})
+
+
+def write_validated_source(data_dir, app: Application) -> Path:
+    """The accepted source as a sources.yaml document of its own (same checks as any config)."""
+    import yaml
+    folder = Path(data_dir) / VALIDATED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    p = app.payload
+    doc = {"sources": [{"name": p["name"], "type": p["type"], "url": p["url"],
+                        "organization": app.organization_id}]}
+    path = folder / f"{p['name']}.yaml"
+    tmp = path.with_suffix(".yaml.part")
+    tmp.write_text(f"# validated by {app.handled_by} at {app.handled_at:%Y-%m-%d %H:%M} UTC "
+                   f"(application {app.id})\n" + yaml.safe_dump(doc, allow_unicode=True),
+                   encoding="utf-8")
+    tmp.rename(path)
+    return path
+
+
 def find_by_link(session, raw: str) -> Application | None:
     if not raw or len(raw) > 100:
         return None
@@ -234,8 +275,9 @@ def _ensure_member(session, email: str, organization_id: str, role: str) -> None
                                         role=role))
 
 
-def accept(session, app_id: int, *, by: str, base_url: str) -> list[Notice]:
-    """Accept one pending application; the notices to mail (the invitation link included)."""
+def accept(session, app_id: int, *, by: str, base_url: str, data_dir=None) -> list[Notice]:
+    """Accept one pending application; the notices to mail (the invitation link included).
+    A source is written to `data_dir`/sources.d (after the decision is recorded)."""
     app = session.get(Application, app_id)
     if app is None or app.kind == "invitation":
         raise ApplicationError(f"申請 {app_id} はありません / no application {app_id}")
@@ -269,6 +311,10 @@ def accept(session, app_id: int, *, by: str, base_url: str) -> list[Notice]:
         session.flush()
         app.organization_id = slug
         _ensure_member(session, app.email, slug, "member")
+    elif app.kind == "source":
+        if data_dir is None:
+            raise ApplicationError("a source is validated where its data dir is known")
+        write_validated_source(data_dir, app)
     return notices
 
 
@@ -316,7 +362,8 @@ def accept_invitation(session, app: Application, password: str) -> accounts.User
 KIND_LABEL = {"organization": ("参加申請", "application to join"),
               "membership": ("組織への加入申請", "request to join an organization"),
               "api_key": ("APIキーの申請", "API key request"),
-              "invitation": ("招待", "invitation")}
+              "invitation": ("招待", "invitation"),
+              "source": ("収集元の提案", "proposed harvest source")}
 
 
 def received_notice(created: Created, base_url: str) -> Notice:

@@ -149,6 +149,9 @@ def test_org_admin_decides_member_requests_only(site, world):
     other = _apply_org(base, slug="pending-org", code="283657", email="x@example.org")
     other_id = int(re.search(r"受付番号は (\d+) です", other.text).group(1))
     admin = sign_in(base, "admin@city.kakogawa.example")
+    assert admin.get(base + "/organizations/kakogawa-city/usage", timeout=30).status_code == 200
+    assert admin.get(base + "/organizations/yabu-city/usage", timeout=30).status_code == 404
+    assert admin.get(base + "/admin/usage", timeout=30).status_code == 404
     page = admin.get(base + "/admin/applications", timeout=30).text
     assert f'id="application-{app_id}"' in page and f'id="application-{other_id}"' not in page
     token_ = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
@@ -387,3 +390,27 @@ def test_quota_warning_mails_at_80_and_100_percent(tmp_path_factory):
         requests.get(url, headers={"Authorization": key}, timeout=30)
         meter.flush()
         assert len(mail_to(world, "heavy@example.org")) == 2   # each level once
+
+
+def test_a_proposed_source_runs_only_once_validated(site, world, tmp_path):
+    base, _app = site
+    from store.db import Store
+    add_user(Store(world), "admin2@city.kakogawa.example", org="kakogawa-city", role="admin")
+    assert requests.get(base + "/join/source", allow_redirects=False,
+                        timeout=30).status_code == 302   # sign in first
+    admin = sign_in(base, "admin2@city.kakogawa.example")
+    r = admin.post(base + "/join/source", data={
+        "csrf_token": csrf(admin, base + "/join/source"), "organization": "kakogawa-city",
+        "name": "kako-ckan", "type": "ckan", "url": "http://127.0.0.1:9/",
+        "accept_terms": "y"}, timeout=30)
+    assert r.status_code == 200, r.text
+    app_id = re.search(r"受付番号は (\d+) です", r.text).group(1)
+    config = tmp_path / "sources.yaml"
+    config.write_text("sources: []\n", encoding="utf-8")
+    pending = cli(world, "harvest", "--config", str(config), "--source", "kako-ckan")
+    assert pending.returncode == 2 and "no such source" in pending.stderr
+    assert cli(world, "applications", "approve", app_id).returncode == 0
+    assert (world / "sources.d" / "kako-ckan.yaml").is_file()
+    ran = cli(world, "harvest", "--config", str(config), "--source", "kako-ckan")
+    assert ran.returncode == 1          # it ran: the loopback address is refused by the guard
+    assert "kako-ckan" in cli(world, "jobs", "--source", "kako-ckan").stdout

@@ -90,7 +90,8 @@ def decide(app_id: int, decision: str):
                 abort(404)
             base = current_app.config["RENKEI_BASE_URL"]
             if decision == "accept":
-                notices = apps.accept(s, app_id, by=p.email, base_url=base)
+                notices = apps.accept(s, app_id, by=p.email, base_url=base,
+                                      data_dir=store.data_dir)
             else:
                 notices = apps.refuse(s, app_id, by=p.email, reason=form.reason.data or "",
                                       base_url=base)

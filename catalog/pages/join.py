@@ -11,8 +11,9 @@ from wtforms import (BooleanField, EmailField, IntegerField, PasswordField, Sele
                      StringField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
-from catalog import mail
+from catalog import auth, mail
 from catalog.i18n import _, lazy_gettext
+from store import access
 from store import applications as apps
 from store import terms as terms_store
 from store.accounts import AccountError
@@ -28,7 +29,8 @@ STATUS_LABELS = {"pending": lazy_gettext("審査中"), "accepted": lazy_gettext(
                  "refused": lazy_gettext("不承認"), "canceled": lazy_gettext("取り下げ")}
 KIND_LABELS = {"organization": lazy_gettext("参加申請（団体）"),
                "membership": lazy_gettext("組織への加入申請"),
-               "api_key": lazy_gettext("APIキーの申請"), "invitation": lazy_gettext("招待")}
+               "api_key": lazy_gettext("APIキーの申請"), "invitation": lazy_gettext("招待"),
+               "source": lazy_gettext("収集元の提案")}
 
 
 def _store():
@@ -73,6 +75,16 @@ class ApiKeyForm(_Applicant):
     company = StringField(lazy_gettext("事業者・団体名"), validators=[DataRequired(),
                                                                    Length(max=200)])
     purpose = TextAreaField(lazy_gettext("利用目的"), validators=[DataRequired(), Length(max=2000)])
+
+
+class SourceForm(FlaskForm):
+    organization = SelectField(lazy_gettext("提供する組織"), choices=[])
+    name = StringField(lazy_gettext("収集元の名前（英字の略称。例：taka-ckan）"),
+                       validators=[DataRequired(), Length(min=2, max=100)])
+    type = SelectField(lazy_gettext("種類"), choices=[SelectChoice(t, t)
+                                                     for t in apps.SOURCE_TYPES])
+    url = StringField(lazy_gettext("URL"), validators=[DataRequired(), Length(max=2000)])
+    accept_terms = BooleanField(lazy_gettext("利用要綱に同意します"), validators=[DataRequired()])
 
 
 class CancelForm(FlaskForm):
@@ -145,6 +157,28 @@ def api_key():
                                   company=f.company.data, purpose=f.purpose.data,
                                   terms_version=version)
     return _submit(ApiKeyForm(), "api_key", create)
+
+
+@bp.route("/join/source", methods=["GET", "POST"])
+def source():
+    """An organization's editors and admins propose a harvest source; it runs once validated."""
+    p = auth.principal()
+    if not p.signed_in:
+        return auth.login_manager.unauthorized()
+    form = SourceForm()
+    with _store().session() as s:
+        form.organization.choices = [
+            SelectChoice(o.id, o.name_ja) for o in s.scalars(select(Organization)
+                                                             .order_by(Organization.id))
+            if access.can_write(p, o.id)]
+    if not form.organization.choices:
+        abort(404)
+
+    def create(s, f, version):
+        return apps.propose_source(s, organization_id=f.organization.data, email=p.email,
+                                   name=f.name.data.strip(), type_=f.type.data,
+                                   url=f.url.data.strip(), terms_version=version)
+    return _submit(form, "source", create)
 
 
 @bp.route("/join/status/<link>", methods=["GET", "POST"])

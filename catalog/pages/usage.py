@@ -34,8 +34,7 @@ def _allowed(org_id: str | None):
         return None
     if not p.signed_in:
         return auth.login_manager.unauthorized()
-    return render_template("error.html", status=403, heading=_("権限がありません"),
-                           message=_("利用状況は組織の管理者だけが見られます。")), 403
+    abort(404)   # not an admin there: the page does not exist for them (as the audit page)
 
 
 def _report(org_id: str | None, month: str):
