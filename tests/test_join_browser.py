@@ -1,6 +1,7 @@
 """The 申請窓口 in a real browser (Debian chromium, headless, 375 px): a town applies at /join,
 the operator signs in and accepts it at /admin/applications, the invitation in outbox/ leads
-the town's admin to set a password and sign in, and the admin sees the town's usage page;
+the town's admin to set a password, sign in and publish a dataset, and the admin sees the
+town's usage page;
 a company's API key request, approved with `renkei applications approve`, is collected at the
 private link and its key reads `members` data. axe finds no violations on the window's pages.
 """
@@ -15,9 +16,10 @@ import requests
 
 from tests.platform_world import OPERATOR, SHARED, build, cli, link_in, mail_to
 from tests.accounts import PASSWORD
-from tests.servers import live_server
+from tests.servers import REPO, live_server
 from tests.test_browser import CHROMIUM, axe_runner, pytestmark  # noqa: F401 (fixture, skip)
 
+SJIS = REPO / "catalog" / "examples" / "kakogawa_shelters_sjis.csv"
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 
@@ -42,7 +44,7 @@ def _phone(browser):
                             has_touch=True, locale="ja-JP")
 
 
-def test_a_town_joins_and_its_admin_signs_in(site, browser):
+def test_a_town_joins_its_admin_signs_in_and_publishes(site, browser):
     base, data_dir = site
     page = _phone(browser)
     page.goto(base + "/join")
@@ -84,9 +86,23 @@ def test_a_town_joins_and_its_admin_signs_in(site, browser):
     page.click("form.stacked-form button[type=submit]")
     page.wait_for_url("**/organizations/taka-town")
     assert "ログアウト" in page.inner_text("header")
+    # The new admin publishes the town's first dataset through /datasets/new.
+    page.goto(base + "/datasets/new")
+    page.fill("#title", "多可町 避難所一覧")
+    page.fill("#description", "参加後に最初に公開したデータです。")
+    page.check("#access_level-0")
+    page.set_input_files("#file", str(SJIS))
+    page.click("form.stacked-form button[type=submit]")
+    page.wait_for_url("**/preview")
+    dataset_id = page.url.rsplit("/", 2)[-2]
+    page.click("button:has-text('公開する')")
+    page.wait_for_url(f"**/datasets/{dataset_id}")
+    shown = requests.get(f"{base}/api/3/action/package_show?id={dataset_id}", timeout=30)
+    assert shown.json()["result"]["organization"]["name"] == "taka-town"
     page.goto(base + "/organizations/taka-town/usage")
     assert page.locator("table.fee-table[data-organization=taka-town]").count() == 1
     assert page.inner_text("td[data-field=population]") == "19000"
+    assert page.inner_text("td[data-field=datasets]") == "1"
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.close()
 
