@@ -13,6 +13,7 @@ hazard lookup. Pages are not metered.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -129,6 +130,8 @@ class Meter:
             self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="renkei-meter", daemon=True)
             self._thread.start()
+            # A worker that stops (gunicorn's graceful exit runs atexit) writes what it holds.
+            atexit.register(self._last_flush)
 
     def _run(self) -> None:
         while True:
@@ -138,6 +141,12 @@ class Meter:
                 self.flush()
             except Exception:   # the writer must outlive a bad batch; the log says why
                 LOGGER.exception("usage events could not be written")
+
+    def _last_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            LOGGER.exception("usage events could not be written at exit")
 
     def flush(self) -> int:
         """Write every queued event now; returns how many."""
