@@ -349,7 +349,15 @@ def issue_key(session, app: Application, secret: bytes) -> accounts.NewToken:
 def accept_invitation(session, app: Application, password: str) -> accounts.User:
     if app.kind != "invitation" or app.status != "pending":
         raise ApplicationError("この招待は使えません / this invitation is no longer valid")
-    user = accounts.add_user(session, app.email, password)
+    existing = session.scalar(select(accounts.User).where(accounts.User.email == app.email))
+    if existing is not None and existing.password_hash:
+        # An invitation link is not a password reset: an account holder proves it is them.
+        if accounts.check_password(session, app.email, password) is None:
+            raise ApplicationError("すでにアカウントがあります。現在のパスワードを入力してください / "
+                                   "you already have an account: enter its password")
+        user = existing
+    else:
+        user = accounts.add_user(session, app.email, password)
     _ensure_member(session, app.email, app.organization_id, app.role or "member")
     member = session.get(accounts.Membership, (user.id, app.organization_id))
     member.role = app.role or member.role

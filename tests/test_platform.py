@@ -414,3 +414,28 @@ def test_a_proposed_source_runs_only_once_validated(site, world, tmp_path):
     ran = cli(world, "harvest", "--config", str(config), "--source", "kako-ckan")
     assert ran.returncode == 1          # it ran: the loopback address is refused by the guard
     assert "kako-ckan" in cli(world, "jobs", "--source", "kako-ckan").stdout
+
+
+def test_an_invitation_is_not_a_password_reset(site, world):
+    base, _app = site
+    from store.db import Store
+    from tests.accounts import PASSWORD
+    store = Store(world)
+    add_user(store, "existing@example.org", org="yabu-city", role="member")
+    with store.session() as s, s.begin():
+        created = apps.invite(s, organization_id="kakogawa-city", email="existing@example.org",
+                              role="editor", by=OPERATOR)
+    path = f"/join/invitation/{created.link}"
+    s = requests.Session()
+    wrong = s.post(base + path, data={"csrf_token": csrf(s, base + path),
+                                      "password": "someone else's guess"}, timeout=30)
+    assert wrong.status_code == 400 and "現在のパスワード" in wrong.text
+    sign_in(base, "existing@example.org")                  # the old password still works
+    ok = s.post(base + path, data={"csrf_token": csrf(s, base + path), "password": PASSWORD},
+                allow_redirects=False, timeout=30)
+    assert ok.status_code == 302
+    from store import accounts
+    with store.session() as sess:
+        user = sess.query(accounts.User).filter_by(email="existing@example.org").one()
+        assert accounts.roles_of(sess, user.id) == {"yabu-city": "member",
+                                                   "kakogawa-city": "editor"}
