@@ -39,12 +39,21 @@ def browser():
         b.close()
 
 
+def _axe(page, axe_runner, what: str) -> None:
+    """axe-core in the signed-in page itself (run_axe.js opens a fresh, signed-out browser)."""
+    page.add_script_tag(path=str(axe_runner.parent / "node_modules" / "axe-core" / "axe.min.js"))
+    result = page.evaluate("""() => axe.run(document, {runOnly: {type: 'tag',
+        values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})""")
+    problems = [(v["id"], v["help"], len(v["nodes"])) for v in result["violations"]]
+    assert not problems, f"axe on {what}: {problems}"
+
+
 def _phone(browser):
     return browser.new_page(viewport={"width": 375, "height": 812}, is_mobile=True,
                             has_touch=True, locale="ja-JP")
 
 
-def test_a_town_joins_its_admin_signs_in_and_publishes(site, browser):
+def test_a_town_joins_its_admin_signs_in_and_publishes(site, browser, axe_runner):  # noqa: F811
     base, data_dir = site
     page = _phone(browser)
     page.goto(base + "/join")
@@ -69,12 +78,14 @@ def test_a_town_joins_its_admin_signs_in_and_publishes(site, browser):
     operator.fill("#password", PASSWORD)
     operator.click("form.stacked-form button[type=submit]")
     operator.wait_for_url("**/admin/applications")
+    _axe(operator, axe_runner, "/admin/applications")
     operator.click(f"#application-{app_id} button.accept")
     operator.wait_for_selector(f"#application-{app_id} .app-status[data-status=accepted]")
     operator.close()
 
     page.goto(status_url)
     assert page.get_attribute("#application-status", "data-status") == "accepted"
+    _axe(page, axe_runner, "status page")
     invitation = [m for m in mail_to(data_dir, "joho@town.taka.example")
                   if "招待" in m["Subject"]][0]
     page.goto(base + link_in(invitation, "invitation"))
@@ -103,6 +114,9 @@ def test_a_town_joins_its_admin_signs_in_and_publishes(site, browser):
     assert page.locator("table.fee-table[data-organization=taka-town]").count() == 1
     assert page.inner_text("td[data-field=population]") == "19000"
     assert page.inner_text("td[data-field=datasets]") == "1"
+    _axe(page, axe_runner, "/organizations/taka-town/usage")
+    page.goto(base + "/organizations/taka-town/usage?lang=en")
+    _axe(page, axe_runner, "/organizations/taka-town/usage?lang=en")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.close()
 
