@@ -57,6 +57,17 @@ def interface(path: str) -> str | None:
     return None
 
 
+def _ckan_id() -> str | None:
+    """The dataset or resource a CKAN action names: `id` (or `package_id` of a resource
+    action) in the query, or in the body the view has already parsed (JSON or form)."""
+    value = request.args.get("id")
+    if value is None and request.method == "POST":
+        body = request.get_json(silent=True) if request.is_json else request.form
+        if isinstance(body, dict) or hasattr(body, "get"):
+            value = body.get("id") or body.get("package_id")
+    return value if isinstance(value, str) else None
+
+
 class Meter:
     def __init__(self, app, store, *, batch: int = 500, interval: float = 1.0):
         self.app, self.store = app, store
@@ -85,7 +96,7 @@ class Meter:
             else (None, None, ())
         status = resp.status_code
         features = 0
-        key = request.args.get("id") if path[1] == "a" else None   # CKAN: package/resource id
+        key = _ckan_id() if path[1] == "a" else None   # CKAN: package/resource id
         if resp.content_length is not None or not resp.is_streamed:
             size = resp.content_length
             if size is None:

@@ -439,3 +439,19 @@ def test_an_invitation_is_not_a_password_reset(site, world):
         user = sess.query(accounts.User).filter_by(email="existing@example.org").one()
         assert accounts.roles_of(sess, user.id) == {"yabu-city": "member",
                                                    "kakogawa-city": "editor"}
+
+
+def test_a_ckan_post_is_metered_against_the_dataset_it_names(tmp_path_factory):
+    from catalog.app import create_app
+    from store import fees
+    from store.db import Store
+    world = build(tmp_path_factory.mktemp("post"))
+    app = create_app(world)
+    with live_server(app) as base:
+        r = requests.post(f"{base}/api/3/action/package_show", json={"id": OPEN}, timeout=30)
+        assert r.status_code == 200
+        app.extensions["renkei_meter"].flush()
+    month = __import__("datetime").datetime.utcnow().strftime("%Y-%m")
+    with Store(world).session() as s, s.begin():
+        rows = fees.dataset_rows(s, month)
+    assert [(x["dataset"], x["requests"], x["bytes"]) for x in rows] == [(OPEN, 1, len(r.content))]
