@@ -14,6 +14,7 @@ hazard lookup. Pages are not metered.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import re
@@ -35,6 +36,7 @@ DOWNLOAD = re.compile(r"/datasets/([^/]+)/collections/([^/]+)\.(?:geojson|csv|gp
 DCAT_DATASET = re.compile(r"/datasets/(.+)\.(?:jsonld|ttl|rdf)$")
 ITEM = re.compile(r"/collections/([^/]+)/items/[^/]+$")
 NUMBER_RETURNED = re.compile(rb'"numberReturned"\s*:\s*(\d+)')
+SMALL_BODY = 64 * 1024   # a CKAN action body the hook may read again for its id
 MAP_TTL = 10.0   # seconds a dataset map is trusted before the writer reloads it
 
 
@@ -62,8 +64,20 @@ def _ckan_id() -> str | None:
     action) in the query, or in the body the view has already parsed (JSON or form)."""
     value = request.args.get("id")
     if value is None and request.method == "POST":
-        body = request.get_json(silent=True) if request.is_json else request.form
-        if isinstance(body, dict) or hasattr(body, "get"):
+        # Only a body the view has parsed: the hook must never read (or choke on) one itself,
+        # e.g. a body over the size cap that was answered 413.
+        parsed = request.__dict__
+        body = None
+        if parsed.get("form"):
+            body = parsed["form"]
+        elif "_cached_json" in parsed:   # werkzeug: (normal, silent)
+            body = next((b for b in parsed["_cached_json"] if b is not Ellipsis), None)
+        if body is None and 0 < len(parsed.get("_cached_data") or b"") <= SMALL_BODY:
+            try:
+                body = json.loads(parsed["_cached_data"])
+            except ValueError:
+                body = None
+        if body is not None and hasattr(body, "get"):
             value = body.get("id") or body.get("package_id")
     return value if isinstance(value, str) else None
 
