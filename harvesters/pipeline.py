@@ -404,7 +404,10 @@ def _process_local(ctx: JobContext, target: _Target, path) -> ResourceResult:
     where = target.where
     try:
         with stage("fetch", **where):
-            got = fetch(str(path), ctx.cache_dir, max_bytes=ctx.settings.max_download, **where)
+            # The member's file, staged by the server: the one local path this dataset may
+            # name, read inside its staging folder only.
+            got = fetch(str(path), ctx.cache_dir, max_bytes=ctx.settings.max_download,
+                        local=LocalReads(root=Path(path).parent), **where)
         prev = target.previous
         if prev is not None and prev.sha256 == got.sha256:
             return ResourceResult(ResourceOutcome(target.res, target.rid))

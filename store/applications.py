@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import JSON, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from geo import lgcodes
 from store import accounts
 from store import terms as terms_store
 from store.access import can_admin
@@ -88,9 +89,10 @@ def link_hash(raw: str) -> str:
 
 
 def check_lg_code(code: str) -> str:
-    """Format and check digit of a 全国地方公共団体コード (JIS X 0402 + 総務省の検査数字):
-    the sum of the first five digits weighted 6,5,4,3,2, taken modulo 11, subtracted from 11;
-    the last digit of that is the sixth digit."""
+    """A 全国地方公共団体コード that names a real local government: format and check digit (JIS
+    X 0402 + 総務省の検査数字: the sum of the first five digits weighted 6,5,4,3,2, taken modulo 11,
+    subtracted from 11; the last digit of that is the sixth digit), then the official list
+    (geo.lgcodes, package data)."""
     code = (code or "").strip()
     if not re.fullmatch(r"\d{6}", code):
         raise ApplicationError("全国地方公共団体コードは6桁の数字です / the local government code "
@@ -99,6 +101,9 @@ def check_lg_code(code: str) -> str:
     if (11 - total % 11) % 10 != int(code[5]):
         raise ApplicationError("全国地方公共団体コードの検査数字が合いません / the check digit of the "
                                "local government code is wrong")
+    if lgcodes.by_code(code) is None:
+        raise ApplicationError("全国地方公共団体コードの一覧にないコードです / the code is not in the "
+                               "list of local government codes")
     return code
 
 

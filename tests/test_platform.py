@@ -76,7 +76,8 @@ def test_terms_versions_from_the_data_dir(tmp_path):
 def test_local_government_code_check_digit():
     for code in ("282103", "281000", "282014", "280003", "011002"):   # 加古川 神戸 姫路 兵庫県 札幌
         assert apps.check_lg_code(code) == code
-    for bad in ("282104", "28210", "abcdef", "2821033"):
+    # 289990 has a right check digit but names no local government (28999 is not a code).
+    for bad in ("282104", "28210", "abcdef", "2821033", "289990"):
         with pytest.raises(apps.ApplicationError):
             apps.check_lg_code(bad)
 
