@@ -60,6 +60,7 @@ def init_app(app) -> None:
     login_manager.login_message = lazy_gettext("このページを見るにはログインしてください。")
     csrf.init_app(app)
     app.before_request(_resolve_principal)
+    app.after_request(_no_shared_caching_for_callers)
     app.context_processor(lambda: {"principal": principal()})
 
 
@@ -103,6 +104,18 @@ def _resolve_principal():
         return None
     g.principal = current_user.principal if current_user.is_authenticated else ANONYMOUS
     return None
+
+
+def _no_shared_caching_for_callers(resp: Response) -> Response:
+    """An answer depends on who asks, and one to a signed-in caller or a token may hold
+    restricted data: no shared cache (proxy, CDN) may keep it or hand the anonymous answer to a
+    member. Anonymous answers, public data only, stay cacheable as their views say."""
+    resp.vary.update(("Authorization", "Cookie", "X-CKAN-API-Key"))
+    if principal().signed_in:
+        kept = [d.strip() for d in resp.headers.get("Cache-Control", "").split(",")
+                if d.strip() and d.strip().lower() not in ("public", "private")]
+        resp.headers["Cache-Control"] = ", ".join(["private", *kept])
+    return resp
 
 
 def principal() -> Principal:

@@ -344,3 +344,21 @@ def test_post_items_is_a_read_under_the_same_rule(world):
     hidden = clients["anonymous"].post(path, json=body, timeout=30,
                                        headers={"Content-Type": "application/query-cql-json"})
     assert hidden.status_code == 404 and SECRET["feature"] not in hidden.text
+
+
+def test_answers_to_callers_are_never_kept_by_shared_caches(world):
+    """Tiles say Cache-Control public; to a member (token or session) the same URL must say
+    private, and every answer varies on the credentials, so a proxy never hands one caller's
+    answer to another."""
+    url, clients, ids, _ = world
+    path = "/ogcapi/collections/{collection}/tiles/WebMercatorQuad/{z}/{y}/{x}"
+    anon = _get(world, "anonymous", path, OPEN)
+    assert anon.status_code == 200 and "public" in anon.headers["Cache-Control"]
+    assert {"authorization", "cookie"} <= {v.strip().lower()
+                                           for v in anon.headers["Vary"].split(",")}
+    for caller in ("read_token", "member"):
+        for ds in (SECRET, OPEN):
+            resp = _get(world, caller, path, ds)
+            assert resp.status_code == 200, (caller, ds["id"])
+            directives = [d.strip() for d in resp.headers["Cache-Control"].split(",")]
+            assert "private" in directives and "public" not in directives, (caller, directives)
