@@ -239,7 +239,7 @@ class Meter:
         quota = terms.monthly_requests
         if not quota:
             return
-        month = datetime.now(timezone.utc).strftime("%Y-%m")
+        month = usage.current_month()
         with self.store.session() as s, s.begin():
             for token_id in sorted(token_ids):
                 used = usage.token_requests(s, token_id, month)

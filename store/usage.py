@@ -8,7 +8,7 @@ key columns stay NOT NULL on both SQLite and PostgreSQL.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import (BigInteger, DateTime, Float, Integer, String, delete, func, insert,
                         select)
@@ -57,11 +57,22 @@ class QuotaNotice(Base):
     sent_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+# Fees, quotas and the days of the usage chart follow the Japanese calendar: a month or a day
+# starts at midnight in Japan (UTC+9, no daylight saving). Events are stored in UTC.
+JST = timedelta(hours=9)
+
+
+def current_month() -> str:
+    """YYYY-MM of the month in progress in Japan."""
+    return (utcnow() + JST).strftime("%Y-%m")
+
+
 def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """The month's first and next month's first instants (midnight in Japan), as stored: UTC."""
     start = datetime.strptime(month + "-01", "%Y-%m-%d")
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else \
         start.replace(month=start.month + 1)
-    return start, end
+    return start - JST, end - JST
 
 
 def write_events(engine, events: list[dict]) -> None:
@@ -99,14 +110,23 @@ def daily(session, month: str, organization_id: str | None) -> list[tuple[str, i
     """(day, requests, bytes, features) of the month for data owned by or used by an
     organization (None: all)."""
     start, end = month_bounds(month)
-    day = func.substr(func.cast(UsageEvent.at, String), 1, 10)
-    stmt = (select(day, func.count(), func.coalesce(func.sum(UsageEvent.bytes), 0),
+    # Grouped by UTC hour in SQL (text prefix, any database), then hours folded into Japanese
+    # days here: at most 24 × 31 groups cross the wire.
+    hour = func.substr(func.cast(UsageEvent.at, String), 1, 13)
+    stmt = (select(hour, func.count(), func.coalesce(func.sum(UsageEvent.bytes), 0),
                    func.coalesce(func.sum(UsageEvent.features), 0))
-            .where(UsageEvent.at >= start, UsageEvent.at < end).group_by(day).order_by(day))
+            .where(UsageEvent.at >= start, UsageEvent.at < end).group_by(hour))
     if organization_id is not None:
         stmt = stmt.where((UsageEvent.owner_org == organization_id)
                           | (UsageEvent.consumer_org == organization_id))
-    return [(d, n, int(b), int(f)) for d, n, b, f in session.execute(stmt)]
+    days: dict[str, list[int]] = {}
+    for h, n, b, f in session.execute(stmt):
+        day = (datetime.strptime(h[:13].replace("T", " "), "%Y-%m-%d %H") + JST).date().isoformat()
+        sums = days.setdefault(day, [0, 0, 0])
+        sums[0] += n
+        sums[1] += int(b)
+        sums[2] += int(f)
+    return [(d, *days[d]) for d in sorted(days)]
 
 
 def token_requests(session, token_id: int, month: str) -> int:

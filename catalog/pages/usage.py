@@ -14,14 +14,13 @@ from catalog.i18n import _
 from store import access, fees
 from store import terms as terms_store
 from store import usage
-from store.base import utcnow
 from store.db import Organization
 
 bp = Blueprint("usage", __name__)
 
 
 def _month() -> str:
-    month = request.args.get("month") or utcnow().strftime("%Y-%m")
+    month = request.args.get("month") or usage.current_month()
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
         abort(400, description=_("月は YYYY-MM の形で指定してください。"))
     return month
