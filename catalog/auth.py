@@ -11,6 +11,8 @@ actions accept only tokens (a cookie session cannot write through it, so no CSRF
 """
 from __future__ import annotations
 
+import functools
+
 import threading
 import time
 from urllib.parse import urlsplit
@@ -129,6 +131,16 @@ def unauthorized() -> Response:
                       "message": "Invalid, revoked or expired API token"}}
     return Response(json.dumps(body), status=401, content_type="application/json;charset=utf-8",
                     headers={"WWW-Authenticate": 'Bearer realm="renkei"'})
+
+
+def signed_in_required(view):
+    """Pages for signed-in callers only: anyone else is sent to the sign-in page."""
+    @functools.wraps(view)
+    def gated(*args, **kwargs):
+        if not principal().signed_in:
+            return login_manager.unauthorized()
+        return view(*args, **kwargs)
+    return gated
 
 
 def staff_required():

@@ -21,16 +21,22 @@ bp = Blueprint("admin", __name__)
 AUDIT_PAGE = 100
 
 
+def _administered(s, p, org_id: str) -> Organization:
+    """The organization, for its admins (and sysadmins); 404 for everyone else: to whoever is
+    not an admin there, its admin pages do not exist."""
+    org = s.get(Organization, org_id)
+    if org is None or not access.can_admin(p, org_id):
+        abort(404)
+    return org
+
+
 @bp.route("/organizations/<org_id>/audit")
+@auth.signed_in_required
 def audit(org_id: str):
     p = auth.principal()
-    if not p.signed_in:
-        return auth.login_manager.unauthorized()
     store = _store()
     with store.session() as s:
-        org = s.get(Organization, org_id)
-        if org is None or not access.can_admin(p, org_id):
-            abort(404)   # not an admin there: the page does not exist for them
+        org = _administered(s, p, org_id)
         try:
             page = max(1, int(request.args.get("page") or 1))
         except ValueError:
@@ -44,10 +50,9 @@ def audit(org_id: str):
 
 
 @bp.route("/admin")
+@auth.signed_in_required
 def admin():
     p = auth.principal()
-    if not p.signed_in:
-        return auth.login_manager.unauthorized()
     if not p.is_sysadmin:
         abort(404)
     store = _store()
@@ -76,17 +81,14 @@ class MemberForm(FlaskForm):
 
 
 @bp.route("/organizations/<org_id>/members", methods=["GET", "POST"])
+@auth.signed_in_required
 def members(org_id: str):
     """An organization's admins manage its members. A member must have an account already
     (`renkei user add`); an admin cannot remove or demote themselves (someone must remain)."""
     p = auth.principal()
-    if not p.signed_in:
-        return auth.login_manager.unauthorized()
     store = _store()
     with store.session() as s:
-        org = s.get(Organization, org_id)
-        if org is None or not access.can_admin(p, org_id):
-            abort(404)
+        org = _administered(s, p, org_id)
         form = MemberForm()
         error = None
         if form.validate_on_submit():

@@ -160,11 +160,10 @@ def api_key():
 
 
 @bp.route("/join/source", methods=["GET", "POST"])
+@auth.signed_in_required
 def source():
     """An organization's editors and admins propose a harvest source; it runs once validated."""
     p = auth.principal()
-    if not p.signed_in:
-        return auth.login_manager.unauthorized()
     form = SourceForm()
     with _store().session() as s:
         form.organization.choices = [

@@ -86,14 +86,6 @@ def _tags(text: str | None) -> list[str]:
     return list(dict.fromkeys(t.strip() for t in re.split(r"[、,，]", text or "") if t.strip()))
 
 
-def _gate():
-    """Signed-in editors and admins only (a session: these are pages)."""
-    p = auth.principal()
-    if not p.signed_in:
-        return auth.login_manager.unauthorized()
-    return None
-
-
 def _owned(s, dataset_id: str) -> Dataset:
     """A member dataset the caller may change; 404 for whoever may not read it."""
     ds = s.get(Dataset, dataset_id)
@@ -166,10 +158,8 @@ def _submit(form: DatasetForm, ds: Dataset | None):
 
 
 @bp.route("/datasets/new", methods=["GET", "POST"])
+@auth.signed_in_required
 def new_dataset():
-    gate = _gate()
-    if gate is not None:
-        return gate
     store = current_app.extensions["renkei_store"]
     with store.session() as s:
         form = _form(s)
@@ -189,10 +179,8 @@ def new_dataset():
 
 
 @bp.route("/datasets/<dataset_id>/edit", methods=["GET", "POST"])
+@auth.signed_in_required
 def edit_dataset(dataset_id: str):
-    gate = _gate()
-    if gate is not None:
-        return gate
     store = current_app.extensions["renkei_store"]
     with store.session() as s:
         ds = _owned(s, dataset_id)
@@ -213,10 +201,8 @@ class ConfirmForm(FlaskForm):
 
 
 @bp.route("/datasets/<dataset_id>/preview")
+@auth.signed_in_required
 def preview(dataset_id: str):
-    gate = _gate()
-    if gate is not None:
-        return gate
     store = current_app.extensions["renkei_store"]
     with store.session() as s:
         ds = _owned(s, dataset_id)
@@ -228,10 +214,8 @@ def preview(dataset_id: str):
 
 
 @bp.route("/datasets/<dataset_id>/publish", methods=["POST"])
+@auth.signed_in_required
 def publish(dataset_id: str):
-    gate = _gate()
-    if gate is not None:
-        return gate
     store = current_app.extensions["renkei_store"]
     form = ConfirmForm()
     if not form.validate_on_submit():
@@ -249,10 +233,8 @@ def publish(dataset_id: str):
 
 
 @bp.route("/datasets/<dataset_id>/withdraw", methods=["POST"])
+@auth.signed_in_required
 def withdraw(dataset_id: str):
-    gate = _gate()
-    if gate is not None:
-        return gate
     store = current_app.extensions["renkei_store"]
     form = ConfirmForm()
     if not form.validate_on_submit():
