@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, String, Text, create_engine,
                         event, select, text)
+from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import (Mapped, Session, contains_eager, mapped_column, relationship,
                             sessionmaker)
 
@@ -167,6 +168,31 @@ def database_url(data_dir: Path) -> str:
     return os.environ.get("RENKEI_DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'catalogue.db'}"
 
 
+def is_postgresql(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def make_engine(url: str):
+    """The engine of one database URL. SQLite: a file beside the data. PostgreSQL: psycopg 3
+    whatever driver the URL names, a bounded pool, and no server-side prepared statements, which
+    PgBouncer in transaction mode cannot keep (a statement prepared on one server connection is
+    missing on the next)."""
+    if not is_postgresql(url):
+        engine = create_engine(url, connect_args={"timeout": 60})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    rest = url.split("://", 1)[1]
+    size = int(os.environ.get("RENKEI_DB_POOL_SIZE", "5"))
+    # servers × workers × (pool + overflow) must stay under max_connections (or PgBouncer's
+    # pool): the defaults keep a 2-server, 4-worker site at 80. 0: no pool of our own, a
+    # connection per checkout, for sites whose PgBouncer is the pool.
+    pool = ({"poolclass": NullPool} if size == 0 else
+            {"pool_size": size, "max_overflow": int(os.environ.get("RENKEI_DB_MAX_OVERFLOW", "5")),
+             "pool_pre_ping": True, "pool_recycle": 1800})
+    return create_engine("postgresql+psycopg://" + rest,
+                         connect_args={"prepare_threshold": None}, **pool)
+
+
 class Store:
     """One per process: the engine, a session factory and the publish counter."""
 
@@ -174,9 +200,7 @@ class Store:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         url = database_url(self.data_dir)
-        self.engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = make_engine(url)
         with _schema_lock(self.data_dir):
             Base.metadata.create_all(self.engine)
             _add_missing_columns(self.engine)

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import geopandas as gpd
 import pytest
 
-from tests.servers import TEST_DATA
+PG_SITE = Path(__file__).parent / "pg_site"
+sys.path.insert(0, str(PG_SITE))
+import renkei_pg_test_mode as pg_mode  # noqa: E402 (needs the path above)
+
+from tests.servers import TEST_DATA  # noqa: E402
 
 
 def pytest_configure(config):
@@ -20,6 +25,31 @@ def pytest_configure(config):
     # The tests never reach the internet: no GSI base map unless a test asks for it (and then
     # its requests are answered locally, see tests/test_hazard_browser.py).
     os.environ["RENKEI_BASEMAP"] = "none"
+    config.addinivalue_line("markers", "embedded_only(reason): meaningful in the embedded mode only")
+    config.addinivalue_line("markers", "pg_only(reason): meaningful in the PostgreSQL mode only")
+    if pg_mode.active() and not os.environ.get(pg_mode.RUN_ENV):
+        os.environ[pg_mode.RUN_ENV] = pg_mode.create_run_database()
+        config._renkei_pg_run = os.environ[pg_mode.RUN_ENV]
+        # Python subprocesses (the CLI, servers) resolve their data dirs the same way.
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(PG_SITE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    pg_mode.install()
+
+
+def pytest_unconfigure(config):
+    run = getattr(config, "_renkei_pg_run", None)
+    if run:
+        pg_mode.drop_run_database(run)
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = ("pg_only", "PostgreSQL mode only") if not pg_mode.active() else \
+        ("embedded_only", "embedded mode only")
+    for item in items:
+        mark = item.get_closest_marker(skip[0])
+        if mark:
+            why = mark.kwargs.get("reason") or (mark.args[0] if mark.args else skip[1])
+            item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(scope="session")
