@@ -46,7 +46,7 @@ from ogcapi import cql
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
 from ogcapi.provider import FILES_KEY, GPKGProvider
-from ogcapi.tiles import REL_TILESETS
+from ogcapi.tiles import REL_TILESETS, openapi_paths
 
 LOGGER = logging.getLogger(__name__)
 
@@ -345,6 +345,9 @@ def generate_openapi(config: dict) -> dict:
         if path.endswith('/items') and op is not None:
             op['description'] = (op.get('description') or op.get('summary') or '') + (
                 '\n\n' + NUMBER_MATCHED_DOC).lstrip()
+    oas.setdefault('paths', {}).update(openapi_paths(
+        {cid: res.get('title') or cid for cid, res in cfg['resources'].items()
+         if res.get('type') == 'collection'}))
     return declare_query_parameters(oas, cfg)
 
 

@@ -292,6 +292,63 @@ def cut_tile(pdef, cid, z, x, y) -> bytes:
                                    [ids[i] for i in idx], z, x, y)
 
 
+def openapi_paths(collections: dict) -> dict:
+    """The OpenAPI paths of these routes for each collection (id → title), written beside the
+    routes they describe so that the document and the answers cannot drift apart. Per
+    collection, as pygeoapi lists items, so the OGC API document stays one style."""
+    error = {'description': 'Unknown collection, or a tile outside the tileset limits',
+             'content': {'application/json': {'schema': {
+                 'type': 'object', 'required': ['code', 'description'],
+                 'properties': {'code': {'type': 'string'},
+                                'description': {'type': 'string'}}}}}}
+    bad_f = {'description': 'A format this route does not offer',
+             'content': {'application/json': {'schema': {'type': 'object'}}}}
+
+    def f(*values):
+        return {'name': 'f', 'in': 'query', 'required': False,
+                'schema': {'type': 'string', 'enum': list(values)},
+                'description': 'Response format'}
+
+    def index(name, low, high, what):
+        return {'name': name, 'in': 'path', 'required': True, 'description': what,
+                'schema': {'type': 'integer', 'minimum': low, 'maximum': high}}
+
+    json_doc = {'content': {'application/json': {'schema': {'type': 'object'}}}}
+    paths = {}
+    for cid, title in collections.items():
+        base = f'/collections/{cid}/tiles'
+        tags = [cid]
+        paths[base] = {'get': {
+            'summary': f'Tilesets of {title}', 'tags': tags, 'operationId': f'getTileSets{cid}',
+            'parameters': [f('json')],
+            'responses': {'200': {'description': 'The vector tilesets list', **json_doc},
+                          '400': bad_f, '404': error}}}
+        paths[f'{base}/{TMS_ID}'] = {'get': {
+            'summary': f'{TMS_ID} tileset of {title}', 'tags': tags,
+            'operationId': f'getTileSet{cid}', 'parameters': [f('json', 'tilejson')],
+            'description': 'OGC TileSet metadata; f=tilejson gives TileJSON 3.0.0.',
+            'responses': {'200': {'description': 'The tileset metadata', **json_doc},
+                          '400': bad_f, '404': error}}}
+        top = store_tiles.MAXZOOM
+        paths[f'{base}/{TMS_ID}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}'] = {'get': {
+            'summary': f'A vector tile of {title}', 'tags': tags,
+            'operationId': f'getTile{cid}',
+            'description': ('Mapbox Vector Tile (one layer named after the collection). '
+                            'The ETag is the collection version: send it as If-None-Match '
+                            'for a 304. gzip when the client accepts it.'),
+            'parameters': [index('tileMatrix', 0, top, 'Zoom level'),
+                           index('tileRow', 0, 2 ** top - 1, 'Row (y), from the north'),
+                           index('tileCol', 0, 2 ** top - 1, 'Column (x), from the west'),
+                           f('mvt')],
+            'responses': {
+                '200': {'description': 'The tile',
+                        'content': {MVT: {'schema': {'type': 'string', 'format': 'binary'}}}},
+                '204': {'description': 'The collection has nothing in this tile'},
+                '304': {'description': 'The client has this version of the tile'},
+                '400': bad_f, '404': error}}}
+    return paths
+
+
 def _json(doc, ctype=_JSON):
     return HTTPStatus.OK, {'Content-Type': ctype}, json.dumps(doc, ensure_ascii=False)
 

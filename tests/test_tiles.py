@@ -213,3 +213,39 @@ def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
         for f in decode(gzip.decompress(data))["chunks"]["features"]:
             found[f["id"]] = f["properties"]
     assert found == {i + 1: {"n": i, "label": f"区域{i}"} for i in range(23)}
+
+
+def test_tile_routes_described_in_the_ogc_api_document(site, hazard_dir):
+    """The OGC API document describes the tile routes, and what they answer conforms to it:
+    schemathesis generates requests from the document (zooms, rows, columns, formats) and
+    checks status codes, content types and JSON bodies against it."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import (content_type_conformance, not_a_server_error,
+                                     response_schema_conformance, status_code_conformance)
+    cid, _ = collection(hazard_dir, "hazards--a31")
+    spec = requests.get(f"{site}/ogcapi/openapi?f=json", timeout=60).json()
+    tile_path = f"/collections/{cid}/tiles/WebMercatorQuad/{{tileMatrix}}/{{tileRow}}/{{tileCol}}"
+    assert {f"/collections/{cid}/tiles", f"/collections/{cid}/tiles/WebMercatorQuad",
+            tile_path} <= set(spec["paths"])
+    assert "application/vnd.mapbox-vector-tile" in \
+        spec["paths"][tile_path]["get"]["responses"]["200"]["content"]
+    schema = schemathesis.openapi.from_dict(spec).include(path_regex=r"/tiles")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 3 * len([p for p in spec["paths"] if p.endswith("/tiles")])
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    for operation in operations:
+        if cid not in operation.path:
+            continue
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=15, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        def check(case):
+            case.call_and_validate(base_url=f"{site}/ogcapi", checks=checks)
+        check()
+    # The described tile, fetched by hand at the test point, is a real tile.
+    lon, lat = hazard_data.POINT
+    x, y = tile_xy(lon, lat, 12)
+    assert decode(get_tile(site, cid, 12, x, y).content)[cid]["features"]
