@@ -32,7 +32,7 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from catalog import auth, metering, quotas
     metering.init_app(app, store)   # first: its clock starts before sign-in and limits
     auth.init_app(app)
-    quotas.init_app(app, store)     # after auth: limits are counted per token or user
+    limiter = quotas.init_app(app, store)   # after auth: limits are counted per token or user
 
     from ogcapi.blueprint import register_ogcapi
     from ogcapi.api import OGCAPI
@@ -56,6 +56,9 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     auth.csrf.exempt(ckan_api)
     for blueprint in (ckan_api, dcat, openapi_spec, auth.bp):  # before pages: specific routes
         app.register_blueprint(blueprint)
+    auth.throttle_sign_in(app, limiter)
+    from catalog import oidc
+    oidc.init_app(app)
     from catalog.pages import (admin, admin_applications, common, dataset, downloads, harvest,
                                hazards, join, publish, search, site, terms, usage)
     for module in (common, usage, search, publish, dataset, downloads, site, harvest, hazards,

@@ -12,13 +12,10 @@ actions accept only tokens (a cookie session cannot write through it, so no CSRF
 from __future__ import annotations
 
 import functools
-
-import threading
-import time
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, current_app, g, json, redirect, render_template,
-                   request, url_for)
+                   request, session, url_for)
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
@@ -34,8 +31,12 @@ bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 
-MAX_FAILURES = 10              # per e-mail address and per client address ...
-FAILURE_WINDOW = 15 * 60       # ... within this many seconds, then sign-in waits
+# Failed sign-ins allowed within 15 minutes, then sign-in waits (even with the right password)
+# until the window ends. Per account, the guard against guessing one password; per client
+# address, the guard against trying one password on many accounts — looser, because a town
+# hall's staff reach us through one proxy address (LGWAN).
+ACCOUNT_FAILURES = "10 per 15 minutes"
+ADDRESS_FAILURES = "30 per 15 minutes"
 
 
 class SessionUser(UserMixin):
@@ -54,9 +55,6 @@ def init_app(app) -> None:
                       REMEMBER_COOKIE_SECURE=secure, REMEMBER_COOKIE_SAMESITE="Lax",
                       WTF_CSRF_TIME_LIMIT=3600 * 8)
     app.extensions["renkei_token_secret"] = accounts.token_secret(store.data_dir)
-    # Failed sign-ins per key, this process only (Redis-backed Flask-Limiter is the
-    # multi-server version: a gap, see the note).
-    app.extensions["renkei_login_failures"] = ({}, threading.Lock())
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = lazy_gettext("このページを見るにはログインしてください。")
@@ -163,23 +161,36 @@ class LoginForm(FlaskForm):
                                                                     Length(max=1024)])
 
 
-def _throttled(keys: list[str]) -> bool:
-    now = time.monotonic()
-    _failures, lock = current_app.extensions["renkei_login_failures"]
-    with lock:
-        for key in keys:
-            recent = [t for t in _failures.get(key, []) if now - t < FAILURE_WINDOW]
-            _failures[key] = recent
-            if len(recent) >= MAX_FAILURES:
-                return True
-    return False
+def _account_key() -> str:
+    email = (request.form.get("email") or "").strip()
+    try:
+        email = accounts.normalize_email(email)
+    except accounts.AccountError:
+        pass                       # still counted, under what was typed
+    return "signin-account:" + email[:320]
 
 
-def _record_failure(keys: list[str]) -> None:
-    _failures, lock = current_app.extensions["renkei_login_failures"]
-    with lock:
-        for key in keys:
-            _failures.setdefault(key, []).append(time.monotonic())
+def _address_key() -> str:
+    return f"signin-addr:{request.remote_addr}"
+
+
+def _throttled_page(_limit):
+    form = LoginForm(formdata=None)
+    return Response(render_template(
+        "login.html", form=form,
+        error=_("ログインの失敗が続いたため、しばらく時間をおいてからお試しください。")), 429)
+
+
+def throttle_sign_in(app, limiter) -> None:
+    """Count failed sign-ins (answers 401) with the app's Flask-Limiter: its storage is Redis
+    when RENKEI_REDIS_URL is set, so every worker and server shares the counts. Past a limit
+    the form answers 429 with Retry-After before any password is checked."""
+    failed = dict(methods=["POST"], deduct_when=lambda resp: resp.status_code == 401,
+                  on_breach=_throttled_page, override_defaults=True)
+    view = app.view_functions["auth.login"]
+    view = limiter.limit(ACCOUNT_FAILURES, key_func=_account_key, **failed)(view)
+    view = limiter.limit(ADDRESS_FAILURES, key_func=_address_key, **failed)(view)
+    app.view_functions["auth.login"] = view
 
 
 def _safe_next(target: str | None) -> str:
@@ -197,22 +208,15 @@ def login():
     form = LoginForm()
     error, status = None, 200
     if form.validate_on_submit():
-        email = (form.email.data or "").strip().lower()
-        keys = [f"email:{email}", f"addr:{request.remote_addr}"]
-        if _throttled(keys):
-            error, status = _("ログインの失敗が続いたため、しばらく時間をおいてからお試しください。"), 429
+        store = current_app.extensions["renkei_store"]
+        with store.session() as s, s.begin():
+            user = accounts.check_password(s, form.email.data, form.password.data)
+            uid = user.id if user is not None else None
+        if uid is None:
+            error, status = _("メールアドレスまたはパスワードが正しくありません。"), 401
         else:
-            store = current_app.extensions["renkei_store"]
-            with store.session() as s, s.begin():
-                user = accounts.check_password(s, form.email.data, form.password.data)
-                uid = user.id if user is not None else None
-            if uid is None:
-                _record_failure(keys)
-                error, status = _("メールアドレスまたはパスワードが正しくありません。"), 401
-            else:
-                loaded = _load_user(str(uid))
-                login_user(loaded)
-                return redirect(_safe_next(request.args.get("next")))
+            login_user(_load_user(str(uid)))
+            return redirect(_safe_next(request.args.get("next")))
     elif request.method == "POST":
         error, status = _("入力内容を確認してください。"), 400
     return render_template("login.html", form=form, error=error), status
@@ -221,6 +225,7 @@ def login():
 @bp.route("/logout", methods=["POST"])
 def logout():
     logout_user()
+    session.clear()   # also any half-done provider sign-in and the CSRF secret
     return redirect(url_for("search.index"))
 
 

@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ua.add_argument("--org", help="organization slug to make the user a member of")
     ua.add_argument("--role", choices=("admin", "editor", "member"))
     ua.add_argument("--sysadmin", action="store_true")
+    ua.add_argument("--oidc", action="store_true",
+                    help="the account signs in through the identity provider of "
+                         "RENKEI_OIDC_ISSUER (its first sign-in with this e-mail, verified, "
+                         "claims it); no password is read or generated")
     o = sub.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
     oa = o.add_parser("add", help="add an organization (or update one)")
     oa.add_argument("slug")

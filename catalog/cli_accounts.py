@@ -24,6 +24,8 @@ def _fail(message: str) -> int:
 def cmd_user_add(args) -> int:
     if (args.org is None) != (args.role is None):
         return _fail("--org and --role go together")
+    if getattr(args, "oidc", False):
+        return _user_add_oidc(args)
     generated = None
     if sys.stdin.isatty():
         generated = secrets.token_urlsafe(15)
@@ -47,6 +49,29 @@ def cmd_user_add(args) -> int:
     print(f"user {email}{where}{' sysadmin' if args.sysadmin else ''}", file=sys.stderr)
     if generated:
         print(f"password (shown once): {generated}")
+    return 0
+
+
+def _user_add_oidc(args) -> int:
+    import os
+    issuer = (os.environ.get("RENKEI_OIDC_ISSUER") or "").strip()
+    if not issuer:
+        return _fail("--oidc needs RENKEI_OIDC_ISSUER (the identity provider's issuer URL)")
+    store = Store(args.data_dir)
+    try:
+        with store.session() as s, s.begin():
+            if args.org is not None and s.get(Organization, args.org) is None:
+                raise accounts.AccountError(
+                    f"no organization {args.org!r}: harvest its source or `renkei org add` it")
+            user = accounts.preregister_oidc(s, args.email, issuer)
+            accounts.add_user(s, user.email, None, org=args.org, role=args.role,
+                              sysadmin=args.sysadmin)
+            accounts.audit(s, CLI, "user_add", "user", user.email, organization_id=args.org,
+                           role=args.role, sysadmin=args.sysadmin, oidc_issuer=issuer)
+            email = user.email
+    except accounts.AccountError as exc:
+        return _fail(str(exc))
+    print(f"user {email} signs in through {issuer}", file=sys.stderr)
     return 0
 
 

@@ -162,6 +162,66 @@ def add_user(session, email: str, password: str | None, *, org: str | None = Non
     return user
 
 
+def preregister_oidc(session, email: str, issuer: str) -> User:
+    """Let the account of `email` (made if missing, without a password) be claimed by the
+    first sign-in from `issuer` that carries this e-mail address as verified (oidc_user)."""
+    user = add_user(session, email, None)
+    if user.oidc_subject is not None and user.oidc_issuer != issuer:
+        raise AccountError(f"{user.email} is already linked to another identity provider")
+    user.oidc_issuer = issuer
+    return user
+
+
+class OidcRefused(AccountError):
+    """A valid ID token that no account may take; `reason` is for the server log only."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def oidc_user(session, issuer: str, subject: str, email: str | None, email_verified: bool,
+              *, allow_new: bool = False) -> tuple[User, str]:
+    """The account an ID token (already verified: signature, iss, aud, exp, nonce) signs in
+    as, and what happened: "known", "linked" or "created". The rule (README, Sign-in):
+
+    1. the account bound to (issuer, subject), whatever its e-mail is now;
+    2. else the account of the token's e-mail, only if the operator pre-registered it for this
+       issuer (`renkei user add EMAIL --oidc`) and the provider says email_verified: true —
+       the subject is bound then, and later sign-ins go by rule 1;
+    3. else, only when the operator allowed it (RENKEI_OIDC_NEW_ACCOUNTS), a new account with
+       no password and no membership for a verified e-mail that no account holds;
+    4. else refused: a local account is never taken over on an e-mail alone.
+    """
+    bound = session.scalar(select(User).where(User.oidc_issuer == issuer,
+                                              User.oidc_subject == subject))
+    if bound is not None:
+        if bound.state != "active":
+            raise OidcRefused("account disabled")
+        return bound, "known"
+    if not (email and email_verified is True):
+        raise OidcRefused("no bound account and no verified e-mail")
+    try:
+        email = normalize_email(email)
+    except AccountError:
+        raise OidcRefused("the e-mail claim is not an address") from None
+    holder = session.scalar(select(User).where(User.email == email))
+    if holder is not None:
+        if holder.oidc_issuer != issuer or holder.oidc_subject is not None:
+            raise OidcRefused("the e-mail belongs to an account not pre-registered for "
+                              "this provider")
+        if holder.state != "active":
+            raise OidcRefused("account disabled")
+        holder.oidc_subject = subject
+        return holder, "linked"
+    if not allow_new:
+        raise OidcRefused("unknown e-mail and new accounts are not allowed")
+    user = User(email=email, oidc_issuer=issuer, oidc_subject=subject)
+    session.add(user)
+    session.flush()
+    return user, "created"
+
+
 def check_password(session, email: str, password: str) -> User | None:
     """The user, or None; an unknown e-mail costs one argon2 verification like a known one."""
     try:
