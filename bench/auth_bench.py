@@ -5,12 +5,20 @@ per-label OGC API and the label mask in the search arrays), interleaved in the s
 shared machine's noise hits both alike. Also the rule itself, timed alone (can_read, labels,
 read_filter). Prints medians and the added latency; never part of pass/fail.
 
+Sign-in (`--sign-in`, alone and fast): POST /login with the right password and with a wrong one
+(argon2 verification either way), through the failed-sign-in limits; set RENKEI_REDIS_URL to
+count them in Redis. Each attempt comes from its own address and a wrong one names its own
+account, so no limit is reached and only the counting is timed.
+
     .venv/bin/python bench/auth_bench.py [--features 5000] [--rounds 40]
+    [RENKEI_REDIS_URL=redis://127.0.0.1:6379/0] .venv/bin/python bench/auth_bench.py --sign-in
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -53,11 +61,64 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
+def sign_in(rounds: int) -> None:
+    from catalog.app import create_app
+    from store import accounts
+    from store.db import Store
+
+    data = Path(tempfile.mkdtemp(prefix="auth-bench-signin-"))
+    store = Store(data)
+    password = "a long enough password"
+    with store.session() as s, s.begin():
+        accounts.add_user(s, "bench@city.kasai.example", password)
+    os.environ.setdefault("RENKEI_RATE_LIMIT_PREFIX", f"renkei-bench-{os.getpid()}")
+    app = create_app(data)
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    right, wrong = [], []
+    for i in range(rounds):
+        for email, pw, status, out in (("bench@city.kasai.example", password, 302, right),
+                                       (f"nobody{i}@city.kasai.example", "wrong one", 401,
+                                        wrong)):
+            env = {"REMOTE_ADDR": f"10.{i // 250}.{i % 250}.{1 + (status == 401)}"}
+            t = time.perf_counter()
+            resp = client.post("/login", data={"email": email, "password": pw,
+                                               "csrf_token": csrf}, environ_base=env)
+            out.append(time.perf_counter() - t)
+            assert resp.status_code == status, resp.status_code
+    storage = os.environ.get("RENKEI_REDIS_URL") and "redis" or "memory"
+    print(f"sign-in ({rounds} rounds, limiter storage {storage}): right password "
+          f"{_median_ms(right):.2f} ms, wrong password {_median_ms(wrong):.2f} ms (medians)")
+    limiter = app.extensions.get("renkei_limiter")
+    if limiter is not None and hasattr(limiter, "limiter"):
+        from limits import parse
+        item, n = parse("10 per 15 minutes"), 2000
+        t = time.perf_counter()
+        for i in range(n):
+            limiter.limiter.test(item, "bench", f"k{i}")
+            limiter.limiter.hit(item, "bench", f"k{i}")
+        per = (time.perf_counter() - t) / n * 1e6
+        print(f"one limit, test + hit ({storage}): {per:.0f} µs; a sign-in checks two limits "
+              f"and counts a failure in both")
+        if storage == "redis":
+            import redis
+            r = redis.Redis.from_url(os.environ["RENKEI_REDIS_URL"])
+            for k in r.scan_iter(f"*{os.environ['RENKEI_RATE_LIMIT_PREFIX']}*"):
+                r.delete(k)
+            for k in r.scan_iter("*LIMITER/bench/*"):
+                r.delete(k)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--features", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--sign-in", action="store_true", help="time sign-in only")
     args = ap.parse_args()
+    if args.sign_in:
+        sign_in(args.rounds)
+        return 0
 
     from catalog.app import create_app
     from store import access, accounts

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the account signs in through the identity provider of "
                          "RENKEI_OIDC_ISSUER (its first sign-in with this e-mail, verified, "
                          "claims it); no password is read or generated")
+    ua.add_argument("--oidc-subject", metavar="SUB",
+                    help="with --oidc: bind the account to this subject of the provider now "
+                         "(for providers that do not send email_verified)")
     o = sub.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
     oa = o.add_parser("add", help="add an organization (or update one)")
     oa.add_argument("slug")

@@ -24,6 +24,8 @@ def _fail(message: str) -> int:
 def cmd_user_add(args) -> int:
     if (args.org is None) != (args.role is None):
         return _fail("--org and --role go together")
+    if getattr(args, "oidc_subject", None) and not args.oidc:
+        return _fail("--oidc-subject goes with --oidc")
     if getattr(args, "oidc", False):
         return _user_add_oidc(args)
     generated = None
@@ -63,7 +65,8 @@ def _user_add_oidc(args) -> int:
             if args.org is not None and s.get(Organization, args.org) is None:
                 raise accounts.AccountError(
                     f"no organization {args.org!r}: harvest its source or `renkei org add` it")
-            user = accounts.preregister_oidc(s, args.email, issuer)
+            user = accounts.preregister_oidc(s, args.email, issuer,
+                                             getattr(args, "oidc_subject", None))
             accounts.add_user(s, user.email, None, org=args.org, role=args.role,
                               sysadmin=args.sysadmin)
             accounts.audit(s, CLI, "user_add", "user", user.email, organization_id=args.org,

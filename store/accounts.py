@@ -162,12 +162,20 @@ def add_user(session, email: str, password: str | None, *, org: str | None = Non
     return user
 
 
-def preregister_oidc(session, email: str, issuer: str) -> User:
+def preregister_oidc(session, email: str, issuer: str, subject: str | None = None) -> User:
     """Let the account of `email` (made if missing, without a password) be claimed by the
-    first sign-in from `issuer` that carries this e-mail address as verified (oidc_user)."""
+    first sign-in from `issuer` that carries this e-mail address as verified (oidc_user); with
+    `subject`, bind it now (for providers that never say email_verified)."""
     user = add_user(session, email, None)
-    if user.oidc_subject is not None and user.oidc_issuer != issuer:
-        raise AccountError(f"{user.email} is already linked to another identity provider")
+    if user.oidc_subject is not None and (user.oidc_issuer, user.oidc_subject) != \
+            (issuer, subject or user.oidc_subject):
+        raise AccountError(f"{user.email} is already linked to another identity")
+    if subject is not None:
+        other = session.scalar(select(User).where(User.oidc_issuer == issuer,
+                                                  User.oidc_subject == subject))
+        if other is not None and other.id != user.id:
+            raise AccountError(f"that subject already signs in as {other.email}")
+        user.oidc_subject = subject
     user.oidc_issuer = issuer
     return user
 

@@ -104,7 +104,7 @@ class TestProvider:
         self.user = {"sub": "hyogo-0001", "email": "staff@pref.hyogo.example",
                      "email_verified": True, "name": "兵庫 花子"}
         self.misbehave: str | None = None
-        self.discovery_issuer: str | None = None   # another issuer in discovery, when set
+        self.discovery_changes: dict = {}          # what discovery says otherwise
         self.codes: dict[str, Code] = {}
         self.token_requests: list[dict] = []      # what renkei sent to the token endpoint
         self.authorize_requests: list[dict] = []
@@ -189,7 +189,7 @@ class TestProvider:
         def discovery():
             base = provider.issuer
             return jsonify({
-                "issuer": provider.discovery_issuer or base,
+                "issuer": base,
                 "authorization_endpoint": base + "/authorize",
                 "token_endpoint": base + "/token",
                 "jwks_uri": base + "/jwks",
@@ -200,6 +200,7 @@ class TestProvider:
                 "scopes_supported": ["openid", "email", "profile"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic",
                                                           "client_secret_post"],
+                **provider.discovery_changes,
             })
 
         @app.get("/jwks")

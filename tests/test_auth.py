@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from store import accounts
 from store.db import Store
 from tests.accounts import PASSWORD, add_org, add_user
+from tests.servers import live_server
+
+REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture()
@@ -67,8 +72,25 @@ def test_every_failure_says_the_same_and_sign_in_is_throttled(app):
                                        "password": PASSWORD}).status_code == 400  # no CSRF
     for _ in range(10):
         _login(client, "staff@city.kasai.example", "still wrong")
-    # Throttled now, even with the right password.
+    # Throttled now, even with the right password: a plain message and when to come back.
+    over = _login(client, "staff@city.kasai.example", PASSWORD)
+    assert over.status_code == 429 and 0 < int(over.headers["Retry-After"]) <= 15 * 60
+    assert "ログインの失敗が続いたため" in over.get_data(as_text=True)
+    assert 'name="email"' in over.get_data(as_text=True)         # the form, not an error page
+
+
+def test_the_address_limit_stops_one_password_tried_on_many_accounts(app):
+    client = app.test_client()
+    for i in range(30):
+        assert _login(client, f"guess{i}@city.kasai.example", "Summer2026!").status_code == 401
+    # A 31st account from the same address waits, though its own count is zero.
     assert _login(client, "staff@city.kasai.example", PASSWORD).status_code == 429
+    # Another address is not held back (the test client's REMOTE_ADDR).
+    other = app.test_client()
+    resp = other.post("/login", data={"email": "staff@city.kasai.example", "password": PASSWORD,
+                                      "csrf_token": _csrf(other)},
+                      environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert resp.status_code == 302
 
 
 def test_next_is_only_a_path_on_this_site(app):
@@ -115,3 +137,59 @@ def test_a_request_over_the_limit_is_a_ckan_error(tmp_path):
                                   data={"package_id": "x",
                                         "upload": (io.BytesIO(b"a" * 5000), "big.csv")})
     assert resp.status_code == 413 and resp.json["error"]["__type"] == "Validation Error"
+
+
+def _post_login(base: str, email: str, password: str):
+    s = requests.Session()
+    page = s.get(base + "/login", timeout=30).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    return s.post(base + "/login", data={"email": email, "password": password,
+                                         "csrf_token": token}, allow_redirects=False, timeout=30)
+
+
+def _two_servers(data_dir):
+    from catalog.app import create_app
+    a, b = create_app(data_dir), create_app(data_dir)
+    return live_server(a), live_server(b)
+
+
+def test_failed_sign_ins_are_counted_across_servers_through_redis(tmp_path, monkeypatch):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(REDIS)
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    data_dir = tmp_path / "data"
+    store = Store(data_dir)
+    add_org(store, "kasai", "加西市", "282201")
+    add_user(store, "staff@city.kasai.example", org="kasai", role="editor")
+    email = "staff@city.kasai.example"
+    # Control: without Redis each server counts alone, so 5 failures on each lock nothing.
+    one, two = _two_servers(data_dir)
+    with one as a, two as b:
+        for i in range(10):
+            assert _post_login((a, b)[i % 2], email, "wrong password").status_code == 401
+        assert _post_login(a, email, PASSWORD).status_code == 302
+    prefix = f"renkei-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("RENKEI_REDIS_URL", REDIS)
+    monkeypatch.setenv("RENKEI_RATE_LIMIT_PREFIX", prefix)
+    try:
+        one, two = _two_servers(data_dir)
+        with one as a, two as b:
+            for i in range(10):
+                assert _post_login((a, b)[i % 2], email, "wrong password").status_code == 401
+            for base in (a, b):      # one shared count: both servers hold the account back
+                over = _post_login(base, email, PASSWORD)
+                assert over.status_code == 429, base
+                assert 0 < int(over.headers["Retry-After"]) <= 15 * 60
+                assert "ログインの失敗が続いたため" in over.text
+            # Another account from the same address is not held back (its limit is looser).
+            add_user(store, "other@city.kasai.example", org="kasai", role="member")
+            assert _post_login(b, "other@city.kasai.example", PASSWORD).status_code == 302
+        # limits stores "LIMITS:LIMITER/<prefix>/<key>/<endpoint>/<limit>"
+        keys = [k.decode() for k in client.scan_iter(f"*{prefix}*")]
+        assert any("signin-account:" + email in k for k in keys), keys
+    finally:
+        for k in client.scan_iter(f"*{prefix}*"):
+            client.delete(k)

@@ -6,6 +6,7 @@ Covers PKCE/state/nonce on the wire, the account-linking rule, the provider's ba
 discovery document naming another issuer, and sign-out."""
 from __future__ import annotations
 
+import html
 import re
 import threading
 from contextlib import contextmanager
@@ -75,12 +76,11 @@ def preregister(data_dir, idp, email=STAFF, *extra):
 
 
 def start(base, session=None, next_=None):
-    """Press the provider button on the sign-in page; follow every redirect."""
+    """Follow the provider link of the sign-in page, and every redirect after it."""
     session = session or requests.Session()
-    page = session.get(base + "/login", timeout=30)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
-    url = base + "/login/oidc" + (f"?next={next_}" if next_ else "")
-    return session, session.post(url, data={"csrf_token": token}, timeout=30)
+    page = session.get(base + "/login" + (f"?next={next_}" if next_ else ""), timeout=30)
+    link = re.search(r'<a class="button" href="([^"]+)">', page.text).group(1)
+    return session, session.get(base + html.unescape(link), timeout=30)
 
 
 def signed_in(session, base) -> bool:
@@ -138,10 +138,7 @@ def test_a_replayed_callback_is_refused(data_dir, idp, monkeypatch, caplog):
     with renkei(data_dir, idp, monkeypatch) as base:
         # Step by step, to keep the callback URL and the cookie as they were before it.
         session = requests.Session()
-        page = session.get(base + "/login", timeout=30)
-        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
-        to_idp = session.post(base + "/login/oidc", data={"csrf_token": token},
-                              allow_redirects=False, timeout=30)
+        to_idp = session.get(base + "/login/oidc", allow_redirects=False, timeout=30)
         back = session.get(to_idp.headers["Location"], allow_redirects=False, timeout=30)
         callback = back.headers["Location"]
         assert parse_qs(urlsplit(callback).query).keys() >= {"code", "state"}
@@ -186,16 +183,31 @@ def test_a_bad_id_token_signs_nobody_in(data_dir, idp, monkeypatch, caplog, misb
         assert resp.status_code == 200 and signed_in(session, base)
 
 
-def test_a_discovery_document_of_another_issuer_is_not_used(data_dir, idp, monkeypatch):
+@pytest.mark.parametrize("changes", [
+    {"issuer": "http://127.0.0.1:9/impostor"},          # another issuer's document
+    {"jwks_uri": "file:///etc/passwd"},                  # not an http(s) URL
+    {"token_endpoint": "gopher://127.0.0.1:70/"},
+    {"id_token_signing_alg_values_supported": ["none", "HS256"]},
+])
+def test_an_untrustworthy_discovery_document_is_not_used(data_dir, idp, monkeypatch, changes):
     preregister(data_dir, idp)
     with renkei(data_dir, idp, monkeypatch) as base:
-        idp.discovery_issuer = "http://127.0.0.1:9/impostor"
+        idp.discovery_changes = changes
         session, resp = start(base)
         assert resp.status_code == 502 and not idp.authorize_requests
         assert "接続できませんでした" in resp.text
-        idp.discovery_issuer = None      # read again, not cached as it was
+        idp.discovery_changes = {}       # read again, not kept as it was
         session, resp = start(base)
         assert resp.status_code == 200 and signed_in(session, base)
+
+
+def test_a_provider_that_does_not_answer(data_dir, monkeypatch):
+    from catalog.app import create_app
+    monkeypatch.setenv("RENKEI_OIDC_ISSUER", "http://127.0.0.1:9")   # discard port: refused
+    monkeypatch.setenv("RENKEI_OIDC_CLIENT_ID", "renkei")
+    client = create_app(data_dir).test_client()
+    resp = client.get("/login/oidc")
+    assert resp.status_code == 502 and "接続できませんでした" in resp.get_data(as_text=True)
 
 
 def test_a_local_account_is_never_taken_over_by_e_mail(data_dir, idp, monkeypatch):
@@ -225,6 +237,28 @@ def test_an_unverified_e_mail_links_nothing(data_dir, idp, monkeypatch):
         assert resp.status_code == 403
 
 
+def test_a_provider_without_email_verified_signs_in_a_subject_the_operator_bound(
+        data_dir, idp, monkeypatch):
+    """Entra ID, for one, sends no email_verified: the operator binds the subject instead."""
+    idp.user = {k: v for k, v in idp.user.items() if k != "email_verified"}
+    preregister(data_dir, idp)
+    with renkei(data_dir, idp, monkeypatch) as base:
+        session, resp = start(base)
+        assert resp.status_code == 403
+        preregister(data_dir, idp, STAFF, "--oidc-subject", "hyogo-0001")
+        session, resp = start(base)
+        assert resp.status_code == 200 and signed_in(session, base)
+    # One subject, one account.
+    import os
+    os.environ["RENKEI_OIDC_ISSUER"] = idp.issuer
+    try:
+        taken = cli(data_dir, "user", "add", "other@pref.hyogo.example", "--oidc",
+                    "--oidc-subject", "hyogo-0001")
+    finally:
+        del os.environ["RENKEI_OIDC_ISSUER"]
+    assert taken.returncode == 2 and "already signs in as" in taken.stderr
+
+
 def test_new_accounts_only_when_the_operator_allows_them(data_dir, idp, monkeypatch):
     newcomer = "newcomer@pref.hyogo.example"
     idp.user = {**idp.user, "sub": "hyogo-0999", "email": newcomer}
@@ -245,15 +279,17 @@ def test_the_button_is_there_only_when_a_provider_is_set(data_dir, idp, monkeypa
     from catalog.app import create_app
     plain = create_app(data_dir).test_client()
     assert "/login/oidc" not in plain.get("/login").get_data(as_text=True)
-    assert plain.post("/login/oidc").status_code in (400, 404)   # no CSRF token / no route
+    assert plain.get("/login/oidc").status_code == 404
     with renkei(data_dir, idp, monkeypatch) as base:
-        page = requests.get(base + "/login", timeout=30).text
-        assert "兵庫県職員IDでログイン" in page and 'action="/login/oidc"' in page
+        page = requests.get(base + "/login?next=/datasets/new", timeout=30).text
+        assert '<a class="button" href="/login/oidc?next=/datasets/new">兵庫県職員IDでログイン</a>' \
+            in page
         en = requests.get(base + "/login?lang=en", timeout=30).text
         assert "Sign in with 兵庫県職員ID" in en
-        # The button is a form with its CSRF token: a bare POST starts nothing.
-        assert requests.post(base + "/login/oidc", timeout=30).status_code == 400
-        assert not idp.authorize_requests
+        # Only a path on this site is kept for after the sign-in.
+        preregister(data_dir, idp)
+        session, resp = start(base, next_="//evil.example/")
+        assert resp.status_code == 200 and resp.url == base + "/" and signed_in(session, base)
 
 
 def test_the_issuer_must_be_an_http_url(monkeypatch):
