@@ -5,12 +5,22 @@ FTS5 answers "which documents contain these words" quickly, but counting five fa
 same counts over numpy arrays take a few milliseconds. When the generation (bumped by every
 index write) moves, the documents the writes touched are applied to a new snapshot, inside the
 caller's read transaction, so the arrays describe the same snapshot as the FTS answers.
+
+What a search costs is kept proportional to what it matches, not to the catalogue (issue 17):
+- each term's matches are kept as positions (SearchCache.match) and, after a publish, matched
+  again against the new documents only, so a repeated term never re-runs its full MATCH;
+- a filter value's documents are a posting list, intersected smallest first;
+- facet counts gather only the matched documents' rows (one small matrix of value ids per
+  document), or subtract the unmatched ones from the counts of everything the caller may see,
+  which are kept per access-label set and carried through publishes by difference;
+- a page is selected (argpartition), not the whole match list sorted.
 """
 from __future__ import annotations
 
 import functools
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,6 +36,10 @@ SINGLE_VALUED = {"organization", "license_id", "theme"}
 ACCESS_FIELD = "_access"
 TITLE_WEIGHT = 9.0  # a term in the title counts ten times one in the tags or the description
 DEMOTED = 1e6
+# Facet values per document held in its row; a document with more keeps the rest aside.
+ROW_WIDTH_MAX = 16
+VISIBLE_SETS = 16  # access-label sets whose visible documents and counts a snapshot keeps
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -66,49 +80,94 @@ def _insertion_point(order, comes_before) -> int:
     return lo
 
 
+def _grown(buf: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``buf`` with room for n + k items, the same array while it has room. Only items >= n
+    are written afterwards, and a snapshot never reads past its own n, so snapshots share
+    append-only buffers (doubling: a publish costs no copy of a million rows)."""
+    if n + k <= len(buf):
+        return buf
+    new = np.zeros((max(2 * len(buf), n + k, 64),) + buf.shape[1:], dtype=buf.dtype)
+    new[:n] = buf[:n]
+    return new
+
+
+def _member(sorted_set: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Which of positions ``x`` are in ``sorted_set`` (both < n)."""
+    if not len(sorted_set) or not len(x):
+        return np.zeros(len(x), dtype=bool)
+    if len(x) * 16 < len(sorted_set):  # few probes into a long list: binary search
+        j = np.searchsorted(sorted_set, x)
+        return sorted_set[np.minimum(j, len(sorted_set) - 1)] == x
+    mask = np.zeros(n, dtype=bool)
+    mask[sorted_set] = True
+    return mask[x]
+
+
+@dataclass
+class _Visible:
+    """What one access-label set may see in one snapshot: a mask, its size, its facet counts."""
+    mask: np.ndarray
+    count: int
+    counts: np.ndarray
+
+
 class Arrays:
     """One snapshot of the index as arrays indexed by position (0..n-1).
 
     A publish does not rebuild it: ``apply`` returns a new snapshot with the changed documents'
     old positions dead (``alive`` false) and their new versions appended, inserted in the sort
-    orders by binary search. Lists are shared between snapshots and only ever appended to (an
-    older snapshot never reads past its own ``n``); numpy arrays are copied, never mutated.
-    Facet pairs live in chunks: the base, plus one small chunk per applied change set.
+    orders by binary search. Lists and append-only buffers (see _grown) are shared between
+    snapshots (an older snapshot never reads past its own ``n``); everything else is copied,
+    never mutated. Positions keep their meaning across applies (``lineage``), so cached term
+    matches stay valid.
+
+    Facets: ``rows[p]`` holds up to ``width`` value ids + 1 of position p (0 = none), the rest
+    in ``over_pos``/``over_val``; ``postings[vid]`` the sorted positions holding a value.
     """
 
     def __init__(self, docs: list[tuple], facet_rows: list[tuple]):
-        self.n = self.live = len(docs)
-        self.alive = np.ones(self.n, dtype=bool)
-        doc_ids = np.array([d[0] for d in docs], dtype=np.int64)
-        self.pos_of = np.full(int(doc_ids.max()) + 1 if self.n else 1, -1, dtype=np.int64)
-        self.pos_of[doc_ids] = np.arange(self.n)
+        self.lineage = object()
+        self.n = self.live = n = len(docs)
+        self.alive = np.ones(n, dtype=bool)
+        self.doc_of = np.array([d[0] for d in docs], dtype=np.int64)
+        self.pos_of = np.full(int(self.doc_of.max()) + 1 if n else 1, -1, dtype=np.int64)
+        self.pos_of[self.doc_of] = np.arange(n)
         self.dataset_ids = [d[1] for d in docs]
         self.titles = titles = [d[2] for d in docs]
         self.modified = [d[3] for d in docs]
         self.title_len = np.array([len(t) for t in titles], dtype=np.int64)
         # Newest first, undated last; ties by id so pages never overlap.
-        dated = sorted((i for i in range(self.n) if docs[i][3]), key=lambda i: self.dataset_ids[i])
+        dated = sorted((i for i in range(n) if docs[i][3]), key=lambda i: self.dataset_ids[i])
         dated.sort(key=lambda i: docs[i][3], reverse=True)
-        undated = sorted((i for i in range(self.n) if not docs[i][3]),
+        undated = sorted((i for i in range(n) if not docs[i][3]),
                          key=lambda i: self.dataset_ids[i])
         self.modified_order = np.array(dated + undated, dtype=np.int64)
-        self.modified_rank = np.empty(self.n, dtype=np.int64)
-        self.modified_rank[self.modified_order] = np.arange(self.n)
-        self.title_order = np.array(sorted(range(self.n), key=lambda i: (titles[i], self.dataset_ids[i])),
+        self.title_order = np.array(sorted(range(n), key=lambda i: (titles[i], self.dataset_ids[i])),
                                     dtype=np.int64)
+        self._ranks()
         self.values: list[tuple[str, str]] = []
         self.value_id: dict[tuple[str, str], int] = {}
         # Access label per position, an index into access_names (shared, append-only like
         # values); a document without one (indexed before labels existed) is public.
         self.access_names: list[str] = ["public"]
         self.access_id: dict[str, int] = {"public": 0}
-        self.access = np.zeros(self.n, dtype=np.int64)
+        self.access = np.zeros(n, dtype=np.int64)
         pos, val = self._pairs(facet_rows)
-        order = np.argsort(pos, kind="stable")
-        self.chunks = [(pos[order], val[order])]
-        # The base chunk is sorted by position: base_start[p]:base_start[p+1] are p's pairs, so a
-        # selective search counts facets over its own documents' pairs only.
-        self.base_start = np.searchsorted(self.chunks[0][0], np.arange(self.n + 1))
+        self.nvalues = len(self.values)
+        per_doc = np.bincount(pos, minlength=n)
+        width = int(min(max(int(per_doc.max(initial=0)), 1), ROW_WIDTH_MAX))
+        self.rows = np.zeros((n, width), dtype=np.int32)
+        self.over_pos, self.over_val = _EMPTY, _EMPTY
+        self.postings: list[np.ndarray] = []
+        self._add_facets(0, pos, val)
+        self._visible: dict = {}
+
+    def _ranks(self) -> None:
+        n = self.n
+        self.modified_rank = np.empty(n, dtype=np.int64)
+        self.modified_rank[self.modified_order] = np.arange(n)
+        self.title_rank = np.empty(n, dtype=np.int64)
+        self.title_rank[self.title_order] = np.arange(n)
 
     def _pairs(self, facet_rows) -> tuple[np.ndarray, np.ndarray]:
         """(positions, value ids) of facet rows; unseen values get new ids (append-only)."""
@@ -132,6 +191,29 @@ class Arrays:
             pair_val.append(vid)
         return np.array(pair_pos, dtype=np.int64), np.array(pair_val, dtype=np.int64)
 
+    def _add_facets(self, first: int, pos: np.ndarray, val: np.ndarray) -> None:
+        """Enter the facet pairs of positions >= first (fresh rows) into rows and postings."""
+        order = np.lexsort((val, pos))
+        pos, val = pos[order], val[order]
+        width = self.rows.shape[1]
+        counts = np.bincount(pos - first, minlength=self.n - first)
+        starts = np.cumsum(counts) - counts
+        slot = np.arange(len(pos)) - starts[pos - first]
+        fits = slot < width
+        self.rows[pos[fits], slot[fits]] = (val[fits] + 1).astype(np.int32)
+        if not fits.all():
+            self.over_pos = np.concatenate([self.over_pos, pos[~fits]])
+            self.over_val = np.concatenate([self.over_val, val[~fits]])
+        postings = self.postings = list(self.postings)
+        postings += [_EMPTY] * (self.nvalues - len(postings))
+        by_val = np.argsort(val, kind="stable")  # positions stay ascending within a value
+        vals, pos_by_val = val[by_val], pos[by_val]
+        cut = np.flatnonzero(np.diff(vals)) + 1
+        for group in np.split(np.arange(len(vals)), cut) if len(vals) else []:
+            vid = int(vals[group[0]])
+            postings[vid] = (pos_by_val[group] if not len(postings[vid]) else
+                             np.concatenate([postings[vid], pos_by_val[group]]))
+
     def _modified_before(self, p: int, modified: str | None, dataset_id: str) -> bool:
         """Whether position p sorts before (modified, dataset_id) in modified_order."""
         m = self.modified[p]
@@ -150,7 +232,7 @@ class Arrays:
             del shared[self.n:]  # left by an apply that failed half-way: nobody reads them
         touched_arr = np.asarray([d for d in touched if d < len(self.pos_of)], dtype=np.int64)
         old = self.pos_of[touched_arr] if len(touched_arr) else np.zeros(0, dtype=np.int64)
-        old = old[old >= 0]
+        old = np.sort(old[old >= 0])
         k = len(docs)
         n = new.n = self.n + k
         new.alive = np.concatenate([self.alive, np.ones(k, dtype=bool)])
@@ -162,12 +244,14 @@ class Arrays:
         new.pos_of[touched_arr] = -1
         for i, d in enumerate(docs):
             new.pos_of[d[0]] = self.n + i
+        new.doc_of = _grown(self.doc_of, self.n, k)
+        new.doc_of[self.n:n] = [d[0] for d in docs]
         # Shared lists, appended to: positions < self.n are unchanged for older snapshots.
         new.dataset_ids.extend(d[1] for d in docs)
         new.titles.extend(d[2] for d in docs)
         new.modified.extend(d[3] for d in docs)
-        new.title_len = np.concatenate(
-            [self.title_len, np.array([len(d[2]) for d in docs], dtype=np.int64)])
+        new.title_len = _grown(self.title_len, self.n, k)
+        new.title_len[self.n:n] = [len(d[2]) for d in docs]
         mod_at = [_insertion_point(self.modified_order,
                                    lambda p, d=d: new._modified_before(p, d[3], d[1]))
                   for d in docs]
@@ -183,82 +267,138 @@ class Arrays:
                                        added[by_mod])
         new.title_order = np.insert(self.title_order, [title_at[i] for i in by_title],
                                     added[by_title])
-        new.modified_rank = np.empty(n, dtype=np.int64)
-        new.modified_rank[new.modified_order] = np.arange(n)
-        # value ids are append-only and shared, like the lists; the access labels are copied.
-        new.access = np.concatenate([self.access, np.zeros(k, dtype=np.int64)])
-        new.chunks = list(self.chunks) + [new._pairs(facet_rows)]
-        if len(new.chunks) > 8:  # keep the base; fold the small ones together
-            pos = np.concatenate([c[0] for c in new.chunks[1:]])
-            val = np.concatenate([c[1] for c in new.chunks[1:]])
-            new.chunks = [new.chunks[0], (pos, val)]
+        new._ranks()
+        # value ids and access names are append-only and shared, like the lists.
+        new.access = _grown(self.access, self.n, k)
+        new.access[self.n:n] = 0
+        pos, val = new._pairs(facet_rows)
+        new.nvalues = len(new.values)
+        new.rows = _grown(self.rows, self.n, k)
+        new.rows[self.n:n] = 0
+        new._add_facets(self.n, pos, val)
+        # What each cached label set sees, by difference: minus the dead, plus the new.
+        new._visible = {}
+        for key, vis in list(self._visible.items()):
+            added_vis = added[new._readable_mask(key, added)]
+            gone = old[vis.mask[old]]
+            counts = np.zeros(new.nvalues, dtype=np.int64)
+            counts[:len(vis.counts)] = vis.counts
+            counts += new._count(added_vis) - new._count(gone)
+            mask = np.concatenate([vis.mask, np.zeros(k, dtype=bool)])
+            mask[gone] = False
+            mask[added_vis] = True
+            new._visible[key] = _Visible(mask, vis.count - len(gone) + len(added_vis), counts)
         return new
 
-    def _mask_of_ids(self, ids) -> np.ndarray:
+    def positions(self, ids) -> np.ndarray:
+        """Sorted positions of doc ids (from a group_concat string or ints); unknown ids dropped."""
         arr = _ids(ids)
         arr = arr[arr < len(self.pos_of)]
         pos = self.pos_of[arr]
-        mask = np.zeros(self.n, dtype=bool)
-        mask[pos[pos >= 0]] = True
-        return mask
+        pos = pos[pos >= 0]
+        if len(pos) > 1 and not (pos[1:] > pos[:-1]).all():
+            pos = np.unique(pos)
+        return pos
 
-    def _value_mask(self, key: str, value: str) -> np.ndarray:
-        """Positions holding this facet value (a filter, or any predicate stored as a facet
-        row, such as who may see a dataset)."""
-        mask = np.zeros(self.n, dtype=bool)
+    def _readable_mask(self, readable, at: np.ndarray) -> np.ndarray:
+        """Which positions ``at`` (alive ones) a caller with these labels may see."""
+        if readable is None:
+            return np.ones(len(at), dtype=bool)
+        ids = [i for i, name in enumerate(self.access_names) if name in readable]
+        return np.isin(self.access[at], ids)
+
+    def _count(self, idx: np.ndarray) -> np.ndarray:
+        """Facet value counts over positions idx (sorted, < n)."""
+        v = self.nvalues
+        counts = np.bincount(self.rows[idx].ravel(), minlength=v + 1)[1:v + 1].astype(np.int64)
+        if len(self.over_pos) and len(idx):
+            hit = _member(idx, self.over_pos, max(self.n, 1))
+            counts += np.bincount(self.over_val[hit], minlength=v)[:v]
+        return counts
+
+    def visible(self, readable) -> _Visible:
+        """The alive documents a caller with these access labels may see (None: all)."""
+        key = None if readable is None else frozenset(readable)
+        vis = self._visible.get(key)
+        if vis is None:
+            alive = np.flatnonzero(self.alive)
+            idx = alive[self._readable_mask(key, alive)]
+            mask = np.zeros(self.n, dtype=bool)
+            mask[idx] = True
+            vis = _Visible(mask, len(idx), self._count(idx))
+            if len(self._visible) >= VISIBLE_SETS:
+                self._visible.pop(next(iter(self._visible), None), None)
+            self._visible[key] = vis
+        return vis
+
+    def _posting(self, key: str, value: str) -> np.ndarray:
         vid = self.value_id.get((key, value))
-        if vid is not None:
-            for pos, val in self.chunks:
-                mask[pos[val == vid]] = True
-        return mask
+        return self.postings[vid] if vid is not None and vid < self.nvalues else _EMPTY
+
+    def _top(self, cand, vis: _Visible, order, rank, start: int, stop: int) -> np.ndarray:
+        """Positions start..stop of the matches (``cand``, None = all visible) in ``order``."""
+        total = vis.count if cand is None else len(cand)
+        if start >= total:
+            return _EMPTY
+        if cand is None or len(cand) * 8 > self.n:
+            # Most documents match: walk the order until the page is filled.
+            if cand is None:
+                mask = vis.mask
+            else:
+                mask = np.zeros(self.n, dtype=bool)
+                mask[cand] = True
+            got, have, i, step = [], 0, 0, max(4 * stop, 1024)
+            while have < stop and i < self.n:
+                seg = order[i:i + step]
+                seg = seg[mask[seg]]
+                got.append(seg)
+                have += len(seg)
+                i += step
+                step *= 2
+            return np.concatenate(got)[start:stop]
+        r = rank[cand]
+        if stop < len(cand):
+            part = np.argpartition(r, stop - 1)[:stop]
+            part = part[np.argsort(r[part])]
+        else:
+            part = np.argsort(r)
+        return cand[part[start:stop]]
 
     def run(self, matches, filters: dict[str, list[str]], sort: str, page: int, per_page: int,
-            demoted: set[int], start: int | None = None,
+            demoted, start: int | None = None,
             readable: frozenset[str] | None = frozenset(("public",))) -> SearchResult:
-        """`readable`: the caller's access labels (store.access.labels); None = all."""
-        mask = self.alive.copy()
-        if readable is not None:
-            mask &= np.isin(self.access, [i for i, name in enumerate(self.access_names)
-                                          if name in readable])
-        score = np.zeros(self.n)
-        for any_ids, title_ids in matches:
-            hit = self._mask_of_ids(any_ids)
-            mask &= hit
-            # BM25's idf with binary term frequency: rare terms weigh more; the title field
-            # is boosted, so title matches come first (BM25F-style field weights).
-            n = int(hit.sum())
-            idf = math.log(1 + (self.live - n + 0.5) / (n + 0.5))
-            score += idf * (1 + TITLE_WEIGHT * self._mask_of_ids(title_ids))
+        """`matches`: per query term, (positions matching it, positions with it in the title),
+        sorted (SearchCache.match). `demoted`: doc ids ranked last. `readable`: the caller's
+        access labels (store.access.labels); None = all."""
+        vis = self.visible(readable)
+        sets = [any_pos for any_pos, _ in matches]
         for key, values in filters.items():
+            posts = [self._posting(key, v) for v in values]
             if key in SINGLE_VALUED:
-                any_of = np.zeros(self.n, dtype=bool)
-                for v in values:
-                    any_of |= self._value_mask(key, v)
-                mask &= any_of
+                sets.append(posts[0] if len(posts) == 1 else np.unique(np.concatenate(posts)))
             else:
-                for v in values:
-                    mask &= self._value_mask(key, v)
-        total = int(mask.sum())
+                sets.extend(posts)
+        if sets:
+            # Smallest first: every later test costs the size of what is left.
+            sets.sort(key=len)
+            cand = sets[0][vis.mask[sets[0]]]
+            for s in sets[1:]:
+                if not len(cand):
+                    break
+                cand = cand[_member(s, cand, self.n)]
+            total = len(cand)
+            if total * 2 <= vis.count:
+                counts = self._count(cand)
+            else:  # fewer documents left out than matched: count those, subtract
+                mask = np.zeros(self.n, dtype=bool)
+                mask[cand] = True
+                counts = vis.counts - self._count(np.flatnonzero(vis.mask & ~mask))
+        else:
+            cand, total, counts = None, vis.count, vis.counts
         facets: dict[str, list[tuple[str, int]]] = {f: [] for f in FACETS}
-        counts = np.zeros(len(self.values), dtype=np.int64)
-        for i, (pos, val) in enumerate(self.chunks):
-            if not len(val):
-                continue
-            base_n = len(self.base_start) - 1
-            picked = np.flatnonzero(mask[:base_n]) if i == 0 else None
-            if picked is not None and len(picked) * 8 < base_n:
-                starts, ends = self.base_start[picked], self.base_start[picked + 1]
-                lengths = ends - starts
-                # Indices of every pair of the picked positions, without a Python loop.
-                first = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-                chosen = val[first + np.arange(int(lengths.sum()))]
-            else:
-                chosen = val[mask[pos]]
-            counts += np.bincount(chosen, minlength=len(self.values))[:len(counts)]
-        if len(counts):
-            for vid in np.flatnonzero(counts):
-                f, v = self.values[vid]
-                facets.setdefault(f, []).append((v, int(counts[vid])))
+        for vid in np.flatnonzero(counts):
+            f, v = self.values[vid]
+            facets.setdefault(f, []).append((v, int(counts[vid])))
         for f in facets:
             facets[f].sort(key=lambda vn: (-vn[1], vn[0]))
 
@@ -267,19 +407,51 @@ class Arrays:
         start = min(max(0, start), self.n)  # an offset past the end is an empty page
         stop = start + per_page
         if sort == "title":
-            chosen = self.title_order[mask[self.title_order]][start:stop]
+            chosen = self._top(cand, vis, self.title_order, self.title_rank, start, stop)
         elif sort == "modified" or not matches:
-            chosen = self.modified_order[mask[self.modified_order]][start:stop]
+            chosen = self._top(cand, vis, self.modified_order, self.modified_rank, start, stop)
         else:
-            idx = np.flatnonzero(mask)
-            s = score[idx]
-            if demoted:
-                bad = self._mask_of_ids(sorted(demoted))[idx]
-                s = s - DEMOTED * bad
-            # Best score, then the shorter title (closer to an exact title), then newest.
-            order = np.lexsort((self.modified_rank[idx], self.title_len[idx], -s))
-            chosen = idx[order[start:stop]]
-        return SearchResult(ids=[self.dataset_ids[p] for p in chosen], total=total, facets=facets)
+            chosen = self._by_relevance(cand, matches, demoted, start, stop)
+        return SearchResult(ids=[self.dataset_ids[p] for p in chosen.tolist()], total=total,
+                            facets=facets)
+
+    def _by_relevance(self, idx, matches, demoted, start: int, stop: int) -> np.ndarray:
+        if start >= len(idx):
+            return _EMPTY
+        s = np.zeros(len(idx))
+        for any_pos, title_pos in matches:
+            # BM25's idf with binary term frequency: rare terms weigh more; the title field
+            # is boosted, so title matches come first (BM25F-style field weights).
+            n = int(self.alive[any_pos].sum())
+            idf = math.log(1 + (self.live - n + 0.5) / (n + 0.5))
+            s += idf * (1 + TITLE_WEIGHT * _member(title_pos, idx, self.n))
+        if demoted:
+            s = s - DEMOTED * _member(self.positions(sorted(demoted)), idx, self.n)
+        # Best score, then the shorter title (closer to an exact title), then newest: the
+        # order is total (ranks are unique), so the page of the first `stop` is exact.
+        sub = np.arange(len(idx))
+        if stop * 4 < len(idx):
+            neg = -s
+            cut = np.partition(neg, stop - 1)[stop - 1]
+            ties = np.flatnonzero(neg == cut)
+            need = stop - int((neg < cut).sum())
+            if len(ties) > need:
+                t = idx[ties]
+                key = self.title_len[t] * (self.n + 1) + self.modified_rank[t]
+                ties = ties[np.argpartition(key, need - 1)[:need]]
+            sub = np.concatenate([np.flatnonzero(neg < cut), ties])
+        p = idx[sub]
+        order = np.lexsort((self.modified_rank[p], self.title_len[p], -s[sub]))
+        return p[order[start:stop]]
+
+
+@dataclass
+class _Match:
+    """A term's matches in one lineage of snapshots, complete for positions < n."""
+    lineage: object
+    n: int
+    any_pos: np.ndarray
+    title_pos: np.ndarray
 
 
 class SearchCache:
@@ -290,42 +462,115 @@ class SearchCache:
     snapshot (Arrays.apply): a publish costs the next search about a millisecond, not a reload
     of every document (2.25 s at 100k datasets). A full load happens on the first search, when
     the log no longer reaches back to this snapshot, or when more changed than a reload costs.
-    ``full_loads`` and ``incremental_updates`` count both paths.
+    ``full_loads`` and ``incremental_updates`` count both paths; while one thread applies, the
+    others answer from the snapshot before it instead of waiting.
+
+    Term matches are cached per lineage (``match``): ``term_hits``, ``term_extended`` (matched
+    again against the documents published since) and ``term_misses`` count the three paths.
     """
 
     MAX_INCREMENTAL = 20_000  # touched docs above which (and above a quarter of all) we reload
+    MAX_TERMS = 512
+    MAX_TERM_POSITIONS = 8_000_000  # ~64 MB of cached positions per process
+    EXTEND_LIMIT = 5_000  # new documents above which a cached term is matched again in full
 
     def __init__(self, index):
         self.index = index
         self._lock = threading.Lock()
-        self._generation = -1
-        self._arrays: Arrays | None = None
+        self._state: tuple[Arrays | None, int] = (None, -1)
+        self._terms: OrderedDict[tuple, _Match] = OrderedDict()
+        self._term_positions = 0
         self.full_loads = 0
         self.incremental_updates = 0
+        self.term_hits = self.term_extended = self.term_misses = 0
+
+    @property
+    def _arrays(self) -> Arrays | None:
+        return self._state[0]
 
     def current(self, conn) -> Arrays:
+        return self.snapshot(conn)[0]
+
+    def snapshot(self, conn) -> tuple[Arrays, bool]:
+        """(arrays, exact): exact when they are those of the generation ``conn`` reads, so
+        what ``conn`` matches may be cached against them."""
         meta = dict(conn.execute(text("SELECT key, value FROM search_meta "
                                       "WHERE key IN ('generation', 'change_floor')")).all())
         gen, floor = int(meta.get("generation") or 0), int(meta.get("change_floor") or 0)
-        arrays = self._arrays
+        arrays, have = self._state
         # A reader whose transaction began before the last write may see an older generation:
         # the newer arrays serve it (documents it cannot see in FTS simply do not match).
-        if arrays is not None and self._generation >= gen:
-            return arrays
-        with self._lock:
-            if self._arrays is not None and self._generation >= gen:
-                return self._arrays
-            if self._arrays is not None and self._generation >= floor:
-                updated = self._apply_changes(conn, self._arrays, self._generation, gen)
-            else:
-                updated = None
+        if arrays is not None and have >= gen:
+            return arrays, have == gen
+        # Another thread is applying a change set: answer from the snapshot before it.
+        if not self._lock.acquire(blocking=arrays is None):
+            return arrays, False
+        try:
+            arrays, have = self._state
+            if arrays is not None and have >= gen:
+                return arrays, have == gen
+            updated = None
+            if arrays is not None and have >= floor:
+                updated = self._apply_changes(conn, arrays, have, gen)
             if updated is None:
                 updated = self._load(conn)
                 self.full_loads += 1
+                self.clear_terms()
             else:
                 self.incremental_updates += 1
-            self._arrays, self._generation = updated, gen
-            return updated
+            self._state = (updated, gen)
+            return updated, True
+        finally:
+            self._lock.release()
+
+    def clear_terms(self) -> None:
+        self._terms = OrderedDict()
+        self._term_positions = 0
+
+    def match(self, conn, arrays: Arrays, exact: bool, group: list[str],
+              matcher) -> tuple[np.ndarray, np.ndarray]:
+        """(positions matching any variant of ``group``, positions with one in the title),
+        from the cache when it can say. ``matcher(conn, group, only=None)`` answers with doc
+        ids, restricted to the doc ids ``only`` when given (a matcher may ignore it)."""
+        key = tuple(group)
+        entry = self._terms.get(key)
+        if entry is not None and entry.lineage is arrays.lineage:
+            if entry.n >= arrays.n:
+                self.term_hits += 1
+                return (entry.any_pos[:np.searchsorted(entry.any_pos, arrays.n)],
+                        entry.title_pos[:np.searchsorted(entry.title_pos, arrays.n)])
+            new_docs = arrays.doc_of[entry.n:arrays.n][arrays.alive[entry.n:arrays.n]]
+            if exact and len(new_docs) <= self.EXTEND_LIMIT:
+                any_ids, title_ids = (matcher(conn, group, only=new_docs.tolist())
+                                      if len(new_docs) else ("", ""))
+                extra_any, extra_title = arrays.positions(any_ids), arrays.positions(title_ids)
+                entry = _Match(arrays.lineage, arrays.n,
+                               np.concatenate([entry.any_pos, extra_any[extra_any >= entry.n]]),
+                               np.concatenate([entry.title_pos,
+                                               extra_title[extra_title >= entry.n]]))
+                self.term_extended += 1
+                self._store(key, entry)
+                return entry.any_pos, entry.title_pos
+        self.term_misses += 1
+        any_ids, title_ids = matcher(conn, group)
+        any_pos, title_pos = arrays.positions(any_ids), arrays.positions(title_ids)
+        if exact:
+            self._store(key, _Match(arrays.lineage, arrays.n, any_pos, title_pos))
+        return any_pos, title_pos
+
+    def _store(self, key: tuple, entry: _Match) -> None:
+        terms = self._terms
+        size = len(entry.any_pos) + len(entry.title_pos)
+        if size > self.MAX_TERM_POSITIONS // 4:
+            return
+        old = terms.pop(key, None)
+        if old is not None:
+            self._term_positions -= len(old.any_pos) + len(old.title_pos)
+        terms[key] = entry
+        self._term_positions += size
+        while len(terms) > self.MAX_TERMS or self._term_positions > self.MAX_TERM_POSITIONS:
+            _, gone = terms.popitem(last=False)
+            self._term_positions -= len(gone.any_pos) + len(gone.title_pos)
 
     def _apply_changes(self, conn, arrays: Arrays, since: int, gen: int) -> Arrays | None:
         touched = [r[0] for r in conn.execute(

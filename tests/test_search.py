@@ -418,3 +418,112 @@ def test_worker_behind_the_pruned_log_reloads(tmp_path, monkeypatch):
         writer.delete(conn, "park-0")
     assert reader.search("公園").total == 119
     assert (reader.cache.full_loads, reader.cache.incremental_updates) == (2, 1)
+
+
+def _same(got, want):
+    return (got.ids, got.total, got.facets) == (want.ids, want.total, want.facets)
+
+
+def test_cached_terms_are_extended_across_publishes(tmp_path):
+    """A worker keeps each term's matches and, after a publish, matches the term against the
+    new documents only: its answers (every sort, totals, facets) stay those of a fresh worker
+    through new datasets, new versions, withdrawals and access changes, for public callers,
+    members and sysadmins alike, and the term's full MATCH runs once."""
+    import random
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    base = [dict(d, access="public") for d in DOCS]
+    base.append(dict(doc("pct", "達成率%一覧", "目標の100%"), access="public"))
+    with writer.engine.begin() as conn:
+        writer.upsert_many(conn, base)
+    rng = random.Random(7)
+    words = ["避難所", "公園", "防災", "子ども", "AED", "洪水"]
+    labels = ["public", "public", "members", "org:kobe"]
+    readers = [frozenset(["public"]), frozenset(["public", "members", "org:kobe"]), None]
+    # "%" has no word characters: matched with LIKE, extended with LIKE ... AND doc_id IN.
+    queries = [("避難所", {}), ("防災", {"organization": ["himeji"]}), ("公園", {}),
+               ("子ども 一覧", {}), ("%", {}), ("", {}), ("", {"tags": ["防災"]})]
+    groups = {tuple(g) for q, _ in queries for g in split_query(q)}
+
+    def check(step):
+        fresh = SearchIndex(create_engine(url))
+        for q, filters in queries:
+            for readable in readers:
+                for sort in ("relevance", "modified", "title"):
+                    got = reader.search(q, filters, sort=sort, per_page=100, readable=readable)
+                    want = fresh.search(q, filters, sort=sort, per_page=100, readable=readable)
+                    assert _same(got, want), (step, q, filters, readable, sort)
+
+    check(-1)
+    live = [d["id"] for d in base]
+    for step in range(25):
+        with writer.engine.begin() as conn:
+            if rng.random() < 0.2:
+                writer.delete(conn, live.pop(rng.randrange(len(live))))
+            else:
+                did = rng.choice(live) if rng.random() < 0.5 else f"new-{step}"
+                if did not in live:
+                    live.append(did)
+                title = f"{rng.choice(words)}{rng.choice(['', '%'])}の一覧{step}"
+                writer.upsert_many(conn, [dict(
+                    doc(did, title, description=rng.choice(words), tags=rng.sample(words, 2),
+                        organization=rng.choice(["himeji", "kobe"]),
+                        modified=rng.choice([None, f"2024-0{rng.randint(1, 9)}-01T00:00:00"])),
+                    access=rng.choice(labels))])
+        check(step)
+    assert reader.cache.full_loads == 1
+    assert reader.cache.term_misses == len(groups)  # each term matched in full once
+    assert reader.cache.term_extended >= 25
+
+
+def test_pages_are_slices_of_one_order(tmp_path):
+    """Pages are picked from the matches without sorting them all: every page, at any offset,
+    is the slice of the full order, also among many equal scores and equal titles, and the
+    date and title orders are those of their definition."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'search.db'}")
+    ix = SearchIndex(engine)
+    docs = [doc(f"d{i:03d}", ["公園一覧", "公園", "都市公園の一覧", "避難所と公園"][i % 4],
+                description="公園" if i % 3 else "広場",
+                modified=None if i % 7 == 0 else f"2024-{1 + i % 12:02d}-{1 + i % 5:02d}T00:00:00")
+            for i in range(300)]
+    with engine.begin() as conn:
+        ix.upsert_many(conn, docs)
+    by_id = {d["id"]: d for d in docs}
+    for q in ("公園", "", "公園 一覧"):
+        for sort in ("relevance", "modified", "title"):
+            whole = ix.search(q, sort=sort, per_page=1000)
+            assert whole.total == len(whole.ids) > 50
+            paged = []
+            for page in range(1, whole.total // 7 + 2):
+                paged += ix.search(q, sort=sort, per_page=7, page=page).ids
+            assert paged == whole.ids, (q, sort)
+            for start in (0, 1, 13, whole.total - 3, whole.total, whole.total + 5):
+                assert ix.search(q, sort=sort, per_page=5, start=start).ids == \
+                    whole.ids[start:start + 5], (q, sort, start)
+            if sort == "title":
+                assert whole.ids == sorted(whole.ids, key=lambda i: (normalize(by_id[i]["title"]), i))
+            elif sort == "modified" or not q:  # newest first, undated last, ties by id
+                dated = sorted((i for i in whole.ids if by_id[i]["modified"]), key=str)
+                dated.sort(key=lambda i: by_id[i]["modified"], reverse=True)
+                assert whole.ids == dated + sorted(i for i in whole.ids if not by_id[i]["modified"])
+
+
+def test_search_does_not_wait_for_another_threads_publish(tmp_path):
+    """While one thread applies a publish to the arrays, another thread's search answers from
+    the snapshot before it instead of waiting; the next search sees the publish."""
+    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
+    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    with writer.engine.begin() as conn:
+        writer.upsert_many(conn, DOCS)
+    assert reader.search("公園").total == 0
+    with writer.engine.begin() as conn:
+        writer.upsert(conn, doc("park", "公園一覧", organization="kobe"))
+    answers = []
+    with reader.cache._lock:  # as held by a thread applying the change set
+        t = threading.Thread(target=lambda: answers.append(reader.search("公園")))
+        t.start()
+        t.join(timeout=30)
+        assert not t.is_alive()
+    assert answers[0].total == 0
+    assert reader.search("公園").ids == ["park"]
+    assert reader.cache.incremental_updates == 1
