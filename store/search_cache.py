@@ -103,6 +103,22 @@ def _member(sorted_set: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return mask[x]
 
 
+def _shifted(rank: np.ndarray, at: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """The ranks after np.insert(order, at, added) (``at`` ascending): an old element moves
+    down by the insertions at or before it. Sequential, unlike recomputing ranks from the new
+    order (a scatter over every position: 50 ms at 1M datasets under load)."""
+    k = len(at)
+    new = np.empty(len(rank) + k, dtype=np.int64)
+    if k <= 8:
+        new[:len(rank)] = rank
+        for a in at:
+            new[:len(rank)] += rank >= a
+    else:
+        new[:len(rank)] = rank + np.searchsorted(at, rank, side="right")
+    new[added] = at + np.arange(k)
+    return new
+
+
 @dataclass
 class _Visible:
     """What one access-label set may see in one snapshot: a mask, its size, its facet counts."""
@@ -263,11 +279,12 @@ class Arrays:
         by_mod = sorted(range(k), key=functools.cmp_to_key(
             lambda i, j: (mod_at[i] - mod_at[j]) or _modified_cmp(docs[i], docs[j])))
         by_title = sorted(range(k), key=lambda i: (title_at[i], docs[i][2], docs[i][1]))
-        new.modified_order = np.insert(self.modified_order, [mod_at[i] for i in by_mod],
-                                       added[by_mod])
-        new.title_order = np.insert(self.title_order, [title_at[i] for i in by_title],
-                                    added[by_title])
-        new._ranks()
+        mod_at = np.array([mod_at[i] for i in by_mod], dtype=np.int64)
+        title_at = np.array([title_at[i] for i in by_title], dtype=np.int64)
+        new.modified_order = np.insert(self.modified_order, mod_at, added[by_mod])
+        new.title_order = np.insert(self.title_order, title_at, added[by_title])
+        new.modified_rank = _shifted(self.modified_rank, mod_at, added[by_mod])
+        new.title_rank = _shifted(self.title_rank, title_at, added[by_title])
         # value ids and access names are append-only and shared, like the lists.
         new.access = _grown(self.access, self.n, k)
         new.access[self.n:n] = 0
@@ -531,7 +548,7 @@ class SearchCache:
               matcher) -> tuple[np.ndarray, np.ndarray]:
         """(positions matching any variant of ``group``, positions with one in the title),
         from the cache when it can say. ``matcher(conn, group, only=None)`` answers with doc
-        ids, restricted to the doc ids ``only`` when given (a matcher may ignore it)."""
+        ids; given ``only``, it must find those among them and may add others (ignored)."""
         key = tuple(group)
         entry = self._terms.get(key)
         if entry is not None and entry.lineage is arrays.lineage:
