@@ -80,23 +80,23 @@ def build(index: SearchIndex, corpus: list[dict]) -> float:
     return time.perf_counter() - t0
 
 
-def time_kind(index: SearchIndex, queries, runs: int) -> tuple[list[float], list[float],
-                                                               list[float]]:
-    """(timed runs after a warm-up, their CPU time, first runs with no term cached). The CPU
-    time (this thread's) is what a search costs on a box shared with other work."""
-    samples, cpu, cold = [], [], []
+def time_kind(index: SearchIndex, queries, runs: int) -> tuple[list[float], ...]:
+    """(timed runs after a warm-up, their CPU time, first runs with no term cached, their CPU
+    time). The CPU time (this thread's) is what a search costs on a box shared with others."""
+    samples, cpu, cold, cold_cpu = [], [], [], []
     for q in queries:
         q, filters = q if isinstance(q, tuple) else (q, {})
         _forget_terms(index)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         index.search(q, filters, per_page=20)  # also the warm-up
         cold.append((time.perf_counter() - t0) * 1000)
+        cold_cpu.append((time.thread_time() - c0) * 1000)
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.thread_time()
             index.search(q, filters, per_page=20)
             samples.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.thread_time() - c0) * 1000)
-    return samples, cpu, cold
+    return samples, cpu, cold, cold_cpu
 
 
 def _forget_terms(index: SearchIndex) -> None:
@@ -119,10 +119,10 @@ def sqlite_engine(db: Path, **kw):
     return engine
 
 
-def _row(kind: str, s: list[float], c: list[float], f: list[float]) -> None:
+def _row(kind: str, s: list[float], c: list[float], f: list[float], fc: list[float]) -> None:
     print(f"{kind:14} {statistics.median(s):7.1f} {pct(s, 95):7.1f} {max(s):7.1f} "
           f"{statistics.median(c):8.1f} {pct(c, 95):8.1f}   {statistics.median(f):9.1f} "
-          f"{pct(f, 95):7.1f} {max(f):7.1f}")
+          f"{pct(f, 95):7.1f} {max(f):7.1f} {statistics.median(fc):8.1f} {pct(fc, 95):8.1f}")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -273,13 +273,13 @@ def main() -> int:
     print("\nms per search (total + page of 20 + 5 facets); cpu = this thread's CPU time; "
           "first = the first run of each query, no term cached")
     print(f"{'kind':14} {'p50':>7} {'p95':>7} {'max':>7} {'cpu p50':>8} {'cpu p95':>8}   "
-          f"{'first p50':>9} {'p95':>7} {'max':>7}")
-    every: list[list[float]] = [[], [], []]
+          f"{'first p50':>9} {'p95':>7} {'max':>7} {'cpu p50':>8} {'cpu p95':>8}")
+    every: list[list[float]] = [[], [], [], []]
     for kind, queries in QUERIES.items():
-        s, c, f = time_kind(index, queries, args.runs)
-        for acc, new in zip(every, (s, c, f)):
+        figures = time_kind(index, queries, args.runs)
+        for acc, new in zip(every, figures):
             acc += new
-        _row(kind, s, c, f)
+        _row(kind, *figures)
     _row("all", *every)
     print(f"\n{'query':12} {'kind':10} {'truth':>7} {'found':>7} {'recall':>8} {'extra':>7}")
     for q, kind, want, found, extra in recall_probes(index, corpus):
