@@ -145,7 +145,8 @@ class SearchCache:
             self._term_positions -= len(old.any_pos) + len(old.title_pos)
         terms[key] = entry
         self._term_positions += size
-        while len(terms) > self.MAX_TERMS or self._term_positions > self.MAX_TERM_POSITIONS:
+        while terms and (len(terms) > self.MAX_TERMS
+                         or self._term_positions > self.MAX_TERM_POSITIONS):
             _, gone = terms.popitem(last=False)
             self._term_positions -= len(gone.any_pos) + len(gone.title_pos)
 
