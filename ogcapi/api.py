@@ -45,7 +45,7 @@ from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, st
 from ogcapi import cql
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
-from ogcapi.provider import FILES_KEY, GPKGProvider
+from ogcapi.provider import ENGINE_KEY, FILES_KEY, Database, GPKGProvider
 from ogcapi.tiles import REL_TILESETS, openapi_paths
 
 LOGGER = logging.getLogger(__name__)
@@ -130,10 +130,11 @@ MAP = {'url': 'https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png',
                       '地理院タイル</a>'}
 
 
-def resource_for(collection: dict, files: FileRegistry | None = None) -> dict:
+def resource_for(collection: dict, files: FileRegistry | None = None, engine=None) -> dict:
     """One pygeoapi ``resources`` entry for a catalogue collection dict.
 
-    ``files`` is the registry the provider reads through (see OGCAPI).
+    ``files`` is the registry the provider reads through (see OGCAPI); ``engine`` the database
+    of versions stored in PostGIS.
     """
     bbox = collection.get('bbox')
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
@@ -155,6 +156,8 @@ def resource_for(collection: dict, files: FileRegistry | None = None) -> dict:
         provider['field_info'] = collection['fields']
     if files is not None:
         provider[FILES_KEY] = files
+    if engine is not None:
+        provider[ENGINE_KEY] = engine if isinstance(engine, Database) else Database(engine)
     return {
         'type': 'collection',
         'title': collection['title'],
@@ -167,13 +170,13 @@ def resource_for(collection: dict, files: FileRegistry | None = None) -> dict:
 
 
 def build_config(base_url: str, collections: list, *, metadata=None,
-                 map_=None, limits=None, locale_dir=None, files=None) -> dict:
+                 map_=None, limits=None, locale_dir=None, files=None, engine=None) -> dict:
     """The pygeoapi config dict: server, metadata, one resource per collection."""
     resources = {}
     base = base_url.rstrip('/')
     for c in collections:
         try:
-            res = resources[str(c['id'])] = resource_for(c, files)
+            res = resources[str(c['id'])] = resource_for(c, files, engine)
             # Every collection has vector tiles (ogcapi.tiles); pygeoapi links only its own
             # tile providers, so the link is ours.
             res['links'].append({'type': 'application/json', 'rel': REL_TILESETS,
@@ -230,8 +233,10 @@ class OGCAPI:
 
     def __init__(self, base_url: str, list_collections: Callable[[], list],
                  version: Callable[[], str], *, metadata=None, map_=None,
-                 limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
+                 limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS, engine=None):
         self.base_url = base_url.rstrip('/')
+        # The catalogue's database (PostgreSQL mode): where versions stored in PostGIS live.
+        self.engine = None if engine is None else Database(engine)
         self._list_collections = list_collections
         self._version = version
         self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
@@ -277,7 +282,7 @@ class OGCAPI:
         collections = [c for c in self._list_collections()
                        if readable is None or c.get('access', 'public') in readable]
         config = build_config(self.base_url, collections, locale_dir=self.locale_dir,
-                              files=self.files, **self._options)
+                              files=self.files, engine=self.engine, **self._options)
         # Marks this build in the translated copy pygeoapi caches, see prepare_html.
         config['server']['renkei_build'] = f'{token}#{next(_BUILDS)}'
         api = API(config, None)  # OpenAPI is generated lazily, see openapi()

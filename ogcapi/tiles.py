@@ -4,8 +4,10 @@ metadata, the tilesets list and a TileJSON.
 A tile comes from the version's pre-generated pyramid (store.tiles, MBTiles beside the
 GeoPackage) when it has one and the zoom is within it; otherwise it is cut per request from the
 GeoPackage R-tree (small layers, and zooms deeper than the pyramid, where a tile covers a few
-streets). Tiles of one collection version never change, so the ETag is the version and a
-client's If-None-Match is answered 304; encoded and gzipped tiles are kept in a small LRU.
+streets). A version stored in PostGIS (PostgreSQL mode) takes the same two paths in the
+database: its pyramid table, else ST_AsMVT (store.tiles_pg). Tiles of one collection version
+never change, so the ETag is the version and a client's If-None-Match is answered 304; encoded
+and gzipped tiles are kept in a small LRU.
 
 Which collections exist comes from the API of the current catalogue version (ogcapi.api.OGCAPI),
 the same list every other read path uses; access checks hook in there (TODO i12-auth).
@@ -26,7 +28,10 @@ import numpy as np
 import shapely
 
 from ogcapi.gpkg_read import quote_ident, wkb
+from ogcapi.provider import ENGINE_KEY
 from store import tiles as store_tiles
+from store import tiles_pg
+from store.features_pg import is_postgis, table_of
 
 MVT = 'application/vnd.mapbox-vector-tile'
 TMS_ID = 'WebMercatorQuad'
@@ -96,7 +101,10 @@ def _archive(gpkg_path):
 
 
 def etag(provider_def):
-    """The collection version: files are written once per version (store.versions)."""
+    """The collection version: files and tables are written once per version (store.versions,
+    store.features_pg), and their names end in it."""
+    if is_postgis(provider_def['data']):
+        return f'"{table_of(provider_def["data"])}"'
     path = Path(provider_def['data'])
     return f'"{path.parent.name}-{path.stem}"'
 
@@ -226,7 +234,7 @@ def tile(api, cid, z, y, x, *, if_none_match=None, accept_gzip=False):
     if if_none_match and (tag in [t.strip() for t in if_none_match.split(',')]
                           or if_none_match.strip() == '*'):
         return HTTPStatus.NOT_MODIFIED, headers, b''
-    key = (pdef['data'], tag, z, x, y, accept_gzip)
+    key = (_origin(pdef), pdef['data'], tag, z, x, y, accept_gzip)
     body = _TILES.get(key)
     if body is None:
         data, gzipped = render(api, pdef, cid, z, x, y)
@@ -245,9 +253,18 @@ def tile(api, cid, z, y, x, *, if_none_match=None, accept_gzip=False):
     return HTTPStatus.OK, headers, body
 
 
+def _origin(pdef):
+    """Which database a PostGIS version lives in: one process may serve several (two data
+    dirs, two schemas) holding tables of the same name."""
+    db = pdef.get(ENGINE_KEY)
+    return None if db is None else db.origin
+
+
 def render(api, pdef, cid, z, x, y) -> tuple[bytes, bool]:
     """(tile, gzipped?), b'' when empty: the pyramid's stored (gzipped) tile, else one cut
-    from the GeoPackage (raw)."""
+    from the GeoPackage or the PostGIS table (raw)."""
+    if is_postgis(pdef['data']):
+        return tiles_pg.render(pdef[ENGINE_KEY].engine, pdef['data'], cid, z, x, y)
     archive = _archive(pdef['data'])
     if archive is not None and archive.minzoom <= z <= archive.maxzoom:
         data = archive.get(z, x, y) or b''

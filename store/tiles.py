@@ -161,22 +161,30 @@ def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
             pyogrio.write_arrow(reader, seq, driver="GeoJSONSeq",
                                 geometry_name=meta.get("geometry_name") or "geom",
                                 geometry_type="Unknown", crs=meta.get("crs"), RS="NO")
-        env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
-        cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
-               "-n", name, "-Z0", f"-z{maxzoom}", "--read-parallel",
-               f"--use-attribute-for-id={id_property}", f"--exclude={id_property}",
-               # Low zooms: drop the densest features until the tile fits; a flood layer of
-               # 900k polygons cannot be drawn whole at prefecture scale anyway.
-               "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
-               # Written raw, so the limit is on the tile itself; compress_tiles gzips them.
-               "--no-tile-compression",
-               "--no-progress-indicator", str(seq)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            out.unlink(missing_ok=True)
-            raise RuntimeError(f"tile pre-generation failed: {proc.stderr.strip()[-500:]}")
+        run_tippecanoe(seq, out, name=name, id_property=id_property, maxzoom=maxzoom,
+                       threads=threads)
     compress_tiles(out)
     return read_metadata(out)
+
+
+def run_tippecanoe(seq: Path, out: Path, *, name: str, id_property: str,
+                   maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None) -> None:
+    """tippecanoe over a GeoJSON text sequence (``seq``) into the MBTiles ``out`` (raw tiles).
+    ``id_property`` becomes the MVT feature id and is left out of the properties."""
+    env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
+    cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
+           "-n", name, "-Z0", f"-z{maxzoom}", "--read-parallel",
+           f"--use-attribute-for-id={id_property}", f"--exclude={id_property}",
+           # Low zooms: drop the densest features until the tile fits; a flood layer of
+           # 900k polygons cannot be drawn whole at prefecture scale anyway.
+           "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
+           # Written raw, so the limit is on the tile itself; compress_tiles gzips them.
+           "--no-tile-compression",
+           "--no-progress-indicator", str(seq)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        Path(out).unlink(missing_ok=True)
+        raise RuntimeError(f"tile pre-generation failed: {proc.stderr.strip()[-500:]}")
 
 
 def compress_tiles(path: Path | str) -> None:
