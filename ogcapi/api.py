@@ -236,7 +236,7 @@ class OGCAPI:
                  limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS, engine=None):
         self.base_url = base_url.rstrip('/')
         # The catalogue's database (PostgreSQL mode): where versions stored in PostGIS live.
-        self.engine = None if engine is None else Database(engine)
+        self.database = None if engine is None else Database(engine)
         self._list_collections = list_collections
         self._version = version
         self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
@@ -282,7 +282,7 @@ class OGCAPI:
         collections = [c for c in self._list_collections()
                        if readable is None or c.get('access', 'public') in readable]
         config = build_config(self.base_url, collections, locale_dir=self.locale_dir,
-                              files=self.files, engine=self.engine, **self._options)
+                              files=self.files, engine=self.database, **self._options)
         # Marks this build in the translated copy pygeoapi caches, see prepare_html.
         config['server']['renkei_build'] = f'{token}#{next(_BUILDS)}'
         api = API(config, None)  # OpenAPI is generated lazily, see openapi()

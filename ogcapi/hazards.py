@@ -3,7 +3,8 @@ its decoded meaning, and the nearest shelters designated for those hazards.
 
 Both lookups are R-tree queries on the published GeoPackages (gpkg_read's pooled read-only
 connections): the point's envelope for the hazard polygons, a growing box around it for the
-shelters. The collections come from the OGC API of the current catalogue version
+shelters. Versions stored in PostGIS (PostgreSQL mode) are asked through the GiST index instead
+(ogcapi.hazards_pg), all in one transaction of the catalogue's database. The collections come from the OGC API of the current catalogue version
 (OGCAPI.collections), the one list every read path uses; access checks hook in there
 (TODO i12-auth).
 
@@ -14,12 +15,15 @@ members' polygons, so they are not asked again; shelters come from the merged `t
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import shapely
 
 from geo import themes
+from ogcapi import hazards_pg
 from ogcapi.gpkg_read import quote_ident, wkb
+from store.features_pg import is_postgis, table_of
 
 HAZARD_THEMES = {"flood_area": "flood", "landslide_area": "landslide", "tsunami_area": "tsunami"}
 HAZARD_NAMES = {"flood": ("洪水", "Flood"), "landslide": ("土砂災害", "Sediment disaster"),
@@ -64,20 +68,43 @@ def _open(files, lyr: Layer):
 
 
 def lookup(files, collections: list[Layer], lat: float, lon: float,
-           max_shelters: int = MAX_SHELTERS) -> dict:
-    """{"hazards": [...], "shelters": [...]} for one point (WGS 84 degrees)."""
-    hazards = []
-    for lyr in collections:
-        if lyr.theme in HAZARD_THEMES and lyr.id != themes.collection_id(lyr.theme):
-            hazards += _covering(files, lyr, lat, lon)
-    kinds = sorted({h["hazard"] for h in hazards})
-    shelter = next((c for c in collections if c.id == SHELTER_LAYER), None)
-    shelters = _nearest_shelters(files, shelter, lat, lon, kinds, max_shelters) \
-        if shelter else []
+           max_shelters: int = MAX_SHELTERS, engine=None) -> dict:
+    """{"hazards": [...], "shelters": [...]} for one point (WGS 84 degrees). ``engine``: the
+    catalogue's database, where versions stored in PostGIS live (PostgreSQL mode)."""
+    with ExitStack() as stack:
+        conn = stack.enter_context(engine.connect()) if engine is not None else None
+        hazards = []
+        for lyr in collections:
+            if lyr.theme in HAZARD_THEMES and lyr.id != themes.collection_id(lyr.theme):
+                hazards += _covering(files, conn, lyr, lat, lon)
+        kinds = sorted({h["hazard"] for h in hazards})
+        shelter = next((c for c in collections if c.id == SHELTER_LAYER), None)
+        shelters = _nearest_shelters(files, conn, shelter, lat, lon, kinds, max_shelters) \
+            if shelter else []
     return {"hazards": hazards, "shelters": shelters}
 
 
-def _covering(files, lyr: Layer, lat: float, lon: float) -> list[dict]:
+def _covering(files, conn, lyr: Layer, lat: float, lon: float) -> list[dict]:
+    theme = themes.THEMES[lyr.theme]
+    wanted = {fl.name for fl in theme.fields}
+    if is_postgis(lyr.path):
+        found = hazards_pg.covering(conn, table_of(lyr.path), lat, lon, wanted)
+    else:
+        found = _covering_gpkg(files, lyr, lat, lon, wanted)
+    hazard = HAZARD_THEMES[lyr.theme]
+    out = []
+    for fid, attrs in found:
+        ja, en = describe(lyr.theme, attrs)
+        out.append({"collection": lyr.id, "title": lyr.title, "dataset": lyr.dataset,
+                    "theme": lyr.theme,
+                    "hazard": hazard, "hazard_title": HAZARD_NAMES[hazard][0],
+                    "description": ja, "description_en": en, "feature_id": fid,
+                    "attributes": attrs,
+                    "attribute_titles": {n: theme.field(n).title_ja for n in attrs}})
+    return out
+
+
+def _covering_gpkg(files, lyr: Layer, lat: float, lon: float, wanted: set) -> list[tuple]:
     f, layer = _open(files, lyr)
     names = [n for n in layer.fields]
     cols = "".join(f", t.{quote_ident(n)}" for n in names)
@@ -91,8 +118,6 @@ def _covering(files, lyr: Layer, lat: float, lon: float) -> list[dict]:
         sql, params = f"SELECT t.{fid}, t.{geom}{cols} FROM {t} t", ()
     with f.connection() as con:
         rows = con.execute(sql, params).fetchall()
-    theme = themes.THEMES[lyr.theme]
-    wanted = {fl.name for fl in theme.fields}
     out = []
     for row in rows:
         w = wkb(row[1])
@@ -101,14 +126,7 @@ def _covering(files, lyr: Layer, lat: float, lon: float) -> list[dict]:
         attrs = {n: v for n, v in zip(names, row[2:]) if n in wanted and v is not None}
         for n in layer.booleans & attrs.keys():
             attrs[n] = bool(attrs[n])
-        hazard = HAZARD_THEMES[lyr.theme]
-        ja, en = describe(lyr.theme, attrs)
-        out.append({"collection": lyr.id, "title": lyr.title, "dataset": lyr.dataset,
-                    "theme": lyr.theme,
-                    "hazard": hazard, "hazard_title": HAZARD_NAMES[hazard][0],
-                    "description": ja, "description_en": en, "feature_id": row[0],
-                    "attributes": attrs,
-                    "attribute_titles": {n: theme.field(n).title_ja for n in attrs}})
+        out.append((row[0], attrs))
     return out
 
 
@@ -142,10 +160,13 @@ def describe(theme: str, a: dict) -> tuple[str, str]:
     return f"津波 浸水深 {depth}", f"Tsunami {en_depth}"
 
 
-def _nearest_shelters(files, lyr: Layer, lat, lon, kinds, n) -> list[dict]:
+def _nearest_shelters(files, conn, lyr: Layer, lat, lon, kinds, n) -> list[dict]:
     """The n nearest shelters designated for every hazard in ``kinds`` (any shelter when the
     point has none), nearest first. The box grows until n shelters lie within the circle it
     contains, so none nearer can be outside it."""
+    if is_postgis(lyr.path):
+        return hazards_pg.nearest(conn, table_of(lyr.path), lat, lon, SHELTER_FLAGS, kinds, n,
+                                 _MAX_DEG)
     f, layer = _open(files, lyr)
     flags = [k for k in SHELTER_FLAGS if k in layer.fields]
     want = [k for k in kinds if k in layer.fields]

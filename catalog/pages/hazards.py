@@ -37,7 +37,8 @@ def published_layers() -> list[hazards.Layer]:
 
 def _lookup(lat: float, lon: float) -> dict:
     ogc = current_app.extensions["renkei_ogcapi"]
-    return hazards.lookup(ogc.files, published_layers(), lat, lon)
+    return hazards.lookup(ogc.files, published_layers(), lat, lon,
+                          engine=ogc.database.engine if ogc.database else None)
 
 
 @bp.route("/api/hazards")
