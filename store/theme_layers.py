@@ -1,5 +1,7 @@
 """Prefecture-wide theme layers: one Dataset + Collection per theme, rebuilt in one switch
-whenever its members (collection id + version) change. The merge itself is geo.theme_layers."""
+whenever its members (collection id + version) change. The merge itself is geo.theme_layers;
+with members stored in PostGIS (PostgreSQL mode), area themes are merged in SQL
+(store.theme_layers_pg)."""
 from __future__ import annotations
 
 import fcntl
@@ -12,7 +14,8 @@ from sqlalchemy import select
 
 from geo import themes
 from geo.themes import MERGED_TITLE_PREFIX, collection_id, field_info
-from store import versions
+from store import theme_layers_pg, tiles_pg, versions
+from store.features_pg import is_postgis, table_of
 from store.versions import WrittenVersion
 from store.db import Collection, Dataset, Organization, Store, utcnow
 from store.publish import search_doc
@@ -104,11 +107,12 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
             return False
         old = s.get(Collection, cid)
         version = (old.version if old else 0) + 1
-        paths = [(store.data_dir / c.path, c.layer) for c in members]
+        paths = [(c.path if is_postgis(c.path) else store.data_dir / c.path, c.layer)
+                 for c in members]
         member_titles = [c.title for c in members]
         licences = {(c.dataset.license_id, c.dataset.license_title, c.dataset.license_url)
                     for c in members}
-    written = _write_merged(name, paths, store.data_dir, version) if members else None
+    written = _write_merged(name, paths, store, version) if members else None
     title = _title(theme)
     description = (f"県内の各組織が公開した「{theme.title_ja}」のデータを、共通の項目に変換して"
                    "一つにまとめたレイヤーです。同じ施設が複数の組織から公開されている場合は一つにまとめ、"
@@ -157,11 +161,26 @@ def _publish_theme(store: Store, name: str, theme) -> bool:
     return True
 
 
-def _write_merged(theme: str, members: list[tuple[Path, str]], data_dir: Path,
+def _write_merged(theme: str, members: list[tuple], store: Store,
                   version: int) -> WrittenVersion:
     from geo import theme_layers  # the GIS stack loads only when a layer is rebuilt
     cid = collection_id(theme)
-    if theme_layers.streams(theme):
+    data_dir = store.data_dir
+    if theme_layers.streams(theme) and all(is_postgis(p) for p, _ in members):
+        written = theme_layers_pg.merge_areas(store.engine, theme,
+                                              [table_of(p) for p, _ in members], cid, version)
+        # Written at publish time as every large version's (store.versions does it for theirs).
+        tiles_pg.publish_pyramid(store.engine, written.layer, name=cid,
+                                 count=written.feature_count)
+    elif any(is_postgis(p) for p, _ in members):
+        # Point themes (and a site moving to PostgreSQL, some members still files): the
+        # members' frames, merged in Python as in the embedded mode.
+        frames = [theme_layers_pg.read_member(store.engine, table_of(p), theme)
+                  if is_postgis(p) else theme_layers.read_member(p, lyr, theme)
+                  for p, lyr in members]
+        written = versions.write_version(theme_layers.merge(theme, frames), data_dir, cid,
+                                         version)
+    elif theme_layers.streams(theme):
         written = versions.write_chunks(theme_layers.member_chunks(theme, members), data_dir,
                                         cid, version)
     else:
