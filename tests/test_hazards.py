@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
-import pyogrio
 import pytest
 import requests
 
 from catalog.app import create_app
 from ogcapi.hazards import haversine
 from store.db import Store
-from tests import hazard_data
+from tests import hazard_data, published
 from tests.servers import live_server
 
 LON, LAT = hazard_data.POINT
@@ -30,7 +29,7 @@ def ask(site, lat, lon, **kw):
 def brute_force_nearest(hazard_dir, flags, n=5):
     store = Store(hazard_dir)
     (col,) = [c for c in store.active_collections() if c.id == "theme-shelter"]
-    frame = pyogrio.read_dataframe(hazard_dir / col.path)
+    frame = published.frame(hazard_dir, col.path)
     for f in flags:
         frame = frame[frame[f] == 1]
     d = [haversine(LAT, LON, g.y, g.x) for g in frame.geometry]

@@ -17,6 +17,7 @@ from geo import themes
 from geo.readers import read_resource
 from geo.theme_layers import merge
 from geo.translate import translate
+from tests import published
 from tests.servers import REPO, TEST_DATA, renkei_serve
 
 GSI_E = TEST_DATA / "geojson/gsi_emergency_282103.json"
@@ -117,13 +118,13 @@ def test_harvest_two_sources_publishes_merged_shelter_layer(data_dir, tmp_path, 
         assert (ds.source_name, ds.theme, ds.status) == ("renkei-themes", "shelter", "active")
         assert ds.title == "兵庫県 指定緊急避難場所・指定避難所（統合）"
         assert s.get(Dataset, "kakogawa-files--shelters").theme == "shelter"
-        path, version = data_dir / col.path, col.version
+        path, version = col.path, col.version
         res = s.get(Dataset, "kakogawa-files--shelters").resources[0]
         quality = res.quality[0]
     assert quality["theme"] == "shelter" and quality["fields_mapped"]["名称"] == "name"
     assert "名称 → name" in quality["mapping"] and quality["fields_unmapped"] == ["備蓄物資"]
 
-    gpkg = pyogrio.read_dataframe(path)
+    gpkg = published.frame(data_dir, path)
     assert len(gpkg) < 82 + 68 and gpkg["sources"].str.contains(";").sum() >= 50
     kominkan = gpkg[gpkg["name"] == "加古川公民館"].iloc[0]
     assert kominkan["kind"] == themes.KIND_BOTH and kominkan["municipality_code"] == "282103"

@@ -8,7 +8,6 @@ import math
 import mapbox_vector_tile
 import numpy as np
 import pandas as pd
-import pyogrio
 import pytest
 import requests
 import shapely
@@ -16,7 +15,7 @@ import shapely
 from catalog.app import create_app
 from store import tiles as store_tiles
 from store.db import Store
-from tests import hazard_data
+from tests import hazard_data, published
 from tests.servers import live_server
 
 
@@ -27,9 +26,11 @@ def site(hazard_dir):
 
 
 def collection(data_dir, prefix):
+    """(id, path) of a published collection; the path as the catalogue has it (a GeoPackage
+    relative to the data dir, or `postgis:<table>`), read through tests/published.py."""
     store = Store(data_dir)
     (c,) = [c for c in store.active_collections() if c.id.startswith(prefix)]
-    return c.id, data_dir / c.path
+    return c.id, c.path
 
 
 def tile_xy(lon, lat, z):
@@ -95,8 +96,8 @@ def every_feature(base, cid, bbox, z):
     return found
 
 
-def assert_same_as_collection(found, gpkg):
-    frame = pyogrio.read_dataframe(gpkg, fid_as_index=True)
+def assert_same_as_collection(found, frame):
+    """``frame``: the version's features indexed by fid (tests/published.py)."""
     assert set(found) == set(frame.index)
     for fid, props in found.items():
         row = frame.loc[fid]
@@ -110,12 +111,12 @@ def assert_same_as_collection(found, gpkg):
 
 
 def test_pregenerated_tiles_hold_every_feature_with_its_attributes(site, hazard_dir):
-    cid, gpkg = collection(hazard_dir, "hazards--a31")
-    assert store_tiles.tiles_path(gpkg).exists()       # pre-generated at publish time
-    bbox = pyogrio.read_info(gpkg)["total_bounds"]
+    cid, path = collection(hazard_dir, "hazards--a31")
+    assert published.has_pyramid(hazard_dir, path)     # pre-generated at publish time
+    bbox = published.bounds(hazard_dir, path)
     found = every_feature(site, cid, bbox, store_tiles.PREGEN_MAXZOOM)
     assert len(found) == hazard_data.FLOOD_GRID ** 2 + 1
-    assert_same_as_collection(found, gpkg)
+    assert_same_as_collection(found, published.frame(hazard_dir, path))
     # Deeper than the pyramid: cut from the GeoPackage, same features.
     lon, lat = hazard_data.POINT
     x, y = tile_xy(lon, lat, 16)
@@ -124,12 +125,12 @@ def test_pregenerated_tiles_hold_every_feature_with_its_attributes(site, hazard_
 
 
 def test_small_layer_cut_per_request_from_the_rtree(site, hazard_dir):
-    cid, gpkg = collection(hazard_dir, "hazards--a33")
-    assert not store_tiles.tiles_path(gpkg).exists()
-    bbox = pyogrio.read_info(gpkg)["total_bounds"]
+    cid, path = collection(hazard_dir, "hazards--a33")
+    assert not published.has_pyramid(hazard_dir, path)
+    bbox = published.bounds(hazard_dir, path)
     for z in (8, 15):
         found = every_feature(site, cid, bbox, z)
-        assert_same_as_collection(found, gpkg)
+        assert_same_as_collection(found, published.frame(hazard_dir, path))
     lon, lat = hazard_data.POINT
     x, y = tile_xy(lon, lat, 15)
     layer = decode(get_tile(site, cid, 15, x, y).content)[cid]
@@ -139,7 +140,7 @@ def test_small_layer_cut_per_request_from_the_rtree(site, hazard_dir):
 
 
 def test_gzip_etag_not_modified_empty_and_out_of_range(site, hazard_dir):
-    cid, gpkg = collection(hazard_dir, "hazards--a31")
+    cid, path = collection(hazard_dir, "hazards--a31")
     lon, lat = hazard_data.POINT
     x, y = tile_xy(lon, lat, 13)
     r = requests.get(f"{site}/ogcapi/collections/{cid}/tiles/WebMercatorQuad/13/{y}/{x}?f=mvt",
@@ -154,8 +155,8 @@ def test_gzip_etag_not_modified_empty_and_out_of_range(site, hazard_dir):
     again = get_tile(site, cid, 13, x, y, **{"If-None-Match": tag})
     assert again.status_code == 304 and not again.content
     # Empty inside the limits: 204; outside them, or beyond the deepest zoom: 404.
-    geoms = pyogrio.read_dataframe(gpkg).geometry.values
-    bbox = pyogrio.read_info(gpkg)["total_bounds"]
+    geoms = published.frame(hazard_dir, path).geometry.values
+    bbox = published.bounds(hazard_dir, path)
     x0, y0 = tile_xy(bbox[0], bbox[3], 18)
     x1, y1 = tile_xy(bbox[2], bbox[1], 18)
     empty = next((x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)
@@ -184,13 +185,14 @@ def test_pyramid_removed_with_its_version(tmp_path):
         v2 = versions.write_version(frame, tmp_path, "big", 2)
     finally:
         del os.environ["RENKEI_TILES_PREGEN_MIN"]
-    old, new = tmp_path / v1.path, tmp_path / v2.path
-    assert store_tiles.tiles_path(old).exists() and store_tiles.tiles_path(new).exists()
+    assert published.has_pyramid(tmp_path, v1.path) and published.has_pyramid(tmp_path, v2.path)
     versions.remove_stale_versions(tmp_path, "big", v2.path)
-    assert not old.exists() and not store_tiles.tiles_path(old).exists()
-    assert store_tiles.tiles_path(new).exists()
+    if not v1.path.startswith("postgis:"):
+        assert not (tmp_path / v1.path).exists()
+    assert not published.has_pyramid(tmp_path, v1.path)
+    assert published.has_pyramid(tmp_path, v2.path)
     small = versions.write_version(frame.head(3), tmp_path, "small", 1)
-    assert not store_tiles.tiles_path(tmp_path / small.path).exists()
+    assert not published.has_pyramid(tmp_path, small.path)
 
 
 def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
