@@ -4,9 +4,9 @@ its decoded meaning, and the nearest shelters designated for those hazards.
 Both lookups are R-tree queries on the published GeoPackages (gpkg_read's pooled read-only
 connections): the point's envelope for the hazard polygons, a growing box around it for the
 shelters. Versions stored in PostGIS (PostgreSQL mode) are asked through the GiST index instead
-(ogcapi.hazards_pg), all in one transaction of the catalogue's database. The collections come from the OGC API of the current catalogue version
-(OGCAPI.collections), the one list every read path uses; access checks hook in there
-(TODO i12-auth).
+(ogcapi.hazards_pg), all in one transaction of the catalogue's database. The collections come
+from the OGC API of the current catalogue version for the caller's access labels
+(OGCAPI.collections), the one list every read path uses.
 
 Hazard layers are the datasets translated into the themes flood_area, landslide_area and
 tsunami_area. The merged prefecture-wide theme layers (theme-flood_area, …) repeat their

@@ -9,8 +9,9 @@ database: its pyramid table, else ST_AsMVT (store.tiles_pg). Tiles of one collec
 never change, so the ETag is the version and a client's If-None-Match is answered 304; encoded
 and gzipped tiles are kept in a small LRU.
 
-Which collections exist comes from the API of the current catalogue version (ogcapi.api.OGCAPI),
-the same list every other read path uses; access checks hook in there (TODO i12-auth).
+Which collections exist comes from the API of the current catalogue version for the caller's
+access labels (ogcapi.api.OGCAPI), the same list every other read path uses: a tile of a dataset
+the caller may not read answers 404.
 
 Framework-free: functions return (status, headers, body); ogcapi.blueprint answers them.
 """

@@ -18,7 +18,8 @@ from tests import hazard_data, pg_tables
 
 pytestmark = [
     pytest.mark.skipif(not pg_tables.reachable(), reason="no PostgreSQL server"),
-    pytest.mark.embedded_only(reason="compares with the GeoPackage path of the embedded hazard data dir"),
+    pytest.mark.embedded_only(reason="compares with the GeoPackage path of the embedded hazard "
+                                     "data dir"),
 ]
 LON, LAT = hazard_data.POINT
 

@@ -31,7 +31,8 @@ from tests.test_tiles import assert_same_as_collection, tile_xy
 
 pytestmark = [
     pytest.mark.skipif(not pg_tables.reachable(), reason="no PostgreSQL server"),
-    pytest.mark.embedded_only(reason="compares PostGIS tiles with the GeoPackage path of the embedded hazard data dir"),
+    pytest.mark.embedded_only(reason="compares PostGIS tiles with the GeoPackage path of the "
+                                     "embedded hazard data dir"),
 ]
 
 
