@@ -11,7 +11,8 @@ interleaved request by request, and every request different from the others (off
 and filter constant vary) so that no cache answers the same question twice:
   (a) items?limit=1000   (b) a deep page: limit=1000&offset=90 %   (c) bbox holding ~1 %
   (d) one item by id     (e) filter=capacity > N AND name LIKE '%小学校%' (CQL2 text)
-Then: search p50/p95 over --search datasets in PostgreSQL (store.search), and wrk on 2 renkei
+Then: the two queries of a hazard lookup (/api/hazards) on these tables, p50/p95 in process;
+search p50/p95 over --search datasets in PostgreSQL (store.search); and wrk on 2 renkei
 PostGIS servers × 2 workers with the peak of PostgreSQL connections against the budget
 (servers × workers × (RENKEI_DB_POOL_SIZE + RENKEI_DB_MAX_OVERFLOW)) and the peak worker RSS.
 
@@ -62,7 +63,7 @@ def make(kind: str, n: int, path: str, seed: int = 14) -> None:
     import numpy as np
     import pyogrio
     import shapely
-    tmp = path + '.part'
+    tmp = os.path.join(os.path.dirname(path), '.writing-' + os.path.basename(path))
     if os.path.exists(tmp):
         os.unlink(tmp)
     rng = np.random.default_rng(seed)
@@ -381,7 +382,35 @@ def worker_rss(master_pid: int) -> float:
     return peak
 
 
-# -- search and wrk -------------------------------------------------------------------------
+# -- hazard lookup, search and wrk ----------------------------------------------------------
+
+def hazards_bench(server: str, db: str, tables: dict, runs: int) -> None:
+    """The two queries of /api/hazards on the bench tables, in process (ogcapi.hazards_pg):
+    polygons covering a point of the 900k-polygon layer, and the 5 nearest of the 5M points
+    (KNN, then metres on the sphere), in one transaction as a lookup makes them."""
+    from ogcapi import hazards_pg
+    from store.db import make_engine
+    engine = make_engine(db_url(server, db))
+    rng = random.Random(15)
+    times, hits = [], 0
+    try:
+        for i in range(runs + 1):
+            lat, lon = rng.uniform(HYOGO[1], HYOGO[3]), rng.uniform(HYOGO[0], HYOGO[2])
+            t = time.perf_counter()
+            with engine.connect() as conn:
+                found = hazards_pg.covering(conn, tables['polygons'], lat, lon,
+                                            {'depth_rank', 'depth_range', 'river'})
+                near = hazards_pg.nearest(conn, tables['points'], lat, lon, (), [], 5, 0.64)
+            if i:
+                times.append((time.perf_counter() - t) * 1000)
+                hits += bool(found)
+            assert len(near) == 5
+    finally:
+        engine.dispose()
+    print(f'\nhazard lookup (covering polygons + 5 nearest points), in process, {runs} random '
+          f'points in Hyogo: p50 {statistics.median(times):.2f} ms, p95 {p95(times):.2f} ms '
+          f'({hits} points inside a polygon)')
+
 
 def search_bench(server: str, db: str, count: int, runs: int) -> None:
     """store.search over ``count`` synthetic datasets in PostgreSQL (bench/search_bench's
@@ -464,6 +493,38 @@ def wrk_two_servers(layers, pg, env, server, db, seconds: int) -> None:
 
 # -- main -----------------------------------------------------------------------------------
 
+def http_section(args, layers: dict, tables: dict, pg: str, env: dict) -> None:
+    """(a)–(e) over HTTP on every system, both layers; peak worker RSS of ours."""
+    procs = {}
+    tmp = tempfile.mkdtemp(prefix='renkei-scale-')
+    try:
+        procs['renkei/GeoPackage'] = start_renkei('gpkg', layers, pg, env)
+        procs['renkei/PostGIS'] = start_renkei('postgis', layers, pg, env)
+        if args.stock_venv:
+            procs['pygeoapi'] = start_stock(args.stock_venv, layers, args.server, args.db, tmp)
+        if args.tipg_venv:
+            procs['tipg'] = start_tipg(args.tipg_venv, args.server, args.db)
+        print(f'\nsystems: {", ".join(procs)}' + ('' if args.stock_venv else
+              '; pygeoapi stock providers not measured (give --stock-venv)')
+              + ('' if args.tipg_venv else '; tipg not measured (give --tipg-venv)'))
+        for kind, layer in layers.items():
+            targets = {'renkei/GeoPackage': (procs['renkei/GeoPackage'][1], kind),
+                       'renkei/PostGIS': (procs['renkei/PostGIS'][1], kind)}
+            if 'pygeoapi' in procs:
+                targets['pygeoapi PostgreSQL'] = (procs['pygeoapi'][1], f'{kind}-pg')
+                targets['pygeoapi SQLiteGPKG'] = (procs['pygeoapi'][1], f'{kind}-gpkg')
+            if 'tipg' in procs:
+                targets['tipg'] = (procs['tipg'][1], f'{SCHEMA}.{tables[kind]}')
+            res = measure(targets, layer['n'], args.runs)
+            print_table(kind, layer['n'], list(targets), res, args.runs)
+        for name in ('renkei/GeoPackage', 'renkei/PostGIS'):
+            print(f'  peak worker RSS, {name}: {worker_rss(procs[name][0].pid):.0f} MiB')
+    finally:
+        for proc, _ in procs.values():
+            stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--points', type=int, default=5_000_000)
@@ -478,7 +539,10 @@ def main() -> int:
     ap.add_argument('--tipg-venv', help='venv with tipg and uvicorn (see above)')
     ap.add_argument('--search', type=int, default=100_000, help='datasets; 0: skip')
     ap.add_argument('--wrk-seconds', type=int, default=30, help='0: skip')
+    ap.add_argument('--sections', default='http,hazards,search,wrk',
+                    help='which parts to run (comma-separated)')
     args = ap.parse_args()
+    sections = set(args.sections.split(','))
     sys.path.insert(0, ROOT)
     sizes = {'points': args.points, 'polygons': args.polygons}
     files = data_files(sizes)
@@ -488,37 +552,13 @@ def main() -> int:
     pg = db_url(args.server, args.db)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
-    procs = {}
-    tmp = tempfile.mkdtemp(prefix='renkei-scale-')
-    try:
-        procs['renkei/GeoPackage'] = start_renkei('gpkg', layers, pg, env)
-        procs['renkei/PostGIS'] = start_renkei('postgis', layers, pg, env)
-        if args.stock_venv:
-            procs['pygeoapi'] = start_stock(args.stock_venv, layers, args.server, args.db, tmp)
-        if args.tipg_venv:
-            procs['tipg'] = start_tipg(args.tipg_venv, args.server, args.db)
-        print(f'\nsystems: {", ".join(procs)}' + ('' if args.stock_venv else
-              '; pygeoapi stock providers not measured (give --stock-venv)')
-              + ('' if args.tipg_venv else '; tipg not measured (give --tipg-venv)'))
-        for kind, n in sizes.items():
-            targets = {'renkei/GeoPackage': (procs['renkei/GeoPackage'][1], kind),
-                       'renkei/PostGIS': (procs['renkei/PostGIS'][1], kind)}
-            if 'pygeoapi' in procs:
-                targets['pygeoapi PostgreSQL'] = (procs['pygeoapi'][1], f'{kind}-pg')
-                targets['pygeoapi SQLiteGPKG'] = (procs['pygeoapi'][1], f'{kind}-gpkg')
-            if 'tipg' in procs:
-                targets['tipg'] = (procs['tipg'][1], f'{SCHEMA}.{tables[kind]}')
-            res = measure(targets, n, args.runs)
-            print_table(kind, n, list(targets), res, args.runs)
-        for name in ('renkei/GeoPackage', 'renkei/PostGIS'):
-            print(f'  peak worker RSS, {name}: {worker_rss(procs[name][0].pid):.0f} MiB')
-    finally:
-        for proc, _ in procs.values():
-            stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-    if args.search:
+    if 'http' in sections:
+        http_section(args, layers, tables, pg, env)
+    if 'hazards' in sections:
+        hazards_bench(args.server, args.db, tables, max(args.runs, 100))
+    if args.search and 'search' in sections:
         search_bench(args.server, args.db, args.search, args.runs)
-    if args.wrk_seconds:
+    if args.wrk_seconds and 'wrk' in sections:
         wrk_two_servers(layers, pg, env, args.server, args.db, args.wrk_seconds)
     if args.drop_db:
         import psycopg
