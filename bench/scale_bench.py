@@ -451,6 +451,8 @@ def wrk_two_servers(layers, pg, env, server, db, seconds: int) -> None:
     import psycopg
     pool, overflow = 2, 2
     env = dict(env, RENKEI_DB_POOL_SIZE=str(pool), RENKEI_DB_MAX_OVERFLOW=str(overflow))
+    # Named, so the count is of these servers' connections only.
+    pg = pg + '&application_name=renkei-wrk-bench'
     servers = [start_renkei('postgis', layers, pg, env) for _ in range(2)]
     budget = len(servers) * 2 * (pool + overflow)
     n = layers['points']['n']
@@ -468,7 +470,8 @@ def wrk_two_servers(layers, pg, env, server, db, seconds: int) -> None:
         with psycopg.connect(server, autocommit=True) as con:
             while not done.is_set():
                 c = con.execute('SELECT count(*) FROM pg_stat_activity WHERE datname = %s'
-                                ' AND pid <> pg_backend_pid()', (db,)).fetchone()[0]
+                                " AND application_name = 'renkei-wrk-bench'",
+                                (db,)).fetchone()[0]
                 peak[0] = max(peak[0], c)
                 time.sleep(0.05)
     watcher = threading.Thread(target=sample, daemon=True)
