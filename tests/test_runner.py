@@ -28,7 +28,7 @@ def test_second_harvest_of_a_locked_source_exits_at_once_with_a_clear_message(da
     config = tmp_path / "s.yaml"
     config.write_text("sources:\n  - name: kakogawa-fiware\n    type: ngsi-v2\n"
                       "    url: http://127.0.0.1:9/\n", encoding="utf-8")
-    with source_lock(data_dir, "kakogawa-fiware"):  # as a running harvest holds it
+    with source_lock(Store(data_dir), "kakogawa-fiware"):  # as a running harvest holds it
         result = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir",
                                  str(data_dir), "harvest", "--config", str(config)],
                                 capture_output=True, text=True, cwd=REPO, timeout=60)
