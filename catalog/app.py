@@ -29,6 +29,7 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from store import applications  # noqa: F401 (its tables exist before the Store makes them)
     store = Store(data_dir)
     app.extensions["renkei_store"] = store
+    _read_replica_for_gets(app, store)
     from catalog import auth, metering, quotas
     metering.init_app(app, store)   # first: its clock starts before sign-in and limits
     auth.init_app(app)
@@ -67,6 +68,27 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from catalog import security_headers
     security_headers.init_app(app)
     return app
+
+
+def _read_replica_for_gets(app: Flask, store: Store) -> None:
+    """With RENKEI_DATABASE_REPLICA_URL, GET and HEAD requests read through the replica
+    (store.session(), searches, the publish counter); writes and metering, token checks and
+    harvest locks always use the primary (store.engine). A page shown right after a write may
+    lag by the replica's delay: every form posts to the primary and redirects."""
+    if store.replica_engine is store.engine:
+        return
+    from flask import g, request
+
+    @app.before_request
+    def _reads_through_the_replica():
+        if request.method in ("GET", "HEAD"):
+            g.renkei_reading = store.start_reading()
+
+    @app.teardown_request
+    def _reads_done(_exc):
+        token = g.pop("renkei_reading", None)
+        if token is not None:
+            store.stop_reading(token)
 
 
 def collection_dicts(store: Store) -> list[dict]:
