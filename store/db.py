@@ -10,12 +10,11 @@ servers × workers × (pool + overflow) (+ 1 per running harvest, for its source
 stay below the server's max_connections (or PgBouncer's pool). Statements are never prepared
 server-side (`prepare_threshold=None`): PgBouncer before 1.21 cannot follow prepared statements
 in transaction mode. With RENKEI_DATABASE_REPLICA_URL, GET requests read through a read replica
-(Store.reading) while writes, metering and locks use the primary.
+(Store.start_reading) while writes, metering and locks use the primary.
 """
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
@@ -257,21 +256,8 @@ class Store:
     def stop_reading(token) -> None:
         _reading.reset(token)
 
-    @contextmanager
-    def reading(self):
-        """Reads inside go through the replica (when there is one)."""
-        token = self.start_reading()
-        try:
-            yield
-        finally:
-            self.stop_reading(token)
-
     def session(self) -> Session:
         return self.Session(bind=self.read_engine())
-
-    def write_session(self) -> Session:
-        """Always the primary, even inside a GET (a job record, a lock check)."""
-        return self.Session(bind=self.engine)
 
     def publish_version(self) -> str:
         """A token that changes with every publish: web workers compare it on each request."""
