@@ -37,6 +37,10 @@ def _ours(name, type_, *_args) -> bool:
                                       or name.startswith("search_bigram")))
 
 
+def test_head_constant_is_alembics_head():
+    assert migrate.HEAD == migrate.head()
+
+
 def test_new_database_is_the_models(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
