@@ -8,7 +8,7 @@ from flask import Flask
 
 from sqlalchemy import select
 
-from store import access
+from store import access, features_pg
 from store.db import Dataset, Store
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -40,6 +40,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     ogcapi = OGCAPI(app.config["RENKEI_BASE_URL"] + "/ogcapi",
                     list_collections=lambda: collection_dicts(store),
                     version=store.publish_version,
+                    # PostgreSQL mode: features are PostGIS tables in the catalogue's database.
+                    engine=store.engine if features_pg.enabled(store.data_dir) else None,
                     **({"count_budget_ms": app.config["RENKEI_COUNT_BUDGET_MS"]}
                        if "RENKEI_COUNT_BUDGET_MS" in app.config else {}))
     ogc_bp = register_ogcapi(app, ogcapi, prefix="/ogcapi",
@@ -102,6 +104,7 @@ def collection_dicts(store: Store) -> list[dict]:
         out.append({"access": levels.get(c.dataset_id, "organization"), "id": c.id,
                     "title": c.title, "description": c.description,
                     "keywords": c.keywords or [], "bbox": c.bbox, "count": c.feature_count,
-                    "path": str(store.data_dir / c.path), "layer": c.layer, "fields": c.fields,
+                    "path": c.path if features_pg.is_postgis(c.path) else str(store.data_dir / c.path),
+                    "layer": c.layer, "fields": c.fields,
                     "theme": c.dataset.theme, "dataset": c.dataset_id, "version": c.version})
     return out

@@ -1,0 +1,78 @@
+"""The OGC API tests' GeoPackages, served from PostGIS in PostgreSQL mode.
+
+Tests that build GeoPackages and hand them to an OGCAPI (test_ogcapi, test_ogcapi_crs,
+test_cql2, test_ogcapi_counts) run unchanged in embedded mode. In PostgreSQL mode each
+GeoPackage is loaded once through store.features_pg's writer (the layout every published
+version has) and the collection is served from that table; the tests keep reading their
+expectations from the GeoPackage, so both modes are held to the same answers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+_LOCK = threading.Lock()
+_LOADED: dict = {}
+_ENGINE = {}
+
+
+def active() -> bool:
+    try:
+        from tests import pg_mode
+    except ImportError:
+        return bool(os.environ.get("RENKEI_TEST_DATABASE"))
+    return pg_mode.active()
+
+
+def engine():
+    """The engine of the test database (its schema for this helper)."""
+    with _LOCK:
+        if "engine" not in _ENGINE:
+            from store import features_pg
+            try:
+                from tests import pg_mode  # noqa: F401 (wraps store.db.database_url)
+                import tempfile
+                from pathlib import Path
+                folder = Path(tempfile.gettempdir()) / f"renkei-pg-features-{os.getpid()}"
+                _ENGINE["engine"] = features_pg.engine_for(folder)
+            except ImportError:
+                _ENGINE["engine"] = features_pg.make_engine(os.environ["RENKEI_TEST_DATABASE"])
+        return _ENGINE["engine"]
+
+
+def ogcapi_options() -> dict:
+    return {"engine": engine()} if active() else {}
+
+
+def as_published(collection: dict) -> dict:
+    """The collection dict as the catalogue lists it in this mode."""
+    if not active() or str(collection["path"]).startswith("postgis:"):
+        return collection
+    return {**collection, "path": "postgis:" + load(collection["path"],
+                                                     collection.get("layer", "features"))}
+
+
+def listing(list_collections):
+    return lambda: [as_published(c) for c in list_collections()]
+
+
+def load(path, layer: str = "features") -> str:
+    """The PostGIS table holding this GeoPackage layer (loaded on first use)."""
+    import pyogrio
+    from store import features_pg
+    st = os.stat(path)
+    key = (os.path.abspath(path), layer, st.st_mtime_ns, st.st_size)
+    with _LOCK:
+        table = _LOADED.get(key)
+    if table is not None:
+        return table
+    cid = "test:" + hashlib.sha1(repr(key).encode()).hexdigest()
+    frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True)
+    frame = frame.sort_index()
+    with features_pg.PostGISWriter(None, cid, 1, engine=engine()) as writer:
+        writer.append(frame)
+        written = writer.commit()
+    with _LOCK:
+        _LOADED[key] = written.layer
+    return written.layer
