@@ -104,6 +104,9 @@ class TableRegistry:
             finally:
                 conn.rollback()
 
+    def cached(self, table):
+        return self._tables.get(table)
+
     def table(self, cur, table):
         t = self._tables.get(table)
         if t is None:
@@ -186,8 +189,10 @@ class PostGISProvider(BaseProvider):
         if self._tables is None:
             raise ProviderConnectionError('PostGISProvider needs a table registry')
         try:
-            with self._tables.transaction() as cur:
-                self._table = self._tables.table(cur, self.table)
+            self._table = self._tables.cached(self.table)
+            if self._table is None:   # pygeoapi builds a provider per request: once per table
+                with self._tables.transaction() as cur:
+                    self._table = self._tables.table(cur, self.table)
         except ProviderConnectionError:
             raise
         except Exception as err:

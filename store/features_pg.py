@@ -76,38 +76,21 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def is_postgresql_url(url: str) -> bool:
-    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
-
-
 def enabled(data_dir) -> bool:
     """Whether the store of this data dir keeps its features in PostGIS."""
-    from store.db import database_url
-    return is_postgresql_url(database_url(data_dir))
+    from store.db import database_url, is_postgresql
+    return is_postgresql(database_url(data_dir))
 
 
 def engine_for(data_dir):
     """One engine per database URL and process (the URL carries the test schema, if any)."""
-    from store.db import database_url
+    from store.db import database_url, make_engine
     url = database_url(data_dir)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(url)
         if engine is None:
             engine = _ENGINES[url] = make_engine(url)
     return engine
-
-
-def make_engine(url: str):
-    """store.db's engine factory when it has one (pooling lives there), else a plain one on
-    psycopg 3 without server-side prepared statements (PgBouncer in transaction mode)."""
-    from store import db
-    if hasattr(db, "make_engine"):
-        return db.make_engine(url)
-    from sqlalchemy import create_engine
-    scheme, rest = url.split("://", 1)
-    if "+" not in scheme:
-        url = "postgresql+psycopg://" + rest
-    return create_engine(url, connect_args={"prepare_threshold": None}, pool_pre_ping=True)
 
 
 # -- writing --------------------------------------------------------------------------------

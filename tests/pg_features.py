@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
+from pathlib import Path
+
+from tests import pg_mode
 
 _LOCK = threading.Lock()
 _LOADED: dict = {}
@@ -18,26 +22,21 @@ _ENGINE = {}
 
 
 def active() -> bool:
-    try:
-        from tests import pg_mode
-    except ImportError:
-        return bool(os.environ.get("RENKEI_TEST_DATABASE"))
     return pg_mode.active()
 
 
 def engine():
-    """The engine of the test database (its schema for this helper)."""
+    """The engine of this helper's own schema in the run's database."""
     with _LOCK:
         if "engine" not in _ENGINE:
-            from store import features_pg
-            try:
-                from tests import pg_mode  # noqa: F401 (wraps store.db.database_url)
-                import tempfile
-                from pathlib import Path
-                folder = Path(tempfile.gettempdir()) / f"renkei-pg-features-{os.getpid()}"
-                _ENGINE["engine"] = features_pg.engine_for(folder)
-            except ImportError:
-                _ENGINE["engine"] = features_pg.make_engine(os.environ["RENKEI_TEST_DATABASE"])
+            from sqlalchemy import create_engine
+            from store.db import database_url
+            folder = Path(tempfile.gettempdir()) / f"renkei-pg-features-{os.getpid()}"
+            url = database_url(folder).replace("postgresql://", "postgresql+psycopg://", 1)
+            # A pool of its own: the test mode turns pooling off for the hundreds of stores
+            # a run makes, but these servers are hammered like a production worker.
+            _ENGINE["engine"] = create_engine(url, connect_args={"prepare_threshold": None},
+                                              pool_size=4, max_overflow=4)
         return _ENGINE["engine"]
 
 

@@ -399,7 +399,7 @@ def open_files():
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='needs /proc')
-@pytest.mark.skipif(pg_features.active(), reason='GeoPackage files: embedded mode only')
+@pytest.mark.embedded_only(reason='open GeoPackage files: embedded mode only')
 def test_unpublished_files_are_closed(data, tmp_path):
     schools = collection('schools', data['dir'] / 'schools.gpkg', '学校・避難所', N_SCHOOLS)
     old = tmp_path / 'old.gpkg'
