@@ -314,3 +314,89 @@ def _drop(engine, table: str, mark: bool = True) -> bool:
 def drop_table(data_dir, path: str, *, engine=None) -> bool:
     """Drop one version table (a version written but never switched to)."""
     return _drop(engine if engine is not None else engine_for(data_dir), table_of(path))
+
+
+# -- reading whole versions (downloads, the attribute table) --------------------------------
+
+class VersionRows:
+    """The rows of one version table in fid order, read in chunks through a server-side
+    cursor inside ONE transaction, opened before the status line and held until the body is
+    sent: a republish cannot drop the table mid-stream (its DROP waits or is retried later),
+    so a client gets the whole old version, never a torn one."""
+
+    def __init__(self, engine, path: str, chunk: int = 2000):
+        self.table = table_of(path)
+        self.chunk = chunk
+        self._conn = engine.connect()
+        try:
+            raw = self._conn.connection.driver_connection
+            with raw.cursor() as cur:
+                cur.execute(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+                    "ORDER BY a.attnum", [quote_ident(self.table)])
+                cols = [(n, t) for n, t in cur.fetchall() if n not in ("fid", "geom")]
+                if not cols and cur.rowcount == 0:
+                    raise LookupError(f"no table {self.table}")
+            self.names = [n for n, _ in cols]
+            self.booleans = {n for n, t in cols if t == "boolean"}
+            select = ", ".join([*(quote_ident(n).replace("%", "%%") for n in self.names),
+                                "ST_AsBinary(geom)"])
+            self._cursor = raw.cursor(name="renkei_rows")
+            self._cursor.execute(f"SELECT {select} FROM {quote_ident(self.table)} ORDER BY fid",
+                                 [])
+            self.first = self._cursor.fetchmany(chunk)   # an unreadable table fails here
+        except Exception:
+            self.close()
+            raise
+
+    def chunks(self):
+        """Lists of (properties dict, shapely geometry or None), `chunk` rows at a time."""
+        import shapely
+        try:
+            rows = self.first
+            while rows:
+                geoms = shapely.from_wkb([None if r[-1] is None else bytes(r[-1]) for r in rows])
+                yield [(dict(zip(self.names, r[:-1])), g) for r, g in zip(rows, geoms)]
+                rows = self._cursor.fetchmany(self.chunk)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            finally:
+                self._conn.close()
+                self._conn = None
+
+
+def attribute_page(engine, path: str, offset: int, rows: int) -> tuple[list[str], list[list]]:
+    """Columns and rows (no geometry) of one page of a version, by fid range (fid = row)."""
+    table = table_of(path)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT * FROM {quote_ident(table)} WHERE fid > %s ORDER BY fid "
+                        "LIMIT %s", [int(offset), int(rows)])
+            names = [d.name for d in cur.description]
+            data = cur.fetchall()
+        conn.rollback()
+    keep = [i for i, n in enumerate(names) if n not in ("fid", "geom")]
+    return [names[i] for i in keep], [[r[i] for i in keep] for r in data]
+
+
+def write_geopackage(rows: VersionRows, target, layer: str = "features") -> None:
+    """The version as a GeoPackage file (for the download), chunk by chunk."""
+    import geopandas as gpd
+    import pyogrio
+    first = True
+    for chunk in rows.chunks():
+        frame = gpd.GeoDataFrame([p for p, _ in chunk], columns=rows.names,
+                                 geometry=[g for _, g in chunk], crs="EPSG:4326")
+        pyogrio.write_dataframe(frame, target, layer=layer, driver="GPKG", append=not first,
+                                promote_to_multi=None)
+        first = False
+    if first:
+        frame = gpd.GeoDataFrame({n: [] for n in rows.names}, geometry=[], crs="EPSG:4326")
+        pyogrio.write_dataframe(frame, target, layer=layer, driver="GPKG")
