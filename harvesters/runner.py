@@ -24,10 +24,11 @@ from typing import Iterator
 
 from sqlalchemy import select
 
-from store import locks
+from store import features_pg, locks
 from store.db import Dataset, HarvestError, HarvestJob, Source, Store, utcnow
 from store.locks import SourceLocked
 from store.theme_layers import THEME_SOURCE, publish_theme_layers
+from store.versions import remove_stale_versions
 from harvesters.auth import redact
 from harvesters.base import (Harvester, HarvestFailure, JobError, RemoteDataset, SourceConfig,
                              stage)
@@ -247,12 +248,29 @@ def _withdraw_missing(ctx: JobContext, present: set[str], report: JobReport) -> 
                 f"(over {cap:.0%}): nothing withdrawn; check the source, or raise max_withdraw "
                 f"for one run if the removal is real ({names})")
             return
+        released = []
         for ds in gone:
             ds.status, ds.updated_at = "withdrawn", utcnow()
             store.search.delete(s.connection(), ds.id)
+            if features_pg.enabled(store.data_dir):
+                released += _release_tables(s, ds)
             ctx.log(f"[{source.name}] withdrawn {ds.title}")
         store.bump_version(s)
         report.counts["withdrawn"] += len(gone)
+    for cid in released:   # after the switch: readers of the old tables finish first
+        remove_stale_versions(store.data_dir, cid, None)
+
+
+def _release_tables(s, ds: Dataset) -> list[str]:
+    """PostgreSQL mode: a withdrawn dataset's version tables go (its record stays). Its
+    collections go with them, and its resources forget what was fetched, so a dataset that
+    comes back is translated and written again rather than pointing at dropped tables."""
+    cids = [c.id for c in ds.collections]
+    for col in list(ds.collections):
+        s.delete(col)
+    for res in ds.resources:
+        res.sha256 = res.etag = res.last_modified = None
+    return cids
 
 
 def _heartbeat(store: Store, job_id: int) -> None:
