@@ -131,7 +131,7 @@ class PostGISWriter:
             self._conn = None
 
     def _begin(self, frame: "gpd.GeoDataFrame") -> None:
-        from store.versions import field_types
+        from store.written import field_types
         self.fields = field_types(frame)
         self._columns = [str(c) for c in frame.columns if c != frame.geometry.name]
         for name in self._columns:
@@ -211,7 +211,7 @@ class PostGISWriter:
         self._geom_type = "Geometry"
 
     def commit(self):
-        from store.versions import WrittenVersion
+        from store.written import WrittenVersion
         if self._conn is None:
             raise ValueError("a version needs at least one frame, even an empty one")
         t = quote_ident(self.table)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from store import features_pg, spatial_index, tiles
+from store.written import WrittenVersion, field_types  # noqa: F401 (callers import them here)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -24,16 +24,6 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 LAYER = "features"
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass
-class WrittenVersion:
-    """What the catalogue records about a version that is complete on disk."""
-    path: str                  # relative to the data dir
-    layer: str
-    feature_count: int
-    bbox: list[float] | None
-    fields: dict = field(default_factory=dict)
 
 
 def collection_folder(data_dir: Path, collection_id: str) -> Path:
@@ -157,18 +147,6 @@ def write_chunks(chunks: Iterable["gpd.GeoDataFrame"], data_dir: Path, collectio
         for chunk in chunks:
             writer_.append(chunk)
         return writer_.commit()
-
-
-def field_types(frame: "gpd.GeoDataFrame") -> dict[str, str]:
-    """JSON-schema-ish type per column, for queryables and the dataset page."""
-    out = {}
-    for name, dtype in frame.dtypes.items():
-        if name == frame.geometry.name:
-            continue
-        kind = getattr(dtype, "kind", "O")
-        out[str(name)] = {"i": "integer", "u": "integer", "f": "number",
-                          "b": "boolean", "M": "string"}.get(kind, "string")
-    return out
 
 
 def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) -> int:
