@@ -75,3 +75,15 @@ def load(path, layer: str = "features") -> str:
     with _LOCK:
         _LOADED[key] = written.layer
     return written.layer
+
+
+def read_version(data_dir, path: str, layer: str = "features"):
+    """A published version as a GeoDataFrame in fid order, from whichever store holds it."""
+    import geopandas as gpd
+    from store import features_pg
+    if not features_pg.is_postgis(path):
+        return gpd.read_file(Path(data_dir) / path, layer=layer)
+    table = features_pg.table_of(path)
+    with features_pg.engine_for(data_dir).connect() as conn:
+        frame = gpd.read_postgis(f'SELECT * FROM "{table}" ORDER BY fid', conn, geom_col="geom")
+    return frame.drop(columns="fid").rename_geometry("geometry")
