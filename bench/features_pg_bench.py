@@ -11,6 +11,7 @@ run, not runs with each other (the machine is shared).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import statistics
@@ -79,6 +80,7 @@ def timed(session, url, params, reps):
 
 
 def main() -> None:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=20)
@@ -115,7 +117,7 @@ def run(args, url: str) -> None:
     t_pg = time.perf_counter() - t
     print(f"rows {args.rows:,}: write GeoPackage {t_gpkg:.1f} s, PostGIS (COPY + GiST) "
           f"{t_pg:.1f} s")
-    bbox = ["gpkg", "pg"]
+    stores = ["gpkg", "pg"]
     cols = [{"id": "gpkg", "title": "gpkg", "path": str(data_dir / g.path), "layer": g.layer,
              "bbox": list(HYOGO)},
             {"id": "pg", "title": "pg", "path": p.path, "layer": p.layer, "bbox": list(HYOGO)}]
@@ -137,7 +139,7 @@ def run(args, url: str) -> None:
     with requests.Session() as s:
         for label, path, params in queries:
             got = {}
-            for cid in bbox:
+            for cid in stores:
                 got[cid] = timed(s, f"{base}/collections/{cid}/{path}", params, args.reps)
             (g50, g95, gsize), (p50, p95, psize) = got["gpkg"], got["pg"]
             print(f"{label:32} {g50:10.1f} / {g95:8.1f}   {p50:10.1f} / {p95:8.1f} "

@@ -35,8 +35,8 @@ TABLES_KEY = 'renkei_tables'
 _JSON_TYPES = {'bigint': 'integer', 'integer': 'integer', 'smallint': 'integer',
                'double precision': 'number', 'real': 'number', 'numeric': 'number',
                'boolean': 'boolean', 'text': 'string', 'character varying': 'string'}
-# json_build_object takes at most 100 arguments (50 properties); wider rows use row_to_json.
-_MAX_BUILD_PAIRS = 50
+# The lateral row of a feature's properties (an alias no column name can shadow).
+_PROPS = '_renkei_props'
 _MAX_CACHED = 1024
 # Digits after the point in GeoJSON coordinates: PostGIS prints the shortest text that reads
 # back to the same double, capped here, so stored coordinates come out as they went in.
@@ -309,7 +309,8 @@ class PostGISProvider(BaseProvider):
         else:
             sql_offset = offset
         sql = (f'SELECT {t}.fid, {self._feature_sql(select_properties, skip_geometry, crs_spec)}'
-               f' FROM {t}{cond} ORDER BY {", ".join(order)} LIMIT %s OFFSET %s')
+               f' FROM {self._from(select_properties)}{cond} ORDER BY {", ".join(order)} '
+               'LIMIT %s OFFSET %s')
         cur.execute(sql, [*params, limit + 1, sql_offset])
         rows = cur.fetchall()
         if not sortby and len(rows) > limit and limit > 0:
@@ -318,19 +319,22 @@ class PostGISProvider(BaseProvider):
         return [r[1] for r in rows]
 
     def _feature_sql(self, select_properties, skip_geometry, crs_spec):
-        """One Feature as JSON text, built by PostgreSQL."""
+        """One Feature as compact JSON text, built by PostgreSQL: the properties by row_to_json
+        over the lateral `_PROPS` (FROM must add it, see _from), the geometry by ST_AsGeoJSON,
+        joined as text (json_build_object would add spaces, and ::json would parse it again)."""
+        geometry = "'null'" if skip_geometry else (
+            f"coalesce(ST_AsGeoJSON({_geometry_sql(f'{_q(self._table.table)}.geom', crs_spec)}"
+            f", {_DIGITS}), 'null')")
+        t = _q(self._table.table)
+        return (f"""'{{"type":"Feature","id":' || {t}.fid || ',"geometry":' || {geometry} """
+                f"""|| ',"properties":' || row_to_json({_PROPS})::text || '}}'""")
+
+    def _from(self, select_properties):
+        """The table and, beside each row, its selected properties as the row `_PROPS`."""
         lyr, t = self._table, _q(self._table.table)
         names = [n for n in lyr.fields if not select_properties or n in select_properties]
-        if len(names) <= _MAX_BUILD_PAIRS:
-            props = 'json_build_object(' + ', '.join(
-                f"'{_literal(n)}', {t}.{_q(n)}" for n in names) + ')'
-        else:
-            props = ('(SELECT row_to_json(p) FROM (SELECT '
-                     + ', '.join(f'{t}.{_q(n)} AS {_q(n)}' for n in names) + ') p)')
-        geometry = 'NULL::json' if skip_geometry else \
-            f'ST_AsGeoJSON({_geometry_sql(f"{t}.geom", crs_spec)}, {_DIGITS})::json'
-        return (f"json_build_object('type', 'Feature', 'id', {t}.fid, 'geometry', {geometry}, "
-                f"'properties', {props})::text")
+        cols = ', '.join(f'{t}.{_q(n)} AS {_q(n)}' for n in names)
+        return f'{t} CROSS JOIN LATERAL (SELECT {cols}) {_PROPS}'
 
     def _box(self, bbox):
         if len(bbox) == 6:
@@ -383,8 +387,8 @@ class PostGISProvider(BaseProvider):
         if fid is None or not _INT64[0] <= fid <= _INT64[1]:
             raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
         t = _q(self._table.table)
-        sql = (f'SELECT {self._feature_sql([], False, crs_transform_spec)} FROM {t} '
-               f'WHERE {t}.fid = %s')
+        sql = (f'SELECT {self._feature_sql([], False, crs_transform_spec)} '
+               f'FROM {self._from([])} WHERE {t}.fid = %s')
         try:
             with self._tables.transaction() as cur:
                 cur.execute(sql, [fid])
@@ -397,11 +401,6 @@ class PostGISProvider(BaseProvider):
 
     def __repr__(self):
         return f'<PostGISProvider> {self.table}'
-
-
-def _literal(name):
-    """A property name as an SQL string literal (a JSON key); % doubled for psycopg."""
-    return name.replace("'", "''").replace('%', '%%')
 
 
 _AXES = {}
