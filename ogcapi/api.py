@@ -255,6 +255,7 @@ class OGCAPI:
         # PostgreSQL mode (store.features_pg): collections whose path is `postgis:<table>`
         # are read through this engine, with the same count budget.
         self.tables = TableRegistry(engine, count_budget_ms) if engine is not None else None
+        self.database = self.tables   # what other PostGIS readers take the engine from
         # Set by the web adapter, which owns the compiled `ja` catalogue for the templates.
         self.locale_dir = None
         self._lock = threading.Lock()

@@ -53,7 +53,7 @@ class Table:
             'ORDER BY a.attnum', [_q(table)])
         cols = cur.fetchall()
         if not cols:
-            raise ProviderConnectionError(f'no feature table {table!r}')
+            raise ProviderConnectionError(f'no feature table postgis:{table}')
         self.table, self.fid, self.geom = table, 'fid', 'geom'
         self.fields = {}
         for name, sql_type in cols:
@@ -196,7 +196,7 @@ class PostGISProvider(BaseProvider):
         except ProviderConnectionError:
             raise
         except Exception as err:
-            raise ProviderConnectionError(f'{self.table}: {err}') from err
+            raise ProviderConnectionError(f'{self.data}: {err}') from err
         self.id_field = 'fid'
         self._field_info = provider_def.get('field_info') or {}
         if self.title_field is None and 'name' in self._table.texts:
@@ -284,8 +284,8 @@ class PostGISProvider(BaseProvider):
         import psycopg
         if isinstance(err, psycopg.errors.UndefinedTable):
             # Dropped after a newer version was published; the next request sees that one.
-            return ProviderConnectionError(f'{self.table}: {err}')
-        return ProviderQueryError(f'{self.table}: {err}', user_msg='query failed')
+            return ProviderConnectionError(f'{self.data}: {err}')
+        return ProviderQueryError(f'{self.data}: {err}', user_msg='query failed')
 
     def _page(self, cur, cond, params, offset, limit, sortby, select_properties,
               skip_geometry, crs_spec):
