@@ -101,6 +101,8 @@ def main() -> None:
 
 def run(args, url: str) -> None:
     gdf = frame(args.rows)
+    # Items only: no tile pyramid for the GeoPackage (the PostGIS writer makes none either).
+    os.environ["RENKEI_TILES_PREGEN_MIN"] = str(10 ** 12)
     data_dir = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
     t = time.perf_counter()
     gpkg = versions.VersionWriter(data_dir, "bench", 1)
