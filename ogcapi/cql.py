@@ -1,4 +1,5 @@
-"""CQL2 filters (OGC API Features Part 3) as SQLite WHERE clauses over one GeoPackage layer.
+"""CQL2 filters (OGC API Features Part 3) as WHERE clauses: SQLite over one GeoPackage layer
+(SQLBuilder), PostgreSQL over one PostGIS version table (PostgreSQLBuilder).
 
 pygeofilter parses CQL2 text or JSON into an AST; this module turns the AST into SQL with bound
 parameters, so the filter runs inside SQLite, next to the data. Supported: comparison

@@ -1,5 +1,6 @@
 """Downloads of the translated data (GeoJSON, CSV for Excel, GeoPackage) and the attribute
-table preview, all read from the collection's published GeoPackage.
+table preview, all read from the collection's published version: its GeoPackage, or in
+PostgreSQL mode its PostGIS table (store.features_pg.VersionRows, one transaction per body).
 
 GeoJSON and CSV are streamed in chunks of CHUNK features, so a 100,000-feature layer never
 sits in memory as one document, all read through one SQLite connection (see _Rows), so a
