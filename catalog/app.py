@@ -8,9 +8,8 @@ from flask import Flask
 
 from sqlalchemy import select
 
-from store import access
+from store import access, features_pg
 from store.db import Dataset, Store
-from store.features_pg import is_postgis
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -30,6 +29,7 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     from store import applications  # noqa: F401 (its tables exist before the Store makes them)
     store = Store(data_dir)
     app.extensions["renkei_store"] = store
+    _read_replica_for_gets(app, store)
     from catalog import auth, metering, quotas
     metering.init_app(app, store)   # first: its clock starts before sign-in and limits
     auth.init_app(app)
@@ -40,7 +40,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     ogcapi = OGCAPI(app.config["RENKEI_BASE_URL"] + "/ogcapi",
                     list_collections=lambda: collection_dicts(store),
                     version=store.publish_version,
-                    engine=store.engine if store.engine.dialect.name == "postgresql" else None,
+                    # PostgreSQL mode: features are PostGIS tables in the catalogue's database.
+                    engine=store.engine if features_pg.enabled(store.data_dir) else None,
                     **({"count_budget_ms": app.config["RENKEI_COUNT_BUDGET_MS"]}
                        if "RENKEI_COUNT_BUDGET_MS" in app.config else {}))
     ogc_bp = register_ogcapi(app, ogcapi, prefix="/ogcapi",
@@ -71,6 +72,27 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     return app
 
 
+def _read_replica_for_gets(app: Flask, store: Store) -> None:
+    """With RENKEI_DATABASE_REPLICA_URL, GET and HEAD requests read through the replica
+    (store.session(), searches, the publish counter); writes and metering, token checks and
+    harvest locks always use the primary (store.engine). A page shown right after a write may
+    lag by the replica's delay: every form posts to the primary and redirects."""
+    if store.replica_engine is store.engine:
+        return
+    from flask import g, request
+
+    @app.before_request
+    def _reads_through_the_replica():
+        if request.method in ("GET", "HEAD"):
+            g.renkei_reading = store.start_reading()
+
+    @app.teardown_request
+    def _reads_done(_exc):
+        token = g.pop("renkei_reading", None)
+        if token is not None:
+            store.stop_reading(token)
+
+
 def collection_dicts(store: Store) -> list[dict]:
     """The published collections every read path serves (OGC API, tiles, hazard lookup), each
     with its dataset's access label (store.access): callers filter by their labels."""
@@ -82,8 +104,7 @@ def collection_dicts(store: Store) -> list[dict]:
         out.append({"access": levels.get(c.dataset_id, "organization"), "id": c.id,
                     "title": c.title, "description": c.description,
                     "keywords": c.keywords or [], "bbox": c.bbox, "count": c.feature_count,
-                    # PostgreSQL mode: "postgis:<table>" (store.features_pg), no file
-                    "path": c.path if is_postgis(c.path) else str(store.data_dir / c.path),
+                    "path": c.path if features_pg.is_postgis(c.path) else str(store.data_dir / c.path),
                     "layer": c.layer, "fields": c.fields,
                     "theme": c.dataset.theme, "dataset": c.dataset_id, "version": c.version})
     return out

@@ -1,4 +1,4 @@
-"""`renkei` command line: harvest, serve, jobs, demo, user, org, token (the contract in
+"""`renkei` command line: harvest, serve, jobs, demo, user, org, token, db (the contract in
 DESIGN.md)."""
 from __future__ import annotations
 
@@ -84,7 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     ur.add_argument("--format", choices=("csv", "json"), default="csv")
     ur.add_argument("--by", choices=("organization", "dataset"), default="organization",
                     help="dataset: one row per dataset and consumer instead")
+    db = sub.add_parser("db", help="the catalogue database").add_subparsers(dest="action",
+                                                                         required=True)
+    db.add_parser("upgrade", help="migrate the database schema to this version of renkei "
+                                  "(SQLite or RENKEI_DATABASE_URL); every command also does it")
     args = parser.parse_args(argv)
+    from store.migrate import SchemaError
+    try:
+        return _dispatch(args)
+    except SchemaError as exc:
+        print(f"renkei: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    if args.command == "db":
+        return cmd_db_upgrade(args)
     if args.command == "applications":
         return {"list": cmd_applications_list, "approve": cmd_applications_decide,
                 "refuse": cmd_applications_decide}[args.action](args)
@@ -95,6 +110,23 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(cli_accounts, f"cmd_{args.command}_{args.action}")(args)
     return {"harvest": cmd_harvest, "serve": cmd_serve, "jobs": cmd_jobs,
             "demo": cmd_demo}[args.command](args)
+
+
+def cmd_db_upgrade(args) -> int:
+    import store.db
+    from store import migrate
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = store.db.make_engine(store.db.database_url(args.data_dir))
+    try:
+        before, after = migrate.upgrade(engine, args.data_dir)
+    finally:
+        engine.dispose()
+    store.db.Store(args.data_dir).engine.dispose()  # what start-up does beside (search tokens)
+    if before == after:
+        print(f"database schema: already at {after}")
+    else:
+        print(f"database schema: {before or 'none (new, or made before migrations)'} -> {after}")
+    return 0
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from store import publish
 from store.db import Dataset, Resource
 from store.publish import LayerReport, NewCollection, ResourceContent, ResourceOutcome
-from store.versions import write_chunks, write_version
+from store.versions import discard, write_chunks, write_version
 from harvesters.base import (HarvestFailure, JobError, RemoteDataset, RemoteResource,
                              SourceConfig, harvester_class, stage)
 from harvesters.context import JobContext
@@ -307,7 +307,7 @@ def _stream_resource(ctx: JobContext, target: _Target, got: Fetched, fmt: str, p
     try:
         _check_collapse(ctx, target, rid, written.feature_count)
     except HarvestFailure:
-        (ctx.store.data_dir / written.path).unlink(missing_ok=True)   # never switched to
+        discard(ctx.store.data_dir, written)   # never switched to
         raise
     t = chunks.result
     quality = [LayerReport(

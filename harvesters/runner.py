@@ -7,11 +7,11 @@ the job is recorded as failed with the reason. Every error is recorded with its 
 dataset, resource, row and traceback; nothing published before is removed by a failure. A job
 left "running" by a killed process is closed as failed by the next run (the lock tells us it
 died). Errors go to the job record and the summary, never as a traceback to the terminal.
+The lock is store.locks': an flock in the data dir, or a PostgreSQL advisory lock when the
+catalogue is there (harvests on several machines); a job whose lock connection is lost stops.
 """
 from __future__ import annotations
 
-import fcntl
-import os
 import signal
 import sys
 import threading
@@ -20,13 +20,15 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import select
 
+from store import features_pg, locks
 from store.db import Dataset, HarvestError, HarvestJob, Source, Store, utcnow
+from store.locks import SourceLocked
 from store.theme_layers import THEME_SOURCE, publish_theme_layers
+from store.versions import remove_stale_versions
 from harvesters.auth import redact
 from harvesters.base import (Harvester, HarvestFailure, JobError, RemoteDataset, SourceConfig,
                              stage)
@@ -50,35 +52,13 @@ class JobReport:
     seconds: float = 0.0
 
 
-class SourceLocked(Exception):
-    pass
-
-
 class TimeLimitExceeded(BaseException):
     """BaseException: no `except Exception` on the way may swallow it."""
 
 
-@contextmanager
-def source_lock(data_dir: Path, name: str):
-    """An advisory lock the kernel drops when the process dies: no stale lock after a crash."""
-    folder = Path(data_dir) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / f"{name}.lock", "a+")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            fh.seek(0)
-            holder = fh.read().strip()
-            raise SourceLocked(f"source {name!r} is being harvested by another process"
-                               f"{f' (pid {holder})' if holder else ''}") from exc
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        yield
-    finally:
-        fh.close()
+def source_lock(store: Store, name: str):
+    """One harvest per source, across processes and machines (store.locks)."""
+    return locks.exclusive(store, name)
 
 
 @contextmanager
@@ -118,9 +98,9 @@ def run_source(store: Store, source: SourceConfig, orgs: dict, settings: Harvest
                log) -> JobReport:
     started = time.monotonic()
     try:
-        with source_lock(store.data_dir, source.name):
+        with source_lock(store, source.name) as lock:
             _close_abandoned_jobs(store, source.name)
-            report = _run_locked(store, source, orgs, settings, log)
+            report = _run_locked(store, source, orgs, settings, log, lock)
     except SourceLocked as exc:
         log(f"[{source.name}] {exc}; skipped")
         report = JobReport(source.name, None, status="locked", warnings=[str(exc)])
@@ -129,7 +109,7 @@ def run_source(store: Store, source: SourceConfig, orgs: dict, settings: Harvest
 
 
 def _run_locked(store: Store, source: SourceConfig, orgs: dict, settings: HarvestSettings,
-                log) -> JobReport:
+                log, lock: locks.Lock) -> JobReport:
     report = JobReport(source.name, _open_job(store, source))
     try:
         with stage("enumerate"):
@@ -159,6 +139,10 @@ def _run_locked(store: Store, source: SourceConfig, orgs: dict, settings: Harves
                 seen.add(remote.name)
                 _process(ctx, remote, report)
                 _heartbeat(store, report.job_id)
+                if not lock.alive():
+                    raise HarvestFailure("enumerate", "the database connection holding this "
+                                         "source's lock was lost; the job stopped, so that no "
+                                         "other harvest of the source runs beside it")
                 if ctx.expired():
                     raise TimeLimitExceeded()
     except TimeLimitExceeded:
@@ -264,12 +248,29 @@ def _withdraw_missing(ctx: JobContext, present: set[str], report: JobReport) -> 
                 f"(over {cap:.0%}): nothing withdrawn; check the source, or raise max_withdraw "
                 f"for one run if the removal is real ({names})")
             return
+        released = []
         for ds in gone:
             ds.status, ds.updated_at = "withdrawn", utcnow()
             store.search.delete(s.connection(), ds.id)
+            if features_pg.enabled(store.data_dir):
+                released += _release_tables(s, ds)
             ctx.log(f"[{source.name}] withdrawn {ds.title}")
         store.bump_version(s)
         report.counts["withdrawn"] += len(gone)
+    for cid in released:   # after the switch: readers of the old tables finish first
+        remove_stale_versions(store.data_dir, cid, None)
+
+
+def _release_tables(s, ds: Dataset) -> list[str]:
+    """PostgreSQL mode: a withdrawn dataset's version tables go (its record stays). Its
+    collections go with them, and its resources forget what was fetched, so a dataset that
+    comes back is translated and written again rather than pointing at dropped tables."""
+    cids = [c.id for c in ds.collections]
+    for col in list(ds.collections):
+        s.delete(col)
+    for res in ds.resources:
+        res.sha256 = res.etag = res.last_modified = None
+    return cids
 
 
 def _heartbeat(store: Store, job_id: int) -> None:

@@ -45,12 +45,15 @@ from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, st
 from ogcapi import cql
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
-from ogcapi.provider import ENGINE_KEY, FILES_KEY, Database, GPKGProvider
+from ogcapi.postgis import TABLES_KEY, PostGISProvider, RawFeatures, TableRegistry
+from ogcapi.provider import FILES_KEY
 from ogcapi.tiles import REL_TILESETS, openapi_paths
+from store.features_pg import is_postgis, table_of
 
 LOGGER = logging.getLogger(__name__)
 
 PROVIDER = 'ogcapi.provider.GPKGProvider'
+POSTGIS_PROVIDER = 'ogcapi.postgis.PostGISProvider'
 CRS84 = 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
 # Output CRSs offered on top of CRS84 (Features Part 2): JGD2011 (6668) and
 # its plane rectangular zone V (6673, the zone Hyogo lies in) are what
@@ -130,18 +133,22 @@ MAP = {'url': 'https://cyberjapandata.gsi.go.jp/xyz/std/{z}/{x}/{y}.png',
                       '地理院タイル</a>'}
 
 
-def resource_for(collection: dict, files: FileRegistry | None = None, engine=None) -> dict:
+def resource_for(collection: dict, files: FileRegistry | None = None,
+                 tables: TableRegistry | None = None) -> dict:
     """One pygeoapi ``resources`` entry for a catalogue collection dict.
 
-    ``files`` is the registry the provider reads through (see OGCAPI); ``engine`` the database
-    of versions stored in PostGIS.
+    ``files`` (GeoPackages) or ``tables`` (PostGIS, a `postgis:` path) is the registry the
+    provider reads through (see OGCAPI).
     """
+    postgis = is_postgis(collection['path'])
+    if postgis and tables is None:
+        raise ValueError('a PostGIS collection needs a database (OGCAPI engine=)')
     bbox = collection.get('bbox')
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
         bbox = WORLD
     provider = {
         'type': 'feature',
-        'name': PROVIDER,
+        'name': POSTGIS_PROVIDER if postgis else PROVIDER,
         'data': collection['path'],
         'layer': collection['layer'],
         'id_field': 'fid',
@@ -154,10 +161,10 @@ def resource_for(collection: dict, files: FileRegistry | None = None, engine=Non
     }
     if collection.get('fields'):
         provider['field_info'] = collection['fields']
-    if files is not None:
+    if postgis:
+        provider[TABLES_KEY] = tables
+    elif files is not None:
         provider[FILES_KEY] = files
-    if engine is not None:
-        provider[ENGINE_KEY] = engine if isinstance(engine, Database) else Database(engine)
     return {
         'type': 'collection',
         'title': collection['title'],
@@ -170,13 +177,13 @@ def resource_for(collection: dict, files: FileRegistry | None = None, engine=Non
 
 
 def build_config(base_url: str, collections: list, *, metadata=None,
-                 map_=None, limits=None, locale_dir=None, files=None, engine=None) -> dict:
+                 map_=None, limits=None, locale_dir=None, files=None, tables=None) -> dict:
     """The pygeoapi config dict: server, metadata, one resource per collection."""
     resources = {}
     base = base_url.rstrip('/')
     for c in collections:
         try:
-            res = resources[str(c['id'])] = resource_for(c, files, engine)
+            res = resources[str(c['id'])] = resource_for(c, files, tables)
             # Every collection has vector tiles (ogcapi.tiles); pygeoapi links only its own
             # tile providers, so the link is ours.
             res['links'].append({'type': 'application/json', 'rel': REL_TILESETS,
@@ -235,8 +242,6 @@ class OGCAPI:
                  version: Callable[[], str], *, metadata=None, map_=None,
                  limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS, engine=None):
         self.base_url = base_url.rstrip('/')
-        # The catalogue's database (PostgreSQL mode): where versions stored in PostGIS live.
-        self.database = None if engine is None else Database(engine)
         self._list_collections = list_collections
         self._version = version
         self._options = {'metadata': metadata, 'map_': map_, 'limits': limits}
@@ -247,6 +252,10 @@ class OGCAPI:
         # count_budget_ms: how long a numberMatched no index answers may take (see
         # ogcapi.gpkg_read.GpkgFile.count); None: always exact, 0: only index-answered counts.
         self.files = FileRegistry(count_budget_ms)
+        # PostgreSQL mode (store.features_pg): collections whose path is `postgis:<table>`
+        # are read through this engine, with the same count budget.
+        self.tables = TableRegistry(engine, count_budget_ms) if engine is not None else None
+        self.database = self.tables   # what other PostGIS readers take the engine from
         # Set by the web adapter, which owns the compiled `ja` catalogue for the templates.
         self.locale_dir = None
         self._lock = threading.Lock()
@@ -270,9 +279,11 @@ class OGCAPI:
                 state = self._build(token, readable)
                 self._states = {k: v for k, v in self._states.items() if v.token == token}
                 self._states[key] = state
-                self.files.retain_only([r['providers'][0]['data']
-                                        for st in self._states.values()
-                                        for r in st.api.config['resources'].values()])
+                paths = [r['providers'][0]['data'] for st in self._states.values()
+                         for r in st.api.config['resources'].values()]
+                self.files.retain_only([p for p in paths if not is_postgis(p)])
+                if self.tables is not None:
+                    self.tables.retain_only([table_of(p) for p in paths if is_postgis(p)])
         return state.api
 
     def _build(self, token, readable):
@@ -282,7 +293,7 @@ class OGCAPI:
         collections = [c for c in self._list_collections()
                        if readable is None or c.get('access', 'public') in readable]
         config = build_config(self.base_url, collections, locale_dir=self.locale_dir,
-                              files=self.files, engine=self.database, **self._options)
+                              files=self.files, tables=self.tables, **self._options)
         # Marks this build in the translated copy pygeoapi caches, see prepare_html.
         config['server']['renkei_build'] = f'{token}#{next(_BUILDS)}'
         api = API(config, None)  # OpenAPI is generated lazily, see openapi()
@@ -340,7 +351,7 @@ def generate_openapi(config: dict) -> dict:
     cfg = copy.deepcopy(config)
     for cid, res in list(cfg['resources'].items()):
         try:
-            GPKGProvider(res['providers'][0])
+            load_plugin('provider', res['providers'][0])
         except (ProviderGenericError, OSError) as err:
             LOGGER.error('collection %s left out of OpenAPI: %s', cid, err)
             del cfg['resources'][cid]
@@ -615,6 +626,8 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
         provider = load_plugin('provider', provider_def)
         limits = (api.config['server'].get('limits', {}), res.get('limits', {}))
         kwargs, out_crs = _items_query(params, provider, provider_def, limits)
+        if isinstance(provider, PostGISProvider) and request.format != F_HTML:
+            kwargs['raw_json'] = True   # Feature texts from PostgreSQL, joined as they are
         content = provider.query(language=request.raw_locale, **kwargs)
     except ProviderGenericError as err:
         return provider_error(api, headers, request.format, err, f'items of {dataset}')
@@ -655,7 +668,16 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
         return headers, HTTPStatus.OK, render_j2_template(
             api.tpl_config, api.get_dataset_templates(dataset),
             'collections/items/index.html', content, request.locale)
-    body = json.dumps(content, ensure_ascii=False, separators=(',', ':'), default=json_serial)
+    features = content['features']
+    if isinstance(features, RawFeatures):
+        content['features'] = []
+        rest = json.dumps(content, ensure_ascii=False, separators=(',', ':'),
+                          default=json_serial)
+        head, tail = rest.split('"features":[]', 1)
+        body = head + '"features":[' + ','.join(features) + ']' + tail
+    else:
+        body = json.dumps(content, ensure_ascii=False, separators=(',', ':'),
+                          default=json_serial)
     headers['Content-Type'] = GEOJSON   # Features Part 1 /req/geojson/content
     return headers, HTTPStatus.OK, body.encode('utf-8')
 

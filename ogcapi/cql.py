@@ -1,4 +1,5 @@
-"""CQL2 filters (OGC API Features Part 3) as SQLite WHERE clauses over one GeoPackage layer.
+"""CQL2 filters (OGC API Features Part 3) as WHERE clauses: SQLite over one GeoPackage layer
+(SQLBuilder), PostgreSQL over one PostGIS version table (PostgreSQLBuilder).
 
 pygeofilter parses CQL2 text or JSON into an AST; this module turns the AST into SQL with bound
 parameters, so the filter runs inside SQLite, next to the data. Supported: comparison
@@ -73,7 +74,13 @@ def parse(text, lang=None, crs=None):
 
 
 class SQLBuilder:
-    """Translates one Filter for one layer. ``table``/``fid``/``geom`` are quoted SQL names."""
+    """Translates one Filter for one layer. ``table``/``fid``/``geom`` are quoted SQL names.
+
+    This is the SQLite dialect (GeoPackage); PostgreSQLBuilder below is PostGIS's. Both bind
+    every value as a parameter: nothing from the filter is ever spliced into the SQL text.
+    """
+    P = '?'               # the driver's placeholder
+    TRUE, FALSE = '1', '0'
 
     def __init__(self, fields, table, fid, geom, rtree=None, geom_name='geometry'):
         self.fields = fields  # name -> JSON Schema ({'type': ...})
@@ -105,13 +112,13 @@ class SQLBuilder:
             col, kind = self._column(node.lhs)
             if not node.sub_nodes:
                 raise FilterError('IN needs at least one value')
-            marks = ', '.join('?' for _ in node.sub_nodes)
+            marks = ', '.join(self.P for _ in node.sub_nodes)
             params.extend(self._literal(v, kind) for v in node.sub_nodes)
             return f'({col} {"NOT IN" if node.not_ else "IN"} ({marks}))'
         if isinstance(node, ast.Between):
             col, kind = self._column(node.lhs)
             params += [self._literal(node.low, kind), self._literal(node.high, kind)]
-            return f'({col} {"NOT BETWEEN" if node.not_ else "BETWEEN"} ? AND ?)'
+            return f'({col} {"NOT BETWEEN" if node.not_ else "BETWEEN"} {self.P} AND {self.P})'
         if isinstance(node, ast.IsNull):
             col, _ = self._column(node.lhs)
             return f'({col} IS {"NOT NULL" if node.not_ else "NULL"})'
@@ -121,7 +128,7 @@ class SQLBuilder:
             return self._intersects(node.lhs, ('box', node.minx, node.miny, node.maxx,
                                                node.maxy), params)
         if isinstance(node, bool):
-            return '1' if node else '0'
+            return self.TRUE if node else self.FALSE
         raise FilterError(f'not supported in filters here: {_describe(node)}')
 
     # -- predicates ----------------------------------------------------------
@@ -139,7 +146,7 @@ class SQLBuilder:
                                   f'({other_kind})')
             return f'({col} {op} {other})'
         params.append(self._literal(rhs, kind))
-        return f'({col} {op} ?)'
+        return f'({col} {op} {self.P})'
 
     def _like(self, node, params):
         col, kind = self._column(node.lhs)
@@ -152,7 +159,7 @@ class SQLBuilder:
         # CQL2 wildcards are SQL's own (% and _, escaped with a backslash), whatever
         # singlechar pygeofilter reports, so the pattern is passed as it is.
         params.append(node.pattern)
-        return f"({col} {'NOT LIKE' if node.not_ else 'LIKE'} ? ESCAPE '\\')"
+        return f"({col} {'NOT LIKE' if node.not_ else 'LIKE'} {self.P} ESCAPE '\\')"
 
     def _intersects(self, lhs, rhs, params):
         if isinstance(rhs, ast.Attribute) and not isinstance(lhs, ast.Attribute):
@@ -162,7 +169,10 @@ class SQLBuilder:
                               f'literal (geometry property: {sorted(self.geom_names)[0]})')
         geom = self._geometry(rhs)
         if geom.is_empty:
-            return '0'
+            return self.FALSE
+        return self._intersects_sql(geom, params)
+
+    def _intersects_sql(self, geom, params):
         minx, miny, maxx, maxy = geom.bounds
         if self.rtree:
             prefilter = (f'{self.t}.{self.fid} IN (SELECT id FROM {self.rtree} WHERE '
@@ -180,13 +190,16 @@ class SQLBuilder:
 
     # -- operands ----------------------------------------------------------------
 
+    def _quote(self, name):
+        return quote_ident(name)
+
     def _column(self, node):
         if not isinstance(node, ast.Attribute) or not isinstance(node.name, str):
             raise FilterError(f'expected a property name, got {_describe(node)}')
         schema = self.fields.get(node.name)
         if schema is None:
             raise FilterError(f'unknown property {node.name!r}: see /queryables')
-        return f'{self.t}.{quote_ident(node.name)}', schema['type']
+        return f'{self.t}.{self._quote(node.name)}', schema['type']
 
     @staticmethod
     def _literal(value, kind):
@@ -246,6 +259,42 @@ class SQLBuilder:
                 raise FilterError(f'filter-crs: {err}')
             geom = shapely.transform(geom, lambda xy: _stack(t.transform(xy[:, 0], xy[:, 1])))
         return geom
+
+
+class PostgreSQLBuilder(SQLBuilder):
+    """The same translation for a PostGIS table (store.features_pg layout), for psycopg:
+    %s placeholders, SQL booleans, and the spatial test in PostGIS (GiST first, through &&)."""
+    P = '%s'
+    TRUE, FALSE = 'TRUE', 'FALSE'
+
+    def __init__(self, fields, table, fid='fid', geom='geom'):
+        super().__init__(fields, table, fid, geom, rtree=None, geom_name='geometry')
+
+    def _quote(self, name):
+        return pg_quote_ident(name)
+
+    @staticmethod
+    def _literal(value, kind):
+        if isinstance(value, bool) and kind == 'boolean':
+            return value
+        return SQLBuilder._literal(value, kind)
+
+    def _intersects_sql(self, geom, params):
+        g = f'{self.t}.{self.geom}'
+        minx, miny, maxx, maxy = geom.bounds
+        if shapely.equals(geom, shapely.box(minx, miny, maxx, maxy)):
+            # GiST first (&&), then the exact test (see ogcapi.postgis on why not `@`).
+            params += [minx, miny, maxx, maxy] * 2
+            env = 'ST_MakeEnvelope(%s, %s, %s, %s, 4326)'
+            return f'({g} && {env} AND ST_Intersects({g}, {env}))'
+        params.append(shapely.to_wkb(geom))
+        return f'ST_Intersects({g}, ST_GeomFromWKB(%s, 4326))'
+
+
+def pg_quote_ident(name):
+    """A quoted PostgreSQL identifier for SQL run through psycopg with parameters: a % in a
+    column name is doubled, or the driver would read it as a placeholder."""
+    return '"' + name.replace('"', '""').replace('%', '%%') + '"'
 
 
 def _operands(node):

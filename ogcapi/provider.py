@@ -27,31 +27,10 @@ from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
                               geometries_to_geojson,
                               quote_ident as _quote_ident, transformer)
 
-__all__ = ['Database', 'ENGINE_KEY', 'FILES_KEY', 'GPKGProvider', 'geometries_to_geojson']
+__all__ = ['FILES_KEY', 'GPKGProvider', 'geometries_to_geojson']
 
 # Provider definition key of the ogcapi.gpkg_read.FileRegistry the provider reads through.
 FILES_KEY = 'renkei_files'
-# ... and of the catalogue's database (a Database), for versions stored in PostGIS
-# (PostgreSQL mode, store.features_pg): the tables live in that database.
-ENGINE_KEY = 'renkei_engine'
-
-
-class Database:
-    """The SQLAlchemy engine in a provider definition. pygeoapi deep-copies definitions (for
-    templates and translations); a copy is this same object, so one pool serves them all."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.origin = engine.url.render_as_string(hide_password=True)
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __copy__(self):
-        return self
-
-    def __repr__(self):
-        return f'<Database {self.origin}>'
 
 
 class GPKGProvider(BaseProvider):

@@ -29,7 +29,7 @@ import numpy as np
 import shapely
 
 from ogcapi.gpkg_read import quote_ident, wkb
-from ogcapi.provider import ENGINE_KEY
+from ogcapi.postgis import TABLES_KEY
 from store import tiles as store_tiles
 from store import tiles_pg
 from store.features_pg import is_postgis, table_of
@@ -257,15 +257,15 @@ def tile(api, cid, z, y, x, *, if_none_match=None, accept_gzip=False):
 def _origin(pdef):
     """Which database a PostGIS version lives in: one process may serve several (two data
     dirs, two schemas) holding tables of the same name."""
-    db = pdef.get(ENGINE_KEY)
-    return None if db is None else db.origin
+    tables = pdef.get(TABLES_KEY)
+    return None if tables is None else tables.engine.url.render_as_string(hide_password=True)
 
 
 def render(api, pdef, cid, z, x, y) -> tuple[bytes, bool]:
     """(tile, gzipped?), b'' when empty: the pyramid's stored (gzipped) tile, else one cut
     from the GeoPackage or the PostGIS table (raw)."""
     if is_postgis(pdef['data']):
-        return tiles_pg.render(pdef[ENGINE_KEY].engine, pdef['data'], cid, z, x, y)
+        return tiles_pg.render(pdef[TABLES_KEY].engine, pdef['data'], cid, z, x, y)
     archive = _archive(pdef['data'])
     if archive is not None and archive.minzoom <= z <= archive.maxzoom:
         data = archive.get(z, x, y) or b''

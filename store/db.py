@@ -1,17 +1,25 @@
 """The catalogue store: organizations, sources, datasets, resources, collections, harvest jobs.
 
-SQLAlchemy over a SQLite file in the data dir by default; a PostgreSQL URL can replace it
-(`RENKEI_DATABASE_URL`). Nothing here imports Flask, so the harvest runner can use it too.
+SQLAlchemy over a SQLite file in the data dir by default; with `RENKEI_DATABASE_URL=
+postgresql://…` everything lives in PostgreSQL (psycopg 3). The schema is Alembic's
+(store.migrate). Nothing here imports Flask, so the harvest runner can use it too.
+
+Connections in PostgreSQL mode (make_engine): a bounded pool per process,
+RENKEI_DB_POOL_SIZE (default 5) + RENKEI_DB_MAX_OVERFLOW (default 5), so the budget is
+servers × workers × (pool + overflow) (+ 1 per running harvest, for its source lock), which must
+stay below the server's max_connections (or PgBouncer's pool). Statements are never prepared
+server-side (`prepare_threshold=None`): PgBouncer before 1.21 cannot follow prepared statements
+in transaction mode. With RENKEI_DATABASE_REPLICA_URL, GET requests read through a read replica
+(Store.start_reading) while writes, metering and locks use the primary.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import (JSON, DateTime, ForeignKey, Integer, String, Text, create_engine,
+from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine,
                         event, select, text)
 from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import (Mapped, Session, contains_eager, mapped_column, relationship,
@@ -88,7 +96,7 @@ class Resource(Base):
     url: Mapped[str] = mapped_column(Text)
     format: Mapped[str | None] = mapped_column(String(40))  # as declared by the source
     detected_format: Mapped[str | None] = mapped_column(String(40))
-    size: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     encoding: Mapped[str | None] = mapped_column(String(20))
     sha256: Mapped[str | None] = mapped_column(String(64))
     etag: Mapped[str | None] = mapped_column(Text)
@@ -168,8 +176,20 @@ def database_url(data_dir: Path) -> str:
     return os.environ.get("RENKEI_DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'catalogue.db'}"
 
 
+def replica_url() -> str | None:
+    return os.environ.get("RENKEI_DATABASE_REPLICA_URL") or None
+
+
 def is_postgresql(url: str) -> bool:
     return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def _int_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
 
 
 def make_engine(url: str):
@@ -182,38 +202,66 @@ def make_engine(url: str):
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     rest = url.split("://", 1)[1]
-    size = int(os.environ.get("RENKEI_DB_POOL_SIZE", "5"))
+    size = _int_env("RENKEI_DB_POOL_SIZE", 5)
     # servers × workers × (pool + overflow) must stay under max_connections (or PgBouncer's
     # pool): the defaults keep a 2-server, 4-worker site at 80. 0: no pool of our own, a
-    # connection per checkout, for sites whose PgBouncer is the pool.
+    # connection per checkout, for sites whose PgBouncer is the pool. A checkout past the
+    # budget waits RENKEI_DB_POOL_TIMEOUT seconds, then fails: the budget is never exceeded.
+    # pre-ping and recycle: a restart, a failover or PgBouncer closing idle links never hands
+    # out a dead connection, and none lives for days (pygeoapi#2344).
     pool = ({"poolclass": NullPool} if size == 0 else
-            {"pool_size": size, "max_overflow": int(os.environ.get("RENKEI_DB_MAX_OVERFLOW", "5")),
+            {"pool_size": size, "max_overflow": _int_env("RENKEI_DB_MAX_OVERFLOW", 5),
+             "pool_timeout": _int_env("RENKEI_DB_POOL_TIMEOUT", 30),
              "pool_pre_ping": True, "pool_recycle": 1800})
     return create_engine("postgresql+psycopg://" + rest,
                          connect_args={"prepare_threshold": None}, **pool)
 
 
+# Set for the duration of a GET request (catalog.app): sessions and searches read through the
+# replica engine. A contextvar, so each gthread worker thread has its own.
+_reading = ContextVar("renkei_read_replica", default=False)
+
+
 class Store:
-    """One per process: the engine, a session factory and the publish counter."""
+    """One per process: the engines, a session factory and the publish counter."""
 
     def __init__(self, data_dir: Path | str):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        url = database_url(self.data_dir)
-        self.engine = make_engine(url)
-        with _schema_lock(self.data_dir):
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+        self.engine = make_engine(database_url(self.data_dir))
+        replica = replica_url()
+        # The primary unless a replica is configured: callers never need to ask which.
+        self.replica_engine = make_engine(replica) if replica else self.engine
+        from store.migrate import ensure_schema
+        ensure_schema(self.engine, self.data_dir)
         from store.search import SearchIndex  # search tables live beside the catalogue
-        self.search = SearchIndex(self.engine)
+        self.search = SearchIndex(self.engine, self.read_engine)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def read_engine(self):
+        """The engine reads of the current request go through (the replica during a GET)."""
+        return self.replica_engine if _reading.get() else self.engine
+
+    @staticmethod
+    def start_reading():
+        """From now on in this thread (context), reads go through the replica, if there is one:
+        a GET request (catalog.app). Returns the token for stop_reading."""
+        return _reading.set(True)
+
+    @staticmethod
+    def stop_reading(token) -> None:
+        _reading.reset(token)
+
     def session(self) -> Session:
-        return self.Session()
+        return self.Session(bind=self.read_engine())
 
     def publish_version(self) -> str:
         """A token that changes with every publish: web workers compare it on each request."""
-        with self.engine.connect() as conn:
+        with self.read_engine().connect() as conn:
             value = conn.execute(text("SELECT value FROM meta WHERE key = 'publish_seq'")).scalar()
         return value or "0"
 
@@ -233,38 +281,6 @@ class Store:
                     .options(contains_eager(Collection.dataset))
                     .order_by(Collection.id))
             return list(s.scalars(stmt))
-
-
-@contextmanager
-def _schema_lock(data_dir: Path):
-    """Workers starting together would race on CREATE TABLE; the first creates, others wait."""
-    with open(data_dir / ".schema.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-LATER_COLUMNS = [("harvest_job", "heartbeat_at", "DATETIME"),
-                 ("harvest_error", "traceback", "TEXT"),
-                 ("organization", "created_at", "DATETIME"),
-                 ("dataset", "access_level", "VARCHAR(20) NOT NULL DEFAULT 'public'"),
-                 ("organization", "kind", "VARCHAR(20)"),
-                 ("organization", "upload_limit", "INTEGER")]
-# A column added later whose old rows get a value: organizations recorded before `created_at`
-# existed take the time of the upgrade (never null, as CKAN clients expect).
-LATER_DEFAULTS = {("organization", "created_at"): "CURRENT_TIMESTAMP"}
-
-
-def _add_missing_columns(engine) -> None:
-    """create_all adds tables, not columns: data dirs made before a column existed get it."""
-    from sqlalchemy import inspect
-    inspector = inspect(engine)
-    for table, column, sql_type in LATER_COLUMNS:
-        if column not in {c["name"] for c in inspector.get_columns(table)}:
-            with engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
-                if (table, column) in LATER_DEFAULTS:
-                    conn.execute(text(f"UPDATE {table} SET {column} = "
-                                      f"{LATER_DEFAULTS[table, column]} WHERE {column} IS NULL"))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -1,22 +1,407 @@
-"""Feature versions in PostGIS (PostgreSQL mode): names of the layout in notes/PGMODE.md.
+"""Feature versions in PostgreSQL mode: one PostGIS table per collection version.
 
-Placeholder of pg-tiles until pg-features' writer lands (theirs replaces this file): only the
-names every reader agrees on.
+The layout is fixed (/work/notes/PGMODE.md, shared with the tiles and hazard code): a version
+of collection C is the table `f_<sha1(C)[:20]>_v<N>` in the connection's current schema, with
+`fid bigint primary key` (1..n in source order, the OGC API id, as the GeoPackage fid), `geom
+geometry(<type>,4326)` under a GiST index, then the properties with the GeoPackage's names and
+order, typed bigint/double precision/boolean/text. `Collection.path` is `postgis:<table>`.
+
+`PostGISWriter` has VersionWriter's interface (append frames, commit) and is chosen by
+store.versions when the store is PostgreSQL, so harvests, uploads and the streaming path write
+here without knowing it. The whole write is one transaction: rows arrive by COPY, the GiST
+index is built once at the end, and a writer that fails leaves nothing behind.
+
+Readers (the OGC API provider, downloads) read one version inside one transaction, which holds
+an ACCESS SHARE lock on its table. So a superseded table is dropped with a short lock_timeout:
+if a reader still holds it, the table is marked with a comment instead and dropped by a later
+sweep (`drop_superseded`), rather than making the publish (or new readers queued behind the
+DROP) wait.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
+import re
+import threading
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+LOGGER = logging.getLogger(__name__)
 PREFIX = "postgis:"
+SUPERSEDED = "renkei:superseded"
+# How long a DROP may wait for readers before it is left to a later sweep (ms).
+DROP_LOCK_TIMEOUT_MS = 200
+# PostgreSQL truncates identifiers longer than this (bytes, NAMEDATALEN - 1).
+MAX_IDENT_BYTES = 63
+SQL_TYPES = {"integer": "bigint", "number": "double precision", "boolean": "boolean",
+             "string": "text"}
+_TABLE = re.compile(r"^f_[0-9a-f]{20}_v[0-9]+$")
+_ENGINES: dict = {}
+_ENGINES_LOCK = threading.Lock()
 
 
 def table_name(collection_id: str, version: int) -> str:
-    return "f_" + hashlib.sha1(collection_id.encode()).hexdigest()[:20] + "_v" + str(version)
+    return f"f_{_digest(collection_id)}_v{int(version)}"
+
+
+def tiles_table_name(collection_id: str, version: int) -> str:
+    """The version's tile pyramid table (written by the tiles code, dropped with the version)."""
+    return f"t_{_digest(collection_id)}_v{int(version)}"
+
+
+def _digest(collection_id: str) -> str:
+    return hashlib.sha1(collection_id.encode("utf-8")).hexdigest()[:20]
 
 
 def is_postgis(path: str | None) -> bool:
-    return bool(path) and str(path).startswith(PREFIX)
+    """True for a collection path that names a PostGIS table (`postgis:<table>`)."""
+    return isinstance(path, str) and path.startswith(PREFIX)
 
 
 def table_of(path: str) -> str:
-    return str(path)[len(PREFIX):]
+    """The table a `postgis:` path names, checked against the layout (it is spliced into SQL
+    as a quoted identifier, so only names we make are accepted)."""
+    table = path[len(PREFIX):] if is_postgis(path) else path
+    if not _TABLE.match(table):
+        raise ValueError(f"not a feature table name: {table!r}")
+    return table
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def enabled(data_dir) -> bool:
+    """Whether the store of this data dir keeps its features in PostGIS."""
+    from store.db import database_url, is_postgresql
+    return is_postgresql(database_url(data_dir))
+
+
+def engine_for(data_dir):
+    """One engine per database URL and process (the URL carries the test schema, if any)."""
+    from store.db import database_url, make_engine
+    url = database_url(data_dir)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = make_engine(url)
+    return engine
+
+
+# -- writing --------------------------------------------------------------------------------
+
+_GEOM_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint",
+               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
+_MULTI = {"Point": "MultiPoint", "LineString": "MultiLineString", "Polygon": "MultiPolygon"}
+
+
+class PostGISWriter:
+    """Append frames (EPSG:4326) to a new version table inside one transaction; `commit()`
+    builds the GiST index and commits. Leaving the `with` block without a commit rolls the
+    whole table back."""
+
+    def __init__(self, data_dir, collection_id: str, version: int, *,
+                 promote_to_multi: bool | None = None, engine=None):
+        self.engine = engine if engine is not None else engine_for(data_dir)
+        self.collection_id = collection_id
+        self.table = table_name(collection_id, version)
+        self.promote_to_multi = promote_to_multi
+        self.count = 0
+        self.fields: dict | None = None
+        self._columns: list[str] = []
+        self._geom_type: str | None = None
+        self._bounds: list = []
+        self._conn = None
+        self._raw = None
+        self._committed = False
+
+    def __enter__(self) -> "PostGISWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._conn is not None and not self._committed:
+            self._conn.rollback()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _begin(self, frame: "gpd.GeoDataFrame") -> None:
+        from store.written import field_types
+        self.fields = field_types(frame)
+        self._columns = [str(c) for c in frame.columns if c != frame.geometry.name]
+        for name in self._columns:
+            if len(name.encode("utf-8")) > MAX_IDENT_BYTES:
+                raise ValueError(f"column name longer than PostgreSQL allows "
+                                 f"({MAX_IDENT_BYTES} bytes): {name[:20]}…")
+        self._geom_type = self._type_of(frame)
+        self._conn = self.engine.connect()
+        self._raw = self._conn.connection.driver_connection
+        cols = ", ".join(f"{quote_ident(n)} {SQL_TYPES[self.fields[n]]}" for n in self._columns)
+        t = quote_ident(self.table)
+        with self._raw.cursor() as cur:
+            # A table of this version left by a write that was never switched to.
+            cur.execute(f"DROP TABLE IF EXISTS {t}")
+            cur.execute(f"CREATE TABLE {t} (fid bigint PRIMARY KEY, "
+                        f"geom geometry({self._geom_type}, 4326){', ' + cols if cols else ''})")
+
+    def _type_of(self, frame) -> str:
+        import shapely
+        geoms = frame.geometry.values
+        ids = shapely.get_type_id(geoms)
+        kinds = {_GEOM_NAMES.get(int(i), "Geometry") for i in np.unique(ids[ids >= 0])}
+        z = bool(shapely.has_z(geoms).any())
+        if self.promote_to_multi or (self.promote_to_multi is None and len(kinds) == 2
+                                     and any(_MULTI.get(k) in kinds for k in kinds)):
+            kinds = {_MULTI.get(k, k) for k in kinds}
+        kind = kinds.pop() if len(kinds) == 1 else "Geometry"
+        return kind + ("Z" if z else "")
+
+    def append(self, frame: "gpd.GeoDataFrame") -> None:
+        frame = frame.reset_index(drop=True)
+        if self._conn is None:
+            self._begin(frame)
+        if not len(frame):
+            return
+        geoms = self._geometries(frame)
+        columns = [_values(frame[name], self.fields[name]) for name in self._columns]
+        fids = range(self.count + 1, self.count + len(frame) + 1)
+        names = ", ".join(["fid", "geom", *map(quote_ident, self._columns)])
+        with self._raw.cursor() as cur:
+            with cur.copy(f"COPY {quote_ident(self.table)} ({names}) FROM STDIN") as copy:
+                for row in zip(fids, geoms, *columns):
+                    copy.write_row(row)
+        self.count += len(frame)
+        self._bounds.append(frame.total_bounds)
+
+    def _geometries(self, frame) -> list:
+        """Hex EWKB per row (COPY's text input for geometry); empty geometries as NULL, as the
+        GeoPackage path serves them (GeoJSON has no empty geometry)."""
+        import shapely
+        g = frame.geometry.values.to_numpy() if hasattr(frame.geometry.values, "to_numpy") \
+            else np.asarray(frame.geometry.values)
+        g = np.where(shapely.is_empty(g) | shapely.is_missing(g), None, g)
+        if self._geom_type.startswith("Multi"):
+            single = shapely.get_type_id(g) == {"MultiPoint": 0, "MultiLineString": 1,
+                                                "MultiPolygon": 3}[self._geom_type.rstrip("Z")]
+            if single.any():
+                maker = {"MultiPoint": shapely.multipoints,
+                         "MultiLineString": shapely.multilinestrings,
+                         "MultiPolygon": shapely.multipolygons}[self._geom_type.rstrip("Z")]
+                g = g.copy()
+                g[single] = [maker([x]) for x in g[single]]
+        elif self._geom_type != "Geometry":
+            kinds = {_GEOM_NAMES.get(int(i)) for i in np.unique(shapely.get_type_id(g))
+                     if i >= 0}
+            if kinds - {self._geom_type.rstrip("Z")}:
+                self._widen_geometry()
+        g = shapely.set_srid(g, 4326)
+        return shapely.to_wkb(g, hex=True, include_srid=True).tolist()
+
+    def _widen_geometry(self) -> None:
+        """A later chunk brought another geometry type: the column takes any type (rare; the
+        rows written so far are rewritten once)."""
+        with self._raw.cursor() as cur:
+            cur.execute(f"ALTER TABLE {quote_ident(self.table)} ALTER COLUMN geom "
+                        "TYPE geometry(Geometry, 4326)")
+        self._geom_type = "Geometry"
+
+    def commit(self):
+        from store.written import WrittenVersion
+        if self._conn is None:
+            raise ValueError("a version needs at least one frame, even an empty one")
+        t = quote_ident(self.table)
+        with self._raw.cursor() as cur:
+            # Built once over the whole table: faster and tighter than row by row.
+            cur.execute(f"CREATE INDEX {quote_ident(self.table + '_geom')} ON {t} "
+                        "USING gist (geom)")
+            cur.execute(f"ANALYZE {t}")
+        self._raw.commit()
+        self._committed = True
+        # A large version's pyramid is in the database before the catalogue switches to it
+        # (a web server has no data dir to keep it in); _drop removes it with the table.
+        from store import tiles_pg
+        tiles_pg.publish_pyramid(self.engine, self.table, name=self.collection_id,
+                                 count=self.count)
+        b = np.array(self._bounds)
+        bbox = ([float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()),
+                 float(b[:, 3].max())] if len(self._bounds) and np.isfinite(b).all() else None)
+        return WrittenVersion(PREFIX + self.table, self.table, self.count, bbox,
+                              self.fields or {})
+
+
+def _values(series, kind: str) -> list:
+    """Python values for COPY: NaN and NaT as NULL (SQLite stores NaN as NULL too), numpy
+    scalars as Python ones, dates as ISO text, anything else in a text column as its text."""
+    import pandas as pd
+    if kind == "string":
+        if getattr(series.dtype, "kind", "O") == "M":
+            return [None if pd.isna(v) else v.isoformat() for v in series]
+        return [None if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+                or v is pd.NaT else (v if isinstance(v, str) else str(v))
+                for v in series.tolist()]
+    mask = series.isna().to_numpy()
+    values = series.astype(object).where(~mask, None).tolist()
+    if kind == "integer":
+        return [None if v is None else int(v) for v in values]
+    if kind == "number":
+        return [None if v is None or not math.isfinite(float(v)) else float(v) for v in values]
+    return [None if v is None else bool(v) for v in values]
+
+
+# -- dropping -------------------------------------------------------------------------------
+
+def version_tables(conn, collection_id: str) -> list[str]:
+    """Feature tables of a collection's versions in the current schema."""
+    from sqlalchemy import text
+    rows = conn.execute(text(
+        "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE :p "
+        "AND c.relnamespace = current_schema()::regnamespace"),
+        {"p": f"f\\_{_digest(collection_id)}\\_v%"}).scalars()
+    return [r for r in rows if _TABLE.match(r)]
+
+
+def drop_versions(data_dir, collection_id: str, keep: str | None, *, engine=None) -> int:
+    """Drop a collection's version tables but `keep` (a `postgis:` path, or None: all), once
+    the switch has committed; tables a reader still holds are marked and left to
+    `drop_superseded`. Returns how many were dropped now."""
+    engine = engine if engine is not None else engine_for(data_dir)
+    keep_table = table_of(keep) if is_postgis(keep) else None
+    with engine.connect() as conn:
+        tables = [t for t in version_tables(conn, collection_id) if t != keep_table]
+        conn.rollback()
+    dropped = sum(_drop(engine, t) for t in tables)
+    drop_superseded(engine)
+    return dropped
+
+
+def drop_superseded(engine) -> int:
+    """Retry the tables an earlier drop had to leave to readers."""
+    from sqlalchemy import text
+    with engine.connect() as conn:
+        tables = list(conn.execute(text(
+            "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'f\\_%' "
+            "AND c.relnamespace = current_schema()::regnamespace "
+            "AND obj_description(c.oid, 'pg_class') = :mark"), {"mark": SUPERSEDED}).scalars())
+        conn.rollback()
+    return sum(_drop(engine, t, mark=False) for t in tables if _TABLE.match(t))
+
+
+def _drop(engine, table: str, mark: bool = True) -> bool:
+    from sqlalchemy import exc, text
+    tiles = "t_" + table[2:]
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{int(DROP_LOCK_TIMEOUT_MS)}ms'"))
+            conn.execute(text(f"DROP TABLE IF EXISTS {quote_ident(table)}, "
+                              f"{quote_ident(tiles)}"))
+        return True
+    except exc.OperationalError as err:
+        if "lock timeout" not in str(err) and "lock_timeout" not in str(err):
+            raise
+        LOGGER.info("table %s still read; left for a later sweep", table)
+    if mark:
+        try:
+            # COMMENT takes a lock readers do not conflict with.
+            with engine.begin() as conn:
+                conn.execute(text(f"SET LOCAL lock_timeout = '{int(DROP_LOCK_TIMEOUT_MS)}ms'"))
+                conn.execute(text(f"COMMENT ON TABLE {quote_ident(table)} IS "
+                                  f"'{SUPERSEDED}'"))
+        except exc.OperationalError:
+            LOGGER.warning("table %s could not be marked superseded", table)
+    return False
+
+
+def drop_table(data_dir, path: str, *, engine=None) -> bool:
+    """Drop one version table (a version written but never switched to)."""
+    return _drop(engine if engine is not None else engine_for(data_dir), table_of(path))
+
+
+# -- reading whole versions (downloads, the attribute table) --------------------------------
+
+class VersionRows:
+    """The rows of one version table in fid order, read in chunks through a server-side
+    cursor inside ONE transaction, opened before the status line and held until the body is
+    sent: a republish cannot drop the table mid-stream (its DROP waits or is retried later),
+    so a client gets the whole old version, never a torn one."""
+
+    def __init__(self, engine, path: str, chunk: int = 2000):
+        self.table = table_of(path)
+        self.chunk = chunk
+        self._conn = engine.connect()
+        try:
+            raw = self._conn.connection.driver_connection
+            with raw.cursor() as cur:
+                cur.execute(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                    "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+                    "ORDER BY a.attnum", [quote_ident(self.table)])
+                cols = [(n, t) for n, t in cur.fetchall() if n not in ("fid", "geom")]
+                if not cols and cur.rowcount == 0:
+                    raise LookupError(f"no table {self.table}")
+            self.names = [n for n, _ in cols]
+            self.booleans = {n for n, t in cols if t == "boolean"}
+            select = ", ".join([*(quote_ident(n).replace("%", "%%") for n in self.names),
+                                "ST_AsBinary(geom)"])
+            self._cursor = raw.cursor(name="renkei_rows")
+            self._cursor.execute(f"SELECT {select} FROM {quote_ident(self.table)} ORDER BY fid",
+                                 [])
+            self.first = self._cursor.fetchmany(chunk)   # an unreadable table fails here
+        except Exception:
+            self.close()
+            raise
+
+    def chunks(self):
+        """Lists of (properties dict, shapely geometry or None), `chunk` rows at a time."""
+        import shapely
+        try:
+            rows = self.first
+            while rows:
+                geoms = shapely.from_wkb([None if r[-1] is None else bytes(r[-1]) for r in rows])
+                yield [(dict(zip(self.names, r[:-1])), g) for r, g in zip(rows, geoms)]
+                rows = self._cursor.fetchmany(self.chunk)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            finally:
+                self._conn.close()
+                self._conn = None
+
+
+def attribute_page(engine, path: str, offset: int, rows: int) -> tuple[list[str], list[list]]:
+    """Columns and rows (no geometry) of one page of a version, by fid range (fid = row)."""
+    table = table_of(path)
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(f"SELECT * FROM {quote_ident(table)} WHERE fid > %s ORDER BY fid "
+                        "LIMIT %s", [int(offset), int(rows)])
+            names = [d.name for d in cur.description]
+            data = cur.fetchall()
+        conn.rollback()
+    keep = [i for i, n in enumerate(names) if n not in ("fid", "geom")]
+    return [names[i] for i in keep], [[r[i] for i in keep] for r in data]
+
+
+def write_geopackage(rows: VersionRows, target, layer: str = "features") -> None:
+    """The version as a GeoPackage file (for the download), chunk by chunk."""
+    import geopandas as gpd
+    import pyogrio
+    first = True
+    for chunk in rows.chunks():
+        frame = gpd.GeoDataFrame([p for p, _ in chunk], columns=rows.names,
+                                 geometry=[g for _, g in chunk], crs="EPSG:4326")
+        pyogrio.write_dataframe(frame, target, layer=layer, driver="GPKG", append=not first,
+                                promote_to_multi=None)
+        first = False
+    if first:
+        frame = gpd.GeoDataFrame({n: [] for n in rows.names}, geometry=[], crs="EPSG:4326")
+        pyogrio.write_dataframe(frame, target, layer=layer, driver="GPKG")

@@ -12,7 +12,14 @@ Measured in shared/reference/catalogue-ux-and-search.md §1 and bench/search_ben
   arrays held per process (store/search_cache.py), brought up to date from the change log
   (search_change) when the index generation moves: a publish is applied, never reloaded.
 - 表記ゆれ: each term is expanded to its spelling variants (OR), terms are ANDed.
-On a non-SQLite database terms are matched with LIKE on the normalised text (portable, slower).
+PostgreSQL (no FTS5): the same tokens, plus a prefix gram (">" + the first 1–3 characters)
+for each, in a `grams text[]` column with a GIN index. A term asks `grams @>` its tokens
+(the last as a prefix gram where FTS5 would take a prefix), then a LIKE on the space-joined
+token column rechecks that they are consecutive, i.e. FTS5's phrase: the same answers as
+SQLite for every query, 1–2-character Japanese included (measured in
+shared/reference/scale-and-tiles.md §A6: 0.27 ms where pg_trgm needed a scan).
+The schema (FTS5 table and triggers, or the grams column and index) is Alembic's
+(store/migrations); this module only recomputes tokens when TOKENIZER_VERSION moves.
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ import re
 import unicodedata
 
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text, UniqueConstraint, text
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 
 from store.search_cache import (ACCESS_FIELD, FACETS, SORTS, SearchCache,  # noqa: F401
                                 SearchResult)
@@ -116,22 +124,34 @@ def split_query(q: str) -> list[list[str]]:
 
 
 _meta = MetaData()
-search_doc = Table(
-    "search_doc", _meta,
-    Column("doc_id", Integer, primary_key=True, autoincrement=True),
-    Column("dataset_id", String(200), nullable=False, unique=True),
-    Column("title", Text, nullable=False, default=""),
-    Column("title_n", Text, nullable=False, default=""),
-    Column("tags_n", Text, nullable=False, default=""),
-    Column("body_n", Text, nullable=False, default=""),
-    Column("organization", String(100)),
-    Column("modified", String(40), index=True),
-    # The token strings the FTS table indexes (external content: deletes need them back).
-    Column("title_t", Text, nullable=False, default=""),
-    Column("tags_t", Text, nullable=False, default=""),
-    Column("body_t", Text, nullable=False, default=""),
-    Column("tail_t", Text, nullable=False, default=""),
-)
+
+
+def _doc_table(metadata: MetaData, *extra) -> Table:
+    return Table(
+        "search_doc", metadata,
+        Column("doc_id", Integer, primary_key=True, autoincrement=True),
+        Column("dataset_id", String(200), nullable=False, unique=True),
+        Column("title", Text, nullable=False, default=""),
+        Column("title_n", Text, nullable=False, default=""),
+        Column("tags_n", Text, nullable=False, default=""),
+        Column("body_n", Text, nullable=False, default=""),
+        Column("organization", String(100)),
+        Column("modified", String(40), index=True),
+        # The token strings the FTS table indexes (external content: deletes need them back);
+        # in PostgreSQL the LIKE recheck of a phrase reads them.
+        Column("title_t", Text, nullable=False, default=""),
+        Column("tags_t", Text, nullable=False, default=""),
+        Column("body_t", Text, nullable=False, default=""),
+        Column("tail_t", Text, nullable=False, default=""),
+        *extra)
+
+
+search_doc = _doc_table(_meta)
+# PostgreSQL's search_doc: the same, plus the GIN-indexed grams (store/migrations).
+_meta_pg = MetaData()
+search_doc_pg = _doc_table(_meta_pg, Column("grams", ARRAY(Text), nullable=False,
+                                            server_default="{}"),
+                           Index("ix_search_doc_grams", "grams", postgresql_using="gin"))
 search_facet = Table(
     "search_facet", _meta,
     Column("dataset_id", String(200), nullable=False, index=True),
@@ -154,23 +174,6 @@ search_meta = Table(
     Column("value", Text, nullable=False),
 )
 
-_COLS = "title_t, tags_t, body_t, tail_t"
-_FTS_DDL = [
-    f"CREATE VIRTUAL TABLE IF NOT EXISTS search_bigram USING fts5({_COLS}, content='search_doc', "
-    "content_rowid='doc_id', tokenize='unicode61 remove_diacritics 0')",
-    # External content: the triggers are the only writers, so the index cannot drift.
-    f"CREATE TRIGGER IF NOT EXISTS search_doc_bi AFTER INSERT ON search_doc BEGIN "
-    f"INSERT INTO search_bigram(rowid, {_COLS}) VALUES (new.doc_id, new.title_t, new.tags_t, "
-    "new.body_t, new.tail_t); END",
-    f"CREATE TRIGGER IF NOT EXISTS search_doc_bd AFTER DELETE ON search_doc BEGIN "
-    f"INSERT INTO search_bigram(search_bigram, rowid, {_COLS}) VALUES ('delete', old.doc_id, "
-    "old.title_t, old.tags_t, old.body_t, old.tail_t); END",
-]
-# The trigram schema this replaces (first version): dropped on start-up, then rebuilt.
-_OLD_DDL = ["DROP TRIGGER IF EXISTS search_doc_ai", "DROP TRIGGER IF EXISTS search_doc_ad",
-            "DROP TRIGGER IF EXISTS search_doc_au", "DROP TABLE IF EXISTS search_fts"]
-
-
 def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -186,66 +189,90 @@ def _facet_value(field_: str, value) -> str:
     return v.upper() if field_ == "res_format" else v
 
 
-def _token_columns(title_n: str, tags_n: str, body_n: str) -> dict:
-    cols, tails = {}, []
+def _token_columns(title_n: str, tags_n: str, body_n: str, grams: bool = False) -> dict:
+    cols, tails, every = {}, [], set()
     for name, value in (("title_t", title_n), ("tags_t", tags_n), ("body_t", body_n)):
         toks, t = tokens(value)
         cols[name] = " ".join(toks)
         tails += t
+        every.update(toks)
     cols["tail_t"] = " ".join(dict.fromkeys(tails))
+    if grams:
+        cols["grams"] = _grams(every | set(tails))
     return cols
 
 
-class SearchIndex:
-    def __init__(self, engine):
-        self.engine = engine
-        self.fts = engine.dialect.name == "sqlite"
-        self.cache = SearchCache(self)
-        # IF NOT EXISTS, not create_all's check-then-create: several web workers start at once
-        # on the same database, and the loser of that race must not fail to boot.
-        with engine.begin() as conn:
-            self._migrate_columns(conn)
-            for table in _meta.sorted_tables:
-                conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-            if self.fts:
-                self._ensure_fts(conn)
+def _prefix_gram(token: str) -> str:
+    return ">" + token[:3]
 
-    def _migrate_columns(self, conn) -> None:
-        """A search_doc from the trigram version lacks the token columns: add and fill them."""
-        if not self.fts:
-            return
-        cols = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(search_doc)")}
-        if not cols or "title_t" in cols:
-            return
-        for _ in _OLD_DDL:
-            conn.exec_driver_sql(_)
-        for c in ("title_t", "tags_t", "body_t", "tail_t"):
-            conn.exec_driver_sql(f"ALTER TABLE search_doc ADD COLUMN {c} TEXT NOT NULL DEFAULT ''")
+
+def _grams(toks: set[str]) -> list[str]:
+    """Every token, and the prefix grams a query may ask for: FTS5 takes a trailing single
+    character or ASCII word as a prefix (川 -> 川市, aed -> aedの), so ">" + its first 1-3
+    characters (">" never starts a token: tokens are word characters)."""
+    out = set(toks)
+    for t in toks:
+        out.update(">" + t[:k] for k in range(1, min(3, len(t)) + 1))
+    return sorted(out)
+
+
+def _pg_match(term: str, columns, n: int) -> tuple[str, dict] | None:
+    """PostgreSQL's equivalent of fts_expr(term) over `columns`: (SQL, params), named by n."""
+    toks, _ = tokens(term)
+    if not toks:
+        return None
+    last = toks[-1]
+    prefix = len(last) == 1 or (last.isascii() and last.isalpha())
+    need = toks[:-1] + [_prefix_gram(last) if prefix else last]
+    # Tokens are space-separated word characters: " a b c " holds " a b " exactly when the
+    # tokens a, b are consecutive (FTS5's phrase); no LIKE wildcard can occur in a token.
+    phrase = "% " + " ".join(toks) + ("%" if prefix else " %")
+    recheck = " OR ".join(f"(' ' || {c} || ' ') LIKE :p{n}" for c in columns)
+    return (f"(grams @> CAST(:g{n} AS text[]) AND ({recheck}))",
+            {f"g{n}": sorted(set(need)), f"p{n}": phrase})
+
+
+_ANY_COLUMNS = ("title_t", "tags_t", "body_t", "tail_t")
+
+
+class SearchIndex:
+    def __init__(self, engine, read_engine=None):
+        self.engine = engine
+        # Where searches read (a replica during GET requests, store.db.Store.reading).
+        self.read_engine = read_engine or (lambda: engine)
+        self.fts = engine.dialect.name == "sqlite"
+        self.doc = search_doc if self.fts else search_doc_pg
+        self.cache = SearchCache(self)
+        try:
+            version = self._tokenizer_version()
+        except DBAPIError:  # an engine no Store has opened yet (a benchmark): make the schema
+            from store.migrate import ensure_schema
+            ensure_schema(engine)
+            version = self._tokenizer_version()
+        if version != TOKENIZER_VERSION:
+            with engine.begin() as conn:
+                self._retokenize(conn)
+
+    def _tokenizer_version(self) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT value FROM search_meta WHERE key='tokenizer'")).scalar()
+
+    def _retokenize(self, conn) -> None:
+        """Tokens from another tokenizer version (or none yet, after an upgrade): recompute."""
+        if not self.fts:  # workers starting together: one recomputes, the others find it done
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('renkei-search ' "
+                              "|| current_schema()))"))
+            if conn.execute(text("SELECT value FROM search_meta WHERE key='tokenizer'")
+                            ).scalar() == TOKENIZER_VERSION:
+                return
         rows = conn.execute(text("SELECT doc_id, title_n, tags_n, body_n FROM search_doc")).all()
         for doc_id, t, g, b in rows:
-            conn.execute(text("UPDATE search_doc SET title_t=:title_t, tags_t=:tags_t, "
-                              "body_t=:body_t, tail_t=:tail_t WHERE doc_id=:id"),
-                         {**_token_columns(t, g, b), "id": doc_id})
-
-    def _ensure_fts(self, conn) -> None:
-        for ddl in _OLD_DDL:
-            conn.exec_driver_sql(ddl)
-        version = conn.execute(text("SELECT value FROM search_meta WHERE key='tokenizer'")).scalar()
-        exists = conn.exec_driver_sql(
-            "SELECT 1 FROM sqlite_master WHERE name='search_bigram'").first() is not None
-        for ddl in _FTS_DDL:
-            conn.exec_driver_sql(ddl)
-        if version != TOKENIZER_VERSION or not exists:
-            if version is not None:  # tokens from an older tokenizer: recompute them
-                rows = conn.execute(text("SELECT doc_id, title_n, tags_n, body_n FROM search_doc"))
-                for doc_id, t, g, b in rows.all():
-                    conn.execute(text("UPDATE search_doc SET title_t=:title_t, tags_t=:tags_t, "
-                                      "body_t=:body_t, tail_t=:tail_t WHERE doc_id=:id"),
-                                 {**_token_columns(t, g, b), "id": doc_id})
+            conn.execute(self.doc.update().where(self.doc.c.doc_id == doc_id)
+                         .values(**_token_columns(t, g, b, grams=not self.fts)))
+        if self.fts:
             conn.exec_driver_sql("INSERT INTO search_bigram(search_bigram) VALUES ('rebuild')")
-            self._set_meta(conn, "tokenizer", TOKENIZER_VERSION)
+        self._set_meta(conn, "tokenizer", TOKENIZER_VERSION)
 
     @staticmethod
     def _set_meta(conn, key: str, value: str) -> None:
@@ -258,8 +285,8 @@ class SearchIndex:
         """Move the generation and log the doc ids this write touched under it. The UPDATE
         holds the generation row until commit, so on PostgreSQL too generations become
         visible in order and a worker that has applied generation g has missed nothing <= g."""
-        updated = conn.execute(text("UPDATE search_meta SET value = CAST(value AS INTEGER) + 1 "
-                                    "WHERE key = 'generation'")).rowcount
+        updated = conn.execute(text("UPDATE search_meta SET value = CAST(CAST(value AS INTEGER) "
+                                    "+ 1 AS TEXT) WHERE key = 'generation'")).rowcount
         if not updated:
             conn.execute(search_meta.insert().values(key="generation", value="1"))
         gen = int(conn.execute(text("SELECT value FROM search_meta WHERE key = 'generation'"))
@@ -276,8 +303,8 @@ class SearchIndex:
         out = []
         for i in range(0, len(dataset_ids), 500):
             out += [r[0] for r in conn.execute(
-                search_doc.select().with_only_columns(search_doc.c.doc_id)
-                .where(search_doc.c.dataset_id.in_(dataset_ids[i:i + 500])))]
+                self.doc.select().with_only_columns(self.doc.c.doc_id)
+                .where(self.doc.c.dataset_id.in_(dataset_ids[i:i + 500])))]
         return out
 
     # -- writing (in the caller's transaction) -------------------------------------------
@@ -293,7 +320,7 @@ class SearchIndex:
         touched = self._doc_ids(conn, ids)
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            conn.execute(search_doc.delete().where(search_doc.c.dataset_id.in_(chunk)))
+            conn.execute(self.doc.delete().where(self.doc.c.dataset_id.in_(chunk)))
             conn.execute(search_facet.delete().where(search_facet.c.dataset_id.in_(chunk)))
         rows, facets = [], []
         for doc in docs:
@@ -305,7 +332,7 @@ class SearchIndex:
             rows.append({"dataset_id": doc["id"], "title": doc.get("title") or "",
                          "title_n": title_n, "tags_n": tags_n, "body_n": body_n,
                          "organization": doc.get("organization"), "modified": doc.get("modified"),
-                         **_token_columns(title_n, tags_n, body_n)})
+                         **_token_columns(title_n, tags_n, body_n, grams=not self.fts)})
             values = {
                 "organization": [doc.get("organization")], "tags": tags,
                 "res_format": doc.get("formats") or [], "license_id": [doc.get("license_id")],
@@ -317,14 +344,14 @@ class SearchIndex:
             facets += [{"dataset_id": doc["id"], "field": f, "value": v}
                        for f, v in sorted(pairs) if v]
         if rows:
-            conn.execute(search_doc.insert(), rows)
+            conn.execute(self.doc.insert(), rows)
         if facets:
             conn.execute(search_facet.insert(), facets)
         self._bump(conn, touched + self._doc_ids(conn, ids))
 
     def delete(self, conn, dataset_id: str) -> None:
         touched = self._doc_ids(conn, [dataset_id])
-        conn.execute(search_doc.delete().where(search_doc.c.dataset_id == dataset_id))
+        conn.execute(self.doc.delete().where(self.doc.c.dataset_id == dataset_id))
         conn.execute(search_facet.delete().where(search_facet.c.dataset_id == dataset_id))
         self._bump(conn, touched)
 
@@ -343,8 +370,12 @@ class SearchIndex:
             raise ValueError("page must be >= 1 and per_page between 1 and 1000")
         merged = self._filters(filters)
         groups = split_query(q)
-        # One read transaction: the arrays and the FTS answers come from the same snapshot.
-        with self.engine.connect() as conn, conn.begin():
+        # One read transaction: the arrays and the FTS answers come from the same snapshot
+        # (in PostgreSQL that takes REPEATABLE READ: READ COMMITTED snapshots each statement).
+        engine = self.read_engine()
+        if not self.fts:
+            engine = engine.execution_options(isolation_level="REPEATABLE READ")
+        with engine.connect() as conn, conn.begin():
             arrays, exact = self.cache.snapshot(conn)
             matches = [self.cache.match(conn, arrays, exact, g, self._match_group) for g in groups]
             demoted = self._contained_only(conn, groups) if groups else set()
@@ -370,7 +401,10 @@ class SearchIndex:
             any_q = " OR ".join(exprs)
             return (self._fts_ids(conn, any_q, only),
                     self._fts_ids(conn, "{title_t} : (" + any_q + ")", only))
-        # No word characters (%, ＿ …) or no FTS5: a substring scan on the normalised text.
+        if all(exprs):
+            return (self._grams_ids(conn, group, _ANY_COLUMNS, only),
+                    self._grams_ids(conn, group, ("title_t",), only))
+        # No word characters (%, ＿ …): a substring scan on the normalised text.
         params = {f"v{i}": _like(v) for i, v in enumerate(group)}
         anyc = " OR ".join(f"{c} LIKE :v{i} ESCAPE '\\'" for i in range(len(group))
                            for c in ("title_n", "tags_n", "body_n"))
@@ -393,6 +427,20 @@ class SearchIndex:
                               f"WHERE search_bigram MATCH :q{among}"), {"q": expr}).scalar()
         return s or ""
 
+    @staticmethod
+    def _grams_ids(conn, group: list[str], columns, only: list[int] | None = None) -> str:
+        """PostgreSQL: the doc ids (comma-separated, as _fts_ids) matching any variant; with
+        `only`, among those doc ids (a publish's new documents)."""
+        clauses, params = [], {}
+        for n, term in enumerate(group):
+            sql, p = _pg_match(term, columns, n)
+            clauses.append(sql)
+            params.update(p)
+        among = "" if only is None else f" AND doc_id IN ({_int_list(only)})"
+        s = conn.execute(text("SELECT string_agg(CAST(doc_id AS TEXT), ',') FROM search_doc "
+                              "WHERE (" + " OR ".join(clauses) + ")" + among), params).scalar()
+        return s or ""
+
     def _contained_only(self, conn, groups: list[list[str]]) -> set[int]:
         """Docs whose every hit of a term sits inside a longer place name (京都 in 東京都)."""
         out: set[int] = set()
@@ -404,8 +452,7 @@ class SearchIndex:
                                  "WHERE search_bigram MATCH :l)")
                         params = {"l": fts_expr(longer)}
                     else:
-                        where = "title_n LIKE :l OR tags_n LIKE :l OR body_n LIKE :l"
-                        params = {"l": _like(longer)}
+                        where, params = _pg_match(longer, _ANY_COLUMNS, 0)
                     rows = conn.execute(text("SELECT doc_id, title_n, tags_n, body_n "
                                              f"FROM search_doc WHERE {where}"), params)
                     out |= {doc_id for doc_id, *texts in rows

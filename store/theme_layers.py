@@ -4,7 +4,6 @@ with members stored in PostGIS (PostgreSQL mode), area themes are merged in SQL
 (store.theme_layers_pg)."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import traceback
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from sqlalchemy import select
 
 from geo import themes
 from geo.themes import MERGED_TITLE_PREFIX, collection_id, field_info
-from store import theme_layers_pg, tiles_pg, versions
+from store import locks, theme_layers_pg, tiles_pg, versions
 from store.features_pg import is_postgis, table_of
 from store.versions import WrittenVersion
 from store.db import Collection, Dataset, Organization, Store, utcnow
@@ -46,10 +45,8 @@ def publish_theme_layers(store: Store, log=None) -> ThemeLayerRebuild:
     from rebuilding the same layer at once. A theme that fails is returned with its traceback
     for the job record (not logged: the caller records it), and the others go on."""
     result = ThemeLayerRebuild()
-    lock_dir = store.data_dir / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{THEME_SOURCE}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    # Waits for another machine's rebuild too (store.locks: flock, or a PostgreSQL advisory lock).
+    with locks.exclusive(store, THEME_SOURCE, wait=True):
         for name, theme in themes.THEMES.items():
             try:
                 if _publish_theme(store, name, theme):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from store import spatial_index, tiles
+from store import features_pg, spatial_index, tiles
+from store.written import WrittenVersion, field_types  # noqa: F401 (callers import them here)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -24,16 +24,6 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger(__name__)
 LAYER = "features"
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-@dataclass
-class WrittenVersion:
-    """What the catalogue records about a version that is complete on disk."""
-    path: str                  # relative to the data dir
-    layer: str
-    feature_count: int
-    bbox: list[float] | None
-    fields: dict = field(default_factory=dict)
 
 
 def collection_folder(data_dir: Path, collection_id: str) -> Path:
@@ -130,34 +120,33 @@ class VersionWriter:
                            self.collection_id, err)
 
 
+def writer(data_dir: Path, collection_id: str, version: int, *,
+           promote_to_multi: bool | None = None, deferred_index: bool = False):
+    """The writer of a new version for this store: a GeoPackage under the data dir, or a
+    PostGIS table when the store is PostgreSQL (store.features_pg)."""
+    if features_pg.enabled(data_dir):
+        return features_pg.PostGISWriter(data_dir, collection_id, version,
+                                         promote_to_multi=promote_to_multi)
+    return VersionWriter(data_dir, collection_id, version, promote_to_multi=promote_to_multi,
+                         deferred_index=deferred_index)
+
+
 def write_version(gdf: "gpd.GeoDataFrame", data_dir: Path, collection_id: str,
                   version: int) -> WrittenVersion:
     """Write one whole frame as a new version."""
-    with VersionWriter(data_dir, collection_id, version) as writer:
-        writer.append(gdf)
-        return writer.commit()
+    with writer(data_dir, collection_id, version) as writer_:
+        writer_.append(gdf)
+        return writer_.commit()
 
 
 def write_chunks(chunks: Iterable["gpd.GeoDataFrame"], data_dir: Path, collection_id: str,
                  version: int) -> WrittenVersion:
     """Write a stream of frames (one schema) as a new version; peak memory is one chunk."""
-    with VersionWriter(data_dir, collection_id, version, promote_to_multi=True,
-                       deferred_index=True) as writer:
+    with writer(data_dir, collection_id, version, promote_to_multi=True,
+                deferred_index=True) as writer_:
         for chunk in chunks:
-            writer.append(chunk)
-        return writer.commit()
-
-
-def field_types(frame: "gpd.GeoDataFrame") -> dict[str, str]:
-    """JSON-schema-ish type per column, for queryables and the dataset page."""
-    out = {}
-    for name, dtype in frame.dtypes.items():
-        if name == frame.geometry.name:
-            continue
-        kind = getattr(dtype, "kind", "O")
-        out[str(name)] = {"i": "integer", "u": "integer", "f": "number",
-                          "b": "boolean", "M": "string"}.get(kind, "string")
-    return out
+            writer_.append(chunk)
+        return writer_.commit()
 
 
 def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) -> int:
@@ -166,7 +155,11 @@ def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) 
 
     Only this collection's folder is touched (its source is locked by this job), and a web
     worker still reading an unlinked file keeps its open handle, so this is safe on POSIX.
+    In PostgreSQL mode the collection's other version tables are dropped once no reader holds
+    them (store.features_pg.drop_versions).
     """
+    if features_pg.enabled(data_dir):
+        return features_pg.drop_versions(data_dir, collection_id, keep)
     folder = collection_folder(data_dir, collection_id)
     removed = 0
     for path in folder.glob("v*.gpkg"):
@@ -175,6 +168,14 @@ def remove_stale_versions(data_dir: Path, collection_id: str, keep: str | None) 
             tiles.remove_tiles(path)
             removed += 1
     return removed
+
+
+def discard(data_dir: Path, written: WrittenVersion) -> None:
+    """Remove a version that was written but never switched to."""
+    if features_pg.is_postgis(written.path):
+        features_pg.drop_table(data_dir, written.path)
+    else:
+        (Path(data_dir) / written.path).unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:

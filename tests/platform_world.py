@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 
+from tests import pg_mode
 from tests.accounts import PASSWORD, add_user
 from tests.servers import REPO
 
@@ -57,8 +58,11 @@ def build(root: Path) -> Path:
         shutil.copytree(_template[0], data_dir)
         return data_dir
     _harvest(root)
-    _template.append(root / "template")
-    shutil.copytree(data_dir, _template[0])
+    # In the PostgreSQL mode the catalogue is the data dir's schema, which a copy of the folder
+    # does not carry: every world is harvested there.
+    if not pg_mode.active():
+        _template.append(root / "template")
+        shutil.copytree(data_dir, _template[0])
     return data_dir
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -240,12 +239,12 @@ def test_download_limit_is_read_when_the_harvest_starts(data_dir, tmp_path, monk
 
 
 def test_an_old_catalogue_gets_the_traceback_column(data_dir):
-    Store(data_dir)
-    with sqlite3.connect(data_dir / "catalogue.db") as db:   # as made before tracebacks
-        db.execute("ALTER TABLE harvest_error DROP COLUMN traceback")
-    Store(data_dir)
-    with sqlite3.connect(data_dir / "catalogue.db") as db:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(harvest_error)")}
+    from sqlalchemy import inspect, text
+    with Store(data_dir).engine.begin() as db:   # as made before tracebacks (and Alembic)
+        db.execute(text("ALTER TABLE harvest_error DROP COLUMN traceback"))
+        db.execute(text("DROP TABLE alembic_version"))
+    with Store(data_dir).engine.connect() as db:
+        columns = {c["name"] for c in inspect(db).get_columns("harvest_error")}
     assert "traceback" in columns
 
 

@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 
 from ogcapi.blueprint import register_ogcapi
 from ogcapi.api import OGCAPI, build_config
+from tests import pg_features
 
 HYOGO = [134.25, 34.15, 135.47, 35.68]
 CITIES = ['姫路市', '加古川市', '加西市', '養父市', '神戸市']
@@ -92,8 +93,9 @@ def serve(catalog):
     app = Flask(__name__)
     # Counts always exact (no time budget): these tests compare numberMatched with the data on
     # a busy machine; test_ogcapi_counts covers the budget and the omitted count.
-    register_ogcapi(app, OGCAPI(base, catalog.list_collections, catalog.version,
-                                count_budget_ms=None))
+    register_ogcapi(app, OGCAPI(base, pg_features.listing(catalog.list_collections),
+                                catalog.version, count_budget_ms=None,
+                                **pg_features.ogcapi_options()))
     app.before_request(lambda: holder['log'].append(request.full_path))
     holder['app'] = app
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -397,6 +399,7 @@ def open_files():
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='needs /proc')
+@pytest.mark.embedded_only(reason='open GeoPackage files: embedded mode only')
 def test_unpublished_files_are_closed(data, tmp_path):
     schools = collection('schools', data['dir'] / 'schools.gpkg', '学校・避難所', N_SCHOOLS)
     old = tmp_path / 'old.gpkg'

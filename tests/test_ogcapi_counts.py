@@ -25,6 +25,7 @@ from werkzeug.serving import make_server
 
 from ogcapi.api import OGCAPI
 from ogcapi.blueprint import register_ogcapi
+from tests import pg_features
 from tests.test_ogcapi import CITIES, make_wards
 
 N = 3000
@@ -59,8 +60,9 @@ def serve(collections, count_budget_ms):
     srv = make_server('127.0.0.1', 0, lambda env, sr: holder['app'](env, sr), threaded=True)
     base = f'http://127.0.0.1:{srv.server_port}/ogcapi'
     app = Flask(__name__)
-    register_ogcapi(app, OGCAPI(base, lambda: collections, lambda: '1',
-                                count_budget_ms=count_budget_ms))
+    register_ogcapi(app, OGCAPI(base, pg_features.listing(lambda: collections), lambda: '1',
+                                count_budget_ms=count_budget_ms,
+                                **pg_features.ogcapi_options()))
     holder['app'] = app
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

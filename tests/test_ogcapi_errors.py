@@ -20,7 +20,9 @@ from pygeoapi.api import APIRequest
 from catalog.app import create_app
 from catalog.cli import main as renkei
 from ogcapi.api import get_items
+from store import features_pg
 from store.db import Store
+from tests import pg_mode
 from tests.servers import live_server
 
 PLACES = [  # 名称, 住所, 収容人数, 緯度, 経度 (Kakogawa; the figures are made up)
@@ -50,7 +52,15 @@ def harvest(root: Path, source: str, rows) -> Path:
 def published(data: Path):
     """(dataset id, collection id, file) of the harvested collection (not the theme layer)."""
     (col,) = [c for c in Store(data).active_collections() if not c.id.startswith("theme-")]
-    return col.dataset_id, col.id, data / col.path
+    return col.dataset_id, col.id, (col.path if features_pg.is_postgis(col.path)
+                                    else data / col.path)
+
+
+def lose_table(data: Path, path: str) -> None:
+    """PostgreSQL mode's broken version: its table gone from under the catalogue."""
+    from sqlalchemy import text
+    with features_pg.engine_for(data).begin() as conn:
+        conn.execute(text(f'DROP TABLE "{features_pg.table_of(path)}"'))
 
 
 def break_geometries(path: Path) -> int:
@@ -208,7 +218,9 @@ def test_numbers_beyond_64_bits_are_answered_not_500(site):
 def test_broken_geopackage_is_500_without_path_and_logged(tmp_path, caplog, damage):
     data = harvest(tmp_path, "town-broken", PLACES)
     _, cid, path = published(data)
-    if damage is break_geometries:
+    if pg_mode.active():
+        lose_table(data, path)
+    elif damage is break_geometries:
         assert break_geometries(path) == len(PLACES)
     else:
         damage(path)
@@ -238,7 +250,7 @@ def test_broken_geopackage_is_500_without_path_and_logged(tmp_path, caplog, dama
 def test_download_of_broken_collection_is_a_polite_500_and_logged(tmp_path, caplog):
     data = harvest(tmp_path, "town-dl", PLACES)
     dataset_id, cid, path = published(data)
-    truncate(path)
+    lose_table(data, path) if pg_mode.active() else truncate(path)
     caplog.set_level(logging.ERROR)
     with live_server(create_app(data)) as base:
         for ext in ("geojson", "csv", "gpkg"):

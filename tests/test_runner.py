@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 import requests
 
 from catalog.app import create_app
+from store import features_pg
 from store.db import Dataset, HarvestJob, Store, utcnow
 from harvesters.runner import source_lock, summary
+from tests import pg_mode
 from tests.accounts import sysadmin_headers
 from tests.ngsi_servers import FakeOrion, gsi_sites, run, source
 from tests.servers import REPO, FakeCKAN, live_server, package
@@ -28,7 +30,7 @@ def test_second_harvest_of_a_locked_source_exits_at_once_with_a_clear_message(da
     config = tmp_path / "s.yaml"
     config.write_text("sources:\n  - name: kakogawa-fiware\n    type: ngsi-v2\n"
                       "    url: http://127.0.0.1:9/\n", encoding="utf-8")
-    with source_lock(data_dir, "kakogawa-fiware"):  # as a running harvest holds it
+    with source_lock(Store(data_dir), "kakogawa-fiware"):  # as a running harvest holds it
         result = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir",
                                  str(data_dir), "harvest", "--config", str(config)],
                                 capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -110,6 +112,8 @@ def test_incremental_ckan_asks_only_for_changes_and_still_sees_deletions(fixture
     with site.running() as url:
         (first,), _ = run(data_dir, ckan(url, incremental=True))
         assert first.counts["added"] == 10 and not first.errors, summary([first])
+        ids7 = [c.id for c in Store(data_dir).active_collections()
+                if c.dataset_id == "hyogo-ckan--shelters-7"]
         downloads = sum(site.downloads.values())
         # At the source: one changed, one deleted, one new (with an old modification date).
         now = (datetime.utcnow() + timedelta(minutes=1)).isoformat()
@@ -136,7 +140,12 @@ def test_incremental_ckan_asks_only_for_changes_and_still_sees_deletions(fixture
     assert not [c for c in store.active_collections() if c.dataset_id == gone.id]
     with create_app(data_dir).test_client() as client:
         assert client.get("/datasets/hyogo-ckan--shelters-7").status_code == 410
-    assert any(path.exists() for path in (data_dir / "features").glob("hyogo-ckan--shelters-7*/*"))
+    if pg_mode.active():   # its record stays; its PostGIS version tables are dropped
+        with features_pg.engine_for(data_dir).connect() as conn:
+            assert ids7 and not [t for c in ids7 for t in features_pg.version_tables(conn, c)]
+    else:
+        assert any(path.exists()
+                   for path in (data_dir / "features").glob("hyogo-ckan--shelters-7*/*"))
 
 
 def test_withdrawal_is_capped_and_a_dataset_that_comes_back_is_reactivated(fixture_files,
@@ -161,6 +170,13 @@ def test_withdrawal_is_capped_and_a_dataset_that_comes_back_is_reactivated(fixtu
         assert {d.status for d in s.query(Dataset).filter_by(source_name="hyogo-ckan")} == \
             {"active"}
     assert "hyogo-ckan--shelters-9" in store.search.search("避難所", per_page=50).ids
+    back_collections = [c for c in store.active_collections()
+                        if c.dataset_id == "hyogo-ckan--shelters-9"]
+    assert back_collections
+    with create_app(data_dir).test_client() as client:   # served again, in both modes
+        for c in back_collections:
+            r = client.get(f"/ogcapi/collections/{c.id}/items?f=json")
+            assert r.status_code == 200 and r.get_json()["features"], r.text[:300]
 
 
 def test_an_empty_page_in_the_middle_of_ckan_paging_withdraws_nothing(fixture_files, data_dir):

@@ -1,13 +1,41 @@
-"""SearchIndex on a real SQLite file: the Japanese cases of the project's catalogue UX and
-search reference, §1 (short terms, NFKC, AND, 表記ゆれ)."""
+"""SearchIndex on a real database (SQLite's FTS5 bigrams, or PostgreSQL's GIN-indexed grams in
+the PostgreSQL test mode): the Japanese cases of the project's catalogue UX and search
+reference, §1 (short terms, NFKC, AND, 表記ゆれ). Both modes answer every query alike."""
 from __future__ import annotations
 
 import threading
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
+from store import migrate
+from store.db import make_engine
 from store.search import SearchIndex, expand, fts_expr, normalize, split_query, tokens
+
+
+_engines = []
+
+
+@pytest.fixture(autouse=True)
+def _pooled_engines(monkeypatch):
+    """A small pool per engine (the PostgreSQL test mode turns pools off for the suite's
+    hundreds of stores; these tests search thousands of times), closed after the test."""
+    monkeypatch.setenv("RENKEI_DB_POOL_SIZE", "2")
+    yield
+    while _engines:
+        _engines.pop().dispose()
+
+
+def engine_for(data_dir):
+    """An engine on the catalogue database of `data_dir` at the current schema (a SQLite file
+    there, or its schema of the run's PostgreSQL database), as a Store would open it. Looked
+    up through the module: the PostgreSQL test mode wraps store.db.database_url."""
+    import store.db
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(store.db.database_url(data_dir))
+    _engines.append(engine)
+    migrate.ensure_schema(engine, data_dir)
+    return engine
 
 
 def doc(id, title, description="", tags=(), organization="hyogo-pref", theme=None,
@@ -49,7 +77,7 @@ DOCS = [
 
 @pytest.fixture()
 def index(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'search.db'}")
+    engine = engine_for(tmp_path)
     ix = SearchIndex(engine)
     with engine.begin() as conn:
         for d in DOCS:
@@ -65,16 +93,20 @@ def test_longer_terms_match_exact_substrings_through_the_fts_index(tmp_path):
     """3+ characters: found anywhere inside a word (no word boundaries in Japanese), answered
     by the FTS5 bigram index, and only where the characters stand together — a document that
     has each bigram of the term but never the term itself is no hit."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'search.db'}")
+    engine = engine_for(tmp_path)
     ix = SearchIndex(engine)
     docs = DOCS + [doc("roads", "水道と道路の工事予定", "上水道の配水管と市道の舗装。", tags=["工事"])]
     with engine.begin() as conn:
         for d in docs:
             ix.upsert(conn, d)
-    assert ix.fts
+    assert ix.fts == (engine.dialect.name == "sqlite")
     with engine.connect() as conn:  # the index holds every document's bigrams
-        assert conn.execute(text("SELECT count(*) FROM search_bigram WHERE search_bigram "
-                                 "MATCH :q"), {"q": fts_expr("道路")}).scalar() == 1
+        if ix.fts:
+            assert conn.execute(text("SELECT count(*) FROM search_bigram WHERE search_bigram "
+                                     "MATCH :q"), {"q": fts_expr("道路")}).scalar() == 1
+        else:
+            assert conn.execute(text("SELECT count(*) FROM search_doc WHERE grams @> "
+                                     "ARRAY['道路']")).scalar() == 1
     # Substrings from the middle of words, against a plain scan of the same normalised text.
     for term in ("緊急避難", "急避難場", "設置箇所", "浸水想定区域", "の工事予", "配水管", "推計人口"):
         expected = {d["id"] for d in docs if any(
@@ -236,8 +268,9 @@ def test_delete_and_reindex(index):
     assert ids(index, "指定緊急") == set()
     assert ids(index, "福祉避難所") == {"himeji-shelter"}
     assert dict(index.search("").facets["tags"]).get("避難所") is None
-    with index.engine.connect() as conn:  # the FTS index stays consistent with its content
-        conn.exec_driver_sql("INSERT INTO search_bigram(search_bigram) VALUES ('integrity-check')")
+    if index.fts:  # the FTS index stays consistent with its content
+        with index.engine.connect() as conn:
+            conn.exec_driver_sql("INSERT INTO search_bigram(search_bigram) VALUES ('integrity-check')")
 
 
 def test_upsert_joins_the_callers_transaction(index):
@@ -251,13 +284,15 @@ def test_upsert_joins_the_callers_transaction(index):
 
 
 def test_tables_created_by_workers_starting_together(tmp_path):
-    url = f"sqlite:///{tmp_path / 'again.db'}"
-    barrier, errors = threading.Barrier(6), []
+    """Six workers start at once on a new database: one makes the schema (under the flock, or
+    PostgreSQL's advisory lock), the others wait and find it at head; none fails to boot."""
+    from store.db import Store
+    barrier, errors, stores = threading.Barrier(6), [], []
 
     def start_worker():
         barrier.wait()
         try:
-            SearchIndex(create_engine(url, connect_args={"timeout": 30}))
+            stores.append(Store(tmp_path / "again"))
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -267,10 +302,13 @@ def test_tables_created_by_workers_starting_together(tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    engine = create_engine(url)
+    engine = stores[0].engine
     with engine.connect() as conn:
-        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
-    assert {"search_doc", "search_facet", "search_bigram", "search_meta"} <= names
+        names = set(inspect(conn).get_table_names())
+        assert migrate.current(conn) == migrate.head()
+    assert {"search_doc", "search_facet", "search_meta", "dataset", "app_user"} <= names
+    if engine.dialect.name == "sqlite":
+        assert "search_bigram" in names
 
 
 def test_tokens_and_fts_expressions():
@@ -305,9 +343,11 @@ def test_ranking_weighs_rare_terms_and_titles(index):
     assert index.search("子ども").ids == ["kids-3", "kids-1", "kids-2"]
 
 
+@pytest.mark.embedded_only(reason="the trigram index was SQLite FTS5; no PostgreSQL site had it")
 def test_trigram_index_from_first_version_is_migrated(tmp_path):
-    """A data dir indexed by the trigram version keeps working after the upgrade."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    """A data dir indexed by the trigram version keeps working after the upgrade (before
+    Alembic: the baseline revision adds the token columns, store.search fills them)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.db'}")
     with engine.begin() as conn:
         for ddl in [
             "CREATE TABLE search_doc (doc_id INTEGER PRIMARY KEY AUTOINCREMENT, dataset_id "
@@ -326,7 +366,8 @@ def test_trigram_index_from_first_version_is_migrated(tmp_path):
             "INSERT INTO search_facet VALUES ('old', 'organization', 'himeji')",
         ]:
             conn.exec_driver_sql(ddl)
-    ix = SearchIndex(engine)
+    ix = SearchIndex(engine_for(tmp_path))
+    engine = ix.engine
     res = ix.search("避難")
     assert res.ids == ["old"] and dict(res.facets["organization"]) == {"himeji": 1}
     with engine.begin() as conn:
@@ -340,8 +381,7 @@ def test_trigram_index_from_first_version_is_migrated(tmp_path):
 
 def test_each_worker_sees_writes_of_another(tmp_path):
     """Two SearchIndex objects on one file (two web workers): arrays follow every publish."""
-    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
-    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    writer, reader = SearchIndex(engine_for(tmp_path)), SearchIndex(engine_for(tmp_path))
     assert reader.search("").total == 0
     with writer.engine.begin() as conn:
         writer.upsert(conn, doc("a", "公園一覧", organization="kobe"))
@@ -357,8 +397,7 @@ def test_publishes_are_applied_not_reloaded(tmp_path):
     through the change log: after its first load it never reloads, and every answer (ids in
     every sort, totals, facets, filters) equals that of a fresh full load of the same data."""
     import random
-    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
-    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    writer, reader = SearchIndex(engine_for(tmp_path)), SearchIndex(engine_for(tmp_path))
     with writer.engine.begin() as conn:
         writer.upsert_many(conn, DOCS)
     assert reader.search("").total == len(DOCS)
@@ -369,6 +408,7 @@ def test_publishes_are_applied_not_reloaded(tmp_path):
     queries = [("", {}), ("避難所", {}), ("防災", {"organization": ["himeji"]}), ("公園", {}),
                ("", {"tags": ["防災"]}), ("", {"res_format": ["CSV"], "organization": ["kobe"]})]
     live = [d["id"] for d in DOCS]
+    fresh_engine = engine_for(tmp_path)
     for step in range(40):
         with writer.engine.begin() as conn:
             op = rng.random()
@@ -384,7 +424,7 @@ def test_publishes_are_applied_not_reloaded(tmp_path):
                              organization=rng.choice(orgs), formats=[rng.choice(["CSV", "PDF"])],
                              modified=rng.choice([None, f"2024-0{rng.randint(1, 9)}-01T00:00:00"]))]
                 writer.upsert_many(conn, batch)
-        fresh = SearchIndex(create_engine(url))
+        fresh = SearchIndex(fresh_engine)
         for q, filters in queries:
             for sort in ("relevance", "modified", "title"):
                 got = reader.search(q, filters, sort=sort, per_page=100)
@@ -401,8 +441,7 @@ def test_worker_behind_the_pruned_log_reloads(tmp_path, monkeypatch):
     more of them cannot apply what it missed, so it loads in full (and answers correctly)."""
     import store.search as search_module
     monkeypatch.setattr(search_module, "CHANGE_LOG_GENERATIONS", 50)
-    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
-    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    writer, reader = SearchIndex(engine_for(tmp_path)), SearchIndex(engine_for(tmp_path))
     with writer.engine.begin() as conn:
         writer.upsert_many(conn, DOCS)
     assert reader.search("").total == len(DOCS)
@@ -430,8 +469,7 @@ def test_cached_terms_are_extended_across_publishes(tmp_path):
     through new datasets, new versions, withdrawals and access changes, for public callers,
     members and sysadmins alike, and the term's full MATCH runs once."""
     import random
-    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
-    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    writer, reader = SearchIndex(engine_for(tmp_path)), SearchIndex(engine_for(tmp_path))
     base = [dict(d, access="public") for d in DOCS]
     base.append(dict(doc("pct", "達成率%一覧", "目標の100%"), access="public"))
     with writer.engine.begin() as conn:
@@ -446,7 +484,7 @@ def test_cached_terms_are_extended_across_publishes(tmp_path):
     groups = {tuple(g) for q, _ in queries for g in split_query(q)}
 
     def check(step):
-        fresh = SearchIndex(create_engine(url))
+        fresh = SearchIndex(engine_for(tmp_path))
         for q, filters in queries:
             for readable in readers:
                 for sort in ("relevance", "modified", "title"):
@@ -480,7 +518,7 @@ def test_pages_are_slices_of_one_order(tmp_path):
     """Pages are picked from the matches without sorting them all: every page, at any offset,
     is the slice of the full order, also among many equal scores and equal titles, and the
     date and title orders are those of their definition."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'search.db'}")
+    engine = engine_for(tmp_path)
     ix = SearchIndex(engine)
     docs = [doc(f"d{i:03d}", ["公園一覧", "公園", "都市公園の一覧", "避難所と公園"][i % 4],
                 description="公園" if i % 3 else "広場",
@@ -511,8 +549,7 @@ def test_pages_are_slices_of_one_order(tmp_path):
 def test_search_does_not_wait_for_another_threads_publish(tmp_path):
     """While one thread applies a publish to the arrays, another thread's search answers from
     the snapshot before it instead of waiting; the next search sees the publish."""
-    url = f"sqlite:///{tmp_path / 'catalogue.db'}"
-    writer, reader = SearchIndex(create_engine(url)), SearchIndex(create_engine(url))
+    writer, reader = SearchIndex(engine_for(tmp_path)), SearchIndex(engine_for(tmp_path))
     with writer.engine.begin() as conn:
         writer.upsert_many(conn, DOCS)
     assert reader.search("公園").total == 0
@@ -527,3 +564,37 @@ def test_search_does_not_wait_for_another_threads_publish(tmp_path):
     assert answers[0].total == 0
     assert reader.search("公園").ids == ["park"]
     assert reader.cache.incremental_updates == 1
+
+
+@pytest.mark.pg_only(reason="compares PostgreSQL's grams with SQLite's FTS5 on the same documents")
+def test_postgresql_answers_as_sqlite(tmp_path):
+    """The same documents indexed in SQLite (FTS5) and PostgreSQL (grams): every query — 1, 2
+    and 3+ characters cut from the documents, ASCII prefixes, variants, several terms,
+    characters with no word in them — gets the same ids, order, total and facets."""
+    import random
+    sqlite_engine = create_engine(f"sqlite:///{tmp_path / 'catalogue.db'}")
+    migrate.ensure_schema(sqlite_engine, tmp_path)
+    lite, pg = SearchIndex(sqlite_engine), SearchIndex(engine_for(tmp_path / "pg"))
+    assert lite.fts and not pg.fts
+    docs = DOCS + [
+        doc("roads", "水道と道路の工事予定", "上水道の配水管と市道の舗装。", tags=["工事"]),
+        doc("mixed", "神戸市AED設置 2024年度版", "caedmon cafe 川 市", tags=["ＡＥＤ", "医療"]),
+        doc("kana", "ﾊｻﾞｰﾄﾞﾏｯﾌﾟ（東京都・京都府）", "京都 大阪 神戸", organization="kobe"),
+    ]
+    for ix in (lite, pg):
+        with ix.engine.begin() as conn:
+            ix.upsert_many(conn, docs)
+    rng = random.Random(14)
+    texts = [normalize(" ".join([d["title"], d["description"], *d["tags"]])) for d in docs]
+    queries = ["", "川", "市", "避", "避難", "難所", "aed", "ae", "a", "caf", "2024", "20", "京都",
+               "東京都", "子ども", "ひなん", "ハザード・マップ", "%", "＿", "神戸 aed", "aed設置",
+               "神戸市aed", "水道路", "川 市", "1a"]
+    for _ in range(150):
+        t = rng.choice(texts)
+        i = rng.randrange(len(t))
+        queries.append(t[i:i + rng.choice([1, 1, 2, 2, 3, 4])])
+    for q in queries:
+        for sort in ("relevance", "title"):
+            a = lite.search(q, sort=sort, per_page=100)
+            b = pg.search(q, sort=sort, per_page=100)
+            assert (b.ids, b.total, b.facets) == (a.ids, a.total, a.facets), (q, sort)

@@ -13,6 +13,7 @@ import pandas as pd
 from shapely.geometry import shape
 
 from geo.stream import read_batches
+from tests.pg_features import read_version
 from store.db import HarvestError, Store
 from tests.servers import REPO, TEST_DATA
 
@@ -59,7 +60,7 @@ def harvest_files(data_dir, tmp_path, src, env_extra):
         quality = s.get(type(col), col.id).dataset.resources[0].quality
         errors = sorted((e.row, e.message) for e in s.query(HarvestError))
     opens = result.stderr.count(f"GDALOpen({src}, ")
-    return col, gpd.read_file(data_dir / col.path, layer=col.layer), quality, errors, opens
+    return col, read_version(data_dir, col.path, col.layer), quality, errors, opens
 
 
 def test_streamed_in_several_chunks_and_in_memory_paths_publish_the_same(tmp_path):

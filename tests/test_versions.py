@@ -8,6 +8,9 @@ from shapely.geometry import MultiPolygon, Point, box
 
 from store import versions
 
+# The GeoPackage writer's files; the PostGIS writer has its own tests (test_features_pg.py).
+pytestmark = pytest.mark.embedded_only(reason="GeoPackage versions on disk")
+
 
 def _points(names, x0=135.0):
     return gpd.GeoDataFrame({"名称": names, "収容人数": list(range(len(names)))},

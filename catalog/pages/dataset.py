@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from catalog import auth
 from catalog.pages.publish import ConfirmForm
-from store import access
+from store import access, features_pg
 from catalog.pages.downloads import FORMATS, table_page
 from catalog.i18n import _
 from store.db import Dataset, Organization, Source
@@ -80,7 +80,8 @@ def dataset(dataset_id: str):
         table = None
         if collections:
             first = collections[0]
-            table = table_page(store.data_dir / first.path, first.layer, tpage, TABLE_ROWS,
+            table = table_page(first.path if features_pg.is_postgis(first.path)
+                               else store.data_dir / first.path, first.layer, tpage, TABLE_ROWS,
                                first.feature_count)
             table["collection"] = first
             table["titles"] = column_titles(ds.theme, table["columns"])

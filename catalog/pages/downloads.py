@@ -1,5 +1,6 @@
 """Downloads of the translated data (GeoJSON, CSV for Excel, GeoPackage) and the attribute
-table preview, all read from the collection's published GeoPackage.
+table preview, all read from the collection's published version: its GeoPackage, or in
+PostgreSQL mode its PostGIS table (store.features_pg.VersionRows, one transaction per body).
 
 GeoJSON and CSV are streamed in chunks of CHUNK features, so a 100,000-feature layer never
 sits in memory as one document, all read through one SQLite connection (see _Rows), so a
@@ -17,11 +18,15 @@ import io
 import itertools
 import json
 import logging
+import os
 import re
 import sqlite3
+import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
+import pandas as pd
 import pyogrio
 import shapely
 from flask import (Blueprint, Response, abort, current_app, render_template, send_file,
@@ -30,6 +35,7 @@ from flask import (Blueprint, Response, abort, current_app, render_template, sen
 from catalog import auth
 from catalog.i18n import _
 from ogcapi.gpkg_read import Layer, quote_ident, wkb
+from store import features_pg
 from store.db import Collection, Dataset, Resource
 
 bp = Blueprint("downloads", __name__)
@@ -51,7 +57,7 @@ def content_disposition(title: str, fallback: str, ext: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _collection(dataset_id: str, collection_id: str) -> tuple[Collection, Path]:
+def _collection(dataset_id: str, collection_id: str) -> tuple[Collection, Path | str]:
     store = current_app.extensions["renkei_store"]
     with store.session() as s:
         col = s.get(Collection, collection_id)
@@ -59,9 +65,12 @@ def _collection(dataset_id: str, collection_id: str) -> tuple[Collection, Path]:
         if (col is None or not auth.may_read(ds) or col.dataset_id != dataset_id
                 or col.status != "active" or ds.status != "active"):
             abort(404)
-        path = store.data_dir / col.path
-        if not path.exists():
-            abort(404)
+        if features_pg.is_postgis(col.path):
+            path = col.path    # a PostGIS table: read in one transaction below
+        else:
+            path = store.data_dir / col.path
+            if not path.exists():
+                abort(404)
         s.expunge(col)
         return col, path
 
@@ -199,7 +208,9 @@ def download(dataset_id: str, collection_id: str, ext: str):
     disposition = content_disposition(col.title, col.id, ext)
     what = f"download {ext} of collection {col.id} ({path})"
     try:
-        if ext == "gpkg":
+        if features_pg.is_postgis(str(path)):
+            resp = _postgis_download(str(path), col, ext)
+        elif ext == "gpkg":
             # Sent as it is, so check first that it opens: a broken copy helps nobody.
             pyogrio.read_info(path, layer=col.layer)
             resp = send_file(path, mimetype=mime, conditional=True, etag=True)
@@ -220,13 +231,48 @@ def download(dataset_id: str, collection_id: str, ext: str):
     return resp
 
 
-def table_page(path: Path, layer: str, page: int, rows: int, total: int) -> dict:
+def _postgis_download(path: str, col: Collection, ext: str):
+    """A download of a version stored in PostGIS, read inside one transaction (see
+    store.features_pg.VersionRows): the first chunk is read before the status line."""
+    engine = current_app.extensions["renkei_store"].engine
+    mime = FORMATS[ext][0]
+    what = f"download {ext} of collection {col.id} ({path})"
+    rows = features_pg.VersionRows(engine, path, CHUNK)
+    if ext == "geojson":
+        return Response(stream_with_context(_logged(_geojson(rows, col.title), what)),
+                        mimetype=mime)
+    if ext == "csv":
+        return Response(stream_with_context(_logged(_csv(rows), what)), content_type=mime)
+    # A GeoPackage is a file, not a stream: made once per version and process (versions never
+    # change) in the temporary folder, since a web server in this mode has no data dir.
+    folder = Path(tempfile.gettempdir()) / "renkei-downloads"
+    folder.mkdir(exist_ok=True)
+    target = folder / f"{features_pg.table_of(path)}.gpkg"
+    if target.exists():
+        rows.close()
+    else:
+        partial = folder / f".{target.name}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            features_pg.write_geopackage(rows, partial, layer="features")
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return send_file(target, mimetype=mime, conditional=True, etag=True)
+
+
+def table_page(path: Path | str, layer: str, page: int, rows: int, total: int) -> dict:
     """One page of the attribute table (no geometry), read with skip/max from the GeoPackage."""
     last = max(1, -(-int(total or 0) // rows))
     page = min(page, last)
     try:
-        frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False,
-                                       skip_features=(page - 1) * rows, max_features=rows)
+        if features_pg.is_postgis(str(path)):
+            columns, values = features_pg.attribute_page(
+                current_app.extensions["renkei_store"].engine, str(path), (page - 1) * rows,
+                rows)
+            frame = pd.DataFrame(values, columns=columns)
+        else:
+            frame = pyogrio.read_dataframe(path, layer=layer, read_geometry=False,
+                                           skip_features=(page - 1) * rows, max_features=rows)
     except Exception:  # an unreadable file must not break the dataset page
         LOGGER.exception("attribute table of %s (layer %s) could not be read", path, layer)
         return {"columns": [], "rows": [], "page": 1, "last": 1, "total": 0,

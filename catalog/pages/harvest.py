@@ -11,9 +11,7 @@ group_errors, the same grouping as the CLI summary, so a page and a cron mail ne
 """
 from __future__ import annotations
 
-import fcntl
 import json
-from pathlib import Path
 
 from flask import Blueprint, abort, render_template, request
 from sqlalchemy import func, select
@@ -24,6 +22,7 @@ from catalog.pages.common import _store
 from catalog.pages import staff_access
 from catalog.pages.staff_access import staff_only
 from catalog.public_text import public_url, redact_doc
+from store import locks
 from store.access import staff_organizations
 from store.db import Dataset, HarvestError, HarvestJob, Organization, Source
 from harvesters.runner import group_errors
@@ -39,22 +38,10 @@ STAGE_LABELS = {"enumerate": "一覧取得", "fetch": "ダウンロード", "tra
                 "publish": "公開", "withdraw": "取り下げ", "theme-layers": "統合レイヤーの再構築"}
 
 
-def _lock_held(data_dir: Path, source: str) -> bool:
-    """Is a harvest process alive for this source? (the runner holds an flock while it runs)"""
-    path = Path(data_dir) / "locks" / f"{source}.lock"
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
-
-
-def _job_state(job: HarvestJob, data_dir: Path) -> str:
-    if job.status == "running" and not _lock_held(data_dir, job.source_name):
+def _job_state(job: HarvestJob, store) -> str:
+    """A job marked running whose source lock nobody holds died with its process (the lock is
+    an flock, or a PostgreSQL advisory lock seen from any web server: store.locks)."""
+    if job.status == "running" and not locks.held(store, job.source_name):
         return "abandoned"
     return job.status
 
@@ -99,8 +86,8 @@ def jobs():
         error_counts = dict(s.execute(
             select(HarvestError.job_id, func.count()).where(
                 HarvestError.job_id.in_([j.id for j in rows])).group_by(HarvestError.job_id)).all())
-        states = {j.id: _job_state(j, store.data_dir) for j in rows}
-        states.update({j.id: _job_state(j, store.data_dir) for j in latest.values() if j})
+        states = {j.id: _job_state(j, store) for j in rows}
+        states.update({j.id: _job_state(j, store) for j in latest.values() if j})
     return render_template("harvest.html", sources=sources, latest=latest,
                            jobs=rows[:JOBS_PER_PAGE], more=len(rows) > JOBS_PER_PAGE,
                            page=page, source=source, error_counts=error_counts, states=states,
@@ -130,7 +117,7 @@ def job(job_id: int):
                        "record": _pretty(redact_doc(_record(d, orgs)))}
                       for d in datasets[:PROVENANCE_LIMIT]]
         groups = group_errors(job_.errors)
-        state = _job_state(job_, store.data_dir)
+        state = _job_state(job_, store)
     return render_template("harvest_job.html", job=job_, source=src, groups=groups,
                            provenance=provenance, truncated=len(datasets) > PROVENANCE_LIMIT,
                            state=state, labels=STATUS_LABELS, stage_labels=STAGE_LABELS,

@@ -1,0 +1,446 @@
+"""pygeoapi feature provider over renkei's PostGIS version tables (PostgreSQL mode).
+
+The layout is store.features_pg's: one table per collection version, `fid` 1..n, `geom` in
+EPSG:4326 under a GiST index, then the properties. What this does that pygeoapi's own
+PostgreSQL provider does not (reference note A1-A4): pages by key (`fid > last`) rather than
+OFFSET whenever it knows where the previous page ended, counts within a time budget and caches
+the count per version, translates CQL2 with bound parameters only (ogcapi.cql), and has
+PostgreSQL build each Feature's GeoJSON text, which the items view joins without parsing it.
+
+A request reads its version inside one transaction (ACCESS SHARE on the table), so the
+publisher's DROP of a superseded version waits for it or is retried later, never cuts it.
+"""
+
+import json
+import math
+import threading
+import unicodedata
+from collections import OrderedDict
+from contextlib import contextmanager
+
+from pygeoapi.provider.base import (
+    BaseProvider, ProviderConnectionError, ProviderItemNotFoundError, ProviderQueryError)
+
+from ogcapi import cql
+from ogcapi.cql import pg_quote_ident as _q
+from ogcapi.errors import QueryError
+from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
+    crs_from_uri
+from store.features_pg import table_of
+
+__all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
+
+# Provider definition key of the TableRegistry the provider reads through.
+TABLES_KEY = 'renkei_tables'
+_JSON_TYPES = {'bigint': 'integer', 'integer': 'integer', 'smallint': 'integer',
+               'double precision': 'number', 'real': 'number', 'numeric': 'number',
+               'boolean': 'boolean', 'text': 'string', 'character varying': 'string'}
+# The lateral row of a feature's properties (an alias no column name can shadow).
+_PROPS = '_renkei_props'
+_MAX_CACHED = 1024
+# Digits after the point in GeoJSON coordinates: PostGIS prints the shortest text that reads
+# back to the same double, capped here, so stored coordinates come out as they went in.
+_DIGITS = 15
+
+
+class Table:
+    """Schema and size of one version table, read once (versions are never modified)."""
+
+    def __init__(self, cur, table):
+        cur.execute(
+            'SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a '
+            'WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped '
+            'ORDER BY a.attnum', [_q(table)])
+        cols = cur.fetchall()
+        if not cols:
+            raise ProviderConnectionError(f'no feature table postgis:{table}')
+        self.table, self.fid, self.geom = table, 'fid', 'geom'
+        self.fields = {}
+        for name, sql_type in cols:
+            if name in (self.fid, self.geom):
+                continue
+            kind = _JSON_TYPES.get(sql_type.split('(')[0])
+            if kind is not None:
+                self.fields[name] = {'type': kind}
+        self.booleans = {k for k, v in self.fields.items() if v['type'] == 'boolean'}
+        self.texts = [k for k, v in self.fields.items() if v['type'] == 'string']
+        # fid is 1..n (store.features_pg): the largest is the count, read from the key index.
+        cur.execute(f'SELECT coalesce(max(fid), 0) FROM {_q(table)}', [])
+        self.count = cur.fetchone()[0]
+
+
+class TableRegistry:
+    """What one OGC API keeps between requests in PostgreSQL mode: the engine, table schemas,
+    counts and page boundaries, keyed by table (one table is one immutable version).
+
+    It travels inside pygeoapi's provider definitions (deep-copied), so a copy is itself.
+    """
+
+    def __init__(self, engine, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
+        self.engine = engine
+        self.count_budget_ms = count_budget_ms
+        self._lock = threading.Lock()
+        self._tables = {}
+        self._counts = OrderedDict()
+        self._pages = OrderedDict()   # (table, query key, offset) -> fid that ends the page
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __copy__(self):
+        return self
+
+    def __repr__(self):
+        return f'<TableRegistry of {len(self._tables)} tables>'
+
+    @contextmanager
+    def transaction(self, statements=2):
+        """A psycopg cursor in one read transaction (the version's table stays while held).
+
+        ``statements=1``: the caller runs one statement, which is its own transaction anyway;
+        it runs without BEGIN and ROLLBACK, two round trips fewer for item-by-id and pages
+        whose count is known.
+        """
+        with self.engine.connect() as conn:
+            if statements == 1:
+                conn = conn.execution_options(isolation_level='AUTOCOMMIT')
+            raw = conn.connection.driver_connection
+            try:
+                with raw.cursor() as cur:
+                    yield cur
+            finally:
+                conn.rollback()
+
+    def known_count(self, table, sql, params):
+        """(True, count) when this count is cached, else (False, None)."""
+        key = (table, sql, tuple(map(_hashable, params)))
+        with self._lock:
+            if key in self._counts:
+                return True, self._counts[key]
+        return False, None
+
+    def cached(self, table):
+        return self._tables.get(table)
+
+    def table(self, cur, table):
+        t = self._tables.get(table)
+        if t is None:
+            t = Table(cur, table)
+            with self._lock:
+                self._tables[table] = t
+        return t
+
+    def retain_only(self, tables):
+        keep = set(tables)
+        with self._lock:
+            for t in [t for t in self._tables if t not in keep]:
+                del self._tables[t]
+            for cache in (self._counts, self._pages):
+                for k in [k for k in cache if k[0] not in keep]:
+                    del cache[k]
+
+    def _remember(self, cache, key, value):
+        with self._lock:
+            cache[key] = value
+            cache.move_to_end(key)
+            if len(cache) > _MAX_CACHED:
+                cache.popitem(last=False)
+
+    def count(self, cur, table, sql, params, budgeted=True):
+        """COUNT(*) of one query on one version, cached; with a budget, None when it runs out
+        (cached too: a count known to be dear is not tried on every page)."""
+        key = (table, sql, tuple(map(_hashable, params)))
+        with self._lock:
+            if key in self._counts:
+                return self._counts[key]
+        budget = self.count_budget_ms if budgeted else None
+        if budget is not None and budget < 1:
+            n = None   # PostgreSQL times statements in whole milliseconds
+        else:
+            import psycopg
+            cur.execute('SAVEPOINT renkei_count', [])
+            try:
+                if budget is not None:
+                    cur.execute(f"SET LOCAL statement_timeout = '{int(budget)}ms'", [])
+                cur.execute(sql, params)
+                n = cur.fetchone()[0]
+                cur.execute('RELEASE SAVEPOINT renkei_count', [])
+            except psycopg.errors.QueryCanceled:
+                cur.execute('ROLLBACK TO SAVEPOINT renkei_count', [])
+                n = None
+            if budget is not None:
+                cur.execute('SET LOCAL statement_timeout = 0', [])
+        self._remember(self._counts, key, n)
+        return n
+
+    def page_end(self, table, key, offset):
+        with self._lock:
+            return self._pages.get((table, key, offset))
+
+    def remember_page_end(self, table, key, offset, fid):
+        self._remember(self._pages, (table, key, offset), fid)
+
+
+def _hashable(v):
+    return bytes(v) if isinstance(v, (bytes, bytearray, memoryview)) else v
+
+
+class RawFeatures(list):
+    """Features as GeoJSON text made by PostgreSQL, one string each: the items view joins
+    them into the body as they are (ogcapi.api.get_items)."""
+
+
+class PostGISProvider(BaseProvider):
+    """Read-only OGC API Features provider for one PostGIS version table.
+
+    Provider definition keys: ``data`` (``postgis:<table>``), ``field_info`` (as for
+    GPKGProvider), ``renkei_tables`` (the TableRegistry, required).
+    """
+
+    def __init__(self, provider_def):
+        super().__init__(provider_def)
+        self.table = table_of(self.data)
+        self._tables = provider_def.get(TABLES_KEY)
+        if self._tables is None:
+            raise ProviderConnectionError('PostGISProvider needs a table registry')
+        try:
+            self._table = self._tables.cached(self.table)
+            if self._table is None:   # pygeoapi builds a provider per request: once per table
+                with self._tables.transaction() as cur:
+                    self._table = self._tables.table(cur, self.table)
+        except ProviderConnectionError:
+            raise
+        except Exception as err:
+            raise ProviderConnectionError(f'{self.data}: {err}') from err
+        self.id_field = 'fid'
+        self._field_info = provider_def.get('field_info') or {}
+        if self.title_field is None and 'name' in self._table.texts:
+            self.title_field = 'name'
+        self._fields = self.get_fields()
+        self.more = None
+
+    def get_fields(self):
+        fields = {}
+        for name, schema in self._table.fields.items():
+            f = dict(schema)
+            info = self._field_info.get(name)
+            if isinstance(info, dict):
+                f.update({k: info[k] for k in ('title', 'description') if info.get(k)})
+            fields[name] = f
+        return fields
+
+    # -- query ---------------------------------------------------------------------------
+
+    def query(self, offset=0, limit=10, resulttype='results', bbox=[],
+              datetime_=None, properties=[], sortby=[], select_properties=[],
+              skip_geometry=False, q=None, filterq=None,
+              crs_transform_spec=None, raw_json=False, **kwargs):
+        if datetime_ is not None:
+            raise QueryError('datetime is not supported: the collection has no time field')
+        if resulttype not in ('results', 'hits'):
+            raise QueryError('resulttype must be results or hits')
+        offset, limit = int(offset), int(limit)
+        if offset > _INT64[1]:
+            raise QueryError(f'offset value should be at most {_INT64[1]}')
+        lyr, t = self._table, _q(self._table.table)
+        where, params = [], []
+        bbox_only = bool(bbox) and not properties and not q and filterq is None
+        if bbox:
+            minx, miny, maxx, maxy = self._box(bbox)
+            env = 'ST_MakeEnvelope(%s, %s, %s, %s, 4326)'
+            # The GiST index finds candidates (&&), then the exact test. Not `@` to accept
+            # boxes inside: PostGIS keeps float32 boxes, so a point a hair outside the bbox
+            # would be accepted (ST_Intersects itself short-cuts points and inner boxes).
+            where.append(f'({t}.geom && {env} AND ST_Intersects({t}.geom, {env}))')
+            params += [minx, miny, maxx, maxy] * 2
+        for name, value in properties:
+            where.append(f'{t}.{_q(name)} = %s')
+            params.append(self._typed(name, value))
+        if q:
+            where_q, params_q = self._q_clause(q)
+            where.append(where_q)
+            params += params_q
+        if filterq is not None:
+            flt = filterq if isinstance(filterq, cql.Filter) else cql.Filter(filterq)
+            where_f, params_f = cql.PostgreSQLBuilder(lyr.fields, t).where(flt)
+            where.append(where_f)
+            params += params_f
+        cond = (' WHERE ' + ' AND '.join(where)) if where else ''
+        count_sql = f'SELECT count(*) FROM {t}{cond}'
+        known, matched = (True, lyr.count) if not where else \
+            self._tables.known_count(lyr.table, count_sql, params)
+        try:
+            with self._tables.transaction(1 if known and resulttype == 'results'
+                                          else 2) as cur:
+                if not known:
+                    matched = self._tables.count(cur, lyr.table, count_sql, params,
+                                                 budgeted=not bbox_only)
+                features = []
+                if resulttype == 'results':
+                    features = self._page(cur, cond, params, offset, limit, sortby,
+                                          select_properties, skip_geometry,
+                                          crs_transform_spec)
+        except (QueryError, ProviderConnectionError):
+            raise
+        except Exception as err:
+            raise self._error(err) from err
+        self.more = len(features) > limit if resulttype == 'results' else None
+        features = features[:limit]
+        if not raw_json:
+            features = [json.loads(f) for f in features]
+        else:
+            features = RawFeatures(features)
+        out = {'type': 'FeatureCollection', 'features': features,
+               'numberReturned': len(features)}
+        if matched is not None:
+            out['numberMatched'] = matched
+        return out
+
+    def _error(self, err):
+        import psycopg
+        if isinstance(err, psycopg.errors.UndefinedTable):
+            # Dropped after a newer version was published; the next request sees that one.
+            return ProviderConnectionError(f'{self.data}: {err}')
+        return ProviderQueryError(f'{self.data}: {err}', user_msg='query failed')
+
+    def _page(self, cur, cond, params, offset, limit, sortby, select_properties,
+              skip_geometry, crs_spec):
+        """The page's Feature texts, plus one more when there is one (the caller trims)."""
+        lyr, t = self._table, _q(self._table.table)
+        params = list(params)
+        key = (cond, tuple(map(_hashable, params)))
+        order = [f'{t}.{_q(s["property"])} {"DESC" if s["order"] == "-" else "ASC"}'
+                 for s in sortby]
+        order.append(f'{t}.fid')   # a total order: pages never overlap or skip rows
+        keyset = None
+        if not sortby and offset:
+            if not cond:
+                keyset = offset    # fid = row number: the page after row `offset`
+            else:
+                keyset = self._tables.page_end(lyr.table, key, offset)
+        if keyset is not None:
+            cond = (cond + ' AND ' if cond else ' WHERE ') + f'{t}.fid > %s'
+            params.append(keyset)
+            sql_offset = 0
+        else:
+            sql_offset = offset
+        sql = (f'SELECT {t}.fid, {self._feature_sql(select_properties, skip_geometry, crs_spec)}'
+               f' FROM {self._from(select_properties)}{cond} ORDER BY {", ".join(order)} '
+               'LIMIT %s OFFSET %s')
+        cur.execute(sql, [*params, limit + 1, sql_offset])
+        rows = cur.fetchall()
+        if not sortby and len(rows) > limit and limit > 0:
+            # Where this page ends: the next page (offset + limit) starts after this fid.
+            self._tables.remember_page_end(lyr.table, key, offset + limit, rows[limit - 1][0])
+        return [r[1] for r in rows]
+
+    def _feature_sql(self, select_properties, skip_geometry, crs_spec):
+        """One Feature as compact JSON text, built by PostgreSQL: the properties by row_to_json
+        over the lateral `_PROPS` (FROM must add it, see _from), the geometry by ST_AsGeoJSON,
+        joined as text (json_build_object would add spaces, and ::json would parse it again)."""
+        geometry = "'null'" if skip_geometry else (
+            f"coalesce(ST_AsGeoJSON({_geometry_sql(f'{_q(self._table.table)}.geom', crs_spec)}"
+            f", {_DIGITS}), 'null')")
+        t = _q(self._table.table)
+        return (f"""'{{"type":"Feature","id":' || {t}.fid || ',"geometry":' || {geometry} """
+                f"""|| ',"properties":' || row_to_json({_PROPS})::text || '}}'""")
+
+    def _from(self, select_properties):
+        """The table and, beside each row, its selected properties as the row `_PROPS`."""
+        lyr, t = self._table, _q(self._table.table)
+        names = [n for n in lyr.fields if not select_properties or n in select_properties]
+        cols = ', '.join(f'{t}.{_q(n)} AS {_q(n)}' for n in names)
+        return f'{t} CROSS JOIN LATERAL (SELECT {cols}) {_PROPS}'
+
+    def _box(self, bbox):
+        if len(bbox) == 6:
+            bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
+        minx, miny, maxx, maxy = bbox
+        if not all(math.isfinite(v) for v in bbox):
+            raise QueryError('bbox values must be finite numbers (no NaN or infinity)')
+        if minx > maxx:
+            raise QueryError('bbox crossing the antimeridian is not supported')
+        return float(minx), float(miny), float(maxx), float(maxy)
+
+    def _q_clause(self, q):
+        texts = self._table.texts
+        if not texts:
+            raise QueryError('q: this collection has no text fields')
+        t = _q(self._table.table)
+        ors, params = [], []
+        for term in filter(None, (unicodedata.normalize('NFKC', s).strip().lower()
+                                  for s in q.split(','))):
+            for col in texts:
+                ors.append(f'strpos(lower({t}.{_q(col)}), %s) > 0')
+                params.append(term)
+        return '(' + (' OR '.join(ors) or 'FALSE') + ')', params
+
+    def _typed(self, name, value):
+        schema = self._table.fields.get(name)
+        if schema is None:
+            raise QueryError(f'unknown query parameter: {name}')
+        kind = schema['type']
+        try:
+            if kind == 'integer':
+                n = int(value)
+                return n if _INT64[0] <= n <= _INT64[1] else float(value)
+            if kind == 'number':
+                return float(value)
+        except ValueError:
+            raise QueryError(f'{name}: expected {kind}, got {value!r}')
+        if kind == 'boolean':
+            v = {'true': True, '1': True, 'false': False, '0': False}.get(str(value).lower())
+            if v is None:
+                raise QueryError(f'{name}: expected true or false')
+            return v
+        return value
+
+    def get(self, identifier, crs_transform_spec=None, **kwargs):
+        try:
+            fid = int(str(identifier))
+        except ValueError:
+            fid = None
+        if fid is None or not _INT64[0] <= fid <= _INT64[1]:
+            raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
+        t = _q(self._table.table)
+        sql = (f'SELECT {self._feature_sql([], False, crs_transform_spec)} '
+               f'FROM {self._from([])} WHERE {t}.fid = %s')
+        try:
+            with self._tables.transaction(1) as cur:
+                cur.execute(sql, [fid])
+                row = cur.fetchone()
+        except Exception as err:
+            raise self._error(err) from err
+        if row is None:
+            raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
+        return json.loads(row[0])
+
+    def __repr__(self):
+        return f'<PostGISProvider> {self.table}'
+
+
+_AXES = {}
+
+
+def _geometry_sql(column, crs_spec):
+    """The stored geometry (CRS84, lon/lat) in the output CRS, in its axis order: ST_Transform
+    to the EPSG code, then x/y swapped when the CRS's first axis points north or south (EPSG
+    4326, 6668 and plane rectangular 6673 do), as ogcapi.gpkg_read's pyproj path does."""
+    if crs_spec is None or crs_spec.target_crs_uri in (CRS84, None):
+        return column
+    uri = crs_spec.target_crs_uri
+    got = _AXES.get(uri)
+    if got is None:
+        try:
+            crs = crs_from_uri(uri)
+        except ValueError as err:
+            raise QueryError(str(err))
+        authority, code = crs.to_authority() or (None, None)
+        if authority != 'EPSG':
+            raise QueryError(f'crs {uri!r} is not supported')
+        north_first = crs.axis_info[0].direction.lower() in ('north', 'south')
+        got = _AXES[uri] = (int(code), north_first)
+    srid, north_first = got
+    out = f'ST_Transform({column}, {srid})'
+    return f'ST_FlipCoordinates({out})' if north_first else out
+

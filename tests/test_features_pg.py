@@ -1,0 +1,162 @@
+"""store.features_pg: feature versions as PostGIS tables (PostgreSQL mode), on real PostGIS.
+
+The layout every reader relies on (fid 1..n, geom in EPSG:4326 under a GiST index, the
+properties with their names, order and types), writes that fail leaving nothing, the
+superseded tables dropped once no reader holds them, and CQL2 filters whose values never reach
+the SQL text.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import geopandas as gpd
+import pytest
+from shapely.geometry import MultiPolygon, Point, box
+from sqlalchemy import text
+
+from store import features_pg, versions
+from tests.pg_features import read_version
+
+pytestmark = pytest.mark.pg_only(reason="PostGIS version tables")
+
+
+def _points(names, x0=135.0):
+    return gpd.GeoDataFrame({"名称": names, "収容人数": list(range(len(names))),
+                             "面積": [1.5 * i for i in range(len(names))],
+                             "開設": [i % 2 == 0 for i in range(len(names))]},
+                            geometry=[Point(x0 + i * 0.01, 34.8) for i in range(len(names))],
+                            crs="EPSG:4326")
+
+
+def _tables(data_dir, collection_id):
+    with features_pg.engine_for(data_dir).connect() as conn:
+        return sorted(features_pg.version_tables(conn, collection_id))
+
+
+def _columns(data_dir, table):
+    with features_pg.engine_for(data_dir).connect() as conn:
+        return conn.execute(text(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(:t) AND a.attnum > 0 ORDER BY a.attnum"),
+            {"t": f'"{table}"'}).all()
+
+
+def test_a_version_is_one_table_in_the_shared_layout(tmp_path):
+    written = versions.write_version(_points(["加古川市役所", "平岡公民館", "別府公民館"]),
+                                     tmp_path, "kakogawa--shelters", 1)
+    table = features_pg.table_name("kakogawa--shelters", 1)
+    assert written.path == "postgis:" + table and written.layer == table
+    assert features_pg.is_postgis(written.path) and features_pg.table_of(written.path) == table
+    assert written.feature_count == 3
+    assert written.bbox == pytest.approx([135.0, 34.8, 135.02, 34.8])
+    assert written.fields == {"名称": "string", "収容人数": "integer", "面積": "number",
+                              "開設": "boolean"}
+    assert _columns(tmp_path, table) == [
+        ("fid", "bigint"), ("geom", "geometry(Point,4326)"), ("名称", "text"),
+        ("収容人数", "bigint"), ("面積", "double precision"), ("開設", "boolean")]
+    with features_pg.engine_for(tmp_path).connect() as conn:
+        assert conn.execute(text(f'SELECT array_agg(fid ORDER BY fid) FROM "{table}"')
+                            ).scalar() == [1, 2, 3]
+        index = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE tablename = :t "
+                                  "AND indexdef LIKE '%gist%'"), {"t": table}).scalar()
+    assert index and "(geom)" in index
+    frame = read_version(tmp_path, written.path)
+    assert list(frame["名称"]) == ["加古川市役所", "平岡公民館", "別府公民館"]
+    assert list(frame["開設"]) == [True, False, True]
+
+
+def test_a_stream_that_fails_midway_leaves_nothing(tmp_path):
+    first = versions.write_version(_points(["a"]), tmp_path, "c", 1)
+
+    def chunks():
+        yield _points(["b", "c"])
+        raise RuntimeError("the source broke off after one chunk")
+
+    with pytest.raises(RuntimeError):
+        versions.write_chunks(chunks(), tmp_path, "c", 2)
+    assert _tables(tmp_path, "c") == [features_pg.table_of(first.path)]
+    assert list(read_version(tmp_path, first.path)["名称"]) == ["a"]
+
+
+def test_chunks_mixing_polygons_and_multipolygons_land_in_one_layer(tmp_path):
+    poly = gpd.GeoDataFrame({"depth_rank": [1]}, geometry=[box(135, 34, 135.1, 34.1)],
+                            crs="EPSG:4326")
+    multi = gpd.GeoDataFrame({"depth_rank": [3]}, geometry=[MultiPolygon(
+        [box(135.2, 34, 135.3, 34.1), box(135.4, 34, 135.5, 34.2)])], crs="EPSG:4326")
+    written = versions.write_chunks(iter([poly, multi, poly.iloc[:0]]), tmp_path, "flood", 1)
+    assert written.feature_count == 2
+    assert written.bbox == pytest.approx([135.0, 34.0, 135.5, 34.2])
+    frame = read_version(tmp_path, written.path)
+    assert list(frame["depth_rank"]) == [1, 3]
+    assert set(frame.geom_type) == {"MultiPolygon"}
+    assert ("geom", "geometry(MultiPolygon,4326)") in _columns(tmp_path, written.layer)
+
+
+def test_an_empty_stream_still_writes_its_schema(tmp_path):
+    written = versions.write_chunks(iter([_points([]).iloc[:0]]), tmp_path, "nothing", 1)
+    assert written.feature_count == 0 and written.bbox is None
+    assert [c for c, _ in _columns(tmp_path, written.layer)] == \
+        ["fid", "geom", "名称", "収容人数", "面積", "開設"]
+
+
+def test_stale_versions_go_once_no_reader_holds_them(tmp_path):
+    for v in (1, 2, 3):
+        last = versions.write_version(_points(["x"]), tmp_path, "c", v)
+    held = versions.write_version(_points(["y"]), tmp_path, "d", 1)
+    newer = versions.write_version(_points(["z"]), tmp_path, "d", 2)
+    engine = features_pg.engine_for(tmp_path)
+    assert versions.remove_stale_versions(tmp_path, "c", last.path) == 2
+    assert _tables(tmp_path, "c") == [features_pg.table_of(last.path)]
+
+    # A reader inside its transaction holds version 1 of d: the drop neither waits for it
+    # nor blocks it; the table is marked and the sweep after the reader drops it.
+    reading, release = threading.Event(), threading.Event()
+
+    def reader():
+        rows = features_pg.VersionRows(engine, held.path, chunk=1)
+        try:
+            reading.set()
+            release.wait(30)
+            assert [p["名称"] for chunk in rows.chunks() for p, _ in chunk] == ["y"]
+        finally:
+            rows.close()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    assert reading.wait(30)
+    assert versions.remove_stale_versions(tmp_path, "d", newer.path) == 0
+    assert _tables(tmp_path, "d") == sorted([held.layer, newer.layer])
+    release.set()
+    t.join(30)
+    assert features_pg.drop_superseded(engine) == 1
+    assert _tables(tmp_path, "d") == [newer.layer]
+
+
+def test_cql2_values_are_bound_never_spliced():
+    from ogcapi import cql
+    fields = {"name": {"type": "string"}, "n": {"type": "integer"},
+              "ok": {"type": "boolean"}}
+    hostile = "x'); DROP TABLE t; --"
+    flt = cql.parse(json.dumps({"op": "and", "args": [
+        {"op": "=", "args": [{"property": "name"}, hostile]},
+        {"op": "in", "args": [{"property": "n"}, [1, 2]]},
+        {"op": "=", "args": [{"property": "ok"}, True]},
+        {"op": "like", "args": [{"property": "name"}, "a%"]},
+        {"op": "s_intersects", "args": [{"property": "geometry"}, {
+            "type": "Polygon",
+            "coordinates": [[[135, 34], [135.1, 34], [135, 34.1], [135, 34]]]}]}]}),
+        "cql2-json")
+    sql, params = cql.PostgreSQLBuilder(fields, '"t"').where(flt)
+    assert hostile not in sql and "DROP" not in sql and "135" not in sql
+    assert params[:5] == [hostile, 1, 2, True, "a%"]
+    assert isinstance(params[5], bytes)   # the polygon, as WKB
+    assert sql.count("%s") == len(params)
+
+
+def test_a_column_name_postgresql_cannot_hold_is_refused(tmp_path):
+    long_name = "長" * 22   # 66 bytes: PostgreSQL would cut it
+    frame = gpd.GeoDataFrame({long_name: [1]}, geometry=[Point(135, 34.8)], crs="EPSG:4326")
+    with pytest.raises(ValueError, match="longer than PostgreSQL allows"):
+        versions.write_version(frame, tmp_path, "long", 1)
+    assert _tables(tmp_path, "long") == []
