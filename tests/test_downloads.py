@@ -15,6 +15,7 @@ import pyogrio
 import pytest
 import requests
 
+from tests import published
 from tests.servers import REPO, live_server
 
 KAKOGAWA = "kakogawa-files--shiteikinkyuhinanbasyo"
@@ -43,7 +44,7 @@ def collection_of(store, dataset_id: str):
         from store.db import Dataset
         ds = s.get(Dataset, dataset_id)
         col = ds.collections[0]
-        return col.id, col.title, col.feature_count, store.data_dir / col.path
+        return col.id, col.title, col.feature_count, col.path
 
 
 def test_geojson_download_streams_every_feature(demo):
@@ -57,7 +58,7 @@ def test_geojson_download_streams_every_feature(demo):
     assert f"filename*=UTF-8''{quote(title + '.geojson', safe='')}" in cd
     doc = r.json()
     assert doc["type"] == "FeatureCollection" and len(doc["features"]) == count > 0
-    source = pyogrio.read_dataframe(path)
+    source = published.frame(store.data_dir, path)
     first = doc["features"][0]
     assert first["geometry"]["type"] == "Point"
     assert set(first["properties"]) == set(source.columns) - {"geometry"}
@@ -75,7 +76,7 @@ def test_csv_download_has_bom_and_coordinates(demo):
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert len(rows) == count + 1
     header = rows[0]
-    source = pyogrio.read_dataframe(path)
+    source = published.frame(store.data_dir, path)
     taken = {"経度", "緯度"} & set(source.columns)  # a layer may carry its own 緯度/経度
     assert header[-2:] == (["経度_WGS84", "緯度_WGS84"] if taken else ["経度", "緯度"])
     lon, lat = float(rows[1][-2]), float(rows[1][-1])
@@ -119,7 +120,7 @@ def test_dataset_page_map_table_and_links(demo):
     assert js.status_code == 200 and "Leaflet" in js.text[:2000]
     assert requests.get(base + "/static/map.js", timeout=10).status_code == 200
     # Attribute table: first 20 rows from the GeoPackage, paged on the server.
-    source = pyogrio.read_dataframe(path, read_geometry=False)
+    source = published.frame(store.data_dir, path).drop(columns="geometry")
     first = str(source.iloc[0, 1])
     assert f"<td>{first}</td>" in html
     assert f"1〜20行目（全{count}行）" in html and 'href="?table_page=2#table"' in html
