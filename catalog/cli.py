@@ -174,11 +174,12 @@ def cmd_harvest(args) -> int:
 def _harvest(data_dir: Path, sources, orgs, settings) -> int:
     """Errors are in the job record (with tracebacks, for staff) and in the summary (without):
     nothing of a failed job reaches the terminal as a traceback."""
+    from catalog.public_text import redact_text
     from store.db import Store
     from harvesters.runner import exit_code, run_harvest, summary
     store = Store(data_dir)
     reports = run_harvest(store, sources, orgs, settings=settings)
-    print(summary(reports), file=sys.stderr)
+    print(summary(reports, redact=redact_text), file=sys.stderr)
     return exit_code(reports)
 
 
@@ -191,6 +192,7 @@ def cmd_serve(args) -> int:
 def cmd_jobs(args) -> int:
     from sqlalchemy import select
 
+    from catalog.public_text import redact_text
     from store.db import HarvestJob, Store
     store = Store(args.data_dir)
     with store.session() as s:
@@ -204,12 +206,13 @@ def cmd_jobs(args) -> int:
             print(f"{job.id:>5} {job.source_name:20} {job.status:7} "
                   f"{job.started_at:%Y-%m-%d %H:%M:%S}  {job.added:>6} {job.updated:>8} "
                   f"{job.unchanged:>10} {job.withdrawn:>10} {job.failed:>7} {len(job.errors):>7}")
+            # Source URLs redacted as on the pages: the output lands in mails and logs.
             for warning in (job.message or "").splitlines():
-                print(f"      warning: {warning}")
+                print(f"      warning: {redact_text(warning)}")
             for err in job.errors:
-                where = " / ".join(x for x in (err.dataset, err.resource) if x)
+                where = " / ".join(redact_text(x) for x in (err.dataset, err.resource) if x)
                 row = f" row {err.row}" if err.row is not None else ""
-                print(f"      [{err.stage}] {where}{row}: {err.message}")
+                print(f"      [{err.stage}] {where}{row}: {redact_text(err.message)}")
                 if args.tracebacks and err.traceback:
                     print("        " + err.traceback.rstrip().replace("\n", "\n        "))
     return 0

@@ -61,7 +61,9 @@ class FilesHarvester(Harvester, source_type="files"):
             lic_title, lic_url = LICENSES.get(lic.lower(), (lic or None, entry.get("license_url")))
             org = entry.get("organization") or self.source.organization
             res = RemoteResource(remote_id=f"{remote_id}-file", url=url,
-                                 name=entry.get("resource_name") or PurePosixPath(url).name,
+                                 # The file's name, never the query string: that may carry a key.
+                                 name=entry.get("resource_name")
+                                 or PurePosixPath(urlparse(url).path).name,
                                  format=entry.get("format"))
             yield RemoteDataset(
                 remote_id=remote_id, name=remote_id, title=entry.get("title") or stem,

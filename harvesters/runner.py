@@ -345,8 +345,11 @@ def _rows_text(rows: list[int]) -> str:
     return f" (row {', '.join(map(str, rows[:20]))}{f' … {len(rows)} rows' if len(rows) > 20 else ''})"
 
 
-def summary(reports: list[JobReport]) -> str:
-    """The table a cron mail shows: counts per source, then every error grouped by message."""
+def summary(reports: list[JobReport], redact=lambda text: text) -> str:
+    """The table a cron mail shows: counts per source, then every error grouped by message.
+    `redact` is applied to every text a source supplied (its URLs in resources, messages and
+    warnings): the command passes catalog.public_text.redact_text, as the pages do, since a
+    cron mail travels further than the job record."""
     lines = [f"{'source':20} {'status':7} {'added':>6} {'updated':>8} {'unchanged':>10} "
              f"{'withdrawn':>10} {'failed':>7} {'seconds':>8}"]
     for r in reports:
@@ -354,19 +357,22 @@ def summary(reports: list[JobReport]) -> str:
         lines.append(f"{r.source:20} {r.status:7} {c['added']:>6} {c['updated']:>8} "
                      f"{c['unchanged']:>10} {c['withdrawn']:>10} {c['failed']:>7} "
                      f"{r.seconds:>8.1f}")
+
+    def place(p):
+        return " / ".join(redact(x) for x in (r.source, p["dataset"], p["resource"]) if x)
+
     for r in reports:
         for w in r.warnings:
-            lines.append(f"warning [{r.source}] {w}")
+            lines.append(f"warning [{r.source}] {redact(w)}")
         for g in group_errors(r.errors):
-            places = g["places"]
+            places, message = g["places"], redact(g["message"])
             if len(places) == 1:
                 p = places[0]
-                where = " / ".join(x for x in (r.source, p["dataset"], p["resource"]) if x)
-                lines.append(f"error [{g['stage']}] {where}: {g['message']}{_rows_text(p['rows'])}")
+                lines.append(f"error [{g['stage']}] {place(p)}: {message}"
+                             f"{_rows_text(p['rows'])}")
                 continue
-            lines.append(f"error [{g['stage']}] {r.source}: {g['message']} "
+            lines.append(f"error [{g['stage']}] {r.source}: {message} "
                          f"({g['count']} times, {len(places)} places)")
             for p in places:
-                where = " / ".join(x for x in (r.source, p["dataset"], p["resource"]) if x)
-                lines.append(f"    {where}{_rows_text(p['rows'])}")
+                lines.append(f"    {place(p)}{_rows_text(p['rows'])}")
     return "\n".join(lines)

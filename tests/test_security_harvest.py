@@ -781,3 +781,31 @@ def test_item02_the_connection_goes_to_the_address_checked_under_the_name_asked(
         resp = make_session(1, 0, allow_private=True).get(f"http://rebind.test:{port}/x",
                                                           timeout=5)
     assert resp.text == "ok" and seen == [f"rebind.test:{port}"]
+
+
+# -- item 11: secrets in what the harvest command prints -----------------------------------------
+
+def test_item11_the_harvest_summary_and_jobs_listing_redact_source_urls(data_dir, tmp_path):
+    """A cron mail or a log is read by more people than the job record: the harvest summary and
+    `renkei jobs` show source URLs as the pages do (no userinfo, no key in the query)."""
+    app = Flask("gone")
+
+    @app.route("/<path:path>")
+    def gone(path):
+        return Response("gone", status=404)
+
+    with live_server(app) as base:
+        host = base.removeprefix("http://")
+        config = files_config(tmp_path / "sources.yaml", [
+            ("shelters", f"http://kakogawa:hunter2pass@{host}/shelters.csv"
+                         f"?apikey=TOPSECRET1&format=csv"),
+            ("aed", f"{base}/aed.csv?access_token=TOPSECRET2")], private=True)
+        done = harvest(data_dir, config)
+    assert done.returncode == 1, done.stderr
+    assert "HTTP 404" in done.stderr and "shelters.csv" in done.stderr, done.stderr
+    listing = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
+                              "jobs"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "HTTP 404" in listing.stdout, listing.stdout
+    for text in (done.stderr, done.stdout, listing.stdout):
+        for secret in ("hunter2pass", "TOPSECRET1", "TOPSECRET2"):
+            assert secret not in text, text
