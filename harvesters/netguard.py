@@ -6,7 +6,13 @@ downloads) goes through a session from harvesters.http, whose adapter resolves t
 itself, refuses the address unless it is public, and then connects to exactly that address
 (the URL's host stays the Host header, TLS SNI and the name the certificate must match), so a
 name that resolves to a public address once and to 127.0.0.1 the next time (DNS rebinding)
-gains nothing. requests follows redirects by sending each hop through the adapter again, so
+gains nothing. Through a proxy (HTTP(S)_PROXY in the environment, or a session's proxies) the
+proxy is told the checked address, not the name: an HTTPS tunnel is a CONNECT to the address
+(TLS still checks the certificate against the name), a plain HTTP request names the address in
+its request line with the name as Host (a proxy may replace Host with the address: a site
+served only under its name then answers as it does to its address — an error, never another
+host's bytes published as if checked). Otherwise the proxy would resolve the name itself and
+could reach what the guard refused. requests follows redirects by sending each hop through the adapter again, so
 every hop is checked; the count of hops is bounded by the session.
 
 `allow_private_networks: true` on a source lets it reach loopback, private (RFC 1918, ULA) and
@@ -17,11 +23,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.utils import select_proxy
+from requests.utils import prepend_scheme_if_needed, select_proxy
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -107,17 +113,37 @@ class GuardedAdapter(HTTPAdapter):
         return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                             proxies=proxies)
 
+    def request_url(self, request, proxies):
+        url = super().request_url(request, proxies)
+        address = getattr(request, "_renkei_address", None)
+        if address is None or not url.startswith("http://") or \
+                not select_proxy(request.url, proxies):
+            return url
+        # Plain HTTP through a proxy: the absolute-form target names the checked address.
+        parts = urlsplit(url)
+        host = f"[{address}]" if ":" in address else address
+        return urlunsplit(parts._replace(
+            netloc=host if parts.port is None else f"{host}:{parts.port}"))
+
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
         address = getattr(request, "_renkei_address", None)
-        if address is None or select_proxy(request.url, proxies):
-            # Through a proxy, the proxy connects; the name was still checked above.
+        if address is None:
             return super().get_connection_with_tls_context(request, verify, proxies, cert)
         host_params, pool_kwargs = self.build_connection_pool_key_attributes(
             request, verify, cert)
         if host_params["scheme"] == "https":
-            # SNI and certificate checks against the name, while the socket goes to `address`.
+            # SNI and certificate checks against the name, while the socket (or the proxy's
+            # tunnel) goes to `address`.
             pool_kwargs = {**pool_kwargs, "server_hostname": host_params["host"],
                            "assert_hostname": host_params["host"]}
-        return self.poolmanager.connection_from_host(
+        proxy = select_proxy(request.url, proxies)
+        manager = self.poolmanager
+        if proxy:
+            proxy = prepend_scheme_if_needed(proxy, "http")
+            if not urlsplit(proxy).hostname:
+                raise requests.exceptions.InvalidProxyURL(
+                    "the proxy URL has no host; check HTTP_PROXY / HTTPS_PROXY")
+            manager = self.proxy_manager_for(proxy)
+        return manager.connection_from_host(
             host=address, port=host_params["port"], scheme=host_params["scheme"],
             pool_kwargs=pool_kwargs)

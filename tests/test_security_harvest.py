@@ -809,3 +809,102 @@ def test_item11_the_harvest_summary_and_jobs_listing_redact_source_urls(data_dir
     for text in (done.stderr, done.stdout, listing.stdout):
         for secret in ("hunter2pass", "TOPSECRET1", "TOPSECRET2"):
             assert secret not in text, text
+
+
+# -- item 2: through an outbound proxy, the proxy is told the address the guard checked --------
+
+@pytest.fixture
+def forward_proxy():
+    """A real forward proxy (pproxy: HTTP absolute-form and CONNECT) on 127.0.0.1, run as its
+    own process with its own resolver, as a site's outbound proxy is."""
+    import shutil
+    import socket
+    import time
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exe = shutil.which("pproxy", path=str(Path(sys.executable).parent)) or shutil.which("pproxy")
+    proc = subprocess.Popen([exe, "-l", f"http://127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _resolver_for(monkeypatch, name: str, address: str) -> None:
+    """This process resolves `name` to `address`; the proxy's process cannot resolve it."""
+    import socket
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kw):
+        return real(address if host == name else host, *args, **kw)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+def test_item02_plain_http_through_a_proxy_goes_to_the_checked_address(
+        forward_proxy, monkeypatch):
+    from harvesters.http import make_session
+    seen = []
+    app = Flask("target")
+
+    @app.route("/x")
+    def target():
+        seen.append(request.headers.get("Host"))
+        return "ok"
+
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    _resolver_for(monkeypatch, "intranet.test", "127.0.0.1")
+    with live_server(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        resp = make_session(1, 0, allow_private=True).get(f"http://intranet.test:{port}/x",
+                                                          timeout=10)
+    assert resp.status_code == 200 and resp.text == "ok" and len(seen) == 1
+    # Through the proxy, without permission for private networks, the name is still refused.
+    from harvesters.netguard import BlockedAddress
+    with pytest.raises(BlockedAddress):
+        make_session(1, 0).get(f"http://intranet.test:{port}/x", timeout=10)
+
+
+def test_item02_an_https_tunnel_through_a_proxy_is_opened_to_the_checked_address(
+        forward_proxy, monkeypatch):
+    """The CONNECT names the address: the proxy reaches the server the guard checked (the
+    TLS handshake then fails here, this server speaks no TLS; the connection is what counts)."""
+    import socket
+    import threading
+    import requests
+    from harvesters.http import make_session
+    arrived = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def accept():
+        server.settimeout(15)
+        try:
+            conn, _ = server.accept()
+            arrived.set()
+            conn.close()
+        except OSError:
+            pass
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HTTPS_PROXY", forward_proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    _resolver_for(monkeypatch, "intranet.test", "127.0.0.1")
+    try:
+        with pytest.raises(requests.RequestException):
+            make_session(1, 0, allow_private=True).get(f"https://intranet.test:{port}/x",
+                                                       timeout=10)
+        assert arrived.wait(5), "the proxy did not open its tunnel to the checked address"
+    finally:
+        server.close()
