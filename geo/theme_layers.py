@@ -84,7 +84,8 @@ def merge(theme: str, frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
 
 
 def duplicate_groups(frame: gpd.GeoDataFrame) -> np.ndarray:
-    """Group label per row (union-find over the two matching rules)."""
+    """Group label per row (union-find over the two matching rules). Only `source_dataset`,
+    `name`, `gsi_id` and the point geometries are read (merged_chunks hands in just those)."""
     n = len(frame)
     parent = np.arange(n)
 
@@ -106,24 +107,48 @@ def duplicate_groups(frame: gpd.GeoDataFrame) -> np.ndarray:
         site = gsi.str.extract(_GSI_FACILITY, expand=False)
         for key in (gsi, site + "|" + names):
             key = key[key.notna() & (names != "")] if key is not gsi else key.dropna()
-            for idx in key.groupby(key).groups.values():
-                idx = np.asarray(idx)
+            for idx in _repeated(key):
                 for j in idx[1:]:
                     if dataset[j] != dataset[idx[0]]:
                         union(idx[0], j)
     x, y = shapely.get_x(frame.geometry.values), shapely.get_y(frame.geometry.values)
-    for idx in names[names != ""].groupby(names[names != ""]).groups.values():
-        idx = np.asarray(idx)
-        if len(idx) < 2:
-            continue
-        # Equirectangular metres: exact enough at 50 m and any Japanese latitude.
-        lat = np.radians(y[idx].mean())
-        px, py = x[idx] * _EARTH_M_PER_DEG * np.cos(lat), y[idx] * _EARTH_M_PER_DEG
-        dist = np.hypot(px[:, None] - px[None, :], py[:, None] - py[None, :])
-        close = (dist < MATCH_METRES) & (dataset[idx][:, None] != dataset[idx][None, :])
-        for a, b in zip(*np.nonzero(np.triu(close, 1))):
+    for idx in _repeated(names[names != ""]):
+        for a, b in _close_pairs(x[idx], y[idx], dataset[idx]):
             union(idx[a], idx[b])
     return np.array([find(i) for i in range(n)])
+
+
+def _repeated(key: pd.Series):
+    """Positions (in the frame) of each value that occurs more than once: a million distinct
+    keys would otherwise cost an index object each."""
+    key = key[key.duplicated(keep=False)]
+    for idx in key.groupby(key).groups.values():
+        yield np.asarray(idx)
+
+
+_PAIRWISE = 1024   # rows of one name compared all against all; a longer list uses a tree
+
+
+def _close_pairs(x: np.ndarray, y: np.ndarray, dataset: np.ndarray):
+    """(a, b) with a < b of points of one name less than MATCH_METRES apart, from different
+    datasets. Equirectangular metres: exact enough at 50 m and any Japanese latitude. A name
+    shared by tens of thousands of rows (「AED」, 「消火栓」) would make the all-pairs matrix
+    gigabytes: an STRtree of the points answers it in n log n."""
+    lat = np.radians(np.nanmean(y)) if len(y) else 0.0
+    px, py = x * _EARTH_M_PER_DEG * np.cos(lat), y * _EARTH_M_PER_DEG
+    if len(x) <= _PAIRWISE:
+        dist = np.hypot(px[:, None] - px[None, :], py[:, None] - py[None, :])
+        close = (dist < MATCH_METRES) & (dataset[:, None] != dataset[None, :])
+        yield from zip(*np.nonzero(np.triu(close, 1)))
+        return
+    points = shapely.points(px, py)
+    tree = shapely.STRtree(points)
+    a, b = tree.query(points, predicate="dwithin", distance=MATCH_METRES)
+    keep = (a < b) & (dataset[a] != dataset[b])
+    a, b = a[keep], b[keep]
+    # dwithin is <=; the rule is strictly closer than MATCH_METRES.
+    near = np.hypot(px[a] - px[b], py[a] - py[b]) < MATCH_METRES
+    yield from zip(a[near], b[near])
 
 
 def normalise_name(name: str) -> str:
@@ -198,8 +223,52 @@ def streams(theme: str) -> bool:
 
 
 def merged_frame(theme: str, members: list[tuple[Path, str]]) -> gpd.GeoDataFrame:
-    """The theme layer of a point theme from its members' files (path, layer)."""
+    """The theme layer of a point theme from its members' files (path, layer), in memory."""
     return merge(theme, [read_member(p, lyr, theme) for p, lyr in members])
+
+
+_KEYS = ("source_dataset", "name", "gsi_id")
+
+
+def merged_chunks(theme: str, members: list[tuple[Path, str]], *, chunk: int = CHUNK
+                  ) -> Iterator[gpd.GeoDataFrame]:
+    """The theme layer of a point theme, as `merge` makes it, in chunks: a member of a million
+    rows read whole (every theme column) held ~2 GB. The files are read twice in batches:
+    first only the matching keys and points of every row, to find the duplicate groups; then
+    in full, rows without a duplicate handed on as they come and duplicates kept aside (a
+    small share) to be collapsed last — the order `merge` gives (singles, then merged)."""
+    keys, count = [], 0
+    for path, layer in members:
+        wanted = [c for c in _theme_columns(path, layer, theme) if c in _KEYS]
+        for batch in read_batches(path, layer=layer, batch_size=chunk, columns=wanted):
+            part = member_frame(theme, batch)     # the key columns as `merge` sees them
+            keys.append(part[[c for c in _KEYS if c in part.columns] + ["geometry"]])
+            count += len(part)
+    if not count:
+        yield member_frame(theme, gpd.GeoDataFrame({"geometry": []}, crs="EPSG:4326"))
+        return
+    key = gpd.GeoDataFrame(pd.concat(keys, ignore_index=True), crs="EPSG:4326")
+    del keys
+    # As `merge`: duplicates are looked for among points with a name only.
+    matching = "name" in key.columns and bool((key.geom_type == "Point").all())
+    groups = duplicate_groups(key) if matching else np.arange(count)
+    del key
+    dup = (np.bincount(groups, minlength=count) > 1)[groups]
+    aside, start = [], 0
+    for path, layer in members:
+        for batch in read_batches(path, layer=layer, batch_size=chunk,
+                                  columns=_theme_columns(path, layer, theme)):
+            part = member_frame(theme, batch)
+            mask = dup[start:start + len(part)]
+            start += len(part)
+            if mask.any():
+                aside.append(part[mask])
+                part = part[~mask]
+            if len(part):
+                yield part.reset_index(drop=True)
+    if aside:
+        rows = gpd.GeoDataFrame(pd.concat(aside, ignore_index=True), crs="EPSG:4326")
+        yield _collapse(theme, rows, groups[dup])
 
 
 def member_chunks(theme: str, members: list[tuple[Path, str]]) -> Iterator[gpd.GeoDataFrame]:

@@ -180,7 +180,7 @@ def _write_merged(theme: str, members: list[tuple], store: Store,
     elif theme_layers.streams(theme):
         written = versions.write_chunks(theme_layers.member_chunks(theme, members), data_dir,
                                         cid, version)
-    else:
-        written = versions.write_version(theme_layers.merged_frame(theme, members), data_dir,
-                                         cid, version)
+    else:   # point themes: merged in chunks (geo.theme_layers.merged_chunks)
+        written = versions.write_chunks(theme_layers.merged_chunks(theme, members), data_dir,
+                                        cid, version, promote_to_multi=None)
     return written

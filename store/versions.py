@@ -140,9 +140,11 @@ def write_version(gdf: "gpd.GeoDataFrame", data_dir: Path, collection_id: str,
 
 
 def write_chunks(chunks: Iterable["gpd.GeoDataFrame"], data_dir: Path, collection_id: str,
-                 version: int) -> WrittenVersion:
-    """Write a stream of frames (one schema) as a new version; peak memory is one chunk."""
-    with writer(data_dir, collection_id, version, promote_to_multi=True,
+                 version: int, *, promote_to_multi: bool | None = True) -> WrittenVersion:
+    """Write a stream of frames (one schema) as a new version; peak memory is one chunk.
+    Chunks of polygons may mix single and multi parts: promoted to multi (True). Point
+    layers stay points (None: pyogrio decides per chunk)."""
+    with writer(data_dir, collection_id, version, promote_to_multi=promote_to_multi,
                 deferred_index=True) as writer_:
         for chunk in chunks:
             writer_.append(chunk)
