@@ -166,7 +166,9 @@ def iter_csv_layers(open_stream, name: str, chunk: int, limits: Limits = Limits(
             except ReadError as e:   # every row of this chunk refused
                 layer = Layer(name, frame.head(0), True, encoding, None, len(frame) + len(issues),
                               issues + [RowIssue(e.row or 1, e.message)], [])
+            del frame     # not held while the caller works on the layer (one chunk, not two)
             yield layer, offset
+            del layer
 
 
 def read_json_records(obj, name: str, encoding: str, limits: Limits = Limits()) -> Layer:

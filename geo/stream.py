@@ -11,6 +11,7 @@ store.versions.write_chunks.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +25,7 @@ from .gdal_safety import network_off
 from .layers import Layer, Limits, ReadError, RowIssue, finish_spatial
 from .translate import Translated, translate
 
-CHUNK = 100_000  # features per chunk: peak memory
+CHUNK = 25_000  # features per chunk: peak memory (harvesters.context.DEFAULT_STREAM_CHUNK)
 
 
 def read_batches(src, *, layer=None, batch_size: int = CHUNK,
@@ -42,7 +43,11 @@ def read_batches(src, *, layer=None, batch_size: int = CHUNK,
             frame = batch.select(cols).to_pandas()
             geoms = (shapely.from_wkb(batch.column(geom_name).to_numpy(zero_copy_only=False))
                      if geom_name in names else None)
+            # Nothing of the batch stays referenced here while the caller works on the frame:
+            # a suspended generator's locals would double a chunk's memory.
+            del batch
             yield gpd.GeoDataFrame(frame, geometry=geoms, crs=crs)
+            del frame, geoms
 
 
 class ChunkedTranslation:
@@ -95,11 +100,11 @@ class ChunkedTranslation:
             else:
                 crs_source = crs_source_text(self.fmt if self.fmt in ("geojson", "gpkg", "shapefile")
                                              else "gpkg", gdf.crs)
+            offset, start = start, start + len(gdf)
             lay = finish_spatial(gdf, self.name, encoding=None, crs_source=crs_source,
                                  warnings_=warns)
-            offset, start = start, start + len(gdf)
             del gdf
-            yield lay, offset, start
+            yield lay, offset, start    # the caller drops lay.frame once translated
 
     def _csv_layers(self) -> Iterator[tuple[Layer, int, int]]:
         rows = 0
@@ -115,6 +120,8 @@ class ChunkedTranslation:
             yield lay, start, rows
 
     def _translated(self, layers) -> Iterator:
+        # What the report needs of the first chunk: its theme and mappings and an empty head
+        # of its schema — never the chunk itself (100,000 polygons held to the end).
         first: Translated | None = None
         rejected: list[RowIssue] = []
         warns: list[str] = []
@@ -125,17 +132,24 @@ class ChunkedTranslation:
                 warns += [w for w in lay.warnings if w not in warns]
                 continue
             t = translate(lay, theme=first.theme if first else self.theme, **self.translate_kw)
+            warns += [w for w in lay.warnings if w not in warns]
+            # The source chunk is not needed past translation; the generator that made it
+            # still holds the Layer while suspended, so its frame is dropped here.
+            lay.frame = None
+            del lay
             frame = t.frame
             if "source_row" in frame.columns and start:
                 frame["source_row"] = frame["source_row"] + start
             rejected += [RowIssue(i.row + start, i.reason) for i in t.rejected]
-            warns += [w for w in [*lay.warnings, *t.warnings] if w not in warns]
+            warns += [w for w in t.warnings if w not in warns]
             published += len(frame)
-            first = first or t
+            if first is None:
+                first = replace(t, frame=frame.head(0), rejected=[], warnings=[])
+            del t
             yield frame
-            del lay, t, frame
+            del frame
         self.result = Translated(
-            first.frame.head(0) if first else None, first.theme if first else None,
+            first.frame if first else None, first.theme if first else None,
             first.theme_reason if first else "", total, rejected,
             first.fields_mapped if first else {}, first.fields_unmapped if first else [],
             warns, published)

@@ -30,7 +30,7 @@ from .themes import KIND_BOTH, KIND_EMERGENCY, KIND_SHELTER, THEMES, merged_fiel
 MATCH_METRES = 50.0
 _GSI_FACILITY = re.compile(r"^(E\d{10})")
 _EARTH_M_PER_DEG = 111_320.0
-CHUNK = 100_000
+CHUNK = 25_000   # features per batch: peak memory of a rebuild
 
 
 def member_frame(theme: str, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -23,7 +23,8 @@ DEFAULT_MAX_DOWNLOAD = 2 * 1024 ** 3       # RENKEI_MAX_DOWNLOAD
 # a 1 GB hazard layer never sits in memory whole.
 DEFAULT_STREAM_BYTES = 64 * 1024 ** 2      # RENKEI_STREAM_BYTES (GeoJSON/GPKG held whole
                                            # cost ~10x their size; 1 GB RSS is the budget)
-DEFAULT_STREAM_CHUNK = 100_000             # RENKEI_STREAM_CHUNK: features per chunk
+DEFAULT_STREAM_CHUNK = 25_000              # RENKEI_STREAM_CHUNK: features per chunk; 100,000
+                                           # polygons in transit held ~470 MB (bench/bomb_bench)
 # Budgets on what one file or answer may make us hold (issue 11: a 1.5 MB zip held a 1.5 GiB
 # CSV). Each is the most a legitimate open-data file plausibly needs.
 DEFAULT_MAX_PAGE = 64 * 1024 ** 2          # RENKEI_MAX_PAGE: bytes of one API answer
