@@ -39,7 +39,7 @@ MAX_TILE_BYTES = 500_000  # tippecanoe's default limit, and the issue's
 EXTENT = 4096
 BUFFER = 64               # pixels (of EXTENT) around a tile, so strokes do not stop at its edge
 WEB_MERCATOR_HALF = 20037508.342789244
-_CHUNK = 50_000           # features per Arrow batch on the way to tippecanoe
+_CHUNK = 10_000           # features per Arrow batch on the way to tippecanoe (memory)
 
 
 def pregen_min_features() -> int:
