@@ -121,7 +121,8 @@ def test_a_theme_layer_that_cannot_be_rebuilt_is_a_job_error_and_its_last_versio
     assert "theme layer shelter not rebuilt" in err.message
     assert str(data_dir) not in err.message          # no server path in what staff read
     assert err.traceback.startswith("Traceback (most recent call last)")
-    assert "store/theme_layers.py" in err.traceback and "read_member" in err.traceback
+    # Where it failed: reading the member (in batches, geo.theme_layers.merged_chunks).
+    assert "store/theme_layers.py" in err.traceback and "geo/theme_layers.py" in err.traceback
     with store.session() as s:
         shelter = s.get(Collection, "theme-shelter")
         # The previous shelter layer still serves, whole; the AED layer was rebuilt.
@@ -137,12 +138,12 @@ def test_a_theme_layer_that_cannot_be_rebuilt_is_a_job_error_and_its_last_versio
     assert "統合レイヤーの再構築" in page and "theme layer shelter not rebuilt" in page
     # Even for staff, tracebacks (server paths) stay in the job record, for the
     # operator's `renkei jobs --tracebacks`.
-    assert "Traceback" not in page and str(data_dir) not in page and "read_member" not in page
+    assert "Traceback" not in page and str(data_dir) not in page and "merged_chunks" not in page
     jobs = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(data_dir),
                            "jobs", "--tracebacks"], capture_output=True, text=True, timeout=120)
     assert jobs.returncode == 0, jobs.stderr
     assert "[theme-layers]" in jobs.stdout and "Traceback (most recent call last)" in jobs.stdout
-    assert "read_member" in jobs.stdout
+    assert "merged_chunks" in jobs.stdout
 
 
 def deflate_broken_zip(path: Path) -> None:
