@@ -14,14 +14,13 @@ publisher's DROP of a superseded version waits for it or is retried later, never
 import json
 import math
 import threading
-import unicodedata
 from collections import OrderedDict
 from contextlib import contextmanager
 
 from pygeoapi.provider.base import (
     BaseProvider, ProviderConnectionError, ProviderItemNotFoundError, ProviderQueryError)
 
-from ogcapi import cql
+from ogcapi import cql, query_params
 from ogcapi.cql import pg_quote_ident as _q
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
@@ -368,32 +367,14 @@ class PostGISProvider(BaseProvider):
             raise QueryError('q: this collection has no text fields')
         t = _q(self._table.table)
         ors, params = [], []
-        for term in filter(None, (unicodedata.normalize('NFKC', s).strip().lower()
-                                  for s in q.split(','))):
+        for term in query_params.q_terms(q):
             for col in texts:
                 ors.append(f'strpos(lower({t}.{_q(col)}), %s) > 0')
                 params.append(term)
         return '(' + (' OR '.join(ors) or 'FALSE') + ')', params
 
     def _typed(self, name, value):
-        schema = self._table.fields.get(name)
-        if schema is None:
-            raise QueryError(f'unknown query parameter: {name}')
-        kind = schema['type']
-        try:
-            if kind == 'integer':
-                n = int(value)
-                return n if _INT64[0] <= n <= _INT64[1] else float(value)
-            if kind == 'number':
-                return float(value)
-        except ValueError:
-            raise QueryError(f'{name}: expected {kind}, got {value!r}')
-        if kind == 'boolean':
-            v = {'true': True, '1': True, 'false': False, '0': False}.get(str(value).lower())
-            if v is None:
-                raise QueryError(f'{name}: expected true or false')
-            return v
-        return value
+        return query_params.typed(self._table.fields, name, value)
 
     def get(self, identifier, crs_transform_spec=None, **kwargs):
         try:

@@ -13,7 +13,6 @@ server's (500).
 import math
 import os
 import sqlite3
-import unicodedata
 
 import numpy as np
 import shapely
@@ -21,7 +20,7 @@ import shapely
 from pygeoapi.provider.base import (
     BaseProvider, ProviderConnectionError, ProviderItemNotFoundError, ProviderQueryError)
 
-from ogcapi import cql
+from ogcapi import cql, query_params
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
                               geometries_to_geojson,
@@ -200,8 +199,6 @@ class GPKGProvider(BaseProvider):
         return builder.where(flt)
 
     def _q_clause(self, q):
-        # Japanese has no word boundaries: q is a substring match over text
-        # columns; comma-separated terms are OR'ed as in OGC API Records.
         texts = self._layer.texts
         if not texts:
             raise QueryError('q: this collection has no text fields')
@@ -209,33 +206,14 @@ class GPKGProvider(BaseProvider):
         ors, params = [], []
         # instr(lower()) rather than LIKE: connections run LIKE case-sensitively (CQL2),
         # while q stays case-insensitive for ASCII as before.
-        for term in filter(None, (unicodedata.normalize('NFKC', s).strip().lower()
-                                  for s in q.split(','))):
+        for term in query_params.q_terms(q):
             for col in texts:
                 ors.append(f"instr(lower({t}.{_quote_ident(col)}), ?) > 0")
                 params.append(term)
         return '(' + (' OR '.join(ors) or '0') + ')', params
 
     def _typed(self, name, value):
-        schema = self._layer.fields.get(name)
-        if schema is None:
-            raise QueryError(f'unknown query parameter: {name}')
-        kind = schema['type']
-        try:
-            if kind == 'integer':
-                n = int(value)
-                # Beyond 64 bits it cannot be stored, so it matches nothing, as a float does.
-                return n if _INT64[0] <= n <= _INT64[1] else float(value)
-            if kind == 'number':
-                return float(value)
-        except ValueError:
-            raise QueryError(f'{name}: expected {kind}, got {value!r}')
-        if kind == 'boolean':
-            v = {'true': 1, '1': 1, 'false': 0, '0': 0}.get(str(value).lower())
-            if v is None:
-                raise QueryError(f'{name}: expected true or false')
-            return v
-        return value
+        return query_params.typed(self._layer.fields, name, value)
 
     def _select(self, con, from_, cond, params, offset, limit, sortby,
                 select_properties, skip_geometry, crs_spec, page_fids=None):
