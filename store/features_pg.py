@@ -106,8 +106,9 @@ class PostGISWriter:
     whole table back."""
 
     def __init__(self, data_dir, collection_id: str, version: int, *,
-                 promote_to_multi: bool | None = None, engine=None):
+                 promote_to_multi: bool | None = None, engine=None, on_commit=None):
         self.engine = engine if engine is not None else engine_for(data_dir)
+        self.on_commit = on_commit   # called with the writer once the table is committed
         self.collection_id = collection_id
         self.table = table_name(collection_id, version)
         self.promote_to_multi = promote_to_multi
@@ -222,11 +223,8 @@ class PostGISWriter:
             cur.execute(f"ANALYZE {t}")
         self._raw.commit()
         self._committed = True
-        # A large version's pyramid is in the database before the catalogue switches to it
-        # (a web server has no data dir to keep it in); _drop removes it with the table.
-        from store import tiles_pg
-        tiles_pg.publish_pyramid(self.engine, self.table, name=self.collection_id,
-                                 count=self.count)
+        if self.on_commit is not None:
+            self.on_commit(self)
         b = np.array(self._bounds)
         bbox = ([float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()),
                  float(b[:, 3].max())] if len(self._bounds) and np.isfinite(b).all() else None)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from store import features_pg, spatial_index, tiles
+from store import features_pg, spatial_index, tiles, tiles_pg
 from store.written import WrittenVersion, field_types  # noqa: F401 (callers import them here)
 
 if TYPE_CHECKING:
@@ -120,13 +120,20 @@ class VersionWriter:
                            self.collection_id, err)
 
 
+def _publish_pyramid(w: "features_pg.PostGISWriter") -> None:
+    """A large version's pyramid is in the database before the catalogue switches to it (a web
+    server has no data dir to keep it in); dropping the version drops it too."""
+    tiles_pg.publish_pyramid(w.engine, w.table, name=w.collection_id, count=w.count)
+
+
 def writer(data_dir: Path, collection_id: str, version: int, *,
            promote_to_multi: bool | None = None, deferred_index: bool = False):
     """The writer of a new version for this store: a GeoPackage under the data dir, or a
     PostGIS table when the store is PostgreSQL (store.features_pg)."""
     if features_pg.enabled(data_dir):
         return features_pg.PostGISWriter(data_dir, collection_id, version,
-                                         promote_to_multi=promote_to_multi)
+                                         promote_to_multi=promote_to_multi,
+                                         on_commit=_publish_pyramid)
     return VersionWriter(data_dir, collection_id, version, promote_to_multi=promote_to_multi,
                          deferred_index=deferred_index)
 
