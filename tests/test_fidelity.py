@@ -24,6 +24,7 @@ from geo import themes
 from geo.readers import read_resource
 from geo.translate import publisher_of, translate
 from store.db import Collection, Dataset, Organization, Store
+from tests import published
 from tests.servers import REPO, TEST_DATA
 
 KAKOGAWA = TEST_DATA / "json/kakogawa_12_shiteikinkyuhinanbasyokenshiteihinanjyo.json"
@@ -222,9 +223,8 @@ def test_code_list_is_the_official_shape():
 # -- 4. the merged layer: typed per theme, made by the prefecture --------------------------------
 
 def test_merged_shelter_layer_types_and_publisher(site):
-    info = pyogrio.read_info(site.data_dir / Store(site.data_dir).session().get(
+    types = published.dtypes(site.data_dir, Store(site.data_dir).session().get(
         Collection, "theme-shelter").path)
-    types = dict(zip(info["fields"], info["dtypes"]))
     assert types["elevation"] == "float64" and types["capacity"] == "float64"
     assert "備蓄物資" not in types                    # the theme layer keeps the theme schema
     q = requests.get(f"{site.ogc}/collections/theme-shelter/queryables?f=json",

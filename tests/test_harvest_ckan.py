@@ -11,6 +11,7 @@ import pytest
 from shapely import get_coordinates
 
 from store.db import Collection, Dataset, HarvestError, HarvestJob, Store
+from tests import published as stored
 from tests.servers import REPO, TEST_DATA, FakeCKAN, package
 
 GOOD = [
@@ -96,14 +97,13 @@ def test_plane_rectangular_geojson_lands_on_the_gsi_points(fixture_files, data_d
         assert harvest(data_dir, write_config(tmp_path / "s.yaml", url)).returncode == 0
     store = Store(data_dir)
     (col,) = [c for c in store.active_collections() if not c.id.startswith("theme-")]
-    published = gpd.read_file(data_dir / col.path, layer=col.layer)
+    published = stored.frame(data_dir, col.path)
     original = gpd.read_file(TEST_DATA / "geojson/gsi_emergency_282201.json")
     assert published.crs.to_epsg() == 4326
     assert get_coordinates(published.geometry) == pytest.approx(
         get_coordinates(original.geometry), abs=1e-7)
     assert list(published["name"]) == list(original["施設・場所名"])  # shelter theme schema
-    info = pyogrio.read_info(data_dir / col.path, layer=col.layer)
-    assert info["features"] == 20
+    assert len(published) == 20
 
 
 def test_second_harvest_changes_nothing_and_downloads_nothing(fixture_files, data_dir, tmp_path):
@@ -142,7 +142,7 @@ def test_changed_file_is_republished_as_a_new_version(fixture_files, data_dir, t
         assert harvest(data_dir, config).returncode == 0
     (new,) = Store(data_dir).active_collections()
     assert (new.id, new.version, new.feature_count) == (old.id, old.version + 1, 2)
-    assert not (data_dir / old.path).exists() and (data_dir / new.path).exists()
+    assert not stored.exists(data_dir, old.path) and stored.exists(data_dir, new.path)
 
 
 def test_unreachable_source_keeps_what_was_published(fixture_files, data_dir, tmp_path):

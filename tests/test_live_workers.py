@@ -58,6 +58,9 @@ def titles(base: str) -> dict[str, str]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
+@pytest.mark.embedded_only(reason="proves each worker serves the new version by the GeoPackage it "
+                           "holds open; PostgreSQL mode: tests/test_two_servers.py and "
+                           "tests/test_stateless_servers.py")
 def test_every_worker_follows_publish_and_replace(tmp_path, data_dir, served3):
     base, master = served3
     src = json.loads((TEST_DATA / "geojson/gsi_evacuation_282103.json").read_text("utf-8"))

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from store.db import Dataset, HarvestError, HarvestJob, Store
 from harvesters.config import ConfigError, load_config
 from harvesters.runner import summary
+from tests import published as stored
 from tests.ngsi_servers import (LD_CONTEXT, FakeNGSILD, FakeOGCAPI, FakeOrion, fiware_example,
                                 gsi_sites, run, source)
 from tests.servers import TEST_DATA, live_server
@@ -29,7 +30,7 @@ def orion_entities():
 
 def published(store: Store, type_name: str) -> gpd.GeoDataFrame:
     (col,) = [c for c in store.active_collections() if f"--{type_name}--" in c.id]
-    return gpd.read_file(store.data_dir / col.path, layer=col.layer)
+    return stored.frame(store.data_dir, col.path)
 
 
 def cached(store: Store, dataset_id: str):

@@ -101,6 +101,8 @@ def tracebacks(caplog, logger_prefix: str) -> list[logging.LogRecord]:
 
 # -- one house: two apps in one process ----------------------------------------------------
 
+@pytest.mark.embedded_only(reason="GeoPackage file handles; PostGIS versions are read through "
+                                   "the database pool")
 def test_two_apps_never_close_each_others_files(tmp_path):
     """App A's publishes must not close files app B still serves (they used to share one
     module-level registry, and A's rebuild closed B's previous version under B's feet)."""

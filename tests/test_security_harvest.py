@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, redirect, request
 
 from catalog.app import create_app
 from store.db import Collection, Dataset, HarvestError, HarvestJob, Store
+from tests import published
 from tests.servers import REPO, TEST_DATA, FakeCKAN, live_server, package
 
 SECRET = "KAKOGAWA_SECRET"
@@ -596,7 +597,7 @@ def big_csv(rows: int) -> bytes:
 def served_count(data_dir: Path, dataset: str) -> tuple[int, Path]:
     with Store(data_dir).session() as s:
         (col,) = s.get(Dataset, dataset).collections
-        return col.feature_count, data_dir / col.path
+        return col.feature_count, col.path
 
 
 @pytest.mark.parametrize("mode", ["close", "short", "chunked-cut"])
@@ -612,7 +613,8 @@ def test_item09_a_cut_body_never_replaces_good_data(data_dir, tmp_path, mode):
         server.mode = mode
         result = harvest(data_dir, config)
     assert result.returncode == 1
-    assert served_count(data_dir, "city-files--points") == (30_000, path) and path.exists()
+    assert served_count(data_dir, "city-files--points") == (30_000, path)
+    assert published.exists(data_dir, path)
     (error,) = errors_of(data_dir)
     assert error.dataset == "points のデータ" and error.resource
     assert ("truncated" in error.message if mode != "close"
@@ -654,7 +656,7 @@ def test_item15_a_fid_column_is_kept_as_fid_source(data_dir, tmp_path):
     for dataset, expected, rows in (("city-files--arcgis", "F1", 29),
                                     ("city-files--fidjson", "same", 20)):
         count, path = served_count(data_dir, dataset)
-        frame = pyogrio.read_dataframe(path)
+        frame = published.frame(data_dir, path)
         assert frame["fid_source"].iloc[0] == expected
         assert count == len(frame) == rows
 
