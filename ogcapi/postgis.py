@@ -12,7 +12,6 @@ publisher's DROP of a superseded version waits for it or is retried later, never
 """
 
 import json
-import math
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -352,14 +351,7 @@ class PostGISProvider(BaseProvider):
         return f'{t} CROSS JOIN LATERAL (SELECT {cols}) {_PROPS}'
 
     def _box(self, bbox):
-        if len(bbox) == 6:
-            bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
-        minx, miny, maxx, maxy = bbox
-        if not all(math.isfinite(v) for v in bbox):
-            raise QueryError('bbox values must be finite numbers (no NaN or infinity)')
-        if minx > maxx:
-            raise QueryError('bbox crossing the antimeridian is not supported')
-        return float(minx), float(miny), float(maxx), float(maxy)
+        return query_params.box(bbox)
 
     def _q_clause(self, q):
         texts = self._table.texts

@@ -10,7 +10,6 @@ What the client got wrong is raised as ogcapi.errors.QueryError (400); every oth
 server's (500).
 """
 
-import math
 import os
 import sqlite3
 
@@ -140,14 +139,7 @@ class GPKGProvider(BaseProvider):
         return out
 
     def _box(self, bbox):
-        if len(bbox) == 6:
-            bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
-        minx, miny, maxx, maxy = bbox
-        if not all(math.isfinite(v) for v in bbox):
-            raise QueryError('bbox values must be finite numbers (no NaN or infinity)')
-        if minx > maxx:
-            raise QueryError('bbox crossing the antimeridian is not supported')
-        return minx, miny, maxx, maxy
+        return query_params.box(bbox)
 
     def _rtree_where(self, box):
         """R-tree entries meeting the bbox, exactly: boxes inside it are accepted as they are

@@ -1,6 +1,7 @@
 """The plain query parameters of an items request, read the same way whichever store holds the
 features (GeoPackage or PostGIS): `q` terms, and `property=value` typed by the collection's
 schema."""
+import math
 import unicodedata
 
 from ogcapi.errors import QueryError
@@ -37,3 +38,16 @@ def typed(fields: dict, name: str, value):
             raise QueryError(f'{name}: expected true or false')
         return v
     return value
+
+
+def box(bbox) -> tuple[float, float, float, float]:
+    """A `bbox` (4 numbers, or 6 with heights, which are dropped) as (minx, miny, maxx, maxy);
+    a 400 for NaN, infinity or a box across the antimeridian."""
+    if len(bbox) == 6:
+        bbox = [bbox[0], bbox[1], bbox[3], bbox[4]]
+    minx, miny, maxx, maxy = bbox
+    if not all(math.isfinite(v) for v in bbox):
+        raise QueryError('bbox values must be finite numbers (no NaN or infinity)')
+    if minx > maxx:
+        raise QueryError('bbox crossing the antimeridian is not supported')
+    return float(minx), float(miny), float(maxx), float(maxy)
