@@ -35,7 +35,7 @@ import time
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, 'bench', 'out')
+OUT = os.environ.get('RENKEI_BENCH_DATA') or os.path.join(ROOT, 'bench', 'out')
 HYOGO = (134.25, 34.15, 135.47, 35.68)
 BBOX1 = '134.80,34.70,134.922,34.853'  # 0.1 x 0.1 of Hyogo's extent: ~1% of features
 CQL = "capacity > 500 AND name LIKE '%小学校%'"
@@ -360,10 +360,17 @@ def main():
     ap.add_argument('--points', type=int, default=SETS['points'],
                     help='size of the points file (smaller for a quick run)')
     ap.add_argument('--polygons', type=int, default=SETS['polygons'])
+    ap.add_argument('--data-dir', help='where the generated files live (default bench/out; '
+                    'RENKEI_BENCH_DATA too): big files belong outside the worktree')
+    ap.add_argument('--only-data', action='store_true', help='generate the files and stop')
     args = ap.parse_args()
+    global OUT
+    OUT = args.data_dir or OUT
     SETS.update(points=args.points, polygons=args.polygons)
     sys.path.insert(0, ROOT)
     files = data_files()
+    if args.only_data:
+        return
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
     port = free_port()

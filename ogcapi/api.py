@@ -46,7 +46,7 @@ from ogcapi import cql
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
 from ogcapi.postgis import TABLES_KEY, PostGISProvider, RawFeatures, TableRegistry
-from ogcapi.provider import FILES_KEY
+from ogcapi.provider import FILES_KEY, GPKGProvider
 from ogcapi.tiles import REL_TILESETS, openapi_paths
 from store.features_pg import is_postgis, table_of
 
@@ -626,8 +626,9 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
         provider = load_plugin('provider', provider_def)
         limits = (api.config['server'].get('limits', {}), res.get('limits', {}))
         kwargs, out_crs = _items_query(params, provider, provider_def, limits)
-        if isinstance(provider, PostGISProvider) and request.format != F_HTML:
-            kwargs['raw_json'] = True   # Feature texts from PostgreSQL, joined as they are
+        if isinstance(provider, (PostGISProvider, GPKGProvider)) and request.format != F_HTML:
+            # Feature texts (from PostgreSQL, or built column by column), joined as they are
+            kwargs['raw_json'] = True
         content = provider.query(language=request.raw_locale, **kwargs)
     except ProviderGenericError as err:
         return provider_error(api, headers, request.format, err, f'items of {dataset}')
@@ -684,6 +685,9 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
 
 def get_item(api: API, request, dataset: str, identifier: str) -> tuple:
     """pygeoapi's single feature, as application/geo+json when it is GeoJSON."""
+    lean = _lean_item(api, request, dataset, identifier)
+    if lean is not None:
+        return lean
     headers, status, content = get_collection_item(api, request, dataset, identifier)
     if status == HTTPStatus.OK and request.format in (None, F_JSON):
         headers['Content-Type'] = GEOJSON
@@ -701,3 +705,52 @@ def get_queryables(api: API, request, dataset: str) -> tuple:
         info = fields.get(name) or {}
         prop.update({k: info[k] for k in ('title', 'description') if info.get(k)})
     return headers, status, json.dumps(doc, ensure_ascii=False, separators=(',', ':'))
+
+
+def _lean_item(api: API, request, dataset: str, identifier: str) -> tuple | None:
+    """GeoJSON of one feature of our providers in their storage CRS: what pygeoapi's
+    get_collection_item answers, the same document, headers and errors, without its generic
+    steps (a scan of all resources, two pyproj CRS builds to learn that CRS84 is CRS84), which
+    cost more than the lookup itself (issue 17). None: not that case, pygeoapi answers."""
+    if request.format not in (None, F_JSON) or request.params.get('crs'):
+        return None
+    res = api.config['resources'].get(dataset)
+    if res is None or res.get('type') != 'collection' or len(res.get('providers', ())) != 1:
+        return None
+    provider_def = res['providers'][0]
+    if provider_def.get('type') != 'feature' or provider_def.get('name') not in (
+            PROVIDER, POSTGIS_PROVIDER) or provider_def.get('storage_crs') != CRS84 \
+            or CRS84 not in (provider_def.get('crs') or ()):
+        return None
+    headers = request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
+    try:
+        p = load_plugin('provider', provider_def)
+        if p.uri_field:   # never set for our providers; pygeoapi's own path knows it
+            return None
+        headers['Content-Crs'] = f'<{CRS84}>'
+        prv_locale = l10n.get_plugin_locale(provider_def, request.raw_locale)
+        content = p.get(identifier, language=prv_locale, crs_transform_spec=None)
+    except ProviderGenericError as err:
+        return api.get_exception(err.http_status_code, headers, request.format,
+                                 err.ogc_exception_code, err.message)
+    collections = api.get_collections_url()
+    uri = f'{collections}/{dataset}/items/{identifier}'
+    tr = lambda s: l10n.translate(s, request.locale)  # noqa: E731
+    content.setdefault('links', []).extend([
+        {'type': FORMAT_TYPES[F_JSON], 'rel': 'root',
+         'title': tr('The landing page of this server as JSON'),
+         'href': f'{api.base_url}?f={F_JSON}'},
+        {'type': FORMAT_TYPES[F_HTML], 'rel': 'root',
+         'title': tr('The landing page of this server as HTML'),
+         'href': f'{api.base_url}?f={F_HTML}'},
+        {'rel': request.get_linkrel(F_JSON), 'type': 'application/geo+json',
+         'title': tr('This document as JSON'), 'href': f'{uri}?f={F_JSON}'},
+        {'rel': request.get_linkrel(F_JSONLD), 'type': FORMAT_TYPES[F_JSONLD],
+         'title': tr('This document as RDF (JSON-LD)'), 'href': f'{uri}?f={F_JSONLD}'},
+        {'rel': request.get_linkrel(F_HTML), 'type': FORMAT_TYPES[F_HTML],
+         'title': tr('This document as HTML'), 'href': f'{uri}?f={F_HTML}'},
+        {'rel': 'collection', 'type': FORMAT_TYPES[F_JSON], 'title': tr(res['title']),
+         'href': f'{collections}/{dataset}'}])
+    l10n.set_response_language(headers, prv_locale, request.locale)
+    headers['Content-Type'] = GEOJSON
+    return headers, HTTPStatus.OK, to_json(content, api.pretty_print)

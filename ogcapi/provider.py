@@ -19,11 +19,12 @@ import shapely
 from pygeoapi.provider.base import (
     BaseProvider, ProviderConnectionError, ProviderItemNotFoundError, ProviderQueryError)
 
-from ogcapi import cql, query_params
+from ogcapi import cql, feature_text, query_params
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
-                              geometries_to_geojson,
+                              geometries_to_geojson, point_coordinates,
                               quote_ident as _quote_ident, transformer)
+from ogcapi.postgis import RawFeatures
 
 __all__ = ['FILES_KEY', 'GPKGProvider', 'geometries_to_geojson']
 
@@ -75,7 +76,9 @@ class GPKGProvider(BaseProvider):
     def query(self, offset=0, limit=10, resulttype='results', bbox=[],
               datetime_=None, properties=[], sortby=[], select_properties=[],
               skip_geometry=False, q=None, filterq=None,
-              crs_transform_spec=None, **kwargs):
+              crs_transform_spec=None, raw_json=False, **kwargs):
+        """``raw_json``: features as GeoJSON texts (RawFeatures), which the items view joins
+        into the body as they are, as for the PostGIS provider."""
         if datetime_ is not None:
             raise QueryError('datetime is not supported: the collection has no time field')
         if resulttype not in ('results', 'hits'):
@@ -120,9 +123,11 @@ class GPKGProvider(BaseProvider):
                 else:
                     matched = self._file.count(con, f'SELECT COUNT(*) FROM {from_}{cond}', params)
                 if resulttype == 'results':
-                    features = self._select(con, from_, cond, params, offset,
-                                            limit, sortby, select_properties,
-                                            skip_geometry, crs_transform_spec, page_fids)
+                    rows, names = self._select(con, from_, cond, params, offset,
+                                               limit, sortby, select_properties,
+                                               skip_geometry, page_fids)
+                    features = (self._texts if raw_json else self._features)(
+                        rows, names, skip_geometry, crs_transform_spec)
             except sqlite3.Error as err:
                 # The path is for the log (the traceback names it); clients see user_msg.
                 raise ProviderQueryError(f'{self.data}: {err}', user_msg='query failed') from err
@@ -130,6 +135,8 @@ class GPKGProvider(BaseProvider):
         # (ogcapi.api's items view reads it; pygeoapi's own views link on a full page).
         self.more = len(features) > int(limit) if resulttype == 'results' else None
         features = features[:int(limit)]
+        if raw_json:
+            features = RawFeatures(features)
         out = {'type': 'FeatureCollection', 'features': features,
                'numberReturned': len(features)}
         if matched is not None:
@@ -208,8 +215,9 @@ class GPKGProvider(BaseProvider):
         return query_params.typed(self._layer.fields, name, value)
 
     def _select(self, con, from_, cond, params, offset, limit, sortby,
-                select_properties, skip_geometry, crs_spec, page_fids=None):
-        """The page, plus one row more when there is one (the caller trims it)."""
+                select_properties, skip_geometry, page_fids=None):
+        """The rows of the page, plus one row more when there is one (the caller trims it),
+        and the property names they hold after the fid."""
         lyr, t = self._layer, _quote_ident(self._layer.table)
         names = [n for n in lyr.fields
                  if not select_properties or n in select_properties]
@@ -232,8 +240,7 @@ class GPKGProvider(BaseProvider):
             # They are integers from numpy, so they are written into the SQL as such.
             sql = (f'SELECT {", ".join(cols)} FROM {t} WHERE {fid} IN '
                    f'({",".join(str(int(i)) for i in page_fids) or "NULL"}) ORDER BY {fid}')
-            rows = con.execute(sql).fetchall()
-            return self._features(rows, names, skip_geometry, crs_spec)
+            return con.execute(sql).fetchall(), names
         if sortby or from_ != t:  # a bbox join or a sort (never the keyset case)
             # Pick the page's fids first, then read their rows: SQLite then sorts only the
             # keys of every match (~10k for a 1% bbox of 1M points), not whole rows with
@@ -243,19 +250,37 @@ class GPKGProvider(BaseProvider):
         else:
             sql = (f'SELECT {", ".join(cols)} FROM {from_}{cond} '
                    f'ORDER BY {order_by} LIMIT ? OFFSET ?')
-        rows = con.execute(sql, [*params, int(limit) + 1, offset]).fetchall()
-        return self._features(rows, names, skip_geometry, crs_spec)
+        return con.execute(sql, [*params, int(limit) + 1, offset]).fetchall(), names
 
-    def _features(self, rows, names, skip_geometry, crs_spec):
+    def _texts(self, rows, names, skip_geometry, crs_spec):
+        """Feature texts of ``rows``, the same bytes the items view writes for the dicts of
+        _features (ogcapi.feature_text), without building those dicts."""
+        geoms = None
+        if skip_geometry:
+            geoms = ['null'] * len(rows)
+        elif crs_spec is None:
+            xy = point_coordinates([r[-1] for r in rows])
+            if xy is not None:
+                geoms = feature_text.points(*xy)
+        if geoms is None:
+            geoms = feature_text.geometries(self._geometries(rows, crs_spec))
+        cols = list(zip(*rows)) if rows else [()] * (len(names) + 2)
+        bools = self._layer.booleans
+        values = [feature_text.column(cols[1 + i], n in bools) for i, n in enumerate(names)]
+        return feature_text.features(feature_text.column(cols[0]), geoms, values, names)
+
+    def _geometries(self, rows, crs_spec):
         tr = (transformer(crs_spec.source_crs_uri, crs_spec.target_crs_uri)
               if crs_spec is not None else None)
         try:
-            geoms = ([None] * len(rows) if skip_geometry
-                     else geometries_to_geojson([r[-1] for r in rows], tr))
+            return geometries_to_geojson([r[-1] for r in rows], tr)
         except (shapely.errors.ShapelyError, IndexError, TypeError) as err:
             # Blobs we wrote decode; these did not: the file is damaged. The log needs its path.
             raise ProviderQueryError(f'{self.data}: undecodable geometry: {err}',
                                      user_msg='query failed') from err
+
+    def _features(self, rows, names, skip_geometry, crs_spec):
+        geoms = [None] * len(rows) if skip_geometry else self._geometries(rows, crs_spec)
         bools = [i for i, n in enumerate(names) if n in self._layer.booleans]
         features = []
         for row, geom in zip(rows, geoms):

@@ -263,6 +263,27 @@ def test_item_by_id(server, data):
     assert r.headers['Content-Crs'] == '<http://www.opengis.net/def/crs/OGC/1.3/CRS84>'
 
 
+CRS84 = 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
+
+
+@pytest.mark.parametrize('item, params', [
+    ('5', {}), ('1', {'lang': 'en'}), ('2500', {'f': 'json'}), ('999999', {}), ('abc', {}),
+    ('-1', {}), ('99999999999999999999999', {}), ('3', {'lang': 'ja', 'f': 'json'}),
+])
+@pytest.mark.parametrize('cid', ['schools', 'kobe.wards'])
+def test_item_lean_path_answers_as_pygeoapi(server, cid, item, params):
+    # An item without crs= is answered by ogcapi.api._lean_item; crs=CRS84 (the same output
+    # CRS) still goes through pygeoapi's get_collection_item: both must be the same bytes.
+    base, _ = server
+    url = f'{base}/collections/{cid}/items/{item}'
+    lean = requests.get(url, params=params, timeout=30)
+    stock = requests.get(url, params={**params, 'crs': CRS84}, timeout=30)
+    assert (lean.status_code, lean.content) == (stock.status_code, stock.content)
+    drop = ('Date', 'Content-Length')
+    assert [(k, v) for k, v in lean.headers.items() if k not in drop] == \
+        [(k, v) for k, v in stock.headers.items() if k not in drop]
+
+
 @pytest.mark.parametrize('path', [
     '/collections/nope', '/collections/nope/items', '/collections/nope/items/1',
     '/collections/nope/queryables', '/collections/nope/schema',
