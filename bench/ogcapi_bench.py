@@ -109,6 +109,10 @@ def bench_app():
             for kind, path in files.items()]
     app = Flask(__name__)
     register_ogcapi(app, OGCAPI(os.environ['RENKEI_BENCH_URL'], lambda: cols, lambda: '1'))
+    # What HTTP itself costs on this worker (client, connection, gunicorn, Flask): a route
+    # that answers a small constant GeoJSON Feature, measured beside (d).
+    ping = json.dumps({'type': 'Feature', 'id': 1, 'geometry': None, 'properties': {}})
+    app.add_url_rule('/ping', 'ping', lambda: (ping, 200, {'Content-Type': 'application/geo+json'}))
     return app
 
 
@@ -250,6 +254,11 @@ def interleaved(targets, n, runs, stock_runs):
                     if i:
                         samples[t].append(ms)
                     docs[t] = r.json()
+                    if t == 'renkei' and name.startswith('(d)'):
+                        ms, r = one(base.rsplit('/', 1)[0] + '/ping', None)
+                        if i:
+                            samples.setdefault('http', []).append(ms)
+                        docs['http'] = r.json()
             for t, v in samples.items():
                 if v:
                     out[(t, name, mode)] = (statistics.median(v), docs[t])
@@ -405,6 +414,11 @@ def main():
                 matched = cold_doc.get('numberMatched', 'omitted') if 'features' in cold_doc else ''
                 print(f'  {name:20} {cells[0]:>11} {cells[1]}  {cells[2]:>15} {cells[3]}  '
                       f'{cells[4]:>9} {cells[5]}  {matched}', flush=True)
+            for mode in ('warm', 'cold'):
+                v = res.get(('http', '(d) item by id', mode))
+                if v:
+                    print(f'  HTTP alone ({mode}, beside (d)): a constant Feature from a bare Flask '
+                          f'route on the same worker: {v[0]:.1f} ms')
         print(f'  peak renkei worker RSS (VmHWM): {worker_hwm(proc.pid):.0f} MiB')
     finally:
         proc.terminate()
@@ -421,7 +435,7 @@ def main():
         for name, ms in floor(files[kind], n, args.runs).items():
             warm, cold = results[(kind, name, 'warm')], results[(kind, name, 'cold')]
             stock_cold = [v[0] for (t, q, m), v in results[kind].items()
-                          if t != 'renkei' and q == name and m == 'cold']
+                          if t in ('SQLiteGPKG', 'OGR') and q == name and m == 'cold']
             best = (f'best stock / renkei = {min(stock_cold) / cold:6.1f}x' if stock_cold else '')
             print(f'  {kind:8} {name:20} {ms:8.1f}   warm/floor = {warm / ms:5.2f}   '
                   f'cold/floor = {cold / ms:5.2f}   {best}')
