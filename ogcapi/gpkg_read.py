@@ -150,6 +150,15 @@ def point_coordinates(blobs):
     return xy[:, 0].tolist(), xy[:, 1].tolist()
 
 
+def decode(blobs, transformer=None):
+    """Shapely geometries of GPKG blobs (None for NULL or empty), transformed if asked."""
+    geoms = shapely.from_wkb([wkb(b) for b in blobs])
+    if transformer is not None:
+        geoms = shapely.transform(
+            geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    return geoms
+
+
 def geometries_to_geojson(blobs, transformer=None):
     """Decode GPKG blobs to GeoJSON geometry dicts, vectorised where it pays.
 
@@ -160,10 +169,7 @@ def geometries_to_geojson(blobs, transformer=None):
         xy = point_coordinates(blobs)
         if xy is not None and np.isfinite(xy[0]).all() and np.isfinite(xy[1]).all():
             return [{'type': 'Point', 'coordinates': [x, y]} for x, y in zip(*xy)]
-    geoms = shapely.from_wkb([wkb(b) for b in blobs])
-    if transformer is not None:
-        geoms = shapely.transform(
-            geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+    geoms = decode(blobs, transformer)
     out = [None] * len(geoms)
     is_point = (shapely.get_type_id(geoms) == 0) & ~shapely.has_z(geoms)
     point_idx = is_point.nonzero()[0]

@@ -22,7 +22,7 @@ from pygeoapi.provider.base import (
 from ogcapi import cql, feature_text, query_params
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
-                              geometries_to_geojson, point_coordinates,
+                              decode, geometries_to_geojson, point_coordinates,
                               quote_ident as _quote_ident, transformer)
 from ogcapi.postgis import RawFeatures
 
@@ -239,7 +239,7 @@ class GPKGProvider(BaseProvider):
             # The page's fids, known already (R-tree): read just those rows, by primary key.
             # They are integers from numpy, so they are written into the SQL as such.
             sql = (f'SELECT {", ".join(cols)} FROM {t} WHERE {fid} IN '
-                   f'({",".join(str(int(i)) for i in page_fids) or "NULL"}) ORDER BY {fid}')
+                   f'({",".join(map(str, page_fids.tolist())) or "NULL"}) ORDER BY {fid}')
             return con.execute(sql).fetchall(), names
         if sortby or from_ != t:  # a bbox join or a sort (never the keyset case)
             # Pick the page's fids first, then read their rows: SQLite then sorts only the
@@ -263,7 +263,13 @@ class GPKGProvider(BaseProvider):
             if xy is not None:
                 geoms = feature_text.points(*xy)
         if geoms is None:
-            geoms = feature_text.geometries(self._geometries(rows, crs_spec))
+            tr = (transformer(crs_spec.source_crs_uri, crs_spec.target_crs_uri)
+                  if crs_spec is not None else None)
+            try:
+                geoms = feature_text.shapes(decode([r[-1] for r in rows], tr))
+            except (shapely.errors.ShapelyError, IndexError, TypeError) as err:
+                raise ProviderQueryError(f'{self.data}: undecodable geometry: {err}',
+                                         user_msg='query failed') from err
         cols = list(zip(*rows)) if rows else [()] * (len(names) + 2)
         bools = self._layer.booleans
         values = [feature_text.column(cols[1 + i], n in bools) for i, n in enumerate(names)]

@@ -53,3 +53,21 @@ def test_no_rows_no_properties():
     assert feature_text.features([], [], [], []) == []
     assert feature_text.features(['7'], ['null'], [], []) == [
         dumps({'type': 'Feature', 'id': 7, 'geometry': None, 'properties': {}})]
+
+
+def test_shapes_are_what_json_dumps_writes_of_geo_interface():
+    import shapely
+    wkts = ['POINT (135.1 34.7)', 'POINT Z (1 2 3)', 'POINT EMPTY',
+            'POLYGON ((0 0, 1 0, 1 1, 0 0), (0.1 0.1, 0.2 0.1, 0.2 0.2, 0.1 0.1))',
+            'POLYGON ((134.90000000000001 34.6, 135 34.6, 134.9 34.7, 134.90000000000001 34.6))',
+            'MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 6, 5 5), (5.1 5.1, 5.2 5.1, '
+            '5.2 5.2, 5.1 5.1)))',
+            'POLYGON Z ((0 0 1, 1 0 1, 1 1 1, 0 0 1))', 'POLYGON EMPTY',
+            'LINESTRING (0 0, 1 1)', 'MULTIPOINT ((0 0), (1 1))',
+            'GEOMETRYCOLLECTION (POINT (1 2))']
+    geoms = list(shapely.from_wkt(wkts)) + [None, shapely.Point(1.0, math.nan),
+                                            shapely.Polygon([(0, 0), (1, math.inf), (1, 1)])]
+    import numpy as np
+    arr = np.array(geoms, dtype=object)
+    want = [dumps(None if g is None or g.is_empty else g.__geo_interface__) for g in geoms]
+    assert feature_text.shapes(arr) == want
