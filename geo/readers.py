@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import geopandas as gpd
 import pyogrio
 
-from . import csvread
+from . import csvread, jsonread, xlsxread
 from .gdal_safety import has_crs_link, network_off, strip_crs_links
 from .redact import hide_paths
 from .crs import assume_crs, crs_source_text, ksj_srs_from_xml
@@ -141,8 +141,8 @@ class StreamPlan:
 def stream_plan(path, fmt: str | None, *, stream_bytes: int,
                 limits: Limits = Limits()) -> StreamPlan | None:
     """How to read a resource too large to hold, or None to read it whole: a single-layer
-    GeoJSON/GeoPackage above `stream_bytes`, a CSV above `limits.table_bytes`, and a zip whose
-    one readable member is such a GeoJSON or CSV."""
+    GeoJSON/GeoPackage above `stream_bytes`, a CSV or JSON table above `limits.table_bytes`,
+    and a zip whose one readable member is such a GeoJSON, CSV or JSON table."""
     path = Path(path)
     size = path.stat().st_size
     if fmt in ("geojson", "gpkg") and size > stream_bytes:
@@ -152,6 +152,15 @@ def stream_plan(path, fmt: str | None, *, stream_bytes: int,
         return StreamPlan(fmt, str(path), lambda: open(path, "rb"), path.stem)
     if fmt == "csv" and size > limits.table_bytes:
         return StreamPlan("csv", None, lambda: open(path, "rb"), path.stem)
+    if fmt == "json" and size > limits.table_bytes:
+        return _json_plan(lambda: open(path, "rb"), str(path), path.stem,
+                          size > stream_bytes)
+    if fmt == "xlsx":
+        check_zip_budget(path, limits)
+        sheets = xlsx_parts(path, limits.max_table)
+        if len(sheets) == 1 and sheets[0] > limits.table_bytes:
+            return StreamPlan("xlsx", None, lambda: open(path, "rb"), path.stem)
+        return None
     if fmt != "zip":
         return None
     check_zip_budget(path, limits)
@@ -175,7 +184,19 @@ def stream_plan(path, fmt: str | None, *, stream_bytes: int,
         return StreamPlan("csv", None, opener, name)
     if kind == "geojson" and info.file_size > min(stream_bytes, limits.max_table):
         return StreamPlan("geojson", _vsizip(path, member), opener, name)
+    if kind == "json" and info.file_size > limits.table_bytes:
+        return _json_plan(opener, _vsizip(path, member), name,
+                          info.file_size > min(stream_bytes, limits.max_table))
     return None
+
+
+def _json_plan(opener, src: str, name: str, large_geojson: bool) -> StreamPlan | None:
+    """A JSON table in chunks of records; a GeoJSON whose head did not say so (its "type"
+    after 64 KiB) goes to GDAL's stream when large, else is read whole."""
+    prefix = jsonread.records_prefix(opener)
+    if prefix is None:
+        return StreamPlan("geojson", src, opener, name) if large_geojson else None
+    return StreamPlan("json", None, opener, name)
 
 
 @contextmanager
@@ -261,15 +282,28 @@ def _read_text(fmt: str, data: bytes, name: str, gdal_src: str) -> list[Layer]:
 
 
 def _read_xlsx(path: Path) -> list[Layer]:
-    src = f"XLSX:{path}"   # the XLSX driver only claims *.xlsx names; cache files may have none
-    opts = dict(FIELD_TYPES="STRING", HEADERS="FORCE")   # keep codes like 0000000001 as text
-    layers = []
-    for sheet, _ in _list_layers(src):
-        df = _gdal_read(src, [], layer=sheet, read_geometry=False, **opts)
-        df.columns = clean_columns(df.columns)
-        if len(df):
-            layers.append(csvread.table_layer(df, sheet, None, kind="XLSX"))
-    return layers
+    sheets = xlsx_parts(path, _LIMITS.max_table)
+    if sum(sheets) > _LIMITS.max_table:
+        raise ReadError(f"XLSX のシートが大きすぎて一度に読めません (展開後 {sum(sheets):,} バイト; "
+                        f"上限 {_LIMITS.max_table:,} バイト; 大きな表は 1 シートで公開してください)")
+    return xlsxread.read_xlsx(path, _LIMITS)
+
+
+def xlsx_parts(path, max_table: int) -> list[int]:
+    """The unpacked bytes of each sheet's XML. openpyxl holds the shared strings table whole
+    whatever the path: past `max_table`, refused."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ReadError(f"XLSX として読めません: {hide_paths(str(e), path)}") from None
+    sheets = [i.file_size for i in infos if i.filename.startswith("xl/worksheets/")
+              and i.filename.endswith(".xml")]
+    strings = sum(i.file_size for i in infos if i.filename == "xl/sharedStrings.xml")
+    if strings > max_table:
+        raise ReadError(f"XLSX の共有文字列表が大きすぎます (展開後 {strings:,} バイト; 上限 "
+                        f"{max_table:,} バイト)")
+    return sheets
 
 
 def _read_gdal(fmt: str, src: str, stem: str, opener, *, encoding=None, crs_hint=None,
@@ -401,7 +435,10 @@ def _read_zip(path: Path) -> list[Layer]:
             try:
                 _check_crc(zf, [m])
                 fmt = _sniff(zf.open(m).read(_HEAD), _MEMBER_EXT[ext])
-                if fmt in ("csv", "json") and zf.getinfo(m).file_size > _LIMITS.max_table:
+                # Only one readable member is read in chunks (stream_plan): a member of a
+                # zip of several is held whole, so past max_table it is refused, whatever
+                # its format (GDAL holds a GeoJSON/GPKG member whole too).
+                if zf.getinfo(m).file_size > _LIMITS.max_table:
                     raise ReadError(f"zip のメンバー {_display(zf, m)} は大きすぎて一度に読めません "
                                     f"({zf.getinfo(m).file_size:,} バイト; 上限 "
                                     f"{_LIMITS.max_table:,} バイト)")

@@ -4,7 +4,8 @@ reader through pyogrio.open_arrow); each batch is cleaned like geo.readers does,
 handed on. (Chunks by skip_features made GDAL parse the file again from the start for every
 chunk: quadratic in the file size for GeoJSON.)
 
-A CSV too large to hold is read the same way, in pandas chunks (geo.csvread.iter_csv_layers).
+A CSV too large to hold is read the same way, in pandas chunks (geo.csvread.iter_csv_layers),
+and a JSON table in chunks of records (geo.jsonread.iter_json_layers).
 Peak memory is one chunk, not the file. The theme is decided on the first chunk and kept, so
 every chunk lands in the same schema. The caller (harvesters.pipeline) writes the chunks with
 store.versions.write_chunks.
@@ -19,12 +20,15 @@ import geopandas as gpd
 import pyogrio
 import shapely
 
-from . import csvread
+from . import csvread, jsonread, xlsxread
 from .crs import assume_crs, crs_source_text
 from .gdal_safety import network_off
 from .layers import Layer, Limits, ReadError, RowIssue, finish_spatial
 from .translate import Translated, translate
 
+# Tables read in chunks through an opener (a fresh binary stream of the bytes).
+_TABLE_READERS = {"csv": csvread.iter_csv_layers, "json": jsonread.iter_json_layers,
+                  "xlsx": xlsxread.iter_xlsx_layers}
 CHUNK = 25_000  # features per chunk: peak memory (harvesters.context.DEFAULT_STREAM_CHUNK)
 
 
@@ -55,7 +59,8 @@ class ChunkedTranslation:
     `result` is a Translated whose frame is the first chunk's empty head (for the report:
     theme, fields mapped) and whose counts cover the whole file.
 
-    A CSV (fmt "csv") is read through `opener` (geo.csvread.iter_csv_layers). One without
+    A CSV (fmt "csv") or JSON table (fmt "json") is read through `opener`
+    (geo.csvread.iter_csv_layers, geo.jsonread.iter_json_layers). One without
     coordinate columns is a table: nothing is yielded, `table` holds its first rows and
     `table_rows` its row count."""
 
@@ -76,7 +81,7 @@ class ChunkedTranslation:
 
     def __iter__(self) -> Iterator:
         with network_off():
-            yield from self._translated(self._csv_layers() if self.fmt == "csv"
+            yield from self._translated(self._table_layers() if self.fmt in _TABLE_READERS
                                         else self._gdal_layers())
 
     def _gdal_layers(self) -> Iterator[tuple[Layer, int, int]]:
@@ -106,10 +111,10 @@ class ChunkedTranslation:
             del gdf
             yield lay, offset, start    # the caller drops lay.frame once translated
 
-    def _csv_layers(self) -> Iterator[tuple[Layer, int, int]]:
+    def _table_layers(self) -> Iterator[tuple[Layer, int, int]]:
         rows = 0
-        for lay, start in csvread.iter_csv_layers(self.opener, self.name, self.chunk,
-                                                  self.limits):
+        read = _TABLE_READERS[self.fmt]
+        for lay, start in read(self.opener, self.name, self.chunk, self.limits):
             self.encoding = lay.encoding
             if not lay.spatial:       # no coordinate columns: a table, not a layer
                 if self.table is None:

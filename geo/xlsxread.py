@@ -1,0 +1,136 @@
+"""Spreadsheets (XLSX) read row by row with openpyxl's read-only mode, which parses a sheet's
+XML as a stream: GDAL's XLSX driver builds every sheet whole in memory before the first row is
+handed over, so a sheet of a few MB packed (up to the zip budget unpacked) cost its whole
+size many times over, and the row budget was checked only after the sheet was parsed.
+
+Every cell is text, as the GDAL reading was (FIELD_TYPES=STRING): codes such as 0000000001
+stay as written and translation decides the types. The first row is the header.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import zipfile
+from typing import Iterator
+from xml.etree.ElementTree import ParseError
+
+import pandas as pd
+
+from .csvread import table_layer
+from .layers import Layer, Limits, ReadError, RowIssue, clean_columns
+
+# What openpyxl raises on a damaged workbook (missing parts, bad XML, bad values).
+_BROKEN = (zipfile.BadZipFile, KeyError, ValueError, TypeError, IndexError, AttributeError,
+           ParseError, EOFError, OSError)
+
+
+def _text(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    return str(v)
+
+
+def _open(source):
+    from openpyxl import load_workbook
+    try:
+        # data_only: the values cached by the writer, never formulas.
+        return load_workbook(source, read_only=True, data_only=True)
+    except _BROKEN as e:
+        raise ReadError(f"XLSX として読めません: {str(e)[:200]}") from None
+
+
+def sheet_names(source) -> list[str]:
+    wb = _open(source)
+    try:
+        return [ws.title for ws in wb.worksheets]
+    finally:
+        wb.close()
+
+
+def _sheet_rows(ws, limits: Limits) -> Iterator[list | tuple]:
+    """The header (clean column names) first, then each non-blank row as a list of text
+    cells; the row and column budgets end the reading as soon as they are passed."""
+    rows = ws.iter_rows(values_only=True)
+    try:
+        header = next(rows, None)
+        if header is None:
+            return
+        header = list(header)
+        while header and header[-1] is None:
+            header.pop()
+        if len(header) > limits.columns:
+            raise ReadError(f"列が多すぎます ({len(header):,} 列; 上限 {limits.columns:,} 列)")
+        width = len(header)
+        if not width:
+            return
+        yield tuple(clean_columns(_text(v) for v in header))
+        n = 0
+        for row in rows:
+            n += 1
+            if n > limits.rows:
+                raise ReadError(f"行が多すぎます ({limits.rows:,} 行を超えました)")
+            cells = [_text(v) for v in row[:width]]
+            if any(c is not None and c != "" for c in cells):
+                cells += [None] * (width - len(cells))
+                yield cells
+    except _BROKEN as e:
+        raise ReadError(f"XLSX のシート {ws.title} が壊れています: {str(e)[:200]}") from None
+
+
+def read_xlsx(source, limits: Limits = Limits()) -> list[Layer]:
+    """Every sheet with rows, each held whole (geo.readers refuses a sheet above max_table)."""
+    wb = _open(source)
+    try:
+        layers = []
+        for ws in wb.worksheets:
+            rows = _sheet_rows(ws, limits)
+            header = next(rows, None)
+            if header is None:
+                continue
+            frame = pd.DataFrame(list(rows), columns=list(header), dtype=object)
+            if len(frame):
+                layers.append(table_layer(frame, ws.title, None, kind="XLSX"))
+        return layers
+    finally:
+        wb.close()
+
+
+def iter_xlsx_layers(open_stream, name: str, chunk: int, limits: Limits = Limits()):
+    """(Layer, offset) per `chunk` rows of a one-sheet workbook, like
+    geo.csvread.iter_csv_layers."""
+    with open_stream() as f:
+        wb = _open(f)
+        try:
+            ws = wb.worksheets[0]
+            rows = _sheet_rows(ws, limits)
+            header = next(rows, None)
+            if header is None:
+                raise ReadError("データ行がありません")
+            done = 0
+            batch: list[list] = []
+
+            def layer_of(batch):
+                frame = pd.DataFrame(batch, columns=list(header), dtype=object)
+                try:
+                    return table_layer(frame, ws.title, None, kind="XLSX")
+                except ReadError as e:    # every row of this chunk refused
+                    return Layer(ws.title, frame.head(0), True, None, None, len(frame),
+                                 [RowIssue(e.row or 1, e.message)], [])
+
+            for row in rows:
+                batch.append(row)
+                if len(batch) == chunk:
+                    layer = layer_of(batch)
+                    batch = []
+                    yield layer, done
+                    done += layer.rows_in
+                    del layer
+            if batch:
+                yield layer_of(batch), done
+        finally:
+            wb.close()
