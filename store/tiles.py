@@ -172,8 +172,13 @@ def run_tippecanoe(seq: Path, out: Path, *, name: str, id_property: str,
     """tippecanoe over a GeoJSON text sequence (``seq``) into the MBTiles ``out`` (raw tiles).
     ``id_property`` becomes the MVT feature id and is left out of the properties."""
     env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
+    # Memory: no --read-parallel. With it tippecanoe maps the whole input file and every page
+    # it has read stays in its RSS (410 MB for a 300 MB sequence of 1.5M points, against 174
+    # MB read as a stream; bench/bomb_bench.py). Its temporary files (the serialized
+    # geometry, which it maps too) go beside the input, on the data volume, not /tmp (often
+    # a RAM disk).
     cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
-           "-n", name, "-Z0", f"-z{maxzoom}", "--read-parallel",
+           "-n", name, "-Z0", f"-z{maxzoom}", f"--temporary-directory={Path(seq).parent}",
            f"--use-attribute-for-id={id_property}", f"--exclude={id_property}",
            # Low zooms: drop the densest features until the tile fits; a flood layer of
            # 900k polygons cannot be drawn whole at prefecture scale anyway.
@@ -196,10 +201,15 @@ def compress_tiles(path: Path | str) -> None:
     table = "images" if _is_table(con, "images") else "tiles"
     try:
         with con:
-            rows = con.execute(f"SELECT rowid, tile_data FROM {table}").fetchall()
-            con.executemany(f"UPDATE {table} SET tile_data = ? WHERE rowid = ?",
-                            ((gzip.compress(bytes(d), 6, mtime=0), r) for r, d in rows
-                             if bytes(d[:2]) != b"\x1f\x8b"))
+            # In batches of rowids: the whole pyramid of a large layer is hundreds of MB.
+            last = -1
+            while rows := con.execute(f"SELECT rowid, tile_data FROM {table} WHERE rowid > ?"
+                                      f" ORDER BY rowid LIMIT 500", (last,)).fetchall():
+                last = rows[-1][0]
+                con.executemany(f"UPDATE {table} SET tile_data = ? WHERE rowid = ?",
+                                [(gzip.compress(bytes(d), 6, mtime=0), r) for r, d in rows
+                                 if bytes(d[:2]) != b"\x1f\x8b"])
+                del rows
         con.execute("VACUUM")
     finally:
         con.close()
