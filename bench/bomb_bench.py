@@ -11,6 +11,8 @@ noisy. Cases:
   csv      a plain CSV of --csv-mb MB of points: published (read in chunks)
   json     a zip holding one GeoJSON member (.json) of --json-mb MB: published (in chunks)
   geojson  a GeoJSON file of --geojson-mb MB of polygons: published (in chunks)
+  records  a zip holding one JSON table (an array of NGSI-like records) of --json-mb MB:
+           published (ijson, in chunks; not in the default list)
 The target is every case under 1 GB. Inputs are generated under a temporary directory, or
 under --dir, where they are kept and reused by the next run (--make-only generates them, at
 a low priority outside the bench lock, without harvesting).
@@ -104,6 +106,23 @@ def make_json_member(path: Path, mb: int) -> None:
             write_geojson(out, mb, polygon=False)
 
 
+def make_records_member(path: Path, mb: int) -> None:
+    rnd = random.Random(3)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("entities.json", "w", force_zip64=True) as out:
+            out.write(b"[\n")
+            written, i = 0, 0
+            while written <= mb * MB:
+                i += 1
+                rec = {"id": f"urn:ngsi-ld:Observation:{i}", "type": "Observation",
+                       "観測点": f"観測点{i}", "緯度": round(34.2 + rnd.random(), 6),
+                       "経度": round(134.2 + rnd.random(), 6), "観測値": rnd.randint(0, 9999)}
+                data = (b",\n" if i > 1 else b"") + json.dumps(rec, ensure_ascii=False).encode()
+                out.write(data)
+                written += len(data)
+            out.write(b"\n]\n")
+
+
 def make_geojson(path: Path, mb: int) -> None:
     with open(path, "wb") as out:
         write_geojson(out, mb, polygon=True)
@@ -192,7 +211,8 @@ def main() -> int:
         makers = {"bomb": ("bomb.zip", lambda p: make_bomb(p, args.bomb_gib)),
                   "csv": ("points.csv", lambda p: make_csv(p, args.csv_mb)),
                   "json": ("member.zip", lambda p: make_json_member(p, args.json_mb)),
-                  "geojson": ("areas.geojson", lambda p: make_geojson(p, args.geojson_mb))}
+                  "geojson": ("areas.geojson", lambda p: make_geojson(p, args.geojson_mb)),
+                  "records": ("records.zip", lambda p: make_records_member(p, args.json_mb))}
         if args.make_only:
             for name in args.only:
                 filename, make = makers[name]
