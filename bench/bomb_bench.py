@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sqlite3
@@ -75,8 +76,13 @@ def features(rnd: random.Random, polygon: bool):
         i += 1
         x, y = 134.2 + rnd.random(), 34.2 + rnd.random()
         if polygon:   # a flood-area-like ring of 24 vertices
-            ring = [[round(x + 0.001 * ((k * 7919) % 13) / 13, 6),
-                     round(y + 0.001 * ((k * 104729) % 17) / 17, 6)] for k in range(23)]
+            # Star-shaped (vertices in angle order), so valid as real flood areas are: the
+            # rings this made before crossed themselves, and repairing every polygon
+            # (shapely.make_valid) was 40 % of the harvest's time (pyinstrument, 40 MB slice).
+            ring = [[round(x + 0.0005 * (0.6 + 0.4 * ((k * 7919) % 13) / 13)
+                           * math.cos(2 * math.pi * k / 23), 6),
+                     round(y + 0.0005 * (0.6 + 0.4 * ((k * 104729) % 17) / 17)
+                           * math.sin(2 * math.pi * k / 23), 6)] for k in range(23)]
             ring.append(ring[0])
             geom = {"type": "Polygon", "coordinates": [ring]}
         else:
