@@ -35,21 +35,16 @@ def _text(v) -> str | None:
     return str(v)
 
 
-def _open(source):
+def _open(f):
+    """The workbook in the binary stream `f`: a stream, not a path, because openpyxl refuses
+    a path not named *.xlsx and downloaded files in the cache may have no such name."""
     from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
     try:
         # data_only: the values cached by the writer, never formulas.
-        return load_workbook(source, read_only=True, data_only=True)
-    except _BROKEN as e:
+        return load_workbook(f, read_only=True, data_only=True)
+    except (*_BROKEN, InvalidFileException) as e:
         raise ReadError(f"XLSX として読めません: {str(e)[:200]}") from None
-
-
-def sheet_names(source) -> list[str]:
-    wb = _open(source)
-    try:
-        return [ws.title for ws in wb.worksheets]
-    finally:
-        wb.close()
 
 
 def _sheet_rows(ws, limits: Limits) -> Iterator[list | tuple]:
@@ -82,9 +77,13 @@ def _sheet_rows(ws, limits: Limits) -> Iterator[list | tuple]:
         raise ReadError(f"XLSX のシート {ws.title} が壊れています: {str(e)[:200]}") from None
 
 
-def read_xlsx(source, limits: Limits = Limits()) -> list[Layer]:
+def read_xlsx(path, limits: Limits = Limits()) -> list[Layer]:
     """Every sheet with rows, each held whole (geo.readers refuses a sheet above max_table)."""
-    wb = _open(source)
+    with open(path, "rb") as f:
+        return _read_sheets(_open(f), limits)
+
+
+def _read_sheets(wb, limits: Limits) -> list[Layer]:
     try:
         layers = []
         for ws in wb.worksheets:

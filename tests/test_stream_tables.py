@@ -190,3 +190,15 @@ def test_a_large_xlsx_sheet_is_read_in_chunks_and_published_the_same(data_dir, t
     # Two sheets are read whole, so past max_table they are refused.
     (error,) = errors_of(data_dir)
     assert error.dataset == "two のデータ" and "大きすぎて一度に読めません" in error.message
+
+
+def test_an_xlsx_without_its_name_is_read(tmp_path):
+    """Downloads are cached under names of their own: openpyxl refuses a path not named
+    *.xlsx, so the reader hands it a stream (found by bench/fuzz_readers.py)."""
+    path = tmp_path / "download"
+    path.write_bytes(xlsx_bytes(5))
+    (lay,) = read_resource(path)
+    assert len(lay.frame) == 5
+    path.write_bytes(xlsx_bytes(5)[:3000])      # cut: one error, no traceback
+    with pytest.raises(ReadError):
+        read_resource(path, "XLSX")
