@@ -145,32 +145,111 @@ def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
                 chunk: int = _CHUNK) -> dict:
     """Write the tile pyramid (z0..maxzoom) of one GeoPackage layer to ``out`` (MBTiles).
 
-    Features go to tippecanoe as GeoJSON text sequences written by GDAL straight from its
-    Arrow stream of the GeoPackage (one pass in C, memory of one batch), each with its fid as a
-    property that becomes the MVT feature id. The MVT layer is called ``name`` (the collection
-    id). Returns what tippecanoe recorded (its metadata table).
+    Three steps, each one pass: the features leave the GeoPackage as one file tippecanoe
+    reads (``export_features``), tippecanoe tiles them raw into a scratch MBTiles, and
+    ``pack`` writes ``out`` from it with every tile gzipped. The MVT layer is called ``name``
+    (the collection id); the fid becomes the MVT feature id. Returns what tippecanoe recorded
+    (its metadata table).
     """
-    import pyogrio
     out = Path(out)
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="renkei-tiles-", dir=out.parent) as tmp:
-        seq = Path(tmp) / "features.geojsons"
-        with pyogrio.open_arrow(gpkg, layer=layer, use_pyarrow=False, return_fids=True,
-                                batch_size=chunk) as (meta, reader):
-            id_property = meta.get("fid_column") or "OGC_FID"
-            pyogrio.write_arrow(reader, seq, driver="GeoJSONSeq",
-                                geometry_name=meta.get("geometry_name") or "geom",
-                                geometry_type="Unknown", crs=meta.get("crs"), RS="NO")
-        run_tippecanoe(seq, out, name=name, id_property=id_property, maxzoom=maxzoom,
+        features, id_property = export_features(gpkg, layer, Path(tmp), chunk=chunk)
+        raw = Path(tmp) / "raw.mbtiles"
+        run_tippecanoe(features, raw, name=name, id_property=id_property, maxzoom=maxzoom,
                        threads=threads)
-    compress_tiles(out)
+        features.unlink()
+        pack(raw, out)
     return read_metadata(out)
 
 
-def run_tippecanoe(seq: Path, out: Path, *, name: str, id_property: str,
+class _NotFlat(Exception):
+    """A layer FlatGeobuf cannot carry to tippecanoe unchanged (see export_features)."""
+
+
+def export_features(gpkg: Path | str, layer: str, folder: Path, *,
+                    chunk: int = _CHUNK) -> tuple[Path, str]:
+    """The layer as one file for tippecanoe, written by GDAL from its Arrow stream of the
+    GeoPackage (one pass in C, memory of one batch): (path, name of the fid property).
+
+    FlatGeobuf when the layer allows it: binary, it is written about ten times faster than
+    GeoJSON text (0.8 s against 9 s for 200,000 polygons) and tippecanoe does not parse text.
+    tippecanoe 2.72 reads FlatGeobuf integers as strings, so integer properties travel as
+    doubles (exact below 2**53, and tippecanoe writes an integral double as an MVT integer,
+    as it does a GeoJSON integer) and the fid is turned back into a number
+    (``--convert-stringified-ids-to-numbers``). A layer with other kinds of columns (dates,
+    times, binary) or an integer beyond 2**53 goes as GeoJSON text sequences, as before.
+    """
+    import pyogrio
+    fgb = folder / "features.fgb"
+    refused: list = []
+    try:
+        with pyogrio.open_arrow(gpkg, layer=layer, use_pyarrow=True, return_fids=True,
+                                batch_size=chunk) as (meta, reader):
+            id_property = meta.get("fid_column") or "OGC_FID"
+            geometry = meta.get("geometry_name") or "geom"
+            pyogrio.write_arrow(_flat_batches(reader, geometry, id_property, refused), fgb,
+                                driver="FlatGeobuf", geometry_name=geometry,
+                                geometry_type="Unknown", crs=meta.get("crs"),
+                                SPATIAL_INDEX="NO")
+        return fgb, id_property
+    except _NotFlat:
+        fgb.unlink(missing_ok=True)
+    except RuntimeError:
+        # Raised inside the stream, _NotFlat reaches us as GDAL's "error while accessing
+        # batch from stream"; anything else is a real failure.
+        fgb.unlink(missing_ok=True)
+        if not refused:
+            raise
+    seq = folder / "features.geojsons"
+    with pyogrio.open_arrow(gpkg, layer=layer, use_pyarrow=False, return_fids=True,
+                            batch_size=chunk) as (meta, reader):
+        id_property = meta.get("fid_column") or "OGC_FID"
+        pyogrio.write_arrow(reader, seq, driver="GeoJSONSeq",
+                            geometry_name=meta.get("geometry_name") or "geom",
+                            geometry_type="Unknown", crs=meta.get("crs"), RS="NO")
+    return seq, id_property
+
+
+def _flat_batches(reader, geometry: str, id_property: str, refused: list):
+    """The Arrow stream with integer properties as doubles; _NotFlat if it cannot be (the
+    column named in ``refused`` too, when found in a batch)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    schema = reader.schema
+    fields, cast = [], []
+    for f in schema:
+        if f.name in (geometry, id_property) or pa.types.is_floating(f.type) \
+                or pa.types.is_boolean(f.type) or pa.types.is_string(f.type) \
+                or pa.types.is_large_string(f.type):
+            fields.append(f)
+        elif pa.types.is_integer(f.type):
+            fields.append(f.with_type(pa.float64()))
+            cast.append(f.name)
+        else:
+            raise _NotFlat(f.name)
+    flat = pa.schema(fields, metadata=schema.metadata)
+
+    def batches():
+        for batch in reader:
+            columns = []
+            for f, column in zip(flat, batch.columns):
+                if f.name in cast:
+                    try:   # safe: an integer a double would round is refused
+                        column = pc.cast(column, pa.float64(), safe=True)
+                    except pa.ArrowInvalid as err:
+                        refused.append(f.name)
+                        raise _NotFlat(f.name) from err
+                columns.append(column)
+            yield pa.RecordBatch.from_arrays(columns, schema=flat)
+    return pa.RecordBatchReader.from_batches(flat, batches())
+
+
+def run_tippecanoe(features: Path, out: Path, *, name: str, id_property: str,
                    maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None) -> None:
-    """tippecanoe over a GeoJSON text sequence (``seq``) into the MBTiles ``out`` (raw tiles).
-    ``id_property`` becomes the MVT feature id and is left out of the properties."""
+    """tippecanoe over ``features`` (FlatGeobuf, or a GeoJSON text sequence) into the MBTiles
+    ``out``, tiles raw. ``id_property`` becomes the MVT feature id and is left out of the
+    properties."""
     env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
     # Memory: no --read-parallel. With it tippecanoe maps the whole input file and every page
     # it has read stays in its RSS (410 MB for a 300 MB sequence of 1.5M points, against 174
@@ -178,46 +257,72 @@ def run_tippecanoe(seq: Path, out: Path, *, name: str, id_property: str,
     # geometry, which it maps too) go beside the input, on the data volume, not /tmp (often
     # a RAM disk).
     cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
-           "-n", name, "-Z0", f"-z{maxzoom}", f"--temporary-directory={Path(seq).parent}",
-           f"--use-attribute-for-id={id_property}", f"--exclude={id_property}",
+           "-n", name, "-Z0", f"-z{maxzoom}",
+           f"--temporary-directory={Path(features).parent}",
+           f"--use-attribute-for-id={id_property}", "--convert-stringified-ids-to-numbers",
+           f"--exclude={id_property}",
            # Low zooms: drop the densest features until the tile fits; a flood layer of
            # 900k polygons cannot be drawn whole at prefecture scale anyway.
            "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
-           # Written raw, so the limit is on the tile itself; compress_tiles gzips them.
+           # Written raw, so the limit is on the tile itself; pack gzips them.
            "--no-tile-compression",
-           "--no-progress-indicator", str(seq)]
+           "--no-progress-indicator", str(features)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         Path(out).unlink(missing_ok=True)
         raise RuntimeError(f"tile pre-generation failed: {proc.stderr.strip()[-500:]}")
 
 
-def compress_tiles(path: Path | str) -> None:
-    """Gzip every stored tile once (as tippecanoe does by default), so the web workers send
-    them as they are to the clients that accept gzip (nearly all) instead of compressing per
-    request. tippecanoe wrote them raw, so its size limit held for the tile itself."""
-    con = sqlite3.connect(path)
-    # tippecanoe stores each distinct tile once in `images`, `tiles` being a view over it.
-    table = "images" if _is_table(con, "images") else "tiles"
+def gzipped_tiles(raw: sqlite3.Connection, batch: int = 256):
+    """(zoom_level, tile_column, tile_row, gzipped tile) of an MBTiles of raw tiles, read
+    once in index order. Gzipped once here (as tippecanoe does by default), so the web
+    workers send them as they are to the clients that accept gzip (nearly all); tippecanoe
+    wrote them raw, so its size limit held for the tile itself. zlib lets go of the GIL:
+    two threads compress."""
+    from concurrent.futures import ThreadPoolExecutor
+    rows = raw.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
+                       " ORDER BY zoom_level, tile_column, tile_row")
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        while True:
+            part = rows.fetchmany(batch)
+            if not part:
+                return
+            datas = pool.map(_gzip, [r[3] for r in part])
+            yield from ((r[0], r[1], r[2], d) for r, d in zip(part, datas))
+
+
+def _gzip(data) -> bytes:
+    data = bytes(data)
+    return data if data[:2] == b"\x1f\x8b" else gzip.compress(data, 6, mtime=0)
+
+
+def pack(raw: Path | str, out: Path | str) -> None:
+    """Write the served archive ``out`` from tippecanoe's ``raw`` MBTiles in one pass: its
+    metadata, and its tiles gzipped into a plain MBTiles ``tiles`` table (no rewrite of the
+    raw file in place and no VACUUM). The caller fsyncs ``out`` before publishing it."""
+    src = sqlite3.connect(f"file:{quote(str(raw))}?mode=ro", uri=True)
+    dst = sqlite3.connect(out)
     try:
-        with con:
-            # In batches of rowids: the whole pyramid of a large layer is hundreds of MB.
-            last = -1
-            while rows := con.execute(f"SELECT rowid, tile_data FROM {table} WHERE rowid > ?"
-                                      f" ORDER BY rowid LIMIT 500", (last,)).fetchall():
-                last = rows[-1][0]
-                con.executemany(f"UPDATE {table} SET tile_data = ? WHERE rowid = ?",
-                                [(gzip.compress(bytes(d), 6, mtime=0), r) for r, d in rows
-                                 if bytes(d[:2]) != b"\x1f\x8b"])
-                del rows
-        con.execute("VACUUM")
+        # A scratch file until the caller renames it: no journal needed.
+        dst.execute("PRAGMA journal_mode = OFF")
+        dst.execute("PRAGMA synchronous = OFF")
+        with dst:
+            dst.execute("CREATE TABLE metadata (name text, value text)")
+            dst.execute("CREATE TABLE tiles (zoom_level integer, tile_column integer,"
+                        " tile_row integer, tile_data blob)")
+            dst.executemany("INSERT INTO metadata VALUES (?, ?)",
+                            src.execute("SELECT name, value FROM metadata"))
+            dst.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", gzipped_tiles(src))
+            dst.execute("CREATE UNIQUE INDEX name ON metadata (name)")
+            dst.execute("CREATE UNIQUE INDEX tile_index ON tiles"
+                        " (zoom_level, tile_column, tile_row)")
+    except BaseException:
+        dst.close()
+        Path(out).unlink(missing_ok=True)
+        raise
     finally:
-        con.close()
-
-
-def _is_table(con, name) -> bool:
-    return con.execute("SELECT 1 FROM sqlite_master WHERE name = ? AND type = 'table'",
-                       (name,)).fetchone() is not None
+        src.close()
+        dst.close()
 
 
 def read_metadata(path: Path | str) -> dict:

@@ -173,7 +173,6 @@ def write_pyramid(engine, feature_table: str, *, name: str,
         store_tiles.run_tippecanoe(seq, mbtiles, name=name, id_property=FEATURE_ID,
                                    maxzoom=maxzoom, threads=threads)
         seq.unlink()
-        store_tiles.compress_tiles(mbtiles)
         meta = store_tiles.read_metadata(mbtiles)
         _copy_pyramid(engine, mbtiles, pyramid_table(table),
                       {"minzoom": int(meta.get("minzoom", 0)),
@@ -196,8 +195,9 @@ def _write_features(engine, table: str, out: Path) -> None:
 
 
 def _copy_pyramid(engine, mbtiles: Path, tiles_table: str, zooms: dict) -> None:
-    """The MBTiles' tiles into ``tiles_table`` by COPY, in one transaction, its zooms recorded
-    as the table's comment."""
+    """tippecanoe's raw tiles into ``tiles_table`` by COPY, gzipped on the way
+    (store.tiles.gzipped_tiles: one read of the MBTiles), in one transaction, its zooms
+    recorded as the table's comment."""
     t = quote_ident(tiles_table)
     src = sqlite3.connect(mbtiles)
     try:
@@ -209,8 +209,7 @@ def _copy_pyramid(engine, mbtiles: Path, tiles_table: str, zooms: dict) -> None:
             raw = conn.connection.driver_connection
             with raw.cursor() as cur, cur.copy(
                     f"COPY {t} (zoom_level, tile_column, tile_row, tile_data) FROM STDIN") as cp:
-                for row in src.execute(
-                        "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
+                for row in store_tiles.gzipped_tiles(src):
                     cp.write_row(row)
             conn.execute(text(f"ALTER TABLE {t} ADD PRIMARY KEY"
                               " (zoom_level, tile_column, tile_row)"))

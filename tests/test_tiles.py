@@ -217,6 +217,47 @@ def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
     assert found == {i + 1: {"n": i, "label": f"区域{i}"} for i in range(23)}
 
 
+def test_features_reach_tippecanoe_as_flatgeobuf_with_their_types(tmp_path):
+    """Integers, doubles, booleans and text go to tippecanoe as FlatGeobuf (its 2.72 reader
+    would turn integers into text: they travel as doubles) and come out of the tiles with their
+    types and the fid as the id. A layer FlatGeobuf cannot carry unchanged (a date, an integer
+    a double would round) goes as GeoJSON text, as before."""
+    import geopandas as gpd
+    import pyogrio as po
+    n = 12
+    frame = gpd.GeoDataFrame(
+        {"n": np.arange(n, dtype="int64") * 1000, "rank": np.arange(n, dtype="int32"),
+         "depth": [0.25 + i for i in range(n)], "flag": [i % 2 == 0 for i in range(n)],
+         "label": [f"区域{i}" for i in range(n)]},
+        geometry=[shapely.box(134.8 + i * 0.01, 34.7, 134.805 + i * 0.01, 34.705)
+                  for i in range(n)], crs="EPSG:4326")
+    gpkg = tmp_path / "v1.gpkg"
+    po.write_dataframe(frame, gpkg, layer="features", driver="GPKG")
+    (tmp_path / "x").mkdir()
+    path, fid = store_tiles.export_features(gpkg, "features", tmp_path / "x")
+    assert path.suffix == ".fgb" and fid == "fid"
+    out = tmp_path / "v1.mbtiles"
+    store_tiles.pregenerate(gpkg, "features", out, name="typed")
+    found = {}
+    for (data,) in store_tiles.TileArchive(out)._con().execute(
+            "SELECT tile_data FROM tiles WHERE zoom_level = 14"):
+        for f in decode(gzip.decompress(data))["typed"]["features"]:
+            found[f["id"]] = f["properties"]
+    assert found == {i + 1: {"n": i * 1000, "rank": i, "depth": 0.25 + i, "flag": i % 2 == 0,
+                             "label": f"区域{i}"} for i in range(n)}
+    for props in found.values():
+        assert [type(props[k]) for k in ("n", "rank", "flag", "label")] == [int, int, bool, str]
+    for name, column in (("when", pd.date_range("2024-04-01", periods=n)),
+                         ("big", [2 ** 53 + 1] * n)):
+        other = tmp_path / f"{name}.gpkg"
+        po.write_dataframe(frame.assign(**{name: column}), other, layer="features",
+                           driver="GPKG")
+        (tmp_path / name).mkdir()
+        path, fid = store_tiles.export_features(other, "features", tmp_path / name)
+        assert path.suffix == ".geojsons" and fid == "fid", name
+        assert list(path.parent.iterdir()) == [path]       # no half-written FlatGeobuf left
+
+
 def test_tile_routes_described_in_the_ogc_api_document(site, hazard_dir):
     """The OGC API document describes the tile routes, and what they answer conforms to it:
     schemathesis generates requests from the document (zooms, rows, columns, formats) and
