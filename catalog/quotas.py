@@ -1,6 +1,9 @@
 """Rate limits on the open APIs (Flask-Limiter): per API token, per signed-in user, else per
 client address. The limit is `RENKEI_RATE_LIMIT` when set, else the terms' `limits.rate`, else
-1000/hour (API Umbrella's default per key). Counters live in Redis when `RENKEI_REDIS_URL` is
+1000/hour (API Umbrella's default per key). Map tiles have a limit of their own,
+`RENKEI_TILE_RATE_LIMIT` (default 30000/hour): one view of a MapLibre map asks for 20–60 tiles,
+so the API's limit would cut a citizen off after a few dozen pans of the hazard map — and many
+phones share one carrier address (CGNAT). Tiles are still metered like any open API. Counters live in Redis when `RENKEI_REDIS_URL` is
 set — every `renkei serve` process and worker shares them — else in this process's memory.
 A refused request gets 429 with Retry-After and X-RateLimit-Limit/-Remaining/-Reset.
 `RENKEI_RATE_LIMIT_PREFIX` separates the counters of several platforms (or test runs) that
@@ -17,6 +20,7 @@ from catalog.metering import interface
 from store import terms as terms_store
 
 DEFAULT_RATE = "1000/hour"
+DEFAULT_TILE_RATE = "30000/hour"
 
 
 def caller_key() -> str:
@@ -33,9 +37,17 @@ def rate(data_dir) -> str:
         or DEFAULT_RATE
 
 
+def tile_rate() -> str:
+    return os.environ.get("RENKEI_TILE_RATE_LIMIT") or DEFAULT_TILE_RATE
+
+
 def init_app(app, store) -> Limiter:
     redis_url = os.environ.get("RENKEI_REDIS_URL")
-    limit = rate(store.data_dir)
+    api_limit, tiles_limit = rate(store.data_dir), tile_rate()
+
+    def limit() -> str:
+        return tiles_limit if interface(request.path) == "tiles" else api_limit
+
     limiter = Limiter(
         caller_key, app=app, default_limits=[limit],
         default_limits_exempt_when=lambda: interface(request.path) is None,

@@ -339,6 +339,24 @@ def test_a_token_over_its_limit_gets_429_with_the_headers(world, monkeypatch):
                    for _ in range(4))
 
 
+def test_map_tiles_have_a_limit_of_their_own(world, monkeypatch):
+    """A map view asks for dozens of tiles: tiles count against RENKEI_TILE_RATE_LIMIT, never
+    against the API's limit, so panning a map does not cut a caller off the API (or back)."""
+    from catalog.app import create_app
+    monkeypatch.setenv("RENKEI_RATE_LIMIT", "2/hour")
+    monkeypatch.setenv("RENKEI_TILE_RATE_LIMIT", "5/hour")
+    with live_server(create_app(world)) as base:
+        coll = requests.get(f"{base}/ogcapi/collections?f=json", timeout=30).json()
+        cid = coll["collections"][0]["id"]
+        tile = f"{base}/ogcapi/collections/{cid}/tiles/WebMercatorQuad/0/0/0?f=mvt"
+        tiles = [requests.get(tile, timeout=30) for _ in range(6)]
+        assert [r.status_code for r in tiles[:5]] in ([200] * 5, [204] * 5), tiles
+        assert tiles[0].headers["X-RateLimit-Limit"] == "5" and tiles[5].status_code == 429
+        # The API's own count was touched once (the collections list) and is not spent.
+        api = requests.get(f"{base}/ogcapi/collections?f=json", timeout=30)
+        assert api.status_code == 200 and api.headers["X-RateLimit-Limit"] == "2"
+
+
 def test_two_serve_processes_share_the_count_in_redis(world, monkeypatch):
     redis = pytest.importorskip("redis")
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
