@@ -51,8 +51,14 @@ def renkei_serve(data_dir: Path, workers: int = 2, extra_args: tuple = ()):
     try:
         yield base, proc.pid
     finally:
+        # gunicorn stops its workers gracefully; on a loaded CI machine that has taken more
+        # than 10 s. A server that will not stop is killed rather than left running.
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 class _KeepAliveHandler(WSGIRequestHandler):
