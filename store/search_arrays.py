@@ -73,6 +73,11 @@ def _insertion_point(order, comes_before) -> int:
     return lo
 
 
+def _spare(n: int) -> int:
+    """Capacity for n items plus room for the publishes to come (see _grown)."""
+    return n + max(1024, n // 8)
+
+
 def _grown(buf: np.ndarray, n: int, k: int) -> np.ndarray:
     """``buf`` with room for n + k items, the same array while it has room. Only items >= n
     are written afterwards, and a snapshot never reads past its own n, so snapshots share
@@ -82,6 +87,115 @@ def _grown(buf: np.ndarray, n: int, k: int) -> np.ndarray:
     new = np.zeros((max(2 * len(buf), n + k, 64),) + buf.shape[1:], dtype=buf.dtype)
     new[:n] = buf[:n]
     return new
+
+
+def _buffer(values: np.ndarray, dtype, fill=0) -> np.ndarray:
+    """``values`` in a fresh append-only buffer with spare room (see _grown)."""
+    out = np.full((_spare(len(values)),) + values.shape[1:], fill, dtype=dtype)
+    out[:len(values)] = values
+    return out
+
+
+def _last_of_each(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique keys, each with the value given last for it."""
+    order = np.argsort(keys, kind="stable")
+    keys, vals = keys[order], vals[order]
+    last = np.ones(len(keys), dtype=bool)
+    last[:-1] = keys[1:] != keys[:-1]
+    return keys[last], vals[last]
+
+
+class _PosMap:
+    """doc id -> position (-1: none), as an immutable base array and a small sorted overlay of
+    the doc ids changed since: a publish copies the overlay, never the base (8 MB at 1M)."""
+
+    def __init__(self, base: np.ndarray, keys=_EMPTY, vals=_EMPTY):
+        self.base, self.keys, self.vals = base, keys, vals
+
+    def __getitem__(self, doc_ids: np.ndarray) -> np.ndarray:
+        doc_ids = np.asarray(doc_ids, dtype=np.int64)
+        inside = (doc_ids >= 0) & (doc_ids < len(self.base))
+        pos = np.full(len(doc_ids), -1, dtype=np.int64)
+        pos[inside] = self.base[doc_ids[inside]]
+        if len(self.keys) and len(doc_ids):
+            j = np.minimum(np.searchsorted(self.keys, doc_ids), len(self.keys) - 1)
+            hit = self.keys[j] == doc_ids
+            pos[hit] = self.vals[j[hit]]
+        return pos
+
+    def updated(self, doc_ids: np.ndarray, positions: np.ndarray, limit: int) -> "_PosMap":
+        keys, vals = _last_of_each(np.concatenate([self.keys, doc_ids]),
+                                   np.concatenate([self.vals, positions]))
+        if len(keys) <= limit:
+            return _PosMap(self.base, keys, vals)
+        # The overlay has grown as large as a publish may cost: fold it into a new base.
+        base = np.full(max(len(self.base), int(keys[-1]) + 1), -1, dtype=np.int64)
+        base[:len(self.base)] = self.base
+        base[keys] = vals
+        return _PosMap(base)
+
+
+class _Order:
+    """A total order of positions (newest first, or by title), as an immutable base (the order
+    of positions < nb, and each one's rank in it) and a small sorted delta of the positions
+    appended since: ``at[i]``, the base rank the i-th delta position goes before, and ``pos[i]``.
+    A publish inserts into the delta only; the base is rebuilt when the delta grows past a
+    limit. Ranks and slices of the merged order are computed for what a search asks."""
+
+    def __init__(self, base: np.ndarray, base_rank=None, at=_EMPTY, pos=_EMPTY):
+        self.base, self.nb = base, len(base)
+        if base_rank is None:
+            base_rank = np.empty(len(base), dtype=np.int64)
+            base_rank[base] = np.arange(len(base))
+        self.base_rank, self.at, self.pos = base_rank, at, pos
+        self.merged_at = at + np.arange(len(at))  # each delta position's index in the order
+        self.delta_index = np.empty(len(pos), dtype=np.int64)
+        self.delta_index[pos - self.nb] = np.arange(len(pos))
+
+    def __len__(self) -> int:
+        return self.nb + len(self.pos)
+
+    def rank(self, idx: np.ndarray) -> np.ndarray:
+        """The index in the order of each of positions ``idx``."""
+        if not len(self.pos):
+            return self.base_rank[idx]
+        out = np.empty(len(idx), dtype=np.int64)
+        b = idx < self.nb
+        r = self.base_rank[idx[b]]
+        out[b] = r + np.searchsorted(self.at, r, side="right")
+        out[~b] = self.merged_at[self.delta_index[idx[~b] - self.nb]]
+        return out
+
+    def slice(self, i: int, j: int) -> np.ndarray:
+        """order[i:j]."""
+        if not len(self.pos):
+            return self.base[i:j]
+        j = min(j, len(self))
+        if i >= j:
+            return _EMPTY
+        lo, hi = np.searchsorted(self.merged_at, [i, j])
+        out = np.empty(j - i, dtype=np.int64)
+        slots = np.zeros(j - i, dtype=bool)
+        slots[self.merged_at[lo:hi] - i] = True
+        out[slots] = self.pos[lo:hi]
+        out[~slots] = self.base[i - lo:j - hi]
+        return out
+
+    def _place(self, comes_before) -> tuple[int, int]:
+        """(base rank, delta index) where a new key goes: before the first element that does
+        not come before it."""
+        a = _insertion_point(self.base, comes_before)
+        lo, hi = np.searchsorted(self.at, [a, a + 1])  # delta items sitting before base a
+        return a, int(lo) + _insertion_point(self.pos[lo:hi], comes_before)
+
+    def inserted(self, places: list[tuple[int, int]], added: np.ndarray, limit: int) -> "_Order":
+        """With ``added`` (already in their order among themselves) at their ``places``."""
+        at = np.insert(self.at, [i for _, i in places], [a for a, _ in places])
+        pos = np.insert(self.pos, [i for _, i in places], added)
+        new = _Order(self.base, self.base_rank, at, pos)
+        if len(pos) <= limit:
+            return new
+        return _Order(new.slice(0, len(new)))  # the delta is as large as a publish may cost
 
 
 def _member(sorted_set: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
@@ -96,26 +210,15 @@ def _member(sorted_set: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return mask[x]
 
 
-def _shifted(rank: np.ndarray, at: np.ndarray, added: np.ndarray) -> np.ndarray:
-    """The ranks after np.insert(order, at, added) (``at`` ascending): an old element moves
-    down by the insertions at or before it. Sequential, unlike recomputing ranks from the new
-    order (a scatter over every position: 50 ms at 1M datasets under load)."""
-    k = len(at)
-    new = np.empty(len(rank) + k, dtype=np.int64)
-    if k <= 8:
-        new[:len(rank)] = rank
-        for a in at:
-            new[:len(rank)] += rank >= a
-    else:
-        new[:len(rank)] = rank + np.searchsorted(at, rank, side="right")
-    new[added] = at + np.arange(k)
-    return new
+_NEVER = np.iinfo(np.int32).max  # the death version of a position still alive
 
 
 @dataclass
 class _Visible:
-    """What one access-label set may see in one snapshot: a mask, its size, its facet counts."""
-    mask: np.ndarray
+    """What one access-label set may see in one snapshot: which positions it may read (an
+    append-only buffer shared along the lineage: a position's label never changes), how many
+    alive ones, and their facet counts."""
+    readable: np.ndarray
     count: int
     counts: np.ndarray
 
@@ -123,78 +226,87 @@ class _Visible:
 class Arrays:
     """One snapshot of the index as arrays indexed by position (0..n-1).
 
-    A publish does not rebuild it: ``apply`` returns a new snapshot with the changed documents'
-    old positions dead (``alive`` false) and their new versions appended, inserted in the sort
-    orders by binary search. Lists and append-only buffers (see _grown) are shared between
-    snapshots (an older snapshot never reads past its own ``n``); everything else is copied,
-    never mutated. Positions keep their meaning across applies (``lineage``), so cached term
-    matches stay valid.
+    A publish does not rebuild it, nor copy any array the size of the catalogue (issue 17: at
+    1M datasets that was ~100 MB and 224 ms per publish): ``apply`` returns a new snapshot
+    with the changed documents' old positions dead and their new versions appended.
+    - Per-position arrays are append-only buffers shared along the lineage (_grown): a snapshot
+      never reads past its own ``n``. A position dies once: ``died[p]`` is the version of the
+      snapshot that killed it, so p is alive in snapshot v while ``died[p] > v``.
+    - The sort orders (_Order) and the doc id map (_PosMap) are an immutable base plus a small
+      delta that each apply copies; the base is rebuilt when the delta reaches DELTA_LIMIT.
+    - Posting lists are views of append-only buffers, one per value.
+    Lists are shared the same way. Positions keep their meaning across applies (``lineage``),
+    so cached term matches stay valid.
 
     Facets: ``rows[p]`` holds up to ``width`` value ids + 1 of position p (0 = none), the rest
     in ``over_pos``/``over_val``; ``postings[vid]`` the sorted positions holding a value.
     """
 
+    @staticmethod
+    def delta_limit(n: int) -> int:
+        """Delta entries above which a sort order or the doc id map is rebuilt: a delta costs
+        each apply a copy of its size, a rebuild the catalogue's size once."""
+        return max(4096, 16 * int(math.isqrt(max(n, 1))))
+
     def __init__(self, docs: list[tuple], facet_rows: list[tuple]):
         self.lineage = object()
+        self.version = 0
         self.n = self.live = n = len(docs)
-        self.alive = np.ones(n, dtype=bool)
-        self.doc_of = np.array([d[0] for d in docs], dtype=np.int64)
-        self.pos_of = np.full(int(self.doc_of.max()) + 1 if n else 1, -1, dtype=np.int64)
-        self.pos_of[self.doc_of] = np.arange(n)
+        self.died = _buffer(np.full(n, _NEVER, dtype=np.int32), np.int32, _NEVER)
+        doc_of = np.array([d[0] for d in docs], dtype=np.int64)
+        self.doc_of = _buffer(doc_of, np.int64)
+        pos_of = np.full(int(doc_of.max()) + 1 if n else 1, -1, dtype=np.int64)
+        pos_of[doc_of] = np.arange(n)
+        self.pos_of = _PosMap(pos_of)
         self.dataset_ids = [d[1] for d in docs]
         self.titles = titles = [d[2] for d in docs]
         self.modified = [d[3] for d in docs]
-        self.title_len = np.array([len(t) for t in titles], dtype=np.int64)
+        self.title_len = _buffer(np.array([len(t) for t in titles], dtype=np.int64), np.int64)
         # Newest first, undated last; ties by id so pages never overlap.
-        dated = sorted((i for i in range(n) if docs[i][3]), key=lambda i: self.dataset_ids[i])
+        ids = self.dataset_ids
+        dated = sorted((i for i in range(n) if docs[i][3]), key=ids.__getitem__)
         dated.sort(key=lambda i: docs[i][3], reverse=True)
-        undated = sorted((i for i in range(n) if not docs[i][3]),
-                         key=lambda i: self.dataset_ids[i])
-        self.modified_order = np.array(dated + undated, dtype=np.int64)
-        self.title_order = np.array(sorted(range(n), key=lambda i: (titles[i], self.dataset_ids[i])),
-                                    dtype=np.int64)
-        self._ranks()
+        undated = sorted((i for i in range(n) if not docs[i][3]), key=ids.__getitem__)
+        self.mod = _Order(np.array(dated + undated, dtype=np.int64))
+        self.title = _Order(np.array(sorted(range(n), key=lambda i: (titles[i], ids[i])),
+                                     dtype=np.int64))
         self.values: list[tuple[str, str]] = []
         self.value_id: dict[tuple[str, str], int] = {}
         # Access label per position, an index into access_names (shared, append-only like
         # values); a document without one (indexed before labels existed) is public.
         self.access_names: list[str] = ["public"]
         self.access_id: dict[str, int] = {"public": 0}
-        self.access = np.zeros(n, dtype=np.int64)
+        self.access = _buffer(np.zeros(n, dtype=np.int64), np.int64)
         pos, val = self._pairs(facet_rows)
         self.nvalues = len(self.values)
         per_doc = np.bincount(pos, minlength=n)
         width = int(min(max(int(per_doc.max(initial=0)), 1), ROW_WIDTH_MAX))
-        self.rows = np.zeros((n, width), dtype=np.int32)
+        self.rows = np.zeros((_spare(n), width), dtype=np.int32)
         self.over_pos, self.over_val = _EMPTY, _EMPTY
         self.postings: list[np.ndarray] = []
+        self.posting_buf: list[np.ndarray | None] = []
         self._add_facets(0, pos, val)
         self._visible: dict = {}
-
-    def _ranks(self) -> None:
-        n = self.n
-        self.modified_rank = np.empty(n, dtype=np.int64)
-        self.modified_rank[self.modified_order] = np.arange(n)
-        self.title_rank = np.empty(n, dtype=np.int64)
-        self.title_rank[self.title_order] = np.arange(n)
 
     def _pairs(self, facet_rows) -> tuple[np.ndarray, np.ndarray]:
         """(positions, value ids) of facet rows; unseen values get new ids (append-only)."""
         pair_pos, pair_val = [], []
-        for doc_id, f, v in facet_rows:
-            p = self.pos_of[doc_id] if doc_id < len(self.pos_of) else -1
+        at = self.pos_of[np.fromiter((r[0] for r in facet_rows), dtype=np.int64,
+                                     count=len(facet_rows))].tolist()
+        value_id, access_id = self.value_id, self.access_id
+        for (_, f, v), p in zip(facet_rows, at):
             if p < 0:
                 continue
             if f == ACCESS_FIELD:
-                aid = self.access_id.get(v)
+                aid = access_id.get(v)
                 if aid is None:
-                    aid = self.access_id[v] = len(self.access_names)
+                    aid = access_id[v] = len(self.access_names)
                     self.access_names.append(v)
                 self.access[p] = aid
                 continue
-            vid = self.value_id.get((f, v))
+            vid = value_id.get((f, v))
             if vid is None:
-                vid = self.value_id[(f, v)] = len(self.values)
+                vid = value_id[(f, v)] = len(self.values)
                 self.values.append((f, v))
             pair_pos.append(p)
             pair_val.append(vid)
@@ -214,16 +326,24 @@ class Arrays:
             self.over_pos = np.concatenate([self.over_pos, pos[~fits]])
             self.over_val = np.concatenate([self.over_val, val[~fits]])
         postings = self.postings = list(self.postings)
-        postings += [_EMPTY] * (self.nvalues - len(postings))
+        postings += [_EMPTY.astype(np.int32)] * (self.nvalues - len(postings))
+        bufs = self.posting_buf  # shared: only items past a snapshot's own views are written
+        bufs += [None] * (self.nvalues - len(bufs))
         by_val = np.argsort(val, kind="stable")  # positions stay ascending within a value
         vals, pos_by_val = val[by_val], pos[by_val].astype(np.int32)
         cut = np.flatnonzero(np.diff(vals)) + 1
         for group in np.split(np.arange(len(vals)), cut) if len(vals) else []:
             vid = int(vals[group[0]])
-            postings[vid] = np.concatenate([postings[vid], pos_by_val[group]]).astype(np.int32)
+            have, add = len(postings[vid]), len(group)
+            buf = bufs[vid]
+            if buf is None or have + add > len(buf):
+                buf = bufs[vid] = np.empty(_spare(have + add), dtype=np.int32)
+                buf[:have] = postings[vid]
+            buf[have:have + add] = pos_by_val[group]
+            postings[vid] = buf[:have + add]
 
     def _modified_before(self, p: int, modified: str | None, dataset_id: str) -> bool:
-        """Whether position p sorts before (modified, dataset_id) in modified_order."""
+        """Whether position p sorts before (modified, dataset_id) in the date order."""
         m = self.modified[p]
         if bool(m) != bool(modified):
             return bool(m)  # dated before undated
@@ -231,27 +351,34 @@ class Arrays:
             return m > modified  # newest first
         return self.dataset_ids[p] < dataset_id
 
+    def alive_at(self, idx) -> np.ndarray:
+        """Which of positions ``idx`` (< n; an array or a slice) are alive in this snapshot."""
+        return self.died[idx] > self.version
+
     def apply(self, touched: list[int], docs: list[tuple], facet_rows: list[tuple]) -> "Arrays":
         """A new snapshot: every touched doc id's old position dead, ``docs`` (rows as for
-        the constructor, doc ids among ``touched``) appended with their facet rows."""
+        the constructor, doc ids among ``touched``) appended with their facet rows. Costs the
+        size of the change (and of the deltas), never a copy of the catalogue's arrays."""
         new = object.__new__(Arrays)
         new.__dict__.update(self.__dict__)
         for shared in (self.dataset_ids, self.titles, self.modified):
             del shared[self.n:]  # left by an apply that failed half-way: nobody reads them
-        touched_arr = np.asarray([d for d in touched if d < len(self.pos_of)], dtype=np.int64)
-        old = self.pos_of[touched_arr] if len(touched_arr) else np.zeros(0, dtype=np.int64)
-        old = np.sort(old[old >= 0])
+        touched_arr = np.asarray(touched, dtype=np.int64)
+        old = self.pos_of[touched_arr]
+        old = np.unique(old[old >= 0])
+        old = old[self.alive_at(old)]
         k = len(docs)
         n = new.n = self.n + k
-        new.alive = np.concatenate([self.alive, np.ones(k, dtype=bool)])
-        new.alive[old] = False
-        new.live = self.live - int(self.alive[old].sum()) + k
-        top = max([len(self.pos_of) - 1] + [d[0] for d in docs])
-        new.pos_of = np.full(top + 1, -1, dtype=np.int64)
-        new.pos_of[:len(self.pos_of)] = self.pos_of
-        new.pos_of[touched_arr] = -1
-        for i, d in enumerate(docs):
-            new.pos_of[d[0]] = self.n + i
+        new.version = self.version + 1
+        new.died = _grown(self.died, self.n, k)
+        new.died[self.n:n] = _NEVER
+        new.died[old] = new.version  # older snapshots (version < this) still see them alive
+        new.live = self.live - len(old) + k
+        added = np.arange(self.n, n, dtype=np.int64)
+        limit = self.delta_limit(n)
+        new.pos_of = self.pos_of.updated(
+            np.concatenate([touched_arr, np.array([d[0] for d in docs], dtype=np.int64)]),
+            np.concatenate([np.full(len(touched_arr), -1, dtype=np.int64), added]), limit)
         new.doc_of = _grown(self.doc_of, self.n, k)
         new.doc_of[self.n:n] = [d[0] for d in docs]
         # Shared lists, appended to: positions < self.n are unchanged for older snapshots.
@@ -260,23 +387,18 @@ class Arrays:
         new.modified.extend(d[3] for d in docs)
         new.title_len = _grown(self.title_len, self.n, k)
         new.title_len[self.n:n] = [len(d[2]) for d in docs]
-        mod_at = [_insertion_point(self.modified_order,
-                                   lambda p, d=d: new._modified_before(p, d[3], d[1]))
+        mod_at = [self.mod._place(lambda p, d=d: new._modified_before(p, d[3], d[1]))
                   for d in docs]
-        title_at = [_insertion_point(self.title_order,
-                                     lambda p, d=d: (new.titles[p], new.dataset_ids[p]) < (d[2], d[1]))
-                    for d in docs]
-        added = np.arange(self.n, n, dtype=np.int64)
-        # Several new docs at one insertion point go in their own sort order.
+        title_at = [self.title._place(
+            lambda p, d=d: (new.titles[p], new.dataset_ids[p]) < (d[2], d[1])) for d in docs]
+        # Several new docs at one place go in their own sort order.
         by_mod = sorted(range(k), key=functools.cmp_to_key(
-            lambda i, j: (mod_at[i] - mod_at[j]) or _modified_cmp(docs[i], docs[j])))
-        by_title = sorted(range(k), key=lambda i: (title_at[i], docs[i][2], docs[i][1]))
-        mod_at = np.array([mod_at[i] for i in by_mod], dtype=np.int64)
-        title_at = np.array([title_at[i] for i in by_title], dtype=np.int64)
-        new.modified_order = np.insert(self.modified_order, mod_at, added[by_mod])
-        new.title_order = np.insert(self.title_order, title_at, added[by_title])
-        new.modified_rank = _shifted(self.modified_rank, mod_at, added[by_mod])
-        new.title_rank = _shifted(self.title_rank, title_at, added[by_title])
+            lambda i, j: (mod_at[i][1] - mod_at[j][1]) or (mod_at[i][0] - mod_at[j][0])
+            or _modified_cmp(docs[i], docs[j])))
+        by_title = sorted(range(k), key=lambda i: (title_at[i][1], title_at[i][0],
+                                                   docs[i][2], docs[i][1]))
+        new.mod = self.mod.inserted([mod_at[i] for i in by_mod], added[by_mod], limit)
+        new.title = self.title.inserted([title_at[i] for i in by_title], added[by_title], limit)
         # value ids and access names are append-only and shared, like the lists.
         new.access = _grown(self.access, self.n, k)
         new.access[self.n:n] = 0
@@ -288,29 +410,26 @@ class Arrays:
         # What each cached label set sees, by difference: minus the dead, plus the new.
         new._visible = {}
         for key, vis in list(self._visible.items()):
-            added_vis = added[new._readable_mask(key, added)]
-            gone = old[vis.mask[old]]
+            readable = _grown(vis.readable, self.n, k)
+            readable[self.n:n] = new._readable_mask(key, added)
+            added_vis = added[readable[self.n:n]]
+            gone = old[readable[old]]
             counts = np.zeros(new.nvalues, dtype=np.int64)
             counts[:len(vis.counts)] = vis.counts
             counts += new._count(added_vis) - new._count(gone)
-            mask = np.concatenate([vis.mask, np.zeros(k, dtype=bool)])
-            mask[gone] = False
-            mask[added_vis] = True
-            new._visible[key] = _Visible(mask, vis.count - len(gone) + len(added_vis), counts)
+            new._visible[key] = _Visible(readable, vis.count - len(gone) + len(added_vis), counts)
         return new
 
     def positions(self, ids) -> np.ndarray:
         """Sorted positions of doc ids (from a group_concat string or ints); unknown ids dropped."""
-        arr = _ids(ids)
-        arr = arr[arr < len(self.pos_of)]
-        pos = self.pos_of[arr]
-        pos = pos[pos >= 0]
+        pos = self.pos_of[_ids(ids)]
+        pos = pos[(pos >= 0) & (pos < self.n)]
         if len(pos) > 1 and not (pos[1:] > pos[:-1]).all():
             pos = np.unique(pos)
         return pos
 
     def _readable_mask(self, readable, at: np.ndarray) -> np.ndarray:
-        """Which positions ``at`` (alive ones) a caller with these labels may see."""
+        """Which positions ``at`` a caller with these labels may see (alive or not)."""
         if readable is None:
             return np.ones(len(at), dtype=bool)
         ids = [i for i, name in enumerate(self.access_names) if name in readable]
@@ -330,21 +449,23 @@ class Arrays:
         key = None if readable is None else frozenset(readable)
         vis = self._visible.get(key)
         if vis is None:
-            alive = np.flatnonzero(self.alive)
-            idx = alive[self._readable_mask(key, alive)]
-            mask = np.zeros(self.n, dtype=bool)
-            mask[idx] = True
-            vis = _Visible(mask, len(idx), self._count(idx))
+            mask = self._readable_mask(key, np.arange(self.n))
+            idx = np.flatnonzero(mask & self.alive_at(slice(0, self.n)))
+            vis = _Visible(_buffer(mask, bool), len(idx), self._count(idx))
             if len(self._visible) >= VISIBLE_SETS:
                 self._visible.pop(next(iter(self._visible), None), None)
             self._visible[key] = vis
         return vis
 
+    def _sees(self, vis: _Visible, idx) -> np.ndarray:
+        """Which of positions ``idx`` the caller of ``vis`` may see in this snapshot."""
+        return vis.readable[idx] & self.alive_at(idx)
+
     def _posting(self, key: str, value: str) -> np.ndarray:
         vid = self.value_id.get((key, value))
         return self.postings[vid] if vid is not None and vid < self.nvalues else _EMPTY
 
-    def _top(self, cand, vis: _Visible, order, rank, start: int, stop: int) -> np.ndarray:
+    def _top(self, cand, vis: _Visible, order: _Order, start: int, stop: int) -> np.ndarray:
         """Positions start..stop of the matches (``cand``, None = all visible) in ``order``."""
         total = vis.count if cand is None else len(cand)
         if start >= total:
@@ -352,20 +473,24 @@ class Arrays:
         if cand is None or len(cand) * 8 > self.n:
             # Most documents match: walk the order until the page is filled.
             if cand is None:
-                mask = vis.mask
+                def keep(seg):
+                    return self._sees(vis, seg)
             else:
                 mask = np.zeros(self.n, dtype=bool)
                 mask[cand] = True
+
+                def keep(seg):
+                    return mask[seg]
             got, have, i, step = [], 0, 0, max(4 * stop, 1024)
             while have < stop and i < self.n:
-                seg = order[i:i + step]
-                seg = seg[mask[seg]]
+                seg = order.slice(i, i + step)
+                seg = seg[keep(seg)]
                 got.append(seg)
                 have += len(seg)
                 i += step
                 step *= 2
             return np.concatenate(got)[start:stop]
-        r = rank[cand]
+        r = order.rank(cand)
         if stop < len(cand):
             part = np.argpartition(r, stop - 1)[:stop]
             part = part[np.argsort(r[part])]
@@ -390,7 +515,7 @@ class Arrays:
         if sets:
             # Smallest first: every later test costs the size of what is left.
             sets.sort(key=len)
-            cand = sets[0][vis.mask[sets[0]]]
+            cand = sets[0][self._sees(vis, sets[0])]
             for s in sets[1:]:
                 if not len(cand):
                     break
@@ -401,7 +526,8 @@ class Arrays:
             else:  # fewer documents left out than matched: count those, subtract
                 mask = np.zeros(self.n, dtype=bool)
                 mask[cand] = True
-                counts = vis.counts - self._count(np.flatnonzero(vis.mask & ~mask))
+                seen = self._sees(vis, slice(0, self.n))
+                counts = vis.counts - self._count(np.flatnonzero(seen & ~mask))
         else:
             cand, total, counts = None, vis.count, vis.counts
         facets: dict[str, list[tuple[str, int]]] = {f: [] for f in FACETS}
@@ -416,9 +542,9 @@ class Arrays:
         start = min(max(0, start), self.n)  # an offset past the end is an empty page
         stop = start + per_page
         if sort == "title":
-            chosen = self._top(cand, vis, self.title_order, self.title_rank, start, stop)
+            chosen = self._top(cand, vis, self.title, start, stop)
         elif sort == "modified" or not matches:
-            chosen = self._top(cand, vis, self.modified_order, self.modified_rank, start, stop)
+            chosen = self._top(cand, vis, self.mod, start, stop)
         else:
             chosen = self._by_relevance(cand, matches, demoted, start, stop)
         return SearchResult(ids=[self.dataset_ids[p] for p in chosen.tolist()], total=total,
@@ -431,7 +557,7 @@ class Arrays:
         for any_pos, title_pos in matches:
             # BM25's idf with binary term frequency: rare terms weigh more; the title field
             # is boosted, so title matches come first (BM25F-style field weights).
-            n = int(self.alive[any_pos].sum())
+            n = int(self.alive_at(any_pos).sum())
             idf = math.log(1 + (self.live - n + 0.5) / (n + 0.5))
             s += idf * (1 + TITLE_WEIGHT * _member(title_pos, idx, self.n))
         if demoted:
@@ -446,11 +572,11 @@ class Arrays:
             need = stop - int((neg < cut).sum())
             if len(ties) > need:
                 t = idx[ties]
-                key = self.title_len[t] * (self.n + 1) + self.modified_rank[t]
+                key = self.title_len[t] * (self.n + 1) + self.mod.rank(t)
                 ties = ties[np.argpartition(key, need - 1)[:need]]
             sub = np.concatenate([np.flatnonzero(neg < cut), ties])
         p = idx[sub]
-        order = np.lexsort((self.modified_rank[p], self.title_len[p], -s[sub]))
+        order = np.lexsort((self.mod.rank(p), self.title_len[p], -s[sub]))
         return p[order[start:stop]]
 
 

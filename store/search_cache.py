@@ -114,7 +114,7 @@ class SearchCache:
                 self.term_hits += 1
                 return (entry.any_pos[:np.searchsorted(entry.any_pos, arrays.n)],
                         entry.title_pos[:np.searchsorted(entry.title_pos, arrays.n)])
-            new_docs = arrays.doc_of[entry.n:arrays.n][arrays.alive[entry.n:arrays.n]]
+            new_docs = arrays.doc_of[entry.n:arrays.n][arrays.alive_at(slice(entry.n, arrays.n))]
             if exact and len(new_docs) <= self.EXTEND_LIMIT:
                 any_ids, title_ids = (matcher(conn, group, only=new_docs.tolist())
                                       if len(new_docs) else ("", ""))
