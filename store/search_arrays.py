@@ -248,7 +248,11 @@ class Arrays:
         each apply a copy of its size, a rebuild the catalogue's size once."""
         return max(4096, 16 * int(math.isqrt(max(n, 1))))
 
-    def __init__(self, docs: list[tuple], facet_rows: list[tuple]):
+    def __init__(self, docs: list[tuple], facet_rows: list[tuple] = (),
+                 facet_groups: list[tuple] = ()):
+        """``docs``: (doc_id, dataset_id, title, modified) rows; facets as (doc_id, field,
+        value) rows and/or (field, value, doc ids) groups (a group_concat string or ints): at
+        1M datasets, a few hundred groups load in a fraction of the time of 7M rows."""
         self.lineage = object()
         self.version = 0
         self.n = self.live = n = len(docs)
@@ -278,6 +282,8 @@ class Arrays:
         self.access_id: dict[str, int] = {"public": 0}
         self.access = _buffer(np.zeros(n, dtype=np.int64), np.int64)
         pos, val = self._pairs(facet_rows)
+        gpos, gval = self._group_pairs(facet_groups)
+        pos, val = np.concatenate([pos, gpos]), np.concatenate([val, gval])
         self.nvalues = len(self.values)
         per_doc = np.bincount(pos, minlength=n)
         width = int(min(max(int(per_doc.max(initial=0)), 1), ROW_WIDTH_MAX))
@@ -293,24 +299,42 @@ class Arrays:
         pair_pos, pair_val = [], []
         at = self.pos_of[np.fromiter((r[0] for r in facet_rows), dtype=np.int64,
                                      count=len(facet_rows))].tolist()
-        value_id, access_id = self.value_id, self.access_id
         for (_, f, v), p in zip(facet_rows, at):
             if p < 0:
                 continue
             if f == ACCESS_FIELD:
-                aid = access_id.get(v)
-                if aid is None:
-                    aid = access_id[v] = len(self.access_names)
-                    self.access_names.append(v)
-                self.access[p] = aid
+                self.access[p] = self._access(v)
                 continue
-            vid = value_id.get((f, v))
-            if vid is None:
-                vid = value_id[(f, v)] = len(self.values)
-                self.values.append((f, v))
             pair_pos.append(p)
-            pair_val.append(vid)
+            pair_val.append(self._value(f, v))
         return np.array(pair_pos, dtype=np.int64), np.array(pair_val, dtype=np.int64)
+
+    def _value(self, f: str, v: str) -> int:
+        vid = self.value_id.get((f, v))
+        if vid is None:
+            vid = self.value_id[(f, v)] = len(self.values)
+            self.values.append((f, v))
+        return vid
+
+    def _access(self, label: str) -> int:
+        aid = self.access_id.get(label)
+        if aid is None:
+            aid = self.access_id[label] = len(self.access_names)
+            self.access_names.append(label)
+        return aid
+
+    def _group_pairs(self, groups) -> tuple[np.ndarray, np.ndarray]:
+        """As _pairs, from (field, value, doc ids) groups."""
+        pos_parts, val_parts = [_EMPTY], [_EMPTY]
+        for f, v, ids in groups:
+            p = self.pos_of[_ids(ids)]
+            p = p[p >= 0]
+            if f == ACCESS_FIELD:
+                self.access[p] = self._access(v)
+                continue
+            pos_parts.append(p)
+            val_parts.append(np.full(len(p), self._value(f, v), dtype=np.int64))
+        return np.concatenate(pos_parts), np.concatenate(val_parts)
 
     def _add_facets(self, first: int, pos: np.ndarray, val: np.ndarray) -> None:
         """Enter the facet pairs of positions >= first (fresh rows) into rows and postings."""
