@@ -294,6 +294,22 @@ class Arrays:
         self._add_facets(0, pos, val)
         self._visible: dict = {}
 
+    def delta_size(self) -> int:
+        """The largest delta over the base arrays (compare with delta_limit)."""
+        return max(len(self.mod.pos), len(self.title.pos), len(self.pos_of.keys))
+
+    def compacted(self) -> "Arrays":
+        """The same snapshot (same lineage and answers) with its deltas folded into new bases:
+        a catalogue-sized copy, so it runs off the search path (SearchCache) and is swapped in
+        only if no publish came first."""
+        new = object.__new__(Arrays)
+        new.__dict__.update(self.__dict__)
+        new.mod, new.title = _Order(self.mod.slice(0, self.n)), _Order(self.title.slice(0, self.n))
+        if len(self.pos_of.keys):
+            new.pos_of = self.pos_of.updated(_EMPTY, _EMPTY, -1)
+        new._visible = dict(self._visible)
+        return new
+
     def _pairs(self, facet_rows) -> tuple[np.ndarray, np.ndarray]:
         """(positions, value ids) of facet rows; unseen values get new ids (append-only)."""
         pair_pos, pair_val = [], []

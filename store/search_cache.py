@@ -38,7 +38,9 @@ class SearchCache:
     of every document (2.25 s at 100k datasets). A full load happens on the first search, when
     the log no longer reaches back to this snapshot, or when more changed than a reload costs.
     ``full_loads`` and ``incremental_updates`` count both paths; while one thread applies, the
-    others answer from the snapshot before it instead of waiting.
+    others answer from the snapshot before it instead of waiting. When a snapshot's deltas pass
+    half their limit (Arrays.delta_limit), a background thread folds them into new base arrays
+    (``compactions``), so the catalogue-sized rebuild rarely falls on a search.
 
     Term matches are cached per lineage (``match``): ``term_hits``, ``term_extended`` (matched
     again against the documents published since) and ``term_misses`` count the three paths.
@@ -57,6 +59,8 @@ class SearchCache:
         self._term_positions = 0
         self.full_loads = 0
         self.incremental_updates = 0
+        self.compactions = 0
+        self._compactor: threading.Thread | None = None
         self.term_hits = self.term_extended = self.term_misses = 0
 
     @property
@@ -94,9 +98,32 @@ class SearchCache:
             else:
                 self.incremental_updates += 1
             self._state = (updated, gen)
+            if updated.delta_size() * 2 > Arrays.delta_limit(updated.n):
+                self._compact_later(updated)
             return updated, True
         finally:
             self._lock.release()
+
+    def _compact_later(self, arrays: Arrays) -> None:
+        """Fold ``arrays``' deltas into new bases in a thread; swap the result in only if it is
+        still the current snapshot (a publish applied meanwhile keeps its own deltas)."""
+        if self._compactor is not None and self._compactor.is_alive():
+            return
+
+        def run():
+            compacted = arrays.compacted()
+            with self._lock:
+                if self._state[0] is arrays:
+                    self._state = (compacted, self._state[1])
+                    self.compactions += 1
+
+        self._compactor = threading.Thread(target=run, name="search-compaction", daemon=True)
+        self._compactor.start()
+
+    def wait_compacted(self, timeout: float = 30) -> None:
+        """Until the background compaction (if any) is done: for tests and benchmarks."""
+        if self._compactor is not None:
+            self._compactor.join(timeout)
 
     def clear_terms(self) -> None:
         self._terms = OrderedDict()

@@ -399,7 +399,8 @@ def test_publishes_are_applied_not_reloaded(tmp_path, monkeypatch, delta_limit):
     through the change log: after its first load it never reloads, and every answer (ids in
     every sort, totals, facets, filters) equals that of a fresh full load of the same data;
     also when the sort orders' and doc id map's deltas are folded into new bases every few
-    publishes (store.search_arrays.Arrays.delta_limit)."""
+    publishes (store.search_arrays.Arrays.delta_limit), inside a publish's apply or by the
+    background compaction."""
     import random
     if delta_limit is not None:
         monkeypatch.setattr(Arrays, "delta_limit", staticmethod(lambda n: delta_limit))
@@ -438,8 +439,12 @@ def test_publishes_are_applied_not_reloaded(tmp_path, monkeypatch, delta_limit):
                 assert (got.ids, got.total, got.facets) == (want.ids, want.total, want.facets), \
                     (step, q, filters, sort)
         assert reader.search("").total == len(live)
+        if delta_limit is not None and step % 3 == 0:  # else the next publish may come first
+            reader.cache.wait_compacted()
     assert reader.cache.full_loads == 1
     assert reader.cache.incremental_updates == 40
+    if delta_limit is not None:  # folded by the background thread, not only inside apply
+        assert reader.cache.compactions >= 5
 
 
 def test_worker_behind_the_pruned_log_reloads(tmp_path, monkeypatch):
