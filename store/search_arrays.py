@@ -221,6 +221,9 @@ class _Visible:
     readable: np.ndarray
     count: int
     counts: np.ndarray
+    # Readable and alive, per position: built by the first search of a snapshot that needs it
+    # (a catalogue-sized pass, ~1 ms at 1M), never by the publish's apply.
+    mask: np.ndarray | None = None
 
 
 class Arrays:
@@ -489,17 +492,20 @@ class Arrays:
         key = None if readable is None else frozenset(readable)
         vis = self._visible.get(key)
         if vis is None:
-            mask = self._readable_mask(key, np.arange(self.n))
-            idx = np.flatnonzero(mask & self.alive_at(slice(0, self.n)))
-            vis = _Visible(_buffer(mask, bool), len(idx), self._count(idx))
+            readable = self._readable_mask(key, np.arange(self.n))
+            mask = readable & self.alive_at(slice(0, self.n))
+            idx = np.flatnonzero(mask)
+            vis = _Visible(_buffer(readable, bool), len(idx), self._count(idx), mask)
             if len(self._visible) >= VISIBLE_SETS:
                 self._visible.pop(next(iter(self._visible), None), None)
             self._visible[key] = vis
         return vis
 
-    def _sees(self, vis: _Visible, idx) -> np.ndarray:
-        """Which of positions ``idx`` the caller of ``vis`` may see in this snapshot."""
-        return vis.readable[idx] & self.alive_at(idx)
+    def _mask(self, vis: _Visible) -> np.ndarray:
+        """Per position: may the caller of ``vis`` see it in this snapshot."""
+        if vis.mask is None:
+            vis.mask = vis.readable[:self.n] & self.alive_at(slice(0, self.n))
+        return vis.mask
 
     def _posting(self, key: str, value: str) -> np.ndarray:
         vid = self.value_id.get((key, value))
@@ -513,8 +519,10 @@ class Arrays:
         if cand is None or len(cand) * 8 > self.n:
             # Most documents match: walk the order until the page is filled.
             if cand is None:
+                seen = self._mask(vis)
+
                 def keep(seg):
-                    return self._sees(vis, seg)
+                    return seen[seg]
             else:
                 mask = np.zeros(self.n, dtype=bool)
                 mask[cand] = True
@@ -555,7 +563,7 @@ class Arrays:
         if sets:
             # Smallest first: every later test costs the size of what is left.
             sets.sort(key=len)
-            cand = sets[0][self._sees(vis, sets[0])]
+            cand = sets[0][self._mask(vis)[sets[0]]]
             for s in sets[1:]:
                 if not len(cand):
                     break
@@ -566,8 +574,7 @@ class Arrays:
             else:  # fewer documents left out than matched: count those, subtract
                 mask = np.zeros(self.n, dtype=bool)
                 mask[cand] = True
-                seen = self._sees(vis, slice(0, self.n))
-                counts = vis.counts - self._count(np.flatnonzero(seen & ~mask))
+                counts = vis.counts - self._count(np.flatnonzero(self._mask(vis) & ~mask))
         else:
             cand, total, counts = None, vis.count, vis.counts
         facets: dict[str, list[tuple[str, int]]] = {f: [] for f in FACETS}
