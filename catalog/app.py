@@ -76,8 +76,9 @@ def _read_replica_for_gets(app: Flask, store: Store) -> None:
     """With RENKEI_DATABASE_REPLICA_URL, GET and HEAD requests read through the replica
     (store.session(), searches, the publish counter); writes and metering, token checks and
     harvest locks always use the primary (store.engine). A page shown right after a write may
-    lag by the replica's delay: every form posts to the primary and redirects."""
-    if store.replica_engine is store.engine:
+    lag by the replica's delay: every form posts to the primary and redirects. In PostgreSQL
+    mode with or without a replica, GET sessions read in autocommit (store.db.Store.session)."""
+    if not store.postgresql:
         return
     from flask import g, request
 

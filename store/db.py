@@ -10,7 +10,9 @@ servers × workers × (pool + overflow) (+ 1 per running harvest, for its source
 stay below the server's max_connections (or PgBouncer's pool). Statements are never prepared
 server-side (`prepare_threshold=None`): PgBouncer before 1.21 cannot follow prepared statements
 in transaction mode. With RENKEI_DATABASE_REPLICA_URL, GET requests read through a read replica
-(Store.start_reading) while writes, metering and locks use the primary.
+(Store.start_reading) while writes, metering and locks use the primary. GET sessions read
+in autocommit (Store.session), so no request holds a transaction open while it asks for a
+second connection.
 """
 from __future__ import annotations
 
@@ -237,6 +239,14 @@ class Store:
         from store.search import SearchIndex  # search tables live beside the catalogue
         self.search = SearchIndex(self.engine, self.read_engine)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        # GET sessions run each statement in its own transaction (READ COMMITTED gives every
+        # statement its own snapshot anyway): a request reading the catalogue never sits idle
+        # in a transaction while it opens another connection (a feature table, a search). In
+        # a transaction that would pin one server connection and wait for a second; through
+        # PgBouncer in transaction mode, or a full pool, enough such requests at once wait on
+        # each other until they time out.
+        self._read_autocommit = (self.replica_engine.execution_options(
+            isolation_level="AUTOCOMMIT") if self.postgresql else None)
 
     @property
     def postgresql(self) -> bool:
@@ -257,6 +267,8 @@ class Store:
         _reading.reset(token)
 
     def session(self) -> Session:
+        if self._read_autocommit is not None and _reading.get():
+            return self.Session(bind=self._read_autocommit)
         return self.Session(bind=self.read_engine())
 
     def publish_version(self) -> str:

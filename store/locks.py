@@ -4,15 +4,22 @@ theme-layer rebuild at a time.
 Embedded mode: an flock on <data dir>/locks/<name>.lock, which the kernel drops when the
 process dies (no stale lock after a crash); the holder writes its pid into the file.
 
-PostgreSQL mode (harvests on other machines than the web servers, no shared disk): a session
-advisory lock, keyed by the schema and the name, on a connection of its own held for the whole
-job in autocommit (never idle in a transaction for hours). The server drops it when that
-connection ends: the process died, or its machine vanished (TCP keepalives below, so within
-about a minute). The connection's application_name names the holder (host, pid), which
-pg_stat_activity shows to whoever finds the lock taken. `Lock.alive()` tells a job that its
-lock connection is gone (then another harvest may already have the source: the job stops).
-Session locks need a session: the harvest machine connects to PostgreSQL directly (or through
-PgBouncer in session mode), never through a transaction-mode pool.
+PostgreSQL mode (harvests on other machines than the web servers, no shared disk): a
+transaction-level advisory lock (pg_advisory_xact_lock), keyed by the schema and the name, taken
+in a transaction of its own that stays open for the whole job on a connection of its own. A
+transaction, not a session: through PgBouncer in transaction mode a session lock would stay on
+whichever server connection ran the statement, which the pooler then hands to other clients
+(they would "re-take" it, and the unlock would miss it); an open transaction keeps its server
+connection to itself, directly or through any pooler, so exclusion holds either way. The
+transaction writes nothing and runs at READ COMMITTED, so it holds no snapshot between its
+statements and does not hold back VACUUM; it turns idle_in_transaction_session_timeout off for
+itself (PgBouncer's idle_transaction_timeout must stay 0, its default, or above a harvest's
+length). The server drops the lock when the transaction ends: the job finished, the process
+died, or its machine vanished (TCP keepalives below, so within about a minute; PgBouncer closes
+the server connection of a client that left mid-transaction). application_name, set for the
+transaction, names the holder (host, pid) in pg_stat_activity. `Lock.alive()` tells a job that
+its lock connection is gone (then another harvest may already have the source: the job stops).
+Budget: one connection per running harvest, pinned for its length (a pooler's slot likewise).
 """
 from __future__ import annotations
 
@@ -122,24 +129,25 @@ def _advisory(store, name: str, wait: bool, what: str):
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
     engine = create_engine(url.render_as_string(hide_password=False) + sep + _KEEPALIVES,
-                           poolclass=NullPool, connect_args={"prepare_threshold": None},
-                           isolation_level="AUTOCOMMIT")
+                           poolclass=NullPool, connect_args={"prepare_threshold": None})
     try:
         with engine.connect() as conn:
-            me = f"renkei {socket.gethostname()} pid {os.getpid()}"[:63]
-            conn.execute(text("SELECT set_config('application_name', :me, false)"), {"me": me})
-            if wait:
-                conn.execute(text(f"SELECT pg_advisory_lock({_KEYS})"), {"name": name})
-            elif not conn.execute(text(f"SELECT pg_try_advisory_lock({_KEYS})"),
-                                  {"name": name}).scalar():
-                holder = _holder(conn, name)
-                raise SourceLocked(f"source {name!r} {what} by another process"
-                                   f"{f' ({holder})' if holder else ''}")
             try:
+                me = f"renkei {socket.gethostname()} pid {os.getpid()}"[:63]
+                conn.execute(text("SELECT set_config('application_name', :me, true), "
+                                  "set_config('idle_in_transaction_session_timeout', '0', true)"),
+                             {"me": me})
+                if wait:
+                    conn.execute(text(f"SELECT pg_advisory_xact_lock({_KEYS})"), {"name": name})
+                elif not conn.execute(text(f"SELECT pg_try_advisory_xact_lock({_KEYS})"),
+                                      {"name": name}).scalar():
+                    holder = _holder(conn, name)
+                    raise SourceLocked(f"source {name!r} {what} by another process"
+                                       f"{f' ({holder})' if holder else ''}")
                 yield Lock(conn)
             finally:
                 try:
-                    conn.execute(text(f"SELECT pg_advisory_unlock({_KEYS})"), {"name": name})
+                    conn.rollback()   # ends the transaction: the lock with it
                 except Exception:  # noqa: BLE001 - a lost connection has released it already
                     pass
     finally:
