@@ -15,7 +15,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
-               config: dict | None = None) -> Flask:
+               config: dict | None = None, make_dir: bool = True) -> Flask:
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config.update(RENKEI_DATA=str(data_dir), RENKEI_BASE_URL=base_url.rstrip("/"),
                       JSON_AS_ASCII=False,
@@ -27,7 +27,7 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
     if config:
         app.config.update(config)
     from store import applications  # noqa: F401 (its tables exist before the Store makes them)
-    store = Store(data_dir)
+    store = Store(data_dir, make_dir=make_dir)   # a stateless web server makes none
     app.extensions["renkei_store"] = store
     _read_replica_for_gets(app, store)
     from catalog import auth, metering, quotas

@@ -7,6 +7,7 @@ client holds one thread, and the timeout only restarts a worker that is truly st
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,9 +32,19 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, workers:
     from catalog.app import create_app
     data_dir = Path(data_dir).resolve()
     base_url = f"http://{host}:{port}"
+    from store.db import database_url, is_postgresql
+    stateless = is_postgresql(database_url(data_dir)) and not data_dir.is_dir()
+    if stateless:
+        # No data dir to keep secrets in: every worker would fail to boot; say why once.
+        missing = [n for n in ("RENKEI_SECRET_KEY", "RENKEI_TOKEN_SECRET") if not os.environ.get(n)]
+        if missing:
+            print(f"renkei: {' and '.join(missing)} must be set to serve without a data "
+                  f"directory ({data_dir} does not exist): the same values on every web server",
+                  file=sys.stderr, flush=True)
+            return 2
     print(f"renkei: serving {data_dir} at {base_url}/  (OGC API: {base_url}/ogcapi/)",
           file=sys.stderr, flush=True)
-    _Server(lambda: create_app(data_dir, base_url=base_url),
+    _Server(lambda: create_app(data_dir, base_url=base_url, make_dir=not stateless),
             {"bind": f"{host}:{port}", "workers": max(1, workers),
              "worker_class": "gthread", "threads": max(1, threads), "timeout": max(1, timeout),
              "keepalive": 5, "accesslog": "-", "errorlog": "-", "loglevel": "warning"}).run()

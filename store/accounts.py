@@ -98,11 +98,21 @@ class AccountError(ValueError):
 
 # -- secrets -------------------------------------------------------------------------------------
 
+class MissingSecret(RuntimeError):
+    """A secret neither the environment nor a data dir provides."""
+
+
 def _secret_file(data_dir: Path, name: str, env: str) -> bytes:
     value = os.environ.get(env)
     if value:
         return value.encode()
     path = Path(data_dir) / name
+    if not Path(data_dir).is_dir():
+        # PostgreSQL mode creates no data dir (store.db.Store): a web server without one has
+        # nowhere to keep a secret, and servers behind one load balancer must share theirs.
+        raise MissingSecret(
+            f"{env} is not set and there is no data directory ({data_dir}) to keep {name} in: "
+            f"set {env} (the same value on every web server), or give the server a data dir")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -227,10 +227,14 @@ _reading = ContextVar("renkei_read_replica", default=False)
 class Store:
     """One per process: the engines, a session factory and the publish counter."""
 
-    def __init__(self, data_dir: Path | str):
+    def __init__(self, data_dir: Path | str, make_dir: bool = True):
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = make_engine(database_url(self.data_dir))
+        url = database_url(self.data_dir)
+        # A web server in PostgreSQL mode (catalog.app: make_dir=False) creates no data dir and
+        # needs none: secrets from the environment, terms from the package.
+        if make_dir or not is_postgresql(url):
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(url)
         replica = replica_url()
         # The primary unless a replica is configured: callers never need to ask which.
         self.replica_engine = make_engine(replica) if replica else self.engine

@@ -11,6 +11,8 @@ the catalogue, the search index and the features are all in PostgreSQL.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 import requests
 
 from tests import pg_mode
-from tests.servers import renkei_serve
+from tests.servers import REPO, renkei_serve
 from tests.test_security_serve import harvest
 
 pytestmark = pytest.mark.pg_only(reason="several servers share one PostgreSQL database")
@@ -122,3 +124,41 @@ def test_two_servers_with_empty_data_dirs_serve_one_database(tmp_path, monkeypat
             assert _csv(base, cid)[0] == 404
     for d in (web_a, web_b):   # nothing published lives on a web server's disk
         assert not [p for p in d.rglob("*") if p.suffix in (".gpkg", ".db", ".mbtiles")]
+
+
+def test_a_web_server_runs_with_no_data_dir_at_all(tmp_path, monkeypatch):
+    """Secrets from the environment (the same on every server), terms from the package, the
+    rest from PostgreSQL: the data dir it is given does not exist before, nor after."""
+    from tests.accounts import add_user, token
+    from store.db import Store
+    shared = pg_mode.url_for(os.environ["RENKEI_TEST_RUN_DATABASE"], tmp_path / "shared")
+    monkeypatch.setenv("RENKEI_DATABASE_URL", shared)
+    monkeypatch.delenv("RENKEI_SECRET_KEY", raising=False)
+    monkeypatch.delenv("RENKEI_TOKEN_SECRET", raising=False)
+    harvester, none = tmp_path / "harvester", tmp_path / "no-data-dir"
+    assert harvest(harvester, sources(tmp_path / "src", with_file=True)).returncode == 0
+
+    refused = subprocess.run([sys.executable, "-m", "catalog.cli", "--data-dir", str(none),
+                              "serve", "--port", "1"], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "RENKEI_SECRET_KEY and RENKEI_TOKEN_SECRET must be set" in refused.stderr
+
+    monkeypatch.setenv("RENKEI_SECRET_KEY", "session-secret-shared-by-all-servers")
+    monkeypatch.setenv("RENKEI_TOKEN_SECRET", "token-secret-shared-by-all-servers")
+    store = Store(harvester)   # an operator's machine issues a token with the shared secret
+    add_user(store, "operator@pref.hyogo.example", sysadmin=True)
+    bearer = {"Authorization": "Bearer " + token(store, "operator@pref.hyogo.example")}
+    with renkei_serve(none, workers=1) as (base, _):
+        seen = view(base)
+        assert seen["search"] == [DATASET] and len(seen["collections"]) == 2
+        (cid,) = [c for c in seen["collections"] if seen[c]["matched"] == 40]
+        assert _csv(base, cid)[0] == 200
+        assert requests.get(f"{base}/harvest", headers=bearer, timeout=30).status_code == 200
+        wrong = {"Authorization": "Bearer renkei_" + "x" * 40}
+        assert requests.get(f"{base}/harvest", headers=wrong, timeout=30).status_code == 401
+        terms = requests.get(f"{base}/terms", timeout=30)
+        assert terms.status_code == 200 and "要綱" in terms.text
+        login = requests.get(f"{base}/login", timeout=30)
+        assert login.status_code == 200 and "csrf_token" in login.text
+    assert not none.exists()
