@@ -12,10 +12,14 @@ here without knowing it. The whole write is one transaction: rows arrive by COPY
 index is built once at the end, and a writer that fails leaves nothing behind.
 
 Readers (the OGC API provider, downloads) read one version inside one transaction, which holds
-an ACCESS SHARE lock on its table. So a superseded table is dropped with a short lock_timeout:
-if a reader still holds it, the table is marked with a comment instead and dropped by a later
-sweep (`drop_superseded`), rather than making the publish (or new readers queued behind the
-DROP) wait.
+an ACCESS SHARE lock on its table. A request chooses its version (the collection's table) a
+moment before that transaction begins, so a publish does not drop the version it supersedes at
+once: it marks it with a comment holding the database's clock, and a later publish's sweep
+(`drop_superseded`) drops it once RENKEI_DROP_GRACE seconds (default 300, more than a request
+may last) have passed. A request that chose the old version just before the switch thus reads
+it whole, never a missing table. The DROP itself has a short lock_timeout: if a reader still
+holds the table, it is left for the next sweep rather than making the publish (or new readers
+queued behind the DROP) wait. RENKEI_DROP_GRACE=0 drops at the switch when no reader holds it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ PREFIX = "postgis:"
 SUPERSEDED = "renkei:superseded"
 # How long a DROP may wait for readers before it is left to a later sweep (ms).
 DROP_LOCK_TIMEOUT_MS = 200
+GRACE_ENV = "RENKEI_DROP_GRACE"
+DEFAULT_GRACE_S = 300
 # PostgreSQL truncates identifiers longer than this (bytes, NAMEDATALEN - 1).
 MAX_IDENT_BYTES = 63
 SQL_TYPES = {"integer": "bigint", "number": "double precision", "boolean": "boolean",
@@ -263,30 +269,75 @@ def version_tables(conn, collection_id: str) -> list[str]:
     return [r for r in rows if _TABLE.match(r)]
 
 
+def grace_seconds() -> float:
+    import os
+    value = os.environ.get(GRACE_ENV)
+    try:
+        return max(0.0, float(value)) if value else float(DEFAULT_GRACE_S)
+    except ValueError:
+        raise ValueError(f"{GRACE_ENV} must be a number of seconds, not {value!r}") from None
+
+
 def drop_versions(data_dir, collection_id: str, keep: str | None, *, engine=None) -> int:
-    """Drop a collection's version tables but `keep` (a `postgis:` path, or None: all), once
-    the switch has committed; tables a reader still holds are marked and left to
-    `drop_superseded`. Returns how many were dropped now."""
+    """Retire a collection's version tables but `keep` (a `postgis:` path, or None: all), once
+    the switch has committed: marked now, dropped by a later sweep after the grace period (at
+    once with no grace, unless a reader holds them). Returns how many were dropped now."""
     engine = engine if engine is not None else engine_for(data_dir)
     keep_table = table_of(keep) if is_postgis(keep) else None
     with engine.connect() as conn:
         tables = [t for t in version_tables(conn, collection_id) if t != keep_table]
         conn.rollback()
-    dropped = sum(_drop(engine, t) for t in tables)
-    drop_superseded(engine)
+    grace = grace_seconds()
+    if grace == 0:
+        dropped = sum(_drop(engine, t) for t in tables)
+    else:
+        dropped = 0
+        for t in tables:
+            _mark(engine, t)
+    drop_superseded(engine, grace)
     return dropped
 
 
-def drop_superseded(engine) -> int:
-    """Retry the tables an earlier drop had to leave to readers."""
+def drop_superseded(engine, grace: float | None = None) -> int:
+    """Drop the superseded tables whose grace period is over (the readers that chose them
+    are done), and those an earlier drop had to leave to readers."""
     from sqlalchemy import text
+    grace = grace_seconds() if grace is None else grace
     with engine.connect() as conn:
-        tables = list(conn.execute(text(
-            "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'f\\_%' "
+        rows = conn.execute(text(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class'), extract(epoch FROM now()) "
+            "FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'f\\_%' "
             "AND c.relnamespace = current_schema()::regnamespace "
-            "AND obj_description(c.oid, 'pg_class') = :mark"), {"mark": SUPERSEDED}).scalars())
+            "AND obj_description(c.oid, 'pg_class') LIKE :mark"),
+            {"mark": SUPERSEDED + "%"}).all()
         conn.rollback()
-    return sum(_drop(engine, t, mark=False) for t in tables if _TABLE.match(t))
+    due = []
+    for table, comment, now in rows:
+        since = comment[len(SUPERSEDED):].strip()
+        try:
+            due_at = float(since) + grace
+        except ValueError:
+            due_at = 0.0   # marked without a time: a drop left to readers
+        if _TABLE.match(table) and float(now) >= due_at:
+            due.append(table)
+    return sum(_drop(engine, t, mark=False) for t in due)
+
+
+def _mark(engine, table: str, since: bool = True) -> bool:
+    """Comment the table superseded (since the database's now); COMMENT takes a lock readers
+    do not conflict with. False if it could not (then a later publish retries)."""
+    from sqlalchemy import exc, text
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{int(DROP_LOCK_TIMEOUT_MS)}ms'"))
+            stamp = conn.execute(text("SELECT floor(extract(epoch FROM now()))::bigint")
+                                 ).scalar() if since else None
+            mark = SUPERSEDED + (f" {stamp}" if since else "")
+            conn.execute(text(f"COMMENT ON TABLE {quote_ident(table)} IS '{mark}'"))
+        return True
+    except exc.OperationalError:
+        LOGGER.warning("table %s could not be marked superseded", table)
+        return False
 
 
 def _drop(engine, table: str, mark: bool = True) -> bool:
@@ -303,14 +354,7 @@ def _drop(engine, table: str, mark: bool = True) -> bool:
             raise
         LOGGER.info("table %s still read; left for a later sweep", table)
     if mark:
-        try:
-            # COMMENT takes a lock readers do not conflict with.
-            with engine.begin() as conn:
-                conn.execute(text(f"SET LOCAL lock_timeout = '{int(DROP_LOCK_TIMEOUT_MS)}ms'"))
-                conn.execute(text(f"COMMENT ON TABLE {quote_ident(table)} IS "
-                                  f"'{SUPERSEDED}'"))
-        except exc.OperationalError:
-            LOGGER.warning("table %s could not be marked superseded", table)
+        _mark(engine, table, since=False)
     return False
 
 

@@ -83,6 +83,9 @@ def install() -> None:
     # Hundreds of stores per run, each with its own engine: no idle pooled connections left
     # behind to exhaust max_connections (the pool itself is tested on its own).
     os.environ.setdefault("RENKEI_DB_POOL_SIZE", "0")
+    # Superseded versions go at the switch unless a reader holds them, so tests can see them
+    # gone; the grace period production keeps has tests of its own that set it.
+    os.environ.setdefault("RENKEI_DROP_GRACE", "0")
     try:
         import store.db as db
     except ImportError:   # a Python subprocess that is not renkei (a fresh venv, a client)
