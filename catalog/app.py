@@ -42,6 +42,8 @@ def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                     version=store.publish_version,
                     # PostgreSQL mode: features are PostGIS tables in the catalogue's database.
                     engine=store.engine if features_pg.enabled(store.data_dir) else None,
+                    # Servers sharing RENKEI_SECRET_KEY accept each other's next links' keysets.
+                    keyset_secret=app.secret_key,
                     **({"count_budget_ms": app.config["RENKEI_COUNT_BUDGET_MS"]}
                        if "RENKEI_COUNT_BUDGET_MS" in app.config else {}))
     ogc_bp = register_ogcapi(app, ogcapi, prefix="/ogcapi",

@@ -240,7 +240,8 @@ class OGCAPI:
 
     def __init__(self, base_url: str, list_collections: Callable[[], list],
                  version: Callable[[], str], *, metadata=None, map_=None,
-                 limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS, engine=None):
+                 limits=None, count_budget_ms=DEFAULT_COUNT_BUDGET_MS, engine=None,
+                 keyset_secret=None):
         self.base_url = base_url.rstrip('/')
         self._list_collections = list_collections
         self._version = version
@@ -254,7 +255,9 @@ class OGCAPI:
         self.files = FileRegistry(count_budget_ms)
         # PostgreSQL mode (store.features_pg): collections whose path is `postgis:<table>`
         # are read through this engine, with the same count budget.
-        self.tables = TableRegistry(engine, count_budget_ms) if engine is not None else None
+        # keyset_secret: what signs the page ends in next links (the same on every server).
+        self.tables = TableRegistry(engine, count_budget_ms, keyset_secret) \
+            if engine is not None else None
         self.database = self.tables   # what other PostGIS readers take the engine from
         # Set by the web adapter, which owns the compiled `ja` catalogue for the templates.
         self.locale_dir = None
@@ -481,7 +484,7 @@ def landing_page(api: API, request) -> tuple:
 
 _RESERVED = {'bbox', 'bbox-crs', 'crs', 'f', 'lang', 'limit', 'offset', 'resulttype',
              'datetime', 'sortby', 'properties', 'skipGeometry', 'q', 'filter',
-             'filter-lang', 'filter-crs'}
+             'filter-lang', 'filter-crs', 'keyset'}
 
 
 def _items_query(params, provider, provider_def, limits):
@@ -626,6 +629,10 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
         provider = load_plugin('provider', provider_def)
         limits = (api.config['server'].get('limits', {}), res.get('limits', {}))
         kwargs, out_crs = _items_query(params, provider, provider_def, limits)
+        if isinstance(provider, PostGISProvider):
+            # Where this page starts, signed by whichever server made the previous page's
+            # next link: keyset paging on any server behind the load balancer.
+            kwargs['keyset'] = params.get('keyset')
         if isinstance(provider, (PostGISProvider, GPKGProvider)) and request.format != F_HTML:
             # Feature texts (from PostgreSQL, or built column by column), joined as they are
             kwargs['raw_json'] = True
@@ -637,7 +644,7 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
     offset, limit = kwargs['offset'], kwargs['limit']
     uri = f'{api.get_collections_url()}/{dataset}/items'
     query = ''.join(f'&{quote(k, safe="")}={quote(str(v), safe=",")}'
-                    for k, v in params.items() if k not in ('f', 'offset'))
+                    for k, v in params.items() if k not in ('f', 'offset', 'keyset'))
     tr = lambda s: l10n.translate(s, request.locale)  # noqa: E731
     links = [
         {'type': 'application/geo+json', 'rel': request.get_linkrel(F_JSON),
@@ -653,7 +660,9 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
     more = getattr(provider, 'more', None)
     if more if more is not None else content.get('numberMatched', 0) > offset + limit:
         links.append({'type': 'application/geo+json', 'rel': 'next',
-                      'title': tr('Items (next)'), 'href': f'{uri}?offset={offset + limit}{query}'})
+                      'title': tr('Items (next)'), 'href': f'{uri}?offset={offset + limit}{query}'
+                      + (f'&keyset={nxt}' if (nxt := getattr(provider, 'next_keyset', None))
+                         else '')})
     links.append({'type': FORMAT_TYPES[F_JSON], 'rel': 'collection',
                   'title': tr(res['title']), 'href': uri.rsplit('/', 1)[0]})
     content['links'] = links

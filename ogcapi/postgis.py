@@ -11,7 +11,10 @@ A request reads its version inside one transaction (ACCESS SHARE on the table), 
 publisher's DROP of a superseded version waits for it or is retried later, never cuts it.
 """
 
+import hashlib
+import hmac
 import json
+import os
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -74,9 +77,13 @@ class TableRegistry:
     It travels inside pygeoapi's provider definitions (deep-copied), so a copy is itself.
     """
 
-    def __init__(self, engine, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
+    def __init__(self, engine, count_budget_ms=DEFAULT_COUNT_BUDGET_MS, keyset_secret=None):
         self.engine = engine
         self.count_budget_ms = count_budget_ms
+        # Signs the page ends carried in next links (sign_page_end). Servers given the same
+        # secret (RENKEI_SECRET_KEY) accept each other's; without one, this process's own.
+        self._mac_key = hmac.new(keyset_secret or os.urandom(32), b'renkei ogcapi keyset',
+                                 hashlib.sha256).digest()
         self._lock = threading.Lock()
         self._tables = {}
         self._counts = OrderedDict()
@@ -175,6 +182,26 @@ class TableRegistry:
         with self._lock:
             return self._pages.get((table, key, offset))
 
+    def _mac(self, table, key, offset, fid):
+        what = repr((table, key, int(offset), int(fid))).encode('utf-8', 'surrogatepass')
+        return hmac.new(self._mac_key, what, hashlib.sha256).hexdigest()[:24]
+
+    def sign_page_end(self, table, key, offset, fid):
+        """The `keyset` parameter of the next link: where the page at `offset` of this query
+        on this version starts, so any server can page by key rather than OFFSET."""
+        return f'{int(fid)}.{self._mac(table, key, offset, fid)}'
+
+    def signed_page_end(self, token, table, key, offset):
+        """The fid a `keyset` parameter vouches for, or None (absent, forged, or made for
+        another query, version or offset: the page then falls back to OFFSET)."""
+        if not token or not isinstance(token, str) or token.count('.') != 1:
+            return None
+        fid, mac = token.split('.')
+        if not fid.isdigit() or len(fid) > 19:
+            return None
+        fid = int(fid)
+        return fid if hmac.compare_digest(mac, self._mac(table, key, offset, fid)) else None
+
     def remember_page_end(self, table, key, offset, fid):
         self._remember(self._pages, (table, key, offset), fid)
 
@@ -216,6 +243,7 @@ class PostGISProvider(BaseProvider):
             self.title_field = 'name'
         self._fields = self.get_fields()
         self.more = None
+        self.next_keyset = None
 
     def get_fields(self):
         fields = {}
@@ -232,7 +260,7 @@ class PostGISProvider(BaseProvider):
     def query(self, offset=0, limit=10, resulttype='results', bbox=[],
               datetime_=None, properties=[], sortby=[], select_properties=[],
               skip_geometry=False, q=None, filterq=None,
-              crs_transform_spec=None, raw_json=False, **kwargs):
+              crs_transform_spec=None, raw_json=False, keyset=None, **kwargs):
         if datetime_ is not None:
             raise QueryError('datetime is not supported: the collection has no time field')
         if resulttype not in ('results', 'hits'):
@@ -277,7 +305,7 @@ class PostGISProvider(BaseProvider):
                 if resulttype == 'results':
                     features = self._page(cur, cond, params, offset, limit, sortby,
                                           select_properties, skip_geometry,
-                                          crs_transform_spec)
+                                          crs_transform_spec, keyset)
         except (QueryError, ProviderConnectionError):
             raise
         except Exception as err:
@@ -302,8 +330,9 @@ class PostGISProvider(BaseProvider):
         return ProviderQueryError(f'{self.data}: {err}', user_msg='query failed')
 
     def _page(self, cur, cond, params, offset, limit, sortby, select_properties,
-              skip_geometry, crs_spec):
-        """The page's Feature texts, plus one more when there is one (the caller trims)."""
+              skip_geometry, crs_spec, token=None):
+        """The page's Feature texts, plus one more when there is one (the caller trims).
+        Sets `next_keyset`: the signed end of this page for the next link (filtered pages)."""
         lyr, t = self._table, _q(self._table.table)
         params = list(params)
         key = (cond, tuple(map(_hashable, params)))
@@ -316,6 +345,8 @@ class PostGISProvider(BaseProvider):
                 keyset = offset    # fid = row number: the page after row `offset`
             else:
                 keyset = self._tables.page_end(lyr.table, key, offset)
+                if keyset is None:   # another process served the page before
+                    keyset = self._tables.signed_page_end(token, lyr.table, key, offset)
         if keyset is not None:
             cond = (cond + ' AND ' if cond else ' WHERE ') + f'{t}.fid > %s'
             params.append(keyset)
@@ -330,6 +361,9 @@ class PostGISProvider(BaseProvider):
         if not sortby and len(rows) > limit and limit > 0:
             # Where this page ends: the next page (offset + limit) starts after this fid.
             self._tables.remember_page_end(lyr.table, key, offset + limit, rows[limit - 1][0])
+            if cond:
+                self.next_keyset = self._tables.sign_page_end(lyr.table, key, offset + limit,
+                                                              rows[limit - 1][0])
         return [r[1] for r in rows]
 
     def _feature_sql(self, select_properties, skip_geometry, crs_spec):

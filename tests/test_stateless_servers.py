@@ -149,7 +149,8 @@ def test_a_web_server_runs_with_no_data_dir_at_all(tmp_path, monkeypatch):
     store = Store(harvester)   # an operator's machine issues a token with the shared secret
     add_user(store, "operator@pref.hyogo.example", sysadmin=True)
     bearer = {"Authorization": "Bearer " + token(store, "operator@pref.hyogo.example")}
-    with renkei_serve(none, workers=1) as (base, _):
+    with renkei_serve(none, workers=1) as (base, _), \
+            renkei_serve(tmp_path / "no-data-dir-either", workers=1) as (other, _):
         seen = view(base)
         assert seen["search"] == [DATASET] and len(seen["collections"]) == 2
         (cid,) = [c for c in seen["collections"] if seen[c]["matched"] == 40]
@@ -161,4 +162,24 @@ def test_a_web_server_runs_with_no_data_dir_at_all(tmp_path, monkeypatch):
         assert terms.status_code == 200 and "要綱" in terms.text
         login = requests.get(f"{base}/login", timeout=30)
         assert login.status_code == 200 and "csrf_token" in login.text
+
+        # Keyset paging across servers: a filtered page's next link carries where the page
+        # ends, signed with the shared secret; the other server pages on from it.
+        items = f"{base}/ogcapi/collections/{cid}/items"
+        params = {"f": "json", "limit": 4, "q": "地点1"}   # fids 2, 11..20: not row numbers
+        first = requests.get(items, params=params, timeout=30).json()
+        assert [f["id"] for f in first["features"]] == [2, 11, 12, 13]
+        nxt = next(link["href"] for link in first["links"] if link["rel"] == "next")
+        assert "keyset=" in nxt and "offset=4" in nxt
+        on_other = requests.get(nxt.replace(base, other), timeout=30).json()
+        assert [f["id"] for f in on_other["features"]] == [14, 15, 16, 17]
+        token = nxt.split("keyset=")[1].split("&")[0]
+        fid, mac = token.split(".")
+        for forged in (f"19.{mac}", f"{fid}.{'0' * len(mac)}", "x"):   # ignored: OFFSET
+            got = requests.get(nxt.replace(base, other).replace(token, forged), timeout=30)
+            assert [f["id"] for f in got.json()["features"]] == [14, 15, 16, 17]
+        last = next(link["href"] for link in on_other["links"] if link["rel"] == "next")
+        end = requests.get(last.replace(other, base), timeout=30).json()
+        assert [f["id"] for f in end["features"]] == [18, 19, 20]
+        assert not [link for link in end["links"] if link["rel"] == "next"]
     assert not none.exists()
