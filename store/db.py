@@ -12,7 +12,7 @@ server-side (`prepare_threshold=None`): PgBouncer before 1.21 cannot follow prep
 in transaction mode. With RENKEI_DATABASE_REPLICA_URL, GET requests read through a read replica
 (Store.start_reading) while writes, metering and locks use the primary. GET sessions read
 in autocommit (Store.session), so no request holds a transaction open while it asks for a
-second connection.
+second connection; their explicit transactions (`with s.begin()`) are real ones on the primary.
 """
 from __future__ import annotations
 
@@ -272,7 +272,9 @@ class Store:
 
     def session(self) -> Session:
         if self._read_autocommit is not None and _reading.get():
-            return self.Session(bind=self._read_autocommit)
+            s = _ReadSession(bind=self._read_autocommit, expire_on_commit=False)
+            s.write_bind = self.engine
+            return s
         return self.Session(bind=self.read_engine())
 
     def publish_version(self) -> str:
@@ -297,6 +299,18 @@ class Store:
                     .options(contains_eager(Collection.dataset))
                     .order_by(Collection.id))
             return list(s.scalars(stmt))
+
+
+class _ReadSession(Session):
+    """A GET request's session: what it reads by itself (autobegin) runs in autocommit through
+    the read engine; an explicit `begin()` (a write a GET makes: a sign-in, a quota notice) is a
+    real transaction on the primary, as outside a GET."""
+    write_bind = None
+
+    def begin(self, nested: bool = False):
+        if not self.in_transaction() and self.write_bind is not None:
+            self.bind = self.write_bind
+        return super().begin(nested=nested)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -40,6 +40,9 @@ def test_two_servers_and_harvests_through_pgbouncer_stay_in_its_pool(tmp_path, m
         # Each worker may open 2 + 2: 16 client connections against PgBouncer's 3.
         monkeypatch.setenv("RENKEI_DB_POOL_SIZE", "2")
         monkeypatch.setenv("RENKEI_DB_MAX_OVERFLOW", "2")
+        # Web servers without data dirs: their secrets come from here.
+        monkeypatch.setenv("RENKEI_SECRET_KEY", "pgbouncer-test-session-secret")
+        monkeypatch.setenv("RENKEI_TOKEN_SECRET", "pgbouncer-test-token-secret")
         web_a, web_b, harvester = tmp_path / "web-a", tmp_path / "web-b", tmp_path / "harvester"
         assert harvest(harvester, sources(tmp_path / "src", with_file=True)).returncode == 0
         peak, stop = [0], threading.Event()

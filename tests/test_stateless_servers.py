@@ -93,6 +93,8 @@ def test_two_servers_with_empty_data_dirs_serve_one_database(tmp_path, monkeypat
     shared = pg_mode.url_for(os.environ["RENKEI_TEST_RUN_DATABASE"], tmp_path / "shared")
     monkeypatch.setenv("RENKEI_DATABASE_URL", shared)   # the servers' and the harvest's
     web_a, web_b, harvester = tmp_path / "web-a", tmp_path / "web-b", tmp_path / "harvester"
+    for d in (web_a, web_b):   # empty data dirs (the test below has none at all)
+        d.mkdir()
     with renkei_serve(web_a, workers=1) as (a, _), renkei_serve(web_b, workers=1) as (b, _):
         empty = view(a)   # an empty database: the first server made the schema
         assert empty["collections"] == empty["ids"] == [] and view(b) == empty
