@@ -11,16 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import zipfile
 from typing import Iterator
-from xml.etree.ElementTree import ParseError
 
 import pandas as pd
 
 from .csvread import table_layer
 from .layers import Layer, Limits, ReadError, RowIssue, clean_columns
 
-# What openpyxl raises on a damaged workbook (missing parts, bad XML, bad values).
+# What openpyxl raises on a damaged workbook (missing parts, bad XML, bad values). Bad XML is
+# a SyntaxError whichever parser openpyxl found: ElementTree's ParseError or, with lxml
+# installed, lxml's XMLSyntaxError (the reader fuzz test met the latter).
 _BROKEN = (zipfile.BadZipFile, KeyError, ValueError, TypeError, IndexError, AttributeError,
-           ParseError, EOFError, OSError)
+           SyntaxError, EOFError, OSError)
 
 
 def _text(v) -> str | None:

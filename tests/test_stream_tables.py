@@ -202,3 +202,18 @@ def test_an_xlsx_without_its_name_is_read(tmp_path):
     path.write_bytes(xlsx_bytes(5)[:3000])      # cut: one error, no traceback
     with pytest.raises(ReadError):
         read_resource(path, "XLSX")
+
+
+@pytest.mark.parametrize("part", ["[Content_Types].xml", "xl/workbook.xml",
+                                  "xl/worksheets/sheet1.xml"])
+def test_an_xlsx_with_a_blank_part_is_one_read_error(tmp_path, part):
+    """An empty XML part makes openpyxl's parser raise its own syntax error (lxml's
+    XMLSyntaxError when lxml is installed, not ElementTree's ParseError): one read error, no
+    traceback (found by bench/fuzz_readers.py)."""
+    src = zipfile.ZipFile(io.BytesIO(xlsx_bytes(5)))
+    path = tmp_path / "blank.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:
+        for info in src.infolist():
+            zf.writestr(info.filename, b"" if info.filename == part else src.read(info.filename))
+    with pytest.raises(ReadError):
+        read_resource(path, "XLSX")
