@@ -278,6 +278,31 @@ def table_layer(frame: pd.DataFrame, name: str, encoding: str | None, kind: str 
                  rows_in, issues, warns)
 
 
+
+def table_chunks(rows, chunk: int, frame_of, name: str, encoding: str | None, kind: str):
+    """(Layer, offset) per `chunk` rows of a table read row by row (JSON records, XLSX rows),
+    each batch made a frame by `frame_of` and a table layer; a chunk whose every row is
+    refused is one issue of that chunk, not the end of the read."""
+    def layer_of(batch):
+        frame = frame_of(batch)
+        try:
+            return table_layer(frame, name, encoding, kind=kind)
+        except ReadError as e:
+            return Layer(name, frame.head(0), True, encoding, None, len(frame),
+                         [RowIssue(e.row or 1, e.message)], [])
+
+    done, batch = 0, []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == chunk:
+            layer = layer_of(batch)
+            batch = []
+            yield layer, done
+            done += layer.rows_in
+            del layer   # one chunk in memory at a time
+    if batch:
+        yield layer_of(batch), done
+
 def _looks_swapped(lat: np.ndarray, lon: np.ndarray) -> bool:
     """Columns exchanged by the publisher: 'latitudes' that are Japanese longitudes."""
     mlat, mlon = np.median(lat), np.median(lon)

@@ -15,8 +15,8 @@ import codecs
 import ijson
 import pandas as pd
 
-from .csvread import sniff_stream_encoding, table_layer
-from .layers import Layer, Limits, ReadError, RowIssue, clean_columns
+from .csvread import sniff_stream_encoding, table_chunks
+from .layers import Limits, ReadError, clean_columns
 
 _GEOJSON_TYPES = {"FeatureCollection", "Feature"}
 
@@ -118,26 +118,12 @@ def iter_json_layers(open_stream, name: str, chunk: int, limits: Limits = Limits
         raise ReadError("GeoJSON はレコードの表としては読めません")
     keys, _ = survey(open_stream, encoding, prefix, limits)
     columns = clean_columns(keys)
-    batch: list[dict] = []
-    done = 0
 
-    def layer_of(records):
+    def frame_of(records):
         frame = pd.DataFrame.from_records(records, columns=keys)
         frame.columns = columns
-        try:
-            return table_layer(frame, name, encoding, kind="JSON")
-        except ReadError as e:     # every record of this chunk refused
-            return Layer(name, frame.head(0), True, encoding, None, len(frame),
-                         [RowIssue(e.row or 1, e.message)], [])
+        return frame
 
-    for record in _records(open_stream, encoding, prefix):
-        batch.append(record)
-        if len(batch) == chunk:
-            layer = layer_of(batch)
-            batch = []
-            yield layer, done
-            done += layer.rows_in
-            del layer
-    if batch:
-        yield layer_of(batch), done
+    yield from table_chunks(_records(open_stream, encoding, prefix), chunk, frame_of, name,
+                            encoding, "JSON")
 

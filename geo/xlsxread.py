@@ -14,8 +14,8 @@ from typing import Iterator
 
 import pandas as pd
 
-from .csvread import table_layer
-from .layers import Layer, Limits, ReadError, RowIssue, clean_columns
+from .csvread import table_chunks, table_layer
+from .layers import Layer, Limits, ReadError, clean_columns
 
 # What openpyxl raises on a damaged workbook (missing parts, bad XML, bad values). Bad XML is
 # a SyntaxError whichever parser openpyxl found: ElementTree's ParseError or, with lxml
@@ -111,26 +111,8 @@ def iter_xlsx_layers(open_stream, name: str, chunk: int, limits: Limits = Limits
             header = next(rows, None)
             if header is None:
                 raise ReadError("データ行がありません")
-            done = 0
-            batch: list[list] = []
-
-            def layer_of(batch):
-                frame = pd.DataFrame(batch, columns=list(header), dtype=object)
-                try:
-                    return table_layer(frame, ws.title, None, kind="XLSX")
-                except ReadError as e:    # every row of this chunk refused
-                    return Layer(ws.title, frame.head(0), True, None, None, len(frame),
-                                 [RowIssue(e.row or 1, e.message)], [])
-
-            for row in rows:
-                batch.append(row)
-                if len(batch) == chunk:
-                    layer = layer_of(batch)
-                    batch = []
-                    yield layer, done
-                    done += layer.rows_in
-                    del layer
-            if batch:
-                yield layer_of(batch), done
+            yield from table_chunks(
+                rows, chunk, lambda batch: pd.DataFrame(batch, columns=list(header), dtype=object),
+                ws.title, None, "XLSX")
         finally:
             wb.close()
