@@ -59,20 +59,21 @@ def content_disposition(title: str, fallback: str, ext: str) -> str:
 
 def _collection(dataset_id: str, collection_id: str) -> tuple[Collection, Path | str]:
     store = current_app.extensions["renkei_store"]
-    with store.session() as s:
-        col = s.get(Collection, collection_id)
-        ds = s.get(Dataset, dataset_id)
-        if (col is None or not auth.may_read(ds) or col.dataset_id != dataset_id
-                or col.status != "active" or ds.status != "active"):
-            abort(404)
-        if features_pg.is_postgis(col.path):
-            path = col.path    # a PostGIS table: read in one transaction below
-        else:
-            path = store.data_dir / col.path
-            if not path.exists():
+    for attempt in (1, 2):
+        with store.session() as s:
+            col = s.get(Collection, collection_id)
+            ds = s.get(Dataset, dataset_id)
+            if (col is None or not auth.may_read(ds) or col.dataset_id != dataset_id
+                    or col.status != "active" or ds.status != "active"):
                 abort(404)
-        s.expunge(col)
-        return col, path
+            s.expunge(col)
+        if features_pg.is_postgis(col.path):
+            return col, col.path    # a PostGIS table: read in one transaction below
+        path = store.data_dir / col.path
+        if path.exists():
+            return col, path
+        # else a republish may have removed this version since the lookup: look again once
+    abort(404)
 
 
 class _Rows:
@@ -203,32 +204,38 @@ def original(dataset_id: str, resource_id: str, filename: str):
 
 @bp.route("/datasets/<dataset_id>/collections/<collection_id>.<any(geojson, csv, gpkg):ext>")
 def download(dataset_id: str, collection_id: str, ext: str):
-    col, path = _collection(dataset_id, collection_id)
-    mime = FORMATS[ext][0]
-    disposition = content_disposition(col.title, col.id, ext)
-    what = f"download {ext} of collection {col.id} ({path})"
-    try:
-        if features_pg.is_postgis(str(path)):
-            resp = _postgis_download(str(path), col, ext)
-        elif ext == "gpkg":
-            # Sent as it is, so check first that it opens: a broken copy helps nobody.
-            pyogrio.read_info(path, layer=col.layer)
-            resp = send_file(path, mimetype=mime, conditional=True, etag=True)
-        else:
-            # Opened, and the first chunk read, before the status line: a file that cannot
-            # be read at all still gets a proper error page.
-            rows = _Rows(path, col.layer)
-            if ext == "geojson":
-                resp = Response(stream_with_context(_logged(_geojson(rows, col.title), what)),
-                                mimetype=mime)
-            else:
-                resp = Response(stream_with_context(_logged(_csv(rows), what)),
-                                content_type=mime)
-    except Exception:  # any failure to read our own file is ours, not the user's
-        LOGGER.exception("%s failed", what)
-        return _unreadable_page(col.title)
-    resp.headers["Content-Disposition"] = disposition
+    for attempt in (1, 2):
+        col, path = _collection(dataset_id, collection_id)
+        what = f"download {ext} of collection {col.id} ({path})"
+        try:
+            resp = _opened(col, path, ext, what)
+            break
+        except Exception:  # any failure to read our own file is ours, not the user's
+            if attempt == 1 and not features_pg.is_postgis(str(path)) and not path.exists():
+                # A republish removed this version between the lookup and the open (readers
+                # that have opened a version keep it): serve the version that replaced it.
+                continue
+            LOGGER.exception("%s failed", what)
+            return _unreadable_page(col.title)
+    resp.headers["Content-Disposition"] = content_disposition(col.title, col.id, ext)
     return resp
+
+
+def _opened(col: Collection, path: Path | str, ext: str, what: str):
+    """The download's response, its file opened (and the first chunk read) before the status
+    line: a file that cannot be read at all still gets a proper error page."""
+    mime = FORMATS[ext][0]
+    if features_pg.is_postgis(str(path)):
+        return _postgis_download(str(path), col, ext)
+    if ext == "gpkg":
+        # Sent as it is, so check first that it opens: a broken copy helps nobody.
+        pyogrio.read_info(path, layer=col.layer)
+        return send_file(path, mimetype=mime, conditional=True, etag=True)
+    rows = _Rows(path, col.layer)
+    if ext == "geojson":
+        return Response(stream_with_context(_logged(_geojson(rows, col.title), what)),
+                        mimetype=mime)
+    return Response(stream_with_context(_logged(_csv(rows), what)), content_type=mime)
 
 
 def _postgis_download(path: str, col: Collection, ext: str):
