@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 
@@ -42,6 +43,11 @@ _MAX_CACHED = 1024
 # Digits after the point in GeoJSON coordinates: PostGIS prints the shortest text that reads
 # back to the same double, capped here, so stored coordinates come out as they went in.
 _DIGITS = 15
+# Degrees: a bbox shrunk by this holds only what the bbox holds, whatever float32 rounding
+# PostGIS's boxes carry (2**-16 degrees at most, at ±180).
+INNER_MARGIN = 1e-4
+# ms: a budgeted count may always take this long, however quick its page was.
+COUNT_FLOOR_MS = 5
 
 
 class Table:
@@ -151,30 +157,43 @@ class TableRegistry:
             if len(cache) > _MAX_CACHED:
                 cache.popitem(last=False)
 
-    def count(self, cur, table, sql, params, budgeted=True):
+    def remember_count(self, table, sql, params, n):
+        self._remember(self._counts, (table, sql, tuple(map(_hashable, params))), n)
+
+    def count(self, cur, table, sql, params, budgeted=True, page_ms=None):
         """COUNT(*) of one query on one version, cached; with a budget, None when it runs out
-        (cached too: a count known to be dear is not tried on every page)."""
+        (cached too: a count known to be dear is not tried on every page). Given what the
+        page cost (`page_ms`), the budget is no more than that, and at least COUNT_FLOOR_MS:
+        the count never costs more than the page it comes with (issue 17)."""
         key = (table, sql, tuple(map(_hashable, params)))
         with self._lock:
             if key in self._counts:
                 return self._counts[key]
         budget = self.count_budget_ms if budgeted else None
+        if budget is not None and page_ms is not None:
+            budget = min(budget, max(COUNT_FLOOR_MS, page_ms))
         if budget is not None and budget < 1:
             n = None   # PostgreSQL times statements in whole milliseconds
         else:
             import psycopg
             cur.execute('SAVEPOINT renkei_count', [])
+            if budget is not None:
+                # A count over millions of rows crosses jit_above_cost and the parallel
+                # thresholds: compiling it and starting workers took 50-110 ms before the
+                # timeout could cancel a 25 ms budget (5M rows, issue 14's bench). Serial and
+                # interpreted, a count that does not fit is cancelled on time.
+                cur.execute("SELECT set_config('statement_timeout', %s, true), "
+                            "set_config('jit', 'off', true), "
+                            "set_config('max_parallel_workers_per_gather', '0', true)",
+                            [f'{int(budget)}ms'])
             try:
-                if budget is not None:
-                    cur.execute(f"SET LOCAL statement_timeout = '{int(budget)}ms'", [])
                 cur.execute(sql, params)
                 n = cur.fetchone()[0]
-                cur.execute('RELEASE SAVEPOINT renkei_count', [])
             except psycopg.errors.QueryCanceled:
-                cur.execute('ROLLBACK TO SAVEPOINT renkei_count', [])
                 n = None
-            if budget is not None:
-                cur.execute('SET LOCAL statement_timeout = 0', [])
+            # Rolling back to the savepoint also restores the settings the transaction had
+            # before (the operator's statement_timeout among them).
+            cur.execute('ROLLBACK TO SAVEPOINT renkei_count', [])
         self._remember(self._counts, key, n)
         return n
 
@@ -274,11 +293,20 @@ class PostGISProvider(BaseProvider):
         if bbox:
             minx, miny, maxx, maxy = self._box(bbox)
             env = 'ST_MakeEnvelope(%s, %s, %s, %s, 4326)'
-            # The GiST index finds candidates (&&), then the exact test. Not `@` to accept
-            # boxes inside: PostGIS keeps float32 boxes, so a point a hair outside the bbox
-            # would be accepted (ST_Intersects itself short-cuts points and inner boxes).
-            where.append(f'({t}.geom && {env} AND ST_Intersects({t}.geom, {env}))')
-            params += [minx, miny, maxx, maxy] * 2
+            # The GiST index finds candidates (&&), then the exact test. PostGIS compares
+            # float32 boxes rounded outwards, so `&&` alone would take a point a hair outside
+            # the bbox. A candidate whose box lies inside the bbox shrunk by INNER_MARGIN (well
+            # over float32's rounding at ±180) is inside for certain and skips ST_Intersects:
+            # at 50,000 points in a 1 % bbox the exact test was half the scan's time.
+            if maxx - minx > 2 * INNER_MARGIN and maxy - miny > 2 * INNER_MARGIN:
+                where.append(f'({t}.geom && {env} AND ({t}.geom @ {env} '
+                             f'OR ST_Intersects({t}.geom, {env})))')
+                m = INNER_MARGIN
+                params += [minx, miny, maxx, maxy, minx + m, miny + m, maxx - m, maxy - m,
+                           minx, miny, maxx, maxy]
+            else:
+                where.append(f'({t}.geom && {env} AND ST_Intersects({t}.geom, {env}))')
+                params += [minx, miny, maxx, maxy] * 2
         for name, value in properties:
             where.append(f'{t}.{_q(name)} = %s')
             params.append(self._typed(name, value))
@@ -295,17 +323,26 @@ class PostGISProvider(BaseProvider):
         count_sql = f'SELECT count(*) FROM {t}{cond}'
         known, matched = (True, lyr.count) if not where else \
             self._tables.known_count(lyr.table, count_sql, params)
+        # A bbox alone is counted exactly, from the same scan as its page: the candidates the
+        # GiST index finds are read once, not once for the count and again for the page.
+        together = not known and bbox_only and resulttype == 'results' and not sortby
         try:
-            with self._tables.transaction(1 if known and resulttype == 'results'
+            with self._tables.transaction(1 if (known or together) and resulttype == 'results'
                                           else 2) as cur:
-                if not known:
-                    matched = self._tables.count(cur, lyr.table, count_sql, params,
-                                                 budgeted=not bbox_only)
-                features = []
+                features, page_ms = [], None
                 if resulttype == 'results':
+                    started = time.perf_counter()
                     features = self._page(cur, cond, params, offset, limit, sortby,
                                           select_properties, skip_geometry,
-                                          crs_transform_spec, keyset)
+                                          crs_transform_spec, keyset, count=together)
+                    page_ms = (time.perf_counter() - started) * 1000
+                if together:
+                    features, matched = features
+                    self._tables.remember_count(lyr.table, count_sql, params, matched)
+                elif not known:
+                    # After the page, so that its budget can be what the page cost.
+                    matched = self._tables.count(cur, lyr.table, count_sql, params,
+                                                 budgeted=not bbox_only, page_ms=page_ms)
         except (QueryError, ProviderConnectionError):
             raise
         except Exception as err:
@@ -330,9 +367,11 @@ class PostGISProvider(BaseProvider):
         return ProviderQueryError(f'{self.data}: {err}', user_msg='query failed')
 
     def _page(self, cur, cond, params, offset, limit, sortby, select_properties,
-              skip_geometry, crs_spec, token=None):
+              skip_geometry, crs_spec, token=None, count=False):
         """The page's Feature texts, plus one more when there is one (the caller trims).
-        Sets `next_keyset`: the signed end of this page for the next link (filtered pages)."""
+        Sets `next_keyset`: the signed end of this page for the next link (filtered pages).
+        With `count` (no sortby): (texts, the number of rows matching `cond`), both from one
+        scan of the matches."""
         lyr, t = self._table, _q(self._table.table)
         params = list(params)
         key = (cond, tuple(map(_hashable, params)))
@@ -347,24 +386,39 @@ class PostGISProvider(BaseProvider):
                 keyset = self._tables.page_end(lyr.table, key, offset)
                 if keyset is None:   # another process served the page before
                     keyset = self._tables.signed_page_end(token, lyr.table, key, offset)
-        if keyset is not None:
-            cond = (cond + ' AND ' if cond else ' WHERE ') + f'{t}.fid > %s'
-            params.append(keyset)
-            sql_offset = 0
+        feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
+        sql_offset = 0 if keyset is not None else offset
+        if count:
+            # The matches' fids once (MATERIALIZED: one scan), their count, and the page's
+            # rows fetched by key; one row with no feature when the page is empty.
+            after = ' WHERE m.fid > %s' if keyset is not None else ''
+            sql = (f'WITH m AS MATERIALIZED (SELECT {t}.fid FROM {t}{cond}), '
+                   f'k AS (SELECT m.fid FROM m{after} ORDER BY m.fid LIMIT %s OFFSET %s) '
+                   'SELECT n.n, p.fid, p.feature FROM (SELECT count(*) AS n FROM m) n '
+                   f'LEFT JOIN LATERAL (SELECT {t}.fid, {feature} AS feature FROM k, '
+                   f'{self._from(select_properties)} WHERE {t}.fid = k.fid) p ON true '
+                   'ORDER BY p.fid')
+            cur.execute(sql, [*params, *([keyset] if keyset is not None else []),
+                              limit + 1, sql_offset])
+            got = cur.fetchall()
+            matched = got[0][0]
+            rows = [r[1:] for r in got if r[1] is not None]
         else:
-            sql_offset = offset
-        sql = (f'SELECT {t}.fid, {self._feature_sql(select_properties, skip_geometry, crs_spec)}'
-               f' FROM {self._from(select_properties)}{cond} ORDER BY {", ".join(order)} '
-               'LIMIT %s OFFSET %s')
-        cur.execute(sql, [*params, limit + 1, sql_offset])
-        rows = cur.fetchall()
+            if keyset is not None:
+                cond = (cond + ' AND ' if cond else ' WHERE ') + f'{t}.fid > %s'
+                params.append(keyset)
+            sql = (f'SELECT {t}.fid, {feature} FROM {self._from(select_properties)}{cond} '
+                   f'ORDER BY {", ".join(order)} LIMIT %s OFFSET %s')
+            cur.execute(sql, [*params, limit + 1, sql_offset])
+            rows = cur.fetchall()
         if not sortby and len(rows) > limit and limit > 0:
             # Where this page ends: the next page (offset + limit) starts after this fid.
             self._tables.remember_page_end(lyr.table, key, offset + limit, rows[limit - 1][0])
             if cond:
                 self.next_keyset = self._tables.sign_page_end(lyr.table, key, offset + limit,
                                                               rows[limit - 1][0])
-        return [r[1] for r in rows]
+        texts = [r[1] for r in rows]
+        return (texts, matched) if count else texts
 
     def _feature_sql(self, select_properties, skip_geometry, crs_spec):
         """One Feature as compact JSON text, built by PostgreSQL: the properties by row_to_json

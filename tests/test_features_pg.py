@@ -233,3 +233,125 @@ def test_a_page_end_signed_by_another_server_pages_by_key(tmp_path):
     executed.clear()   # a token for another offset is no key for this one
     provider(b"shared").query(q="地点1", offset=8, limit=4, keyset=token)
     assert not [s for s in executed if "fid > %s" in s]
+
+
+def test_a_version_table_lies_in_spatial_order_and_reads_in_source_order(tmp_path):
+    """Rows are stored along a space-filling curve, so the points of one bbox share heap pages
+    (a 1 % bbox over 5M points: ~1,900 pages instead of ~46,000); every reader still gets them
+    by fid. The source here jumps between the two ends of the prefecture row by row."""
+    n = 400
+    xs = [134.3 + (i % 2) * 1.1 + (i // 2) * 0.0005 for i in range(n)]
+    frame = gpd.GeoDataFrame({"名称": [f"地点{i}" for i in range(n)]},
+                             geometry=[Point(x, 34.8 + (i // 2) * 0.0005)
+                                       for i, x in enumerate(xs)], crs="EPSG:4326")
+    written = versions.write_version(frame, tmp_path, "order", 1)
+    t = f'"{written.layer}"'
+    with features_pg.engine_for(tmp_path).connect() as conn:
+        # Storage order (ctid): a run of the west half, then the east half, not alternating.
+        stored = conn.execute(text(f"SELECT ST_X(geom) FROM {t} ORDER BY ctid")).scalars().all()
+        assert sum(abs(a - b) > 0.5 for a, b in zip(stored, stored[1:])) <= 2
+        assert conn.execute(text(f"SELECT array_agg(fid ORDER BY fid) FROM {t}")).scalar() \
+            == list(range(1, n + 1))
+        keys = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE tablename = :t"),
+                            {"t": written.layer}).scalars().all()
+    assert any("PRIMARY KEY" in k or "(fid)" in k for k in keys)
+    assert any("gist (geom)" in k for k in keys)
+    assert list(read_version(tmp_path, written.path)["名称"]) == [f"地点{i}" for i in range(n)]
+
+
+def test_a_budgeted_count_runs_serial_and_restores_the_sessions_settings(tmp_path):
+    """The count under a time budget runs without JIT and parallel workers (their start-up
+    alone outlasted a 25 ms budget at 5M rows), and what the transaction had set before, such
+    as the operator's statement_timeout, holds again after it."""
+    from ogcapi.postgis import TableRegistry
+    engine = features_pg.engine_for(tmp_path)
+    registry = TableRegistry(engine, count_budget_ms=5000)
+    probe = ("SELECT count(*) FROM generate_series(1, 3) WHERE current_setting('jit') = 'off'"
+             " AND current_setting('max_parallel_workers_per_gather') = '0'"
+             " AND current_setting('statement_timeout') = '5s' AND %s = %s")
+    with registry.transaction() as cur:
+        cur.execute("SET LOCAL statement_timeout = '7s'")
+        assert registry.count(cur, "t", probe, [1, 1]) == 3
+        cur.execute("SHOW statement_timeout")
+        assert cur.fetchone()[0] == "7s"
+        cur.execute("SELECT 1")   # the transaction is still usable
+    with registry.transaction() as cur:   # a count over its budget is None, not an error
+        assert registry.count(cur, "t", "SELECT count(*) FROM pg_sleep(0.2) WHERE %s = %s",
+                              [2, 2]) is not None
+    slow = TableRegistry(engine, count_budget_ms=50)
+    with slow.transaction() as cur:
+        assert slow.count(cur, "t", "SELECT count(*) FROM pg_sleep(1) WHERE %s = %s",
+                          [3, 3]) is None
+        cur.execute("SELECT 1")
+
+
+def test_a_bbox_page_and_its_count_are_exact_at_the_edges(tmp_path):
+    """A bbox alone is counted from the same scan as its page, and candidates inside the bbox
+    shrunk by INNER_MARGIN skip the exact test: points on the edge, a hair outside it (inside
+    PostGIS's float32 boxes) and in the margin band are each where ST_Intersects puts them,
+    on every page, the empty one past the end included."""
+    from ogcapi.postgis import INNER_MARGIN, PostGISProvider, TableRegistry
+    x0, y0, x1, y1 = 135.0, 34.5, 135.1, 34.6
+    hair = 1e-9   # far below float32's step at 135° (1.5e-5)
+    xs = [x0, x1, x0 - hair, x1 + hair, x0 + INNER_MARGIN / 2, x1 - INNER_MARGIN / 2,
+          x0 + 0.05, x0 - 0.01, x1 + 0.01]
+    pts = [Point(x, y) for x in xs for y in (y0, y1, y0 - hair, y1 + hair, y0 + 0.05)]
+    frame = gpd.GeoDataFrame({"名称": [f"点{i}" for i in range(len(pts))]}, geometry=pts,
+                             crs="EPSG:4326")
+    v = versions.write_version(frame, tmp_path, "edges", 1)
+    engine = features_pg.engine_for(tmp_path)
+    with engine.connect() as conn:
+        expected = conn.execute(text(
+            f'SELECT array_agg(fid ORDER BY fid) FROM "{v.layer}" '
+            "WHERE ST_Intersects(geom, ST_MakeEnvelope(:a, :b, :c, :d, 4326))"),
+            {"a": x0, "b": y0, "c": x1, "d": y1}).scalar()
+    assert 0 < len(expected) < len(pts)
+
+    def provider():
+        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
+                                "renkei_tables": TableRegistry(engine)})
+    got, offset = [], 0
+    while True:
+        page = provider().query(bbox=[x0, y0, x1, y1], offset=offset, limit=4)
+        assert page["numberMatched"] == len(expected)
+        if not page["features"]:
+            break
+        got += [f["id"] for f in page["features"]]
+        offset += 4
+    assert got == expected
+    # A box narrower than twice the margin has no inner box: every candidate is tested.
+    narrow = provider().query(bbox=[x0 - hair, y0, x0 + INNER_MARGIN, y1], limit=100)
+    assert narrow["numberMatched"] == len([f for f in pts if x0 - hair <= f.x <= x0 +
+                                           INNER_MARGIN and y0 <= f.y <= y1])
+
+
+def test_a_filtered_count_costs_no_more_than_its_page(tmp_path):
+    """With a generous configured budget, a count that would take longer than the page it
+    comes with is cancelled and numberMatched omitted (paging goes on by `more`); asked for
+    alone (resulttype=hits) the same count has the whole budget and is exact."""
+    from ogcapi.postgis import PostGISProvider, TableRegistry
+    n = 150_000
+    v = versions.write_version(_points(["避難所0"]), tmp_path, "many", 1)
+    engine = features_pg.engine_for(tmp_path)
+    with engine.begin() as conn:   # the rest in SQL: the writer would take 10 s over them
+        conn.execute(text(
+            f'INSERT INTO "{v.layer}" SELECT i, ST_SetSRID(ST_MakePoint(134.3 + i * 1e-5, '
+            f"34.8), 4326), '避難所' || (i - 1), i % 1000, i * 1.5, i % 2 = 1 "
+            f"FROM generate_series(2, {n}) i"))
+        conn.execute(text(f'ANALYZE "{v.layer}"'))
+    from ogcapi import cql
+    flt = cql.parse(json.dumps({"op": "like", "args": [{"property": "名称"}, "%9%"]}),
+                    "cql2-json")
+
+    def provider():
+        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
+                                "renkei_tables": TableRegistry(engine,
+                                                               count_budget_ms=60_000)})
+    page = provider().query(filterq=flt, limit=10)
+    assert [f["properties"]["名称"] for f in page["features"]][:1] == ["避難所9"]
+    assert "numberMatched" not in page and page["numberReturned"] == 10
+    p = provider()
+    p.query(filterq=flt, limit=10)
+    assert p.more is True
+    expected = sum("9" in f"避難所{i}" for i in range(n))
+    assert provider().query(filterq=flt, resulttype="hits")["numberMatched"] == expected
