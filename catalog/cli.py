@@ -1,5 +1,7 @@
-"""`renkei` command line: harvest, serve, jobs, demo, user, org, token, db (the contract in
-DESIGN.md)."""
+"""`renkei` command line: harvest, serve, jobs, demo, user, org, token, applications, usage,
+db, mail, terms (the contract in DESIGN.md). In PostgreSQL mode only `harvest` (its download
+cache) and `demo` make a data dir: the other commands run from any machine with
+RENKEI_DATABASE_URL (`Store(make_dir=False)`)."""
 from __future__ import annotations
 
 import argparse
@@ -88,6 +90,29 @@ def main(argv: list[str] | None = None) -> int:
                                                                          required=True)
     db.add_parser("upgrade", help="migrate the database schema to this version of renkei "
                                   "(SQLite or RENKEI_DATABASE_URL); every command also does it")
+    sw = db.add_parser("sweep", help="drop the superseded feature tables of PostgreSQL mode "
+                                     "whose grace period is over (every harvest run also does "
+                                     "it); for cron")
+    sw.add_argument("--grace", type=float, metavar="SECONDS",
+                    help="how long a superseded version stays for readers that chose it "
+                         "(default $RENKEI_DROP_GRACE, else 300)")
+    ml = sub.add_parser("mail", help="the outbox of mail the platform sends").add_subparsers(
+        dest="action", required=True)
+    mo = ml.add_parser("outbox", help="messages, newest first: queued, sent, failed (and why)")
+    mo.add_argument("--status", choices=("queued", "sending", "sent", "failed"))
+    mo.add_argument("--limit", type=int, default=50)
+    msh = ml.add_parser("show", help="one message not yet delivered (--raw: as RFC 5322)")
+    msh.add_argument("message_id", type=int, metavar="ID")
+    msh.add_argument("--raw", action="store_true")
+    ms = ml.add_parser("send", help="deliver the queued and failed messages through "
+                                    "RENKEI_SMTP_URL; exit 1 if any fails (it stays queued)")
+    ms.add_argument("--limit", type=int, help="at most this many, oldest first")
+    te = sub.add_parser("terms", help="versions of the terms of use (要綱)").add_subparsers(
+        dest="action", required=True)
+    te.add_parser("list", help="every version, oldest first; * marks the one in force")
+    ta = te.add_parser("add", help="publish new versions from YAML files (checked first; a "
+                                   "published version is never replaced)")
+    ta.add_argument("files", nargs="+", metavar="FILE")
     args = parser.parse_args(argv)
     from store.migrate import SchemaError
     try:
@@ -98,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
+    if args.command in ("mail", "terms") or (args.command, getattr(args, "action", None)) == (
+            "db", "sweep"):
+        from catalog import cli_operator
+        return getattr(cli_operator, f"cmd_{args.command}_{args.action}")(args)
     if args.command == "db":
         return cmd_db_upgrade(args)
     if args.command == "applications":
@@ -115,13 +144,16 @@ def _dispatch(args) -> int:
 def cmd_db_upgrade(args) -> int:
     import store.db
     from store import migrate
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = store.db.make_engine(store.db.database_url(args.data_dir))
+    url = store.db.database_url(args.data_dir)
+    if not store.db.is_postgresql(url):
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = store.db.make_engine(url)
     try:
         before, after = migrate.upgrade(engine, args.data_dir)
     finally:
         engine.dispose()
-    store.db.Store(args.data_dir).engine.dispose()  # what start-up does beside (search tokens)
+    # What start-up does beside (search tokens).
+    store.db.Store(args.data_dir, make_dir=False).engine.dispose()
     if before == after:
         print(f"database schema: already at {after}")
     else:
@@ -194,7 +226,7 @@ def cmd_jobs(args) -> int:
 
     from catalog.public_text import redact_text
     from store.db import HarvestJob, Store
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     with store.session() as s:
         stmt = select(HarvestJob).order_by(HarvestJob.id.desc()).limit(args.limit)
         if args.source:
@@ -236,7 +268,7 @@ def cmd_applications_list(args) -> int:
     from store import applications as apps
     from store.access import Principal
     from store.db import Store
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     operator = Principal(via="cli", is_sysadmin=True)
     with store.session() as s:
         rows = apps.listing(s, operator, args.status)
@@ -257,7 +289,7 @@ def cmd_applications_decide(args) -> int:
     from store import applications as apps
     from store.access import Principal
     from store.db import Store
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     operator = Principal(via="cli", is_sysadmin=True, email="cli")
     base = args.base_url.rstrip("/")
     try:
@@ -271,13 +303,14 @@ def cmd_applications_decide(args) -> int:
             app = s.get(apps.Application, args.app_id)
             accounts.audit(s, operator, f"application_{args.action}", "application",
                            str(args.app_id), organization_id=app.organization_id)
+            mail_ids = mail.queue_notices(s, notices)
     except apps.ApplicationError as exc:
         print(f"renkei: {exc}", file=sys.stderr)
         return 2
-    mail.send_notices(store.data_dir, notices)
+    outcomes = mail.deliver(store, mail_ids)
     verb = "approved" if args.action == "approve" else "refused"
-    print(f"application {args.app_id} {verb}; {len(notices)} mail(s) sent", file=sys.stderr)
-    return 0
+    print(f"application {args.app_id} {verb}; {mail.summary(outcomes)}", file=sys.stderr)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
 def cmd_usage_report(args) -> int:
@@ -289,8 +322,8 @@ def cmd_usage_report(args) -> int:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.month):
         print("renkei: --month is YYYY-MM", file=sys.stderr)
         return 2
-    store = Store(args.data_dir)
-    version = terms.for_month(store.data_dir, args.month)
+    store = Store(args.data_dir, make_dir=False)
+    version = terms.for_month(store, args.month)
     with store.session() as s, s.begin():
         if args.by == "dataset":
             rows = fees.dataset_rows(s, args.month)

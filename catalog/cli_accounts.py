@@ -34,7 +34,7 @@ def cmd_user_add(args) -> int:
         password = generated
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     try:
         with store.session() as s, s.begin():
             if args.org is not None and s.get(Organization, args.org) is None:
@@ -59,7 +59,7 @@ def _user_add_oidc(args) -> int:
     issuer = (os.environ.get("RENKEI_OIDC_ISSUER") or "").strip()
     if not issuer:
         return _fail("--oidc needs RENKEI_OIDC_ISSUER (the identity provider's issuer URL)")
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     try:
         with store.session() as s, s.begin():
             if args.org is not None and s.get(Organization, args.org) is None:
@@ -83,7 +83,7 @@ def cmd_org_add(args) -> int:
         return _fail("an organization slug is lower-case letters, digits, - and _")
     if args.code and not re.fullmatch(r"\d{6}", args.code):
         return _fail("--code is the 6-digit 全国地方公共団体コード")
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     with store.session() as s, s.begin():
         org = s.get(Organization, args.slug) or Organization(id=args.slug)
         s.add(org)
@@ -99,12 +99,12 @@ def cmd_org_add(args) -> int:
 
 
 def cmd_token_create(args) -> int:
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
+    version = terms.current(store).version   # who runs the CLI accepts it
     try:
         with store.session() as s, s.begin():
             new = accounts.create_token(s, accounts.token_secret(store.data_dir), args.email,
                                         name=args.name, scope=args.scope, days=args.expires)
-            version = terms.current(store.data_dir).version   # who runs the CLI accepts it
             terms.record_token(s, new.record.id, version)
             accounts.audit(s, CLI, "token_create", "token", str(new.record.id),
                            scope=args.scope, user=args.email, terms_version=version)
@@ -118,7 +118,7 @@ def cmd_token_create(args) -> int:
 
 
 def cmd_token_list(args) -> int:
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     with store.session() as s:
         user = s.scalar(select(accounts.User).where(
             accounts.User.email == accounts.normalize_email(args.email)))
@@ -137,7 +137,7 @@ def cmd_token_list(args) -> int:
 
 
 def cmd_token_revoke(args) -> int:
-    store = Store(args.data_dir)
+    store = Store(args.data_dir, make_dir=False)
     try:
         with store.session() as s, s.begin():
             record = accounts.revoke_token(s, args.token_id)

@@ -235,11 +235,12 @@ class Meter:
 
     def _quota_warnings(self, token_ids: set[int]) -> None:
         from catalog import mail
-        terms = terms_store.current(self.store.data_dir)
+        terms = terms_store.current(self.store)
         quota = terms.monthly_requests
         if not quota:
             return
         month = usage.current_month()
+        mail_ids = []
         with self.store.session() as s, s.begin():
             for token_id in sorted(token_ids):
                 used = usage.token_requests(s, token_id, month)
@@ -249,10 +250,11 @@ class Meter:
                             owner = s.scalar(select(User.email).join(
                                 ApiToken, ApiToken.user_id == User.id)
                                 .where(ApiToken.id == token_id))
-                            if owner:
-                                mail.send(self.store.data_dir, owner,
-                                          *quota_message(token_id, level, used, quota, month))
+                            if owner:   # queued with its claim: one notice, never lost
+                                mail_ids.append(mail.queue(s, owner, *quota_message(
+                                    token_id, level, used, quota, month)))
                         break
+        mail.deliver(self.store, mail_ids)
 
 
 def quota_message(token_id: int, level: int, used: int, quota: int, month: str):

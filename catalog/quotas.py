@@ -32,8 +32,8 @@ def caller_key() -> str:
     return f"addr:{request.remote_addr}"
 
 
-def rate(data_dir) -> str:
-    return os.environ.get("RENKEI_RATE_LIMIT") or terms_store.current(data_dir).rate_limit \
+def rate(store) -> str:
+    return os.environ.get("RENKEI_RATE_LIMIT") or terms_store.current(store).rate_limit \
         or DEFAULT_RATE
 
 
@@ -43,7 +43,7 @@ def tile_rate() -> str:
 
 def init_app(app, store) -> Limiter:
     redis_url = os.environ.get("RENKEI_REDIS_URL")
-    api_limit, tiles_limit = rate(store.data_dir), tile_rate()
+    api_limit, tiles_limit = rate(store), tile_rate()
 
     def limit() -> str:
         return tiles_limit if interface(request.path) == "tiles" else api_limit

@@ -91,7 +91,25 @@ def run_harvest(store: Store, sources: list[SourceConfig], orgs: dict, *,
     if timeout is not None:
         settings = replace(settings, timeout=timeout)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    return [run_source(store, src, orgs, settings, log) for src in sources]
+    reports = [run_source(store, src, orgs, settings, log) for src in sources]
+    _sweep(store, log)
+    return reports
+
+
+def _sweep(store: Store, log) -> None:
+    """Drop the superseded feature tables whose grace period is over, of every collection
+    (PostgreSQL mode): those this run retired stay for the next run or `renkei db sweep`. A
+    failing sweep is said, never a failed harvest: the tables wait for the next one."""
+    if not store.postgresql:
+        return
+    try:
+        dropped = features_pg.drop_superseded(store.engine)
+    except Exception as exc:   # noqa: BLE001 (the run's own work is done and recorded)
+        log(f"sweep of superseded feature tables failed ({exc.__class__.__name__}); "
+            "`renkei db sweep` retries it")
+        return
+    if dropped:
+        log(f"superseded feature tables dropped: {dropped}")
 
 
 def run_source(store: Store, source: SourceConfig, orgs: dict, settings: HarvestSettings,

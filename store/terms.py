@@ -1,11 +1,14 @@
-"""The 要綱: versioned terms of use with their fee rule and default limits, as files.
+"""The 要綱: versioned terms of use with their fee rule and default limits.
 
-One YAML file per version under `<data dir>/terms/` (the operator adds a file to publish a new
-version; a published file is never edited). Without that folder the version shipped in
-`store/default_terms/` applies, so the demo and a fresh data dir have terms. The version in
-force on a day is the one with the latest `effective` date not after it. Applications and API
-tokens record the version their holder accepted (`TokenTerms` here; applications in their own
-table).
+The operator publishes a version with `renkei terms add FILE` (one YAML document, checked by
+`parse`): it is stored in the catalogue database (`terms_version`), so in PostgreSQL mode every
+stateless web server sees the same terms without a data dir. The embedded mode also reads one
+YAML file per version under `<data dir>/terms/` (how a town has always added them); PostgreSQL
+mode does not, so no server's disk can make it differ from the others. A published version is
+never edited. Without any version the one shipped in `store/default_terms/` applies, so the demo
+and a fresh catalogue have terms. The version in force on a day is the one with the latest
+`effective` date not after it. Applications and API tokens record the version their holder
+accepted (`TokenTerms` here; applications in their own table).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import yaml
-from sqlalchemy import DateTime, Integer, String
+from sqlalchemy import Date, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base, utcnow
@@ -58,6 +61,16 @@ class Terms:
     def localized(self, what: str, lang: str) -> str:
         values = getattr(self, what)
         return values.get(lang) or values.get("ja") or ""
+
+
+class TermsVersion(Base):
+    """A version the operator published with `renkei terms add`: its YAML, as given."""
+    __tablename__ = "terms_version"
+    version: Mapped[str] = mapped_column(String(40), primary_key=True)
+    effective: Mapped[date] = mapped_column(Date)
+    file: Mapped[str] = mapped_column(String(200))   # the name it was added from (for messages)
+    source: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class TokenTerms(Base):
@@ -133,13 +146,22 @@ def terms_dir(data_dir: Path | str) -> Path:
     return Path(data_dir) / "terms"
 
 
-def load_all(data_dir: Path | str) -> list[Terms]:
-    """Every version, oldest first; the shipped default when the data dir has none."""
-    folder = terms_dir(data_dir)
-    files = sorted(folder.glob("*.yaml")) if folder.is_dir() else []
-    if not files:
-        files = sorted(DEFAULT_DIR.glob("*.yaml"))
-    versions = [parse(f.read_text(encoding="utf-8"), f.name) for f in files]
+def _published(store) -> list[Terms]:
+    """The versions the operator published: the database's, and the embedded mode's files."""
+    with store.session() as s:
+        rows = [(r.source, r.file) for r in s.scalars(select(TermsVersion))]
+    versions = [parse(source, name) for source, name in rows]
+    folder = terms_dir(store.data_dir)
+    if not store.postgresql and folder.is_dir():
+        versions += [parse(f.read_text(encoding="utf-8"), f.name)
+                     for f in sorted(folder.glob("*.yaml"))]
+    return versions
+
+
+def load_all(store) -> list[Terms]:
+    """Every version, oldest first; the shipped default when none is published."""
+    versions = _published(store) or [parse(f.read_text(encoding="utf-8"), f.name)
+                                     for f in sorted(DEFAULT_DIR.glob("*.yaml"))]
     seen: set[str] = set()
     for t in versions:
         if t.version in seen:
@@ -148,20 +170,42 @@ def load_all(data_dir: Path | str) -> list[Terms]:
     return sorted(versions, key=lambda t: (t.effective, t.version))
 
 
-def current(data_dir: Path | str, on: date | None = None) -> Terms:
+def in_force(versions: list[Terms], on: date | None = None) -> Terms:
     on = on or utcnow().date()
-    versions = load_all(data_dir)
-    in_force = [t for t in versions if t.effective <= on]
-    return (in_force or versions)[-1]
+    effective = [t for t in versions if t.effective <= on]
+    return (effective or versions)[-1]
 
 
-def for_month(data_dir: Path | str, month: str) -> Terms:
+def current(store, on: date | None = None) -> Terms:
+    return in_force(load_all(store), on)
+
+
+def for_month(store, month: str) -> Terms:
     """The version in force on the first day of a month (YYYY-MM) — the fee rule of that month."""
-    return current(data_dir, date.fromisoformat(month + "-01"))
+    return current(store, date.fromisoformat(month + "-01"))
 
 
-def by_version(data_dir: Path | str, version: str) -> Terms | None:
-    return next((t for t in load_all(data_dir) if t.version == version), None)
+def by_version(store, version: str) -> Terms | None:
+    return next((t for t in load_all(store) if t.version == version), None)
+
+
+def add(store, text: str, name: str) -> Terms:
+    """Publish one version (`renkei terms add`): the checks of a terms file, and a version
+    published before (in the database or, embedded, as a file) is refused, never replaced."""
+    from sqlalchemy.exc import IntegrityError
+    terms = parse(text, name)
+    clash = next((t for t in _published(store) if t.version == terms.version), None)
+    if clash is not None:
+        raise TermsError(f"{name}: version {terms.version} is already published (from "
+                         f"{clash.file}); a published version is never edited: give the new "
+                         "one a version of its own")
+    try:
+        with store.session() as s, s.begin():
+            s.add(TermsVersion(version=terms.version, effective=terms.effective, file=name,
+                               source=text, added_at=utcnow()))
+    except IntegrityError:   # published by another operator a moment ago
+        raise TermsError(f"{name}: version {terms.version} is already published") from None
+    return terms
 
 
 def record_token(session, token_id: int, version: str) -> None:

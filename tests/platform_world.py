@@ -121,9 +121,24 @@ def sign_in(base: str, email_: str, password: str = PASSWORD) -> requests.Sessio
 
 
 def outbox(data_dir: Path) -> list[email.message.EmailMessage]:
-    folder = data_dir / "outbox"
-    files = sorted(folder.glob("*.eml")) if folder.exists() else []
-    return [email.message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
+    """The mail sent so far, oldest first: `.eml` files in the embedded mode, the database's
+    outbox in PostgreSQL mode (there is no SMTP server in these tests)."""
+    from sqlalchemy import select
+    from store.db import Store
+    from store.outbox import MailMessage
+    store = Store(data_dir)
+    try:
+        if store.postgresql:
+            with store.session() as s:
+                raw = list(s.scalars(select(MailMessage.message).where(
+                    MailMessage.message.is_not(None)).order_by(MailMessage.id)))
+        else:
+            folder = data_dir / "outbox"
+            raw = [f.read_bytes() for f in sorted(folder.glob("*.eml"))] \
+                if folder.exists() else []
+    finally:
+        store.engine.dispose()
+    return [email.message_from_bytes(bytes(m), policy=policy.default) for m in raw]
 
 
 def mail_to(data_dir: Path, to: str) -> list[email.message.EmailMessage]:

@@ -119,3 +119,18 @@ def test_start_up_at_head_checks_the_revision_once(tmp_path):
         event.remove(Engine, "before_cursor_execute", record)
     assert statements == ["SELECT version_num FROM alembic_version",
                           "SELECT value FROM search_meta WHERE key='tokenizer'"]
+
+
+@pytest.mark.embedded_only(reason="superseded GeoPackages go at the switch")
+def test_db_sweep_has_nothing_to_do_in_the_embedded_mode(tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path), "db", "sweep"]) == 0
+    assert capsys.readouterr().out.startswith("nothing to sweep")
+
+
+@pytest.mark.pg_only(reason="PostgreSQL mode keeps nothing in a data dir")
+def test_db_commands_make_no_data_dir_in_postgresql_mode(tmp_path, capsys):
+    none = tmp_path / "none"
+    assert main(["--data-dir", str(none), "db", "upgrade"]) == 0
+    assert main(["--data-dir", str(none), "db", "sweep"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "superseded feature tables dropped: 0"
+    assert not none.exists()

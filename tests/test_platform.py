@@ -53,25 +53,80 @@ def site(world):
 
 # -- 要綱 --------------------------------------------------------------------------------------
 
-def test_terms_versions_from_the_data_dir(tmp_path):
+def publish_terms(data_dir, text: str, name: str = "2026-10.yaml"):
+    """What the operator does: `renkei terms add FILE` (into the database, both modes)."""
+    folder = data_dir.parent / f"{data_dir.name}-terms"   # the operator's copy, not a data dir
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    done = cli(data_dir, "terms", "add", str(folder / name))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_terms_versions_added_by_the_operator(tmp_path):
     from catalog.app import create_app
-    assert terms_store.current(tmp_path).version == "2026-04"    # shipped default
-    folder = tmp_path / "terms"
-    folder.mkdir()
-    (folder / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")
-    (folder / "2099-01.yaml").write_text(TERMS_FUTURE, encoding="utf-8")
-    current = terms_store.current(tmp_path)
+    from store.db import Store
+    store = Store(tmp_path)
+    assert terms_store.current(store).version == "2026-04"    # shipped default
+    assert "2026-10 published, effective 2026-10-01" in publish_terms(tmp_path, TERMS_V2).stdout
+    publish_terms(tmp_path, TERMS_FUTURE, "2099-01.yaml")
+    current = terms_store.current(store)
     assert current.version == "2026-10" and current.monthly_requests == 5
     assert current.fees.per_1000_requests == 1000
+    assert [t.version for t in terms_store.load_all(store)] == ["2026-10", "2099-01"]
+    listed = cli(tmp_path, "terms", "list").stdout.splitlines()
+    assert listed[0].startswith("* 2026-10 ") and listed[1].startswith("  2099-01 ")
     client = create_app(tmp_path).test_client()
     page = client.get("/terms").get_data(as_text=True)
     assert "テスト要綱 第2版" in page and "改定版です。" in page and "/terms/2099-01" in page
     assert "Revised." in client.get("/terms?lang=en").get_data(as_text=True)
     assert client.get("/terms/2099-01").status_code == 200
     assert client.get("/terms/nope").status_code == 404
+
+    # The checks of a terms file, said the same way; nothing is published by a refused file.
+    for text, name, said in (
+            ("version: x\neffective: soon\n", "bad.yaml", "bad.yaml: effective must be a date"),
+            ("- a list", "list.yaml", "list.yaml: expected a mapping"),
+            (TERMS_V2.replace("1000/hour", "often"), "rate.yaml", "rate.yaml: limits.rate"),
+            (TERMS_V2.replace("テスト要綱 第2版", "改ざん"), "again.yaml",
+             "again.yaml: version 2026-10 is already published (from 2026-10.yaml)")):
+        (tmp_path.parent / name).write_text(text, encoding="utf-8")
+        refused = cli(tmp_path, "terms", "add", str(tmp_path.parent / name))
+        assert refused.returncode == 2 and f"renkei: {said}" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and str(tmp_path) not in refused.stderr
+    assert [t.version for t in terms_store.load_all(store)] == ["2026-10", "2099-01"]
+    assert "改ざん" not in client.get("/terms").get_data(as_text=True)
+
+
+@pytest.mark.embedded_only(reason="the data dir's terms/ folder is the embedded mode's")
+def test_terms_versions_from_the_data_dir(tmp_path):
+    from catalog.app import create_app
+    from store.db import Store
+    store = Store(tmp_path)
+    folder = tmp_path / "terms"
+    folder.mkdir()
+    (folder / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")
+    publish_terms(tmp_path, TERMS_FUTURE, "2099-01.yaml")   # files and added versions together
+    current = terms_store.current(store)
+    assert current.version == "2026-10" and current.monthly_requests == 5
+    client = create_app(tmp_path).test_client()
+    assert "テスト要綱 第2版" in client.get("/terms").get_data(as_text=True)
+    assert client.get("/terms/2099-01").status_code == 200
+    (tmp_path.parent / "dup.yaml").write_text(TERMS_V2, encoding="utf-8")
+    refused = cli(tmp_path, "terms", "add", str(tmp_path.parent / "dup.yaml"))
+    assert refused.returncode == 2 and \
+        "version 2026-10 is already published (from 2026-10.yaml)" in refused.stderr
     (folder / "bad.yaml").write_text("version: x\neffective: soon\n", encoding="utf-8")
     with pytest.raises(terms_store.TermsError, match="bad.yaml: effective"):
-        terms_store.load_all(tmp_path)
+        terms_store.load_all(store)
+
+
+@pytest.mark.pg_only(reason="PostgreSQL mode reads the terms from the database alone")
+def test_a_terms_folder_on_one_server_changes_nothing(tmp_path):
+    from store.db import Store
+    (tmp_path / "terms").mkdir()
+    (tmp_path / "terms" / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")
+    assert terms_store.current(Store(tmp_path)).version == "2026-04"
 
 
 def test_local_government_code_check_digit():
@@ -220,8 +275,7 @@ def test_usage_report_counts_what_was_sent_and_computes_the_fee(tmp_path_factory
     from store.applications import Participation
     from store.db import Organization, Store
     world = build(tmp_path_factory.mktemp("metered"))
-    (world / "terms").mkdir()
-    (world / "terms" / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")
+    publish_terms(world, TERMS_V2)
     store = Store(world)
     with store.session() as s, s.begin():   # populations and kinds, as an accepted join sets
         for org, pop in (("kakogawa-city", 258000), ("yabu-city", 22000)):
@@ -390,8 +444,7 @@ def test_quota_warning_mails_at_80_and_100_percent(tmp_path_factory):
     from catalog.app import create_app
     from store.db import Store
     world = build(tmp_path_factory.mktemp("quota"))
-    (world / "terms").mkdir()
-    (world / "terms" / "2026-10.yaml").write_text(TERMS_V2, encoding="utf-8")   # 5 a month
+    publish_terms(world, TERMS_V2)   # 5 a month
     store = Store(world)
     add_user(store, "heavy@example.org", org="yabu-city", role="member")
     key = token(store, "heavy@example.org")

@@ -185,3 +185,63 @@ def test_a_web_server_runs_with_no_data_dir_at_all(tmp_path, monkeypatch):
         assert [f["id"] for f in end["features"]] == [18, 19, 20]
         assert not [link for link in end["links"] if link["rel"] == "next"]
     assert not none.exists()
+
+
+def test_mail_and_terms_live_in_the_database_for_every_server(tmp_path, monkeypatch):
+    """What the web servers and the operator once kept in a data dir: the operator publishes a
+    terms version from a machine with no data dir, and both servers show it and have applicants
+    accept it; an application made on one server queues its mail in the database (no SMTP on
+    the servers), where the operator reads it and delivers it through SMTP later, and its
+    private link works on the other server. No data dir is made anywhere."""
+    from email import policy
+    import email
+    from tests.platform_world import csrf, link_in, run_cli
+    from tests.smtp_server import smtp_server
+    from tests.test_platform import TERMS_V2
+    shared = pg_mode.url_for(os.environ["RENKEI_TEST_RUN_DATABASE"], tmp_path / "shared")
+    monkeypatch.setenv("RENKEI_DATABASE_URL", shared)
+    monkeypatch.setenv("RENKEI_SECRET_KEY", "session-secret-shared-by-all-servers")
+    monkeypatch.setenv("RENKEI_TOKEN_SECRET", "token-secret-shared-by-all-servers")
+    monkeypatch.delenv("RENKEI_SMTP_URL", raising=False)
+    web_a, web_b, operator = tmp_path / "none-a", tmp_path / "none-b", tmp_path / "none-op"
+    (tmp_path / "mine").mkdir()
+    terms_file = tmp_path / "mine" / "2026-10.yaml"
+    terms_file.write_text(TERMS_V2, encoding="utf-8")
+    with renkei_serve(web_a, workers=1) as (a, _), renkei_serve(web_b, workers=1) as (b, _):
+        for base in (a, b):   # the shipped default, before the operator publishes
+            assert "テスト要綱 第2版" not in requests.get(f"{base}/terms", timeout=30).text
+        added = run_cli(operator, "terms", "add", str(terms_file))
+        assert added.returncode == 0, added.stderr
+        for base in (a, b):   # read from the database on every request: no restart
+            page = requests.get(f"{base}/terms", timeout=30)
+            assert page.status_code == 200 and "テスト要綱 第2版" in page.text
+            assert requests.get(f"{base}/terms/2026-10", timeout=30).status_code == 200
+        listed = run_cli(operator, "terms", "list").stdout
+        assert "* 2026-10 " in listed
+
+        s = requests.Session()
+        form = {"name_ja": "テスト協会", "slug": "test-kyokai", "kind": "partner",
+                "name": "多可 太郎", "email": "kyokai@example.org", "accept_terms": "y",
+                "csrf_token": csrf(s, a + "/join/organization")}
+        applied = s.post(a + "/join/organization", data=form, timeout=30)
+        assert applied.status_code == 200 and "受け付けました" in applied.text
+        apps = run_cli(operator, "applications", "list").stdout
+        assert "kyokai@example.org" in apps and " 2026-10 " in apps   # the terms accepted
+
+        outbox = run_cli(operator, "mail", "outbox", "--status", "queued")
+        assert outbox.returncode == 0 and "kyokai@example.org" in outbox.stdout
+        message_id = outbox.stdout.splitlines()[1].split()[0]
+        raw = run_cli(operator, "mail", "show", message_id, "--raw")
+        queued = email.message_from_string(raw.stdout, policy=policy.default)
+        status = link_in(queued, "status")
+        page = requests.get(b + status, timeout=30)   # the other server knows the link
+        assert page.status_code == 200 and "審査中" in page.text and "参加申請（団体）" in page.text
+
+        with smtp_server() as (url, inbox):
+            sent = run_cli(operator, "mail", "send", env={"RENKEI_SMTP_URL": url})
+            assert sent.returncode == 0 and f"mail {message_id}: sent" in sent.stdout
+        (got,) = inbox.to("kyokai@example.org")
+        assert link_in(got, "status") == status
+        after = run_cli(operator, "mail", "outbox").stdout
+        assert f"{message_id:>6} sent" in after and "delivered" in after
+    assert not web_a.exists() and not web_b.exists() and not operator.exists()

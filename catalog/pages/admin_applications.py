@@ -97,9 +97,10 @@ def decide(app_id: int, decision: str):
                                       base_url=base)
             accounts.audit(s, p, f"application_{decision}", "application", str(app_id),
                            organization_id=app.organization_id)
+            mail_ids = mail.queue_notices(s, notices)
     except apps.ApplicationError as exc:
         return _page(error=str(exc), status=400)
-    mail.send_notices(store.data_dir, notices)
+    mail.deliver(store, mail_ids)
     return redirect(url_for("admin_applications.applications"))
 
 
@@ -124,7 +125,8 @@ def invite():
                            organization_id=org.id, role=form.role.data)
             notice = apps.invitation_notice(created, org.name_ja,
                                             current_app.config["RENKEI_BASE_URL"])
+            mail_ids = mail.queue_notices(s, [notice])
     except (apps.ApplicationError, accounts.AccountError) as exc:
         return _page(error=str(exc), status=400)
-    mail.send_notices(store.data_dir, [notice])
+    mail.deliver(store, mail_ids)
     return _page(message=_("%(email)s に招待を送りました。", email=notice.to))

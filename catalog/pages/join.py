@@ -42,7 +42,7 @@ def _base() -> str:
 
 
 def _terms():
-    return terms_store.current(_store().data_dir)
+    return terms_store.current(_store())
 
 
 class _Applicant(FlaskForm):
@@ -109,12 +109,12 @@ def _submit(form, kind: str, create):
         try:
             with store.session() as s, s.begin():
                 created = create(s, form, terms.version)
-                notice = apps.received_notice(created, _base())
+                mail_ids = mail.queue_notices(s, [apps.received_notice(created, _base())])
                 app_id = created.application.id
         except (apps.ApplicationError, AccountError) as exc:
             error, status = str(exc), 400
         else:
-            mail.send(store.data_dir, notice.to, notice.subject, notice.body)
+            mail.deliver(store, mail_ids)
             return render_template("join/received.html", app_id=app_id,
                                    link=url_for("join.status", link=created.link,
                                                 _external=False))

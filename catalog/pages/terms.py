@@ -14,9 +14,8 @@ _md = MarkdownIt("commonmark", {"html": False})
 
 
 def _render(version: str | None):
-    data_dir = current_app.extensions["renkei_store"].data_dir
-    versions = terms_store.load_all(data_dir)
-    in_force = terms_store.current(data_dir)
+    versions = terms_store.load_all(current_app.extensions["renkei_store"])
+    in_force = terms_store.in_force(versions)
     shown = in_force if version is None else next(
         (t for t in versions if t.version == version), None)
     if shown is None:

@@ -38,7 +38,7 @@ def _allowed(org_id: str | None):
 
 def _report(org_id: str | None, month: str):
     store = current_app.extensions["renkei_store"]
-    terms = terms_store.for_month(store.data_dir, month)
+    terms = terms_store.for_month(store, month)
     with store.session() as s, s.begin():
         rows = fees.report(s, month, terms.fees, terms.version, organization=org_id)
         by_dataset = fees.dataset_rows(s, month, org_id)

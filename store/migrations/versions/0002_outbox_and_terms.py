@@ -1,0 +1,54 @@
+"""The mail outbox and the operator's terms versions move into the catalogue database
+(2026-11, issue 14): a stateless web server in PostgreSQL mode has no data dir for
+`outbox/*.eml` or `terms/*.yaml`, and every server must see the same of both.
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # A database stamped afresh (its alembic_version lost, as the baseline allows) may hold
+    # them already: made only when missing, as the baseline does.
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if 'mail_outbox' not in existing:
+        _outbox()
+    if 'terms_version' not in existing:
+        _terms()
+
+
+def _outbox() -> None:
+    op.create_table('mail_outbox',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('recipient', sa.Text(), nullable=False),
+    sa.Column('subject', sa.Text(), nullable=False),
+    sa.Column('message', sa.LargeBinary(), nullable=True),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('claimed_at', sa.DateTime(), nullable=True),
+    sa.Column('sent_at', sa.DateTime(), nullable=True),
+    sa.Column('delivery', sa.Text(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_index('ix_mail_outbox_status', 'mail_outbox', ['status'], unique=False)
+
+
+def _terms() -> None:
+    op.create_table('terms_version',
+    sa.Column('version', sa.String(length=40), nullable=False),
+    sa.Column('effective', sa.Date(), nullable=False),
+    sa.Column('file', sa.String(length=200), nullable=False),
+    sa.Column('source', sa.Text(), nullable=False),
+    sa.Column('added_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('version')
+    )
+
+
+def downgrade() -> None:
+    raise NotImplementedError("renkei migrations go forward only; restore a backup instead")
