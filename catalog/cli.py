@@ -188,8 +188,11 @@ def cmd_harvest(args) -> int:
     settings = _settings(timeout=args.timeout)
     if settings is None:
         return 2
+    from store.db import Store
     try:
-        sources, orgs = merge(load_config(args.config), load_validated(args.data_dir))
+        config = load_config(args.config)   # a bad config touches nothing, not even the store
+        store = Store(args.data_dir)
+        sources, orgs = merge(config, load_validated(store))
     except ConfigError as exc:
         print(f"renkei: {exc}", file=sys.stderr)
         return 2
@@ -200,16 +203,14 @@ def cmd_harvest(args) -> int:
                   file=sys.stderr)
             return 2
         sources = [s for s in sources if s.name in args.source]
-    return _harvest(args.data_dir, sources, orgs, settings)
+    return _harvest(store, sources, orgs, settings)
 
 
-def _harvest(data_dir: Path, sources, orgs, settings) -> int:
+def _harvest(store, sources, orgs, settings) -> int:
     """Errors are in the job record (with tracebacks, for staff) and in the summary (without):
     nothing of a failed job reaches the terminal as a traceback."""
     from catalog.public_text import redact_text
-    from store.db import Store
     from harvesters.runner import exit_code, run_harvest, summary
-    store = Store(data_dir)
     reports = run_harvest(store, sources, orgs, settings=settings)
     print(summary(reports, redact=redact_text), file=sys.stderr)
     return exit_code(reports)
@@ -256,7 +257,8 @@ def cmd_demo(args) -> int:
     if settings is None:
         return 2
     sources, orgs = load_config(EXAMPLES / "sources.yaml")
-    code = _harvest(args.data_dir, sources, orgs, settings)
+    from store.db import Store
+    code = _harvest(Store(args.data_dir), sources, orgs, settings)
     if code == 2:
         return code
     # The demo is the offline quick start: no GSI base map unless asked for explicitly.

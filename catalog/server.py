@@ -42,6 +42,10 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, workers:
                   f"directory ({data_dir} does not exist): the same values on every web server",
                   file=sys.stderr, flush=True)
             return 2
+    if is_postgresql(database_url(data_dir)) and any((data_dir / "terms").glob("*.yaml")):
+        # Read before PostgreSQL mode kept the terms in the database: say so, or they vanish.
+        print("renkei: terms files in the data dir's terms/ are not read in PostgreSQL mode; "
+              "publish them once with `renkei terms add FILE ...`", file=sys.stderr, flush=True)
     print(f"renkei: serving {data_dir} at {base_url}/  (OGC API: {base_url}/ogcapi/)",
           file=sys.stderr, flush=True)
     _Server(lambda: create_app(data_dir, base_url=base_url, make_dir=not stateless),

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from store.access import LEVELS
-from store.applications import VALIDATED_DIR  # where accepted proposals are written
+from store.applications import VALIDATED_DIR, validated_sources  # accepted proposals
 from harvesters import auth, ckan, files, ngsi_ld, ngsi_v2, ogcapi_source
 from harvesters.base import Harvester, SourceConfig, harvester_class, source_types
 
@@ -41,6 +41,11 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
         raise ConfigError(f"config file not found: {path}") from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(doc, path, Path(path).resolve().parent)
+
+
+def parse_config(doc, path, base: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
+    """One sources.yaml document; `path` names it in errors, `base` resolves local files."""
     if not isinstance(doc, dict) or not isinstance(doc.get("sources"), list):
         raise ConfigError(f"{path}: expected a mapping with a 'sources' list")
     orgs = dict(KNOWN_ORGANIZATIONS)
@@ -72,20 +77,27 @@ def load_config(path: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
             raise ConfigError(problem)
         options = cls.prepare_options(
             {k: v for k, v in entry.items() if k not in ("name", "type", "url", "organization")},
-            Path(path).resolve().parent)
+            base)
         sources.append(SourceConfig(name=name, type=kind, url=url,
                                     organization=entry.get("organization"), options=options))
     return sources, orgs
 
 
-def load_validated(data_dir: Path) -> tuple[list[SourceConfig], dict[str, dict]]:
-    """Sources proposed by organizations and validated by the operator (one file each in
-    `<data dir>/sources.d/`), checked exactly like sources.yaml. Pending proposals have no
-    file, so they never run."""
+def load_validated(store) -> tuple[list[SourceConfig], dict[str, dict]]:
+    """Sources proposed by organizations and validated by the operator, checked exactly like
+    sources.yaml: their accepted applications in PostgreSQL mode (accepted on any web server),
+    one file each in `<data dir>/sources.d/` in the embedded mode. Pending proposals are in
+    neither, so they never run."""
     sources, orgs = [], {}
-    folder = Path(data_dir) / VALIDATED_DIR
-    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
-        more, more_orgs = load_config(path)
+    if store.postgresql:
+        with store.session() as s:
+            docs = validated_sources(s)
+        found = [parse_config(doc, label, Path(store.data_dir)) for label, doc in docs]
+    else:
+        folder = Path(store.data_dir) / VALIDATED_DIR
+        found = [load_config(path) for path in
+                 (sorted(folder.glob("*.yaml")) if folder.is_dir() else [])]
+    for more, more_orgs in found:
         sources += more
         orgs.update(more_orgs)
     return sources, orgs

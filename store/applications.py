@@ -191,7 +191,7 @@ def invite(session, *, organization_id: str, email: str, role: str, by: str,
 def propose_source(session, *, organization_id: str, email: str, name: str, type_: str,
                    url: str, terms_version: str) -> Created:
     """An organization proposes a harvest source: pending until the operator validates it;
-    only then is it written where `renkei harvest` reads it (`<data dir>/sources.d/`)."""
+    only then does `renkei harvest` read it (`validated_sources`)."""
     email = accounts.normalize_email(email)
     if not SLUG.fullmatch(name or ""):
         raise ApplicationError("収集元の名前は小文字の英字・数字・-・_ です / a source name is "
@@ -209,15 +209,28 @@ def propose_source(session, *, organization_id: str, email: str, name: str, type
                 payload={"name": name, "type": type_, "url": url})
 
 
+def source_document(app: Application) -> dict:
+    """An accepted source as a sources.yaml document of its own (harvest checks it as any)."""
+    p = app.payload
+    return {"sources": [{"name": p["name"], "type": p["type"], "url": p["url"],
+                         "organization": app.organization_id}]}
+
+
+def validated_sources(session) -> list[tuple[str, dict]]:
+    """PostgreSQL mode: the accepted sources, as (label, sources.yaml document), from their
+    applications; the embedded mode keeps them as files (`write_validated_source`)."""
+    rows = session.scalars(select(Application).where(
+        Application.kind == "source", Application.status == "accepted").order_by(Application.id))
+    return [(f"application {a.id} ({a.payload['name']})", source_document(a)) for a in rows]
+
+
 def write_validated_source(data_dir, app: Application) -> Path:
-    """The accepted source as a sources.yaml document of its own (same checks as any config)."""
+    """The embedded mode: the accepted source as a file in `<data dir>/sources.d/`."""
     import yaml
     folder = Path(data_dir) / VALIDATED_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    p = app.payload
-    doc = {"sources": [{"name": p["name"], "type": p["type"], "url": p["url"],
-                        "organization": app.organization_id}]}
-    path = folder / f"{p['name']}.yaml"
+    doc = source_document(app)
+    path = folder / f"{app.payload['name']}.yaml"
     tmp = path.with_suffix(".yaml.part")
     tmp.write_text(f"# validated by {app.handled_by} at {app.handled_at:%Y-%m-%d %H:%M} UTC "
                    f"(application {app.id})\n" + yaml.safe_dump(doc, allow_unicode=True),
@@ -282,7 +295,8 @@ def _ensure_member(session, email: str, organization_id: str, role: str) -> None
 
 def accept(session, app_id: int, *, by: str, base_url: str, data_dir=None) -> list[Notice]:
     """Accept one pending application; the notices to mail (the invitation link included).
-    A source is written to `data_dir`/sources.d (after the decision is recorded)."""
+    A source is written to `data_dir`/sources.d in the embedded mode; in PostgreSQL mode its
+    accepted application is what harvests read (a web server has no data dir)."""
     app = session.get(Application, app_id)
     if app is None or app.kind == "invitation":
         raise ApplicationError(f"申請 {app_id} はありません / no application {app_id}")
@@ -316,7 +330,7 @@ def accept(session, app_id: int, *, by: str, base_url: str, data_dir=None) -> li
         session.flush()
         app.organization_id = slug
         _ensure_member(session, app.email, slug, "member")
-    elif app.kind == "source":
+    elif app.kind == "source" and session.get_bind().dialect.name != "postgresql":
         if data_dir is None:
             raise ApplicationError("a source is validated where its data dir is known")
         write_validated_source(data_dir, app)
