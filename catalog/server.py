@@ -42,6 +42,9 @@ def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8000, workers:
                   f"directory ({data_dir} does not exist): the same values on every web server",
                   file=sys.stderr, flush=True)
             return 2
+    if is_postgresql(database_url(data_dir)) and not os.environ.get("RENKEI_SMTP_URL"):
+        print("renkei: RENKEI_SMTP_URL is not set: mail waits in the database's outbox "
+              "(`renkei mail outbox`, `renkei mail send`)", file=sys.stderr, flush=True)
     if is_postgresql(database_url(data_dir)) and any((data_dir / "terms").glob("*.yaml")):
         # Read before PostgreSQL mode kept the terms in the database: say so, or they vanish.
         print("renkei: terms files in the data dir's terms/ are not read in PostgreSQL mode; "

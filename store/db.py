@@ -230,8 +230,9 @@ class Store:
     def __init__(self, data_dir: Path | str, make_dir: bool = True):
         self.data_dir = Path(data_dir)
         url = database_url(self.data_dir)
-        # A web server in PostgreSQL mode (catalog.app: make_dir=False) creates no data dir and
-        # needs none: secrets from the environment, terms from the package.
+        # A web server or an operator's command in PostgreSQL mode (make_dir=False) creates no
+        # data dir and needs none: secrets from the environment; terms, the mail outbox and the
+        # validated sources in the database.
         if make_dir or not is_postgresql(url):
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)

@@ -6,7 +6,8 @@ a data dir of its own (its download cache). Without a restart, both serve the sa
 (CKAN API listing and search, 1- and 2-character Japanese queries, dataset pages), collections,
 items, item by id and downloads, and both stop serving a withdrawn dataset (410 for its page,
 404 for its features) while keeping the rest. Nothing of it lands in the web servers' data dirs:
-the catalogue, the search index and the features are all in PostgreSQL.
+the catalogue, the search index and the features are all in PostgreSQL. So are what the operator
+once kept in a data dir: the terms versions, and the outbox of mail the servers send.
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def test_two_servers_with_empty_data_dirs_serve_one_database(tmp_path, monkeypat
 
 
 def test_a_web_server_runs_with_no_data_dir_at_all(tmp_path, monkeypatch):
-    """Secrets from the environment (the same on every server), terms from the package, the
+    """Secrets from the environment (the same on every server), the shipped terms, the
     rest from PostgreSQL: the data dir it is given does not exist before, nor after."""
     from tests.accounts import add_user, token
     from store.db import Store
@@ -193,8 +194,8 @@ def test_mail_and_terms_live_in_the_database_for_every_server(tmp_path, monkeypa
     accept it; an application made on one server queues its mail in the database (no SMTP on
     the servers), where the operator reads it and delivers it through SMTP later, and its
     private link works on the other server. No data dir is made anywhere."""
-    from email import policy
     import email
+    from email import policy
     from tests.platform_world import csrf, link_in, run_cli
     from tests.smtp_server import smtp_server
     from tests.test_platform import TERMS_V2
