@@ -1,7 +1,7 @@
 """`renkei` command line: harvest, serve, jobs, demo, user, org, token, applications, usage,
 db, mail, terms (the contract in DESIGN.md). In PostgreSQL mode only `harvest` (its download
-cache) and `demo` make a data dir: the other commands run from any machine with
-RENKEI_DATABASE_URL (`Store(make_dir=False)`)."""
+cache), `demo` and `token create` (its key, without RENKEI_TOKEN_SECRET) make a data dir: the
+other commands run from any machine with RENKEI_DATABASE_URL (`Store(make_dir=False)`)."""
 from __future__ import annotations
 
 import argparse

@@ -99,7 +99,8 @@ def cmd_org_add(args) -> int:
 
 
 def cmd_token_create(args) -> int:
-    store = Store(args.data_dir, make_dir=False)
+    # A data dir even in PostgreSQL mode: without RENKEI_TOKEN_SECRET the key lives there.
+    store = Store(args.data_dir)
     version = terms.current(store).version   # who runs the CLI accepts it
     try:
         with store.session() as s, s.begin():

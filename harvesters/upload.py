@@ -1,11 +1,13 @@
 """Datasets members publish themselves (CKAN API or the web form), through the harvest pipeline.
 
-An uploaded file is streamed to disk under the data dir (never held in memory), with the
-organization's size limit, then translated by harvesters.pipeline.process_upload exactly as a
-harvested download is, and switched in by store.publish in one transaction; the merged theme
-layers follow. The original file is kept beside its dataset for the download route, replaced
-by rename only after the new version was published, so a failed upload leaves the old file and
-the old features serving.
+An uploaded file is streamed to disk (never held in memory), with the organization's size
+limit, then translated by harvesters.pipeline.process_upload exactly as a harvested download is,
+and switched in by store.publish in one transaction; the merged theme layers follow. The
+original file is kept for the download route, replaced only after the new version was
+published, so a failed upload leaves the old file and the old features serving: beside the
+catalogue in the embedded mode (renamed into place), in the database in PostgreSQL mode
+(store.originals; staged in the system's temporary directory, as a web server there has no
+data dir).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from pathlib import Path
 import requests
 from sqlalchemy import select
 
+from store import originals
 from store.db import Dataset, Organization, Store, utcnow
 from store.theme_layers import publish_theme_layers
 from harvesters.base import RemoteDataset, SourceConfig
@@ -63,9 +67,10 @@ def safe_filename(name: str) -> str:
 
 
 def stage_file(store: Store, stream, filename: str, organization_id: str) -> Staged:
-    """Copy `stream` to a part file in the data dir, 1 MB at a time, stopping at the limit."""
+    """Copy `stream` to a part file, 1 MB at a time, stopping at the limit."""
     limit = upload_limit(store, organization_id)
-    folder = store.data_dir / "uploads" / ".staging"
+    folder = (Path(tempfile.gettempdir()) / "renkei-staging" if store.postgresql
+              else store.data_dir / "uploads" / ".staging")
     folder.mkdir(parents=True, exist_ok=True)
     name = safe_filename(filename)
     path = folder / f"{secrets.token_hex(8)}{Path(name).suffix.lower()}"
@@ -91,14 +96,23 @@ def original_dir(store: Store, resource_id: str) -> Path:
 
 
 def original_file(store: Store, resource_id: str) -> Path | None:
+    """The embedded mode's kept file (PostgreSQL mode: `stored_original`)."""
     folder = original_dir(store, resource_id)
     files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
     return files[0] if files else None
 
 
+def stored_original(store: Store, resource_id: str) -> originals.Original | None:
+    """PostgreSQL mode's kept file, opened for one download."""
+    return originals.open_original(store.engine, resource_id)
+
+
 def remove_original(store: Store, resource_id: str) -> None:
     """resource_delete: its original goes with it (the published version is already gone)."""
     import shutil
+    if store.postgresql:
+        originals.remove(store.engine, resource_id)
+        return
     shutil.rmtree(original_dir(store, resource_id), ignore_errors=True)
 
 
@@ -131,6 +145,13 @@ def publish(store: Store, dataset_id: str, meta: RemoteDataset, organization_id:
             continue
         if outcome.status == "failed":
             new.path.unlink(missing_ok=True)
+            continue
+        if store.postgresql:
+            try:
+                originals.put(store.engine, resource_id_for(dataset_id, res), new.path,
+                              new.filename)
+            finally:
+                new.path.unlink(missing_ok=True)
             continue
         folder = original_dir(store, resource_id_for(dataset_id, res))
         folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import (Mapped, Session, contains_eager, mapped_column, rela
 
 from store.base import Base, utcnow  # noqa: F401 (re-exported: callers import them from here)
 from store import accounts  # noqa: F401 (its tables join Base.metadata before create_all)
-from store import outbox, terms, usage  # noqa: F401 (so do these; store.applications needs Organization,
+from store import originals, outbox, terms, usage  # noqa: F401 (so do these; store.applications needs Organization,
 # so it cannot be imported here: whoever uses it imports it before making a Store)
 
 

@@ -132,6 +132,10 @@ def test_a_kasai_admin_publishes_a_shelter_csv_with_ckanapi(site):
     # The original file downloads as it was sent.
     original = requests.get(here(url, res["url"]), timeout=10)
     assert original.status_code == 200 and original.content == SHELTERS.read_bytes()
+    assert original.headers["Content-Disposition"].startswith("attachment; filename=")
+    assert "yaizu_222127_evacuation_space.csv" in original.headers["Content-Disposition"]
+    # Kept beside the catalogue in the embedded mode, in the database in PostgreSQL mode.
+    assert (data_dir / "uploads").is_dir() != pg_mode.active()
 
 
 def test_a_new_file_replaces_the_published_version(site):
@@ -283,12 +287,23 @@ def test_the_audit_trail_is_shown_to_organization_admins_only(site):
                         ).status_code == 404
 
 
+def _kept(data_dir, resource_id: str) -> int:
+    """Bytes of a resource's original kept in the database (PostgreSQL mode)."""
+    from sqlalchemy import func, select
+    from store.originals import UploadChunk
+    with Store(data_dir).session() as s:
+        return s.scalar(select(func.coalesce(func.sum(func.length(UploadChunk.data)), 0))
+                        .where(UploadChunk.resource_id == resource_id))
+
+
 def test_resource_delete_removes_the_file_and_its_published_version(site):
-    url, _, _ = site
+    url, data_dir, _ = site
     ckan = client(site, "admin@city.kasai.example")
     ckan.action.package_create(name="kasai-temp", title="加西市 一時データ", owner_org="kasai")
     with SHELTERS.open("rb") as fh:
         res = ckan.action.resource_create(package_id="kasai-temp", upload=fh)
+    if pg_mode.active():
+        assert _kept(data_dir, res["id"]) == SHELTERS.stat().st_size
     collections = [r["id"] for r in ckan.action.package_show(id="kasai-temp")["resources"]
                    if r["format"] == "OGC API Features"]
     assert collections
@@ -297,6 +312,8 @@ def test_resource_delete_removes_the_file_and_its_published_version(site):
     with pytest.raises(NotFound):
         ckan.action.resource_show(id=res["id"])
     assert requests.get(here(url, res["url"]), timeout=10).status_code == 404
+    if pg_mode.active():
+        assert _kept(data_dir, res["id"]) == 0
     cid = collections[0].removesuffix("--ogcapi")
     assert requests.get(f"{url}/ogcapi/collections/{cid}", params={"f": "json"},
                         timeout=10).status_code == 404

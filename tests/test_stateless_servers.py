@@ -246,3 +246,39 @@ def test_mail_and_terms_live_in_the_database_for_every_server(tmp_path, monkeypa
         after = run_cli(operator, "mail", "outbox").stdout
         assert f"{message_id:>6} sent" in after and "delivered" in after
     assert not web_a.exists() and not web_b.exists() and not operator.exists()
+
+
+def test_a_file_uploaded_on_one_server_downloads_from_the_other(tmp_path, monkeypatch):
+    """A member publishes a CSV through the CKAN API of one server with no data dir; the other
+    serves its features and the original file, as sent (kept in the database)."""
+    from ckanapi import RemoteCKAN
+    from store.db import Store
+    from tests.accounts import add_org, add_user, token
+    from tests.servers import TEST_DATA
+    shelters = TEST_DATA / "csv" / "yaizu_222127_evacuation_space.csv"
+    shared = pg_mode.url_for(os.environ["RENKEI_TEST_RUN_DATABASE"], tmp_path / "shared")
+    monkeypatch.setenv("RENKEI_DATABASE_URL", shared)
+    monkeypatch.setenv("RENKEI_SECRET_KEY", "session-secret-shared-by-all-servers")
+    monkeypatch.setenv("RENKEI_TOKEN_SECRET", "token-secret-shared-by-all-servers")
+    store = Store(tmp_path / "operator")
+    add_org(store, "kasai", "加西市", "282201")
+    add_user(store, "admin@city.kasai.example", org="kasai", role="admin")
+    key = token(store, "admin@city.kasai.example", scope="write")
+    web_a, web_b = tmp_path / "none-a", tmp_path / "none-b"
+    with renkei_serve(web_a, workers=1) as (a, _), renkei_serve(web_b, workers=1) as (b, _):
+        ckan = RemoteCKAN(a, apikey=key)
+        ckan.action.package_create(name="kasai-shelters", title="加西市 避難場所", owner_org="kasai")
+        with shelters.open("rb") as fh:
+            res = ckan.action.resource_create(package_id="kasai-shelters", upload=fh)
+        path = res["url"].split("/", 3)[3]   # the URL the app built names its own base
+        got = requests.get(f"{b}/{path}", timeout=30)
+        assert got.status_code == 200 and got.content == shelters.read_bytes()
+        assert int(got.headers["Content-Length"]) == shelters.stat().st_size
+        pkg = requests.get(f"{b}/api/3/action/package_show", params={"id": "kasai-shelters"},
+                           timeout=30).json()["result"]
+        (cid,) = [r["id"].removesuffix("--ogcapi") for r in pkg["resources"]
+                  if r["format"] == "OGC API Features"]
+        items = requests.get(f"{b}/ogcapi/collections/{cid}/items", params={"f": "json"},
+                             timeout=30).json()
+        assert items["numberMatched"] == 31
+    assert not web_a.exists() and not web_b.exists()

@@ -18,11 +18,13 @@ import io
 import itertools
 import json
 import logging
+import mimetypes
 import os
 import re
 import sqlite3
 import tempfile
 import threading
+import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
@@ -196,10 +198,29 @@ def original(dataset_id: str, resource_id: str, filename: str):
         if not auth.may_read(ds) or ds.status != "active" or res is None \
                 or res.dataset_id != dataset_id:
             abort(404)
+    if store.postgresql:
+        return _stored_original(store, resource_id)
     path = original_file(store, resource_id)
     if path is None:
         abort(404)
     return send_file(path, as_attachment=True, download_name=path.name, conditional=True)
+
+
+def _stored_original(store, resource_id: str):
+    """PostgreSQL mode: the file from the database, streamed from one snapshot (no ranges)."""
+    from harvesters.upload import stored_original
+    blob = stored_original(store, resource_id)
+    if blob is None:
+        abort(404)
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", unicodedata.normalize(
+        "NFKD", blob.filename).encode("ascii", "ignore").decode("ascii")).strip("_") or "download"
+    resp = Response(blob.chunks(), mimetype=mimetypes.guess_type(blob.filename)[0]
+                    or "application/octet-stream")
+    resp.call_on_close(blob.close)   # a client gone before the body: the snapshot ends
+    resp.headers["Content-Length"] = str(blob.size)
+    resp.headers["Content-Disposition"] = (f'attachment; filename="{ascii_name}"; '
+                                           f"filename*=UTF-8''{quote(blob.filename, safe='')}")
+    return resp
 
 
 @bp.route("/datasets/<dataset_id>/collections/<collection_id>.<any(geojson, csv, gpkg):ext>")

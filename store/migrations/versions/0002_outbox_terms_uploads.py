@@ -1,6 +1,7 @@
-"""The mail outbox and the operator's terms versions move into the catalogue database
-(2026-11, issue 14): a stateless web server in PostgreSQL mode has no data dir for
-`outbox/*.eml` or `terms/*.yaml`, and every server must see the same of both.
+"""The mail outbox, the operator's terms versions and (PostgreSQL mode) the files members
+uploaded move into the catalogue database (2026-11, issue 14): a stateless web server in
+PostgreSQL mode has no data dir for `outbox/*.eml`, `terms/*.yaml` or `uploads/`, and every
+server must see the same of them.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -19,6 +20,21 @@ def upgrade() -> None:
         _outbox()
     if 'terms_version' not in existing:
         _terms()
+    if 'upload_original' not in existing:
+        op.create_table('upload_original',
+        sa.Column('resource_id', sa.String(length=250), nullable=False),
+        sa.Column('filename', sa.Text(), nullable=False),
+        sa.Column('size', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+        sa.Column('stored_at', sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint('resource_id')
+        )
+    if 'upload_chunk' not in existing:
+        op.create_table('upload_chunk',
+        sa.Column('resource_id', sa.String(length=250), nullable=False),
+        sa.Column('seq', sa.Integer(), nullable=False),
+        sa.Column('data', sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint('resource_id', 'seq')
+        )
 
 
 def _outbox() -> None:
