@@ -69,14 +69,19 @@ def safe_filename(name: str) -> str:
 def stage_file(store: Store, stream, filename: str, organization_id: str) -> Staged:
     """Copy `stream` to a part file, 1 MB at a time, stopping at the limit."""
     limit = upload_limit(store, organization_id)
-    folder = (Path(tempfile.gettempdir()) / "renkei-staging" if store.postgresql
-              else store.data_dir / "uploads" / ".staging")
-    folder.mkdir(parents=True, exist_ok=True)
     name = safe_filename(filename)
-    path = folder / f"{secrets.token_hex(8)}{Path(name).suffix.lower()}"
+    suffix = Path(name).suffix.lower()
+    if store.postgresql:   # no data dir: a private new file (O_EXCL, 0600) in the temp dir
+        fd, tmp = tempfile.mkstemp(prefix="renkei-upload-", suffix=suffix)
+        path, out = Path(tmp), os.fdopen(fd, "wb")
+    else:
+        folder = store.data_dir / "uploads" / ".staging"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{secrets.token_hex(8)}{suffix}"
+        out = open(path, "wb")
     size = 0
     try:
-        with open(path, "wb") as out:
+        with out:
             while True:
                 chunk = stream.read(CHUNK)
                 if not chunk:
