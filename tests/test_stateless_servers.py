@@ -127,6 +127,7 @@ def test_two_servers_with_empty_data_dirs_serve_one_database(tmp_path, monkeypat
             assert _csv(base, cid)[0] == 404
     for d in (web_a, web_b):   # nothing published lives on a web server's disk
         assert not [p for p in d.rglob("*") if p.suffix in (".gpkg", ".db", ".mbtiles")]
+    assert {p.name for p in harvester.iterdir()} <= {"cache"}   # at most its download cache
 
 
 def test_a_web_server_runs_with_no_data_dir_at_all(tmp_path, monkeypatch):
