@@ -109,6 +109,11 @@ def _read_resource(path: Path, declared_format: str | None, limits: Limits) -> l
 _LIMITS = Limits()
 
 
+# Bits 0 (encrypted), 5 (patched data) and 6 (strong encryption) of a member's flags.
+_ZIP_ENCRYPTED = 0x1 | 0x20 | 0x40
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
 def check_zip_budget(path, limits: Limits) -> None:
     """Refuse a zip whose members claim more than `limits.unpacked` bytes, or one member that
     unpacks more than `limits.zip_ratio` times its packed size (a bomb: 1.5 MB → 1.5 GiB).
@@ -127,6 +132,13 @@ def check_zip_budget(path, limits: Limits) -> None:
         if i.file_size > 1024 ** 2 and i.file_size > limits.zip_ratio * max(i.compress_size, 1):
             raise ReadError(f"zip のメンバー {i.filename} の圧縮率が異常です ({i.compress_size:,} "
                             f"→ {i.file_size:,} バイト; zip 爆弾の可能性があります)")
+        # What zipfile cannot open it says with NotImplementedError or RuntimeError, which
+        # no reader should have to expect: one read error here, naming the member.
+        if i.flag_bits & _ZIP_ENCRYPTED:
+            raise ReadError(f"zip のメンバー {i.filename} は暗号化されていて読めません")
+        if i.compress_type not in _ZIP_METHODS:
+            raise ReadError(f"zip のメンバー {i.filename} の圧縮方式 ({i.compress_type}) には"
+                            "対応していません")
 
 
 @dataclass
