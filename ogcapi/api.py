@@ -374,9 +374,11 @@ def generate_openapi(config: dict) -> dict:
 NUMBER_MATCHED_DOC = (
     '`numberMatched` is exact whenever it is present. It is always present without a filter '
     '(the total of the collection version) and with `bbox` alone (counted from the spatial '
-    'index). With `filter`, `q` or property filters it is present when the count takes less '
-    'than a small time budget (25 ms by default), and omitted otherwise, as OGC API - Features '
-    'allows, so that counting never costs more than the page. Page through results with the '
+    'index). With `filter`, `q` or property filters it is present on the last page (what '
+    'precedes it and what it holds) and otherwise when the count takes less than a small time '
+    'budget (25 ms by default, and no longer than the page itself took, 5 ms at least), and '
+    'omitted otherwise, as OGC API - Features allows, so that counting never costs more than '
+    'the page. Page through results with the '
     '`next` link: it is present exactly when more items follow, with or without '
     '`numberMatched`.')
 

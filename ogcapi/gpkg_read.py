@@ -9,6 +9,7 @@ and these caches safe. CRS operations and filter geometries depend on nothing bu
 so those caches are shared by the whole process.
 """
 
+import math
 import os
 import sqlite3
 import struct
@@ -35,6 +36,9 @@ _MAX_CACHED_COUNTS = 512
 # numberMatched that no index answers is computed for at most this long, else omitted (OGC API
 # Features allows it): a count over 1M rows (~100-300 ms) must not cost more than the page.
 DEFAULT_COUNT_BUDGET_MS = 25
+# ... and for no longer than the page it goes with took, but at least this long: a count over a
+# small collection (a few ms) is always worth it, even beside a page read in 0.2 ms.
+COUNT_BUDGET_FLOOR_MS = 5
 # SQLite virtual-machine steps between two looks at the clock (~0.1 ms of work).
 _PROGRESS_STEPS = 2000
 _MAX_FILTER_GEOMS = 64
@@ -121,7 +125,7 @@ def transform_bbox(source, target, bbox, points=21):
 
 
 def point_coordinates(blobs):
-    """(xs, ys) as lists of floats when every blob is a 2D little-endian point in the same
+    """(xs, ys) as float64 arrays when every blob is a 2D little-endian point in the same
     GPKG header layout (what our writer produces), read with numpy in one pass; else None and
     the caller decodes blob by blob. Same doubles as shapely would give."""
     if not blobs or None in blobs:
@@ -147,7 +151,7 @@ def point_coordinates(blobs):
             and (rows[:, head:head + 5] == wkb_head).all()):
         return None
     xy = rows[:, head + 5:head + 21].copy().view('<f8')
-    return xy[:, 0].tolist(), xy[:, 1].tolist()
+    return xy[:, 0], xy[:, 1]
 
 
 def decode(blobs, transformer=None):
@@ -165,10 +169,17 @@ def geometries_to_geojson(blobs, transformer=None):
     Points are the bulk of our data; shapely's per-object __geo_interface__ costs ~5 us each,
     so 2D points take a vectorised coordinate path.
     """
-    if transformer is None:
+    if transformer is None and len(blobs) == 1 and blobs[0] is not None:
+        # One item by id: numpy's set-up would cost more than the point.
+        w = wkb(blobs[0])
+        xy = _point_xy(w) if w is not None else None
+        if xy is not None and math.isfinite(xy[0]) and math.isfinite(xy[1]):
+            return [{'type': 'Point', 'coordinates': list(xy)}]
+    elif transformer is None:
         xy = point_coordinates(blobs)
         if xy is not None and np.isfinite(xy[0]).all() and np.isfinite(xy[1]).all():
-            return [{'type': 'Point', 'coordinates': [x, y]} for x, y in zip(*xy)]
+            return [{'type': 'Point', 'coordinates': [x, y]}
+                    for x, y in zip(xy[0].tolist(), xy[1].tolist())]
     geoms = decode(blobs, transformer)
     out = [None] * len(geoms)
     is_point = (shapely.get_type_id(geoms) == 0) & ~shapely.has_z(geoms)
@@ -348,12 +359,15 @@ class GpkgFile:
             self._layers[table] = lyr
         return lyr
 
-    def count(self, con, sql, params, budgeted=True):
+    def count(self, con, sql, params, budgeted=True, page_ms=None):
         """COUNT(*) for one query on this file version, cached (the file never changes).
 
         ``budgeted``: give up after ``count_budget_ms`` and return None (then cached too, so a
         count known to be dear is not tried again on every page). Counts answered by an index
         (the R-tree) pass ``budgeted=False``: they cost less than the page they go with.
+        ``page_ms``: what the page this count goes with took; the budget is then no longer
+        than that (nor shorter than COUNT_BUDGET_FLOOR_MS), so the count never costs more than
+        the page by more than the floor.
         """
         key = (sql, tuple(params))
         with self._lock:
@@ -361,6 +375,8 @@ class GpkgFile:
                 self._counts.move_to_end(key)
                 return self._counts[key]
         budget = self.count_budget_ms if budgeted else None
+        if budget is not None and page_ms is not None:
+            budget = min(budget, max(page_ms, COUNT_BUDGET_FLOOR_MS))
         if budget is not None and budget <= 0:
             n = None
         elif budget is None:

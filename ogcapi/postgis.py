@@ -348,6 +348,9 @@ class PostGISProvider(BaseProvider):
         except Exception as err:
             raise self._error(err) from err
         self.more = len(features) > limit if resulttype == 'results' else None
+        if matched is None and self.more is False and (features or not offset):
+            # The last page: what precedes it and what it holds is every match.
+            matched = offset + len(features)
         features = features[:limit]
         if not raw_json:
             features = [json.loads(f) for f in features]

@@ -12,6 +12,7 @@ server's (500).
 
 import os
 import sqlite3
+import time
 
 import numpy as np
 import shapely
@@ -112,22 +113,29 @@ class GPKGProvider(BaseProvider):
 
         with self._file.connection() as con:
             try:
-                features, page_fids = [], None
+                features, page_fids, page_ms = [], None, None
                 if rtree_only:
                     # One pass over the R-tree gives both the count and the page's fids.
                     fids = self._rtree_fids(con, box)
                     matched = len(fids)
                     page_fids = fids[int(offset):int(offset) + int(limit) + 1]
-                elif not where:
-                    matched = lyr.count
-                else:
-                    matched = self._file.count(con, f'SELECT COUNT(*) FROM {from_}{cond}', params)
+                else:   # counted after the page, which may answer it or bounds its cost
+                    matched = lyr.count if not where else None
                 if resulttype == 'results':
+                    started = time.perf_counter()
                     rows, names = self._select(con, from_, cond, params, offset,
                                                limit, sortby, select_properties,
                                                skip_geometry, page_fids)
                     features = (self._texts if raw_json else self._features)(
                         rows, names, skip_geometry, crs_transform_spec)
+                    page_ms = (time.perf_counter() - started) * 1000
+                if where:
+                    if page_ms is not None and len(rows) <= int(limit) and (rows or not offset):
+                        # The last page: what precedes it and what it holds is every match.
+                        matched = int(offset) + len(rows)
+                    else:
+                        matched = self._file.count(con, f'SELECT COUNT(*) FROM {from_}{cond}',
+                                                   params, page_ms=page_ms)
             except sqlite3.Error as err:
                 # The path is for the log (the traceback names it); clients see user_msg.
                 raise ProviderQueryError(f'{self.data}: {err}', user_msg='query failed') from err

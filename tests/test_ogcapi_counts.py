@@ -189,18 +189,46 @@ def test_count_omitted_when_budget_runs_out_next_links_still_exact(tiny, exact, 
     # With no budget limit the count is exact ...
     doc = get(f'{exact}/collections/points/items', limit=10, **params)
     assert doc['numberMatched'] == n
-    # ... with a tiny one it is left out, and next links carry the client through every row.
+    # ... with a tiny one it is left out, and next links carry the client through every row;
+    # the last page knows it without counting (what precedes it and what it holds).
     doc = get(f'{tiny}/collections/points/items', limit=10, **params)
     assert 'numberMatched' not in doc and doc['numberReturned'] == 10
     # A page size that divides the total exactly: the last full page has no next link.
     limit = next((k for k in range(50, 500) if n % k == 0), 97)
     features, pages, matched = walk(f'{tiny}/collections/points/items', limit=limit, **params)
-    assert matched == {None}
+    assert matched == {None, n}
     assert pages == -(-n // limit)
     with sqlite3.connect(path) as con:
         fids = [r[0] for r in con.execute(f'SELECT fid FROM features WHERE {where} ORDER BY fid',
                                           args)]
     assert [f['id'] for f in features] == fids
+
+
+@pytest.mark.parametrize('offset', [0, 40])
+def test_last_page_knows_its_count_without_counting(tiny, data, offset):
+    n = full_count(data['dir'] / 'points.gpkg', 'city = ?', ('加西市',))
+    assert 40 < n < 1000
+    doc = get(f'{tiny}/collections/points/items', city='加西市', offset=offset, limit=1000)
+    assert doc['numberMatched'] == n and doc['numberReturned'] == n - offset
+    assert next_href(doc) is None
+    # Past the end nothing says how many precede: left out, as the budget ran out.
+    doc = get(f'{tiny}/collections/points/items', city='加西市', offset=n + offset, limit=10)
+    assert 'numberMatched' not in doc and doc['features'] == []
+
+
+@pytest.mark.embedded_only(reason='the page-bounded budget is the GeoPackage reader\'s')
+def test_count_budget_no_longer_than_the_page(data):
+    """A count goes on no longer than its page took (COUNT_BUDGET_FLOOR_MS at least), even
+    under a generous budget: a 9M-row count is given up beside a page of 0 ms, made under none."""
+    from ogcapi.gpkg_read import GpkgFile
+    path = str(data['dir'] / 'points.gpkg')
+    f = GpkgFile(path, None, count_budget_ms=60_000)
+    sql = 'SELECT COUNT(*) FROM features a, features b WHERE a.capacity + b.capacity > ?'
+    with f.connection() as con:
+        assert f.count(con, sql, [-1], page_ms=0.0) is None
+    exact = GpkgFile(path, None, count_budget_ms=None)
+    with exact.connection() as con:
+        assert exact.count(con, sql, [-1], page_ms=0.0) == len(data['points']) ** 2
 
 
 def test_hits_without_count_has_no_next_link(tiny):
@@ -221,11 +249,12 @@ def test_owslib_pages_through_without_counts(tiny, data):
     seen, offset = [], 0
     while True:
         page = api.collection_items('points', limit=250, offset=offset, city='加西市')
-        assert 'numberMatched' not in page
         seen += [f['id'] for f in page['features']]
         href = next_href(page)
         if href is None:
+            assert page['numberMatched'] == n   # the last page: no count needed
             break
+        assert 'numberMatched' not in page
         offset = int(parse_qs(urlparse(href).query)['offset'][0])
     assert len(seen) == len(set(seen)) == n
 

@@ -1,6 +1,7 @@
 """ogcapi.feature_text writes the same bytes as json.dumps of the feature dicts (the items view's
 encoding), whatever the values: the fast column path and its fallbacks."""
 import datetime
+import itertools
 import json
 import math
 
@@ -71,3 +72,87 @@ def test_shapes_are_what_json_dumps_writes_of_geo_interface():
     arr = np.array(geoms, dtype=object)
     want = [dumps(None if g is None or g.is_empty else g.__geo_interface__) for g in geoms]
     assert feature_text.shapes(arr) == want
+
+
+# -- coordinates written by Arrow: the digits and forms of repr ----------------------------------
+
+EDGE_FLOATS = [0.0, -0.0, 1.0, -1.0, 100.0, 135.0, 0.1 + 0.2, 1 / 3, 1e-4, 9.999999999999999e-05,
+               5e-5, 1.5e-7, 5e-324, 2.2250738585072014e-308, 1e15, 1.5e15,
+               123456789012345.6, 9999999999999998.0, 1e16, 1.7976931348623157e308,
+               9007199254740993.0, 2.0 ** 60, 134.90000000000001, 34.65, -12345.678]
+
+
+def test_float_texts_are_repr():
+    import numpy as np
+    rng = np.random.default_rng(6)
+    values = np.concatenate([
+        EDGE_FLOATS, rng.uniform(134, 136, 20_000), rng.uniform(-1e6, 1e6, 20_000),
+        np.round(rng.uniform(-200, 200, 20_000), 3),
+        rng.integers(0, 2 ** 63, 40_000, dtype=np.uint64).view(np.float64)])
+    values = values[np.isfinite(values)]
+    assert feature_text.arrow_for(len(values))   # Arrow agrees with repr here: it is used
+    assert feature_text.float_texts(values).to_pylist() == list(map(repr, values.tolist()))
+
+
+def test_arrow_and_python_shapes_agree_with_json_dumps():
+    import numpy as np
+    import shapely
+    rng = np.random.default_rng(7)
+    odd = itertools.cycle(EDGE_FLOATS)
+
+    def ring(n, cx, cy):
+        pts = [(cx + rng.uniform(-1, 1), cy + rng.uniform(-1, 1)) for _ in range(n)]
+        pts[1] = (next(odd), next(odd))   # integral, tiny and huge coordinates among them
+        return pts + [pts[0]]
+    polys = [shapely.Polygon(ring(rng.integers(3, 9), 135, 35)) for _ in range(200)]
+    holed = shapely.Polygon([(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)],
+                            [[(1, 1), (2, 1), (2, 2), (1, 1)], [(5, 5), (6.5, 5), (6, 6), (5, 5)]])
+    multis = [shapely.MultiPolygon([polys[i], holed]) for i in range(5)]
+    points = [shapely.Point(next(odd), next(odd)) for _ in range(600)]
+    geoms = np.array([*polys, holed, *multis, *points], dtype=object)
+    want = [dumps(g.__geo_interface__) for g in geoms]
+    assert feature_text.shapes(geoms) == want
+    multis *= 100   # Arrow is used from ARROW_MIN_FLOATS coordinates on
+    for kind, group in ((3, [*polys, holed]), (6, multis), (0, points)):
+        _, coords, offsets = shapely.to_ragged_array(group)
+        assert coords.size >= feature_text.ARROW_MIN_FLOATS
+        expected = [dumps(g.__geo_interface__) for g in group]
+        assert feature_text._arrow_shapes(kind, coords, offsets) == expected
+        assert feature_text._python_shapes(kind, coords, offsets) == expected
+
+
+def test_provider_texts_are_the_dicts_it_would_serve(tmp_path):
+    """The items view's two encodings of one page: Feature texts (raw_json) and json.dumps of
+    the feature dicts, for points and polygons, in CRS84 and transformed, and over a bbox."""
+    import geopandas as gpd
+    import numpy as np
+    import shapely
+    from pygeoapi.util import CrsTransformSpec
+    from ogcapi.provider import GPKGProvider
+    rng = np.random.default_rng(8)
+    n = 700   # a whole page of points takes the Arrow path, pages of 50 or 100 repr
+    x, y = rng.uniform(134.25, 135.47, n), rng.uniform(34.15, 35.68, n)
+    x[:3], y[:3] = [135.0, 134.5, 135.25], [35.0, 34.75, 35.5]   # whole and short coordinates
+    attrs = {'name': [f'避難所{i}' for i in range(n)], 'capacity': rng.integers(0, 900, n),
+             'area': rng.uniform(0, 100, n), 'ok': rng.integers(0, 2, n).astype(bool)}
+    layers = {
+        'points': gpd.points_from_xy(x, y),
+        'polygons': [shapely.Point(a, b).buffer(0.01, 2) if i % 7 else
+                     shapely.MultiPolygon([shapely.Point(a, b).buffer(0.01, 1),
+                                           shapely.box(a + .1, b + .1, a + .12, b + .11)])
+                     for i, (a, b) in enumerate(zip(x, y))]}
+    spec = CrsTransformSpec('http://www.opengis.net/def/crs/OGC/1.3/CRS84', '',
+                            'http://www.opengis.net/def/crs/EPSG/0/6673', '')
+    for name, geometry in layers.items():
+        path = tmp_path / f'{name}.gpkg'
+        gpd.GeoDataFrame(attrs, geometry=geometry, crs=4326).to_file(path, layer='features',
+                                                                     driver='GPKG')
+        p = GPKGProvider({'name': 'x', 'type': 'feature', 'data': str(path),
+                          'layer': 'features', 'id_field': 'fid'})
+        for kwargs in ({'limit': 1000}, {'limit': 50, 'offset': 20},
+                       {'limit': 1000, 'bbox': [134.6, 34.6, 135.0, 35.0]},
+                       {'limit': 100, 'crs_transform_spec': spec}):
+            texts = list(p.query(raw_json=True, **kwargs)['features'])
+            dicts = p.query(**kwargs)['features']
+            assert len(texts) > 10
+            assert texts == [dumps(d) for d in dicts], (name, kwargs)
