@@ -179,7 +179,8 @@ def cold_params(n, name, path, params, i):
     elif name.startswith('(b)'):
         # Within the data: past its end every page is empty and costs nothing (the polygons'
         # deep offset is 180,000 of 200,000).
-        params['offset'] += rng.randrange(1, min(50_000, n - params['offset'] - params['limit']))
+        room = n - params['offset'] - params['limit']
+        params['offset'] += rng.randrange(1, max(2, min(50_000, room)))
     elif name.startswith('(c)'):
         dx, dy = rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)
         b = [float(v) for v in BBOX1.split(',')]
@@ -240,30 +241,52 @@ def one(url, params):
     return ms, r
 
 
+def worker_pid(master):
+    with open(f'/proc/{master}/task/{master}/children') as fh:
+        return int(fh.read().split()[0])
+
+
+def cpu_ms(pid):
+    """CPU time a process has run so far (all its threads; ns resolution from schedstat): what
+    a request cost the server, whatever else the machine is doing."""
+    total = 0
+    for task in os.listdir(f'/proc/{pid}/task'):
+        with open(f'/proc/{pid}/task/{task}/schedstat') as fh:
+            total += int(fh.read().split()[0])
+    return total / 1e6
+
+
 def interleaved(targets, n, runs, stock_runs):
-    """{(target, query, mode): (median ms, last doc)}; request by request across targets."""
+    """{(target, query, mode): (median ms, last doc, median server CPU ms)}; request by request
+    across targets. targets: {name: (base URL, collection id, is stock, worker pid)}."""
     out = {}
     for name, (path, params) in queries(n).items():
         for mode in ('warm', 'cold'):
             samples = {t: [] for t in targets}
+            cpu = {t: [] for t in targets}
             docs = {}
             for i in range(runs + 1):  # request 0 warms up (warm mode) / is dropped
-                for t, (base, cid, is_stock) in targets.items():
+                for t, (base, cid, is_stock, pid) in targets.items():
                     if is_stock and (i > stock_runs or name.startswith('(e)')):
                         continue
                     p, q = (path, params) if mode == 'warm' else cold_params(n, name, path, params, i)
+                    before = cpu_ms(pid)
                     ms, r = one(f'{base}/collections/{cid}/{p}', q)
                     if i:
                         samples[t].append(ms)
+                        cpu[t].append(cpu_ms(pid) - before)
                     docs[t] = r.json()
                     if t == 'renkei' and name.startswith('(d)'):
+                        before = cpu_ms(pid)
                         ms, r = one(base.rsplit('/', 1)[0] + '/ping', None)
                         if i:
                             samples.setdefault('http', []).append(ms)
+                            cpu.setdefault('http', []).append(cpu_ms(pid) - before)
                         docs['http'] = r.json()
             for t, v in samples.items():
                 if v:
-                    out[(t, name, mode)] = (statistics.median(v), docs[t])
+                    out[(t, name, mode)] = (statistics.median(v), docs[t],
+                                            statistics.median(cpu[t]))
     return out
 
 
@@ -394,10 +417,11 @@ def main():
     stock = stock_server(files, args.stock_venv, tmp) if args.stock_venv else None
     try:
         for kind, n in SETS.items():
-            targets = {'renkei': (f'{base}/ogcapi', kind, False)}
+            targets = {'renkei': (f'{base}/ogcapi', kind, False, worker_pid(proc.pid))}
             if stock:
-                targets['SQLiteGPKG'] = (stock[1], f'{kind}-sqlite', True)
-                targets['OGR'] = (stock[1], f'{kind}-ogr', True)
+                stock_pid = worker_pid(stock[0].pid)
+                targets['SQLiteGPKG'] = (stock[1], f'{kind}-sqlite', True, stock_pid)
+                targets['OGR'] = (stock[1], f'{kind}-ogr', True, stock_pid)
             res = interleaved(targets, n, args.runs, args.stock_runs)
             results.update({(kind, k[1], k[2]): v[0] for k, v in res.items() if k[0] == 'renkei'})
             results[kind] = res
@@ -420,7 +444,17 @@ def main():
                 v = res.get(('http', '(d) item by id', mode))
                 if v:
                     print(f'  HTTP alone ({mode}, beside (d)): a constant Feature from a bare Flask '
-                          f'route on the same worker: {v[0]:.1f} ms')
+                          f'route on the same worker: {v[0]:.1f} ms (worker CPU {v[2]:.2f} ms)')
+            print('  the same requests as worker CPU time (median ms; schedstat of the gunicorn '
+                  'worker, so other load on the machine hardly counts):')
+            for name in queries(n):
+                cells = []
+                for t in ('renkei', 'SQLiteGPKG', 'OGR'):
+                    for mode in ('warm', 'cold'):
+                        v = res.get((t, name, mode))
+                        cells.append(f'{v[2]:8.2f}' if v else f'{"-":>8}')
+                print(f'  {name:20} {cells[0]:>11} {cells[1]}  {cells[2]:>15} {cells[3]}  '
+                      f'{cells[4]:>9} {cells[5]}', flush=True)
         print(f'  peak renkei worker RSS (VmHWM): {worker_hwm(proc.pid):.0f} MiB')
     finally:
         proc.terminate()
@@ -430,15 +464,17 @@ def main():
             stock[0].wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f'\nfloor, in-process: pyogrio raw read (numpy; no pyarrow here) + GeoJSON dicts + '
+    print(f'\nfloor, in-process: pyogrio raw read (numpy) + GeoJSON dicts + '
           f'json.dumps, median of {args.runs} (ms); ratios of renkei warm / cold to it, and of '
-          'the best stock provider to renkei cold:')
+          'the best stock provider to renkei, warm and cold:')
     for kind, n in SETS.items():
         for name, ms in floor(files[kind], n, args.runs).items():
             warm, cold = results[(kind, name, 'warm')], results[(kind, name, 'cold')]
-            stock_cold = [v[0] for (t, q, m), v in results[kind].items()
-                          if t in ('SQLiteGPKG', 'OGR') and q == name and m == 'cold']
-            best = (f'best stock / renkei = {min(stock_cold) / cold:6.1f}x' if stock_cold else '')
+            stock = {mode: [v[0] for (t, q, m), v in results[kind].items()
+                            if t in ('SQLiteGPKG', 'OGR') and q == name and m == mode]
+                     for mode in ('warm', 'cold')}
+            best = (f'best stock / renkei = {min(stock["warm"]) / warm:6.1f}x warm '
+                    f'{min(stock["cold"]) / cold:6.1f}x cold' if stock['cold'] else '')
             print(f'  {kind:8} {name:20} {ms:8.1f}   warm/floor = {warm / ms:5.2f}   '
                   f'cold/floor = {cold / ms:5.2f}   {best}')
 
