@@ -686,7 +686,8 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
         rest = json.dumps(content, ensure_ascii=False, separators=(',', ':'),
                           default=json_serial)
         head, tail = rest.split('"features":[]', 1)
-        body = head + '"features":[' + ','.join(features) + ']' + tail
+        # One join: each + of a megabyte-long page would copy it again.
+        body = ''.join((head, '"features":[', ','.join(features), ']', tail))
     else:
         body = json.dumps(content, ensure_ascii=False, separators=(',', ':'),
                           default=json_serial)

@@ -15,8 +15,9 @@ texts by Arrow's string joins, all in C. Arrow and repr agree on the digits but 
 the form ('1' for 1.0, '1e-7', '1.5e+15', '-0'): only values whose Arrow text is positional with
 a decimal point within repr's own positional range keep it, the others take repr. A check on
 first use compares both on tricky values and turns the Arrow path off if they ever disagree.
-pyarrow (~40 MB of a worker's memory) is imported only by the first page with ARROW_MIN_FLOATS
-coordinates or more; items and small pages are written with repr, as fast at that size.
+pyarrow (~80 MB of a worker's RSS, half of it its shared library's pages) is imported by the
+first page with ARROW_MIN_FLOATS coordinates or more only; items and small pages are written
+with repr, as fast at that size.
 """
 
 import json

@@ -9,6 +9,7 @@ and these caches safe. CRS operations and filter geometries depend on nothing bu
 so those caches are shared by the whole process.
 """
 
+import functools
 import math
 import os
 import sqlite3
@@ -211,7 +212,14 @@ def _sql_intersects_box(blob, minx, miny, maxx, maxy):
     xy = _point_xy(w)
     if xy is not None:
         return int(minx <= xy[0] <= maxx and miny <= xy[1] <= maxy)
-    return int(shapely.intersects(shapely.from_wkb(w), shapely.box(minx, miny, maxx, maxy)))
+    return int(shapely.intersects(shapely.from_wkb(w), _box(minx, miny, maxx, maxy)))
+
+
+@functools.lru_cache(maxsize=64)
+def _box(minx, miny, maxx, maxy):
+    """The bbox as a geometry, made once per query rather than once per edge candidate (not
+    prepared: a prepared geometry builds its index lazily, unsafe across threads)."""
+    return shapely.box(minx, miny, maxx, maxy)
 
 
 def filter_geometry(w):
