@@ -37,9 +37,9 @@ _MAX_CACHED_COUNTS = 512
 # numberMatched that no index answers is computed for at most this long, else omitted (OGC API
 # Features allows it): a count over 1M rows (~100-300 ms) must not cost more than the page.
 DEFAULT_COUNT_BUDGET_MS = 25
-# ... and for no longer than the page it goes with took, but at least this long: a count over a
-# small collection (a few ms) is always worth it, even beside a page read in 0.2 ms.
-COUNT_BUDGET_FLOOR_MS = 5
+# ... and for no longer than the page it goes with took, but at least this long (both modes): a
+# count over a small collection (a few ms) is always worth it, even beside a page of 0.2 ms.
+COUNT_FLOOR_MS = 5
 # SQLite virtual-machine steps between two looks at the clock (~0.1 ms of work).
 _PROGRESS_STEPS = 2000
 _MAX_FILTER_GEOMS = 64
@@ -374,7 +374,7 @@ class GpkgFile:
         count known to be dear is not tried again on every page). Counts answered by an index
         (the R-tree) pass ``budgeted=False``: they cost less than the page they go with.
         ``page_ms``: what the page this count goes with took; the budget is then no longer
-        than that (nor shorter than COUNT_BUDGET_FLOOR_MS), so the count never costs more than
+        than that (nor shorter than COUNT_FLOOR_MS), so the count never costs more than
         the page by more than the floor.
         """
         key = (sql, tuple(params))
@@ -384,7 +384,7 @@ class GpkgFile:
                 return self._counts[key]
         budget = self.count_budget_ms if budgeted else None
         if budget is not None and page_ms is not None:
-            budget = min(budget, max(page_ms, COUNT_BUDGET_FLOOR_MS))
+            budget = min(budget, max(page_ms, COUNT_FLOOR_MS))
         if budget is not None and budget <= 0:
             n = None
         elif budget is None:

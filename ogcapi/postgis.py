@@ -26,8 +26,8 @@ from pygeoapi.provider.base import (
 from ogcapi import cql, query_params
 from ogcapi.cql import pg_quote_ident as _q
 from ogcapi.errors import QueryError
-from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
-    crs_from_uri
+from ogcapi.gpkg_read import COUNT_FLOOR_MS, CRS84, DEFAULT_COUNT_BUDGET_MS, \
+    SQLITE_INT_RANGE as _INT64, crs_from_uri
 from store.features_pg import table_of
 
 __all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
@@ -46,8 +46,6 @@ _DIGITS = 15
 # Degrees: a bbox shrunk by this holds only what the bbox holds, whatever float32 rounding
 # PostGIS's boxes carry (2**-16 degrees at most, at ±180).
 INNER_MARGIN = 1e-4
-# ms: a budgeted count may always take this long, however quick its page was.
-COUNT_FLOOR_MS = 5
 
 
 class Table:
@@ -339,6 +337,10 @@ class PostGISProvider(BaseProvider):
                 if together:
                     features, matched = features
                     self._tables.remember_count(lyr.table, count_sql, params, matched)
+                elif not known and page_ms is not None and len(features) <= limit \
+                        and (features or not offset):
+                    # The last page: what precedes it and what it holds is every match.
+                    matched = offset + len(features)
                 elif not known:
                     # After the page, so that its budget can be what the page cost.
                     matched = self._tables.count(cur, lyr.table, count_sql, params,
@@ -349,7 +351,7 @@ class PostGISProvider(BaseProvider):
             raise self._error(err) from err
         self.more = len(features) > limit if resulttype == 'results' else None
         if matched is None and self.more is False and (features or not offset):
-            # The last page: what precedes it and what it holds is every match.
+            # The last page of a count known to be too dear: still known here.
             matched = offset + len(features)
         features = features[:limit]
         if not raw_json:

@@ -216,9 +216,9 @@ def test_last_page_knows_its_count_without_counting(tiny, data, offset):
     assert 'numberMatched' not in doc and doc['features'] == []
 
 
-@pytest.mark.embedded_only(reason='the page-bounded budget is the GeoPackage reader\'s')
+@pytest.mark.embedded_only(reason='the GeoPackage reader\'s count, on its own')
 def test_count_budget_no_longer_than_the_page(data):
-    """A count goes on no longer than its page took (COUNT_BUDGET_FLOOR_MS at least), even
+    """A count goes on no longer than its page took (COUNT_FLOOR_MS at least), even
     under a generous budget: a 9M-row count is given up beside a page of 0 ms, made under none."""
     from ogcapi.gpkg_read import GpkgFile
     path = str(data['dir'] / 'points.gpkg')
