@@ -40,6 +40,8 @@ _JSON_TYPES = {'bigint': 'integer', 'integer': 'integer', 'smallint': 'integer',
 # The lateral row of a feature's properties (an alias no column name can shadow).
 _PROPS = '_renkei_props'
 _MAX_CACHED = 1024
+# Counts of a shape skipped after one of its values ran out of budget (TableRegistry.count).
+DEAR_SKIPS = 20
 # Digits after the point in GeoJSON coordinates: PostGIS prints the shortest text that reads
 # back to the same double, capped here, so stored coordinates come out as they went in.
 _DIGITS = 15
@@ -92,6 +94,7 @@ class TableRegistry:
         self._tables = {}
         self._counts = OrderedDict()
         self._pages = OrderedDict()   # (table, query key, offset) -> fid that ends the page
+        self._dear = OrderedDict()    # (table, count SQL) -> counts of that shape to skip
 
     def __deepcopy__(self, memo):
         return self
@@ -144,7 +147,7 @@ class TableRegistry:
         with self._lock:
             for t in [t for t in self._tables if t not in keep]:
                 del self._tables[t]
-            for cache in (self._counts, self._pages):
+            for cache in (self._counts, self._pages, self._dear):
                 for k in [k for k in cache if k[0] not in keep]:
                     del cache[k]
 
@@ -154,6 +157,22 @@ class TableRegistry:
             cache.move_to_end(key)
             if len(cache) > _MAX_CACHED:
                 cache.popitem(last=False)
+
+    def _skip_dear(self, shape):
+        """Whether to give up on a count of this shape (its SQL, whatever the values) without
+        trying: one ran out of its budget on this version lately. Map pans and filter tweaks
+        change only the values, and a scan's cost hardly depends on them, so a hopeless count
+        would otherwise cost every new request its page's time again. After DEAR_SKIPS skips
+        the shape is tried again (a smaller bbox in the filter may now fit)."""
+        with self._lock:
+            left = self._dear.get(shape)
+            if not left:
+                return False
+            if left > 1:
+                self._dear[shape] = left - 1
+            else:
+                del self._dear[shape]
+            return True
 
     def remember_count(self, table, sql, params, n):
         self._remember(self._counts, (table, sql, tuple(map(_hashable, params))), n)
@@ -170,6 +189,9 @@ class TableRegistry:
         budget = self.count_budget_ms if budgeted else None
         if budget is not None and page_ms is not None:
             budget = min(budget, max(COUNT_FLOOR_MS, page_ms))
+        shape = (table, sql)
+        if budget is not None and self._skip_dear(shape):
+            return None   # not cached: after its skips, this query may be counted again
         if budget is not None and budget < 1:
             n = None   # PostgreSQL times statements in whole milliseconds
         else:
@@ -189,6 +211,7 @@ class TableRegistry:
                 n = cur.fetchone()[0]
             except psycopg.errors.QueryCanceled:
                 n = None
+                self._remember(self._dear, shape, DEAR_SKIPS)
             # Rolling back to the savepoint also restores the settings the transaction had
             # before (the operator's statement_timeout among them).
             cur.execute('ROLLBACK TO SAVEPOINT renkei_count', [])

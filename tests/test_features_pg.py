@@ -364,23 +364,34 @@ def test_a_bbox_page_and_its_count_are_exact_at_the_edges(tmp_path):
                                            INNER_MARGIN and y0 <= f.y <= y1])
 
 
+def _many(tmp_path, n):
+    """A version of n points (避難所0 … 避難所{n-1}), most rows written in SQL: the writer
+    would take 10 s over them."""
+    v = versions.write_version(_points(["避難所0"]), tmp_path, "many", 1)
+    engine = features_pg.engine_for(tmp_path)
+    with engine.begin() as conn:
+        conn.execute(text(
+            f'INSERT INTO "{v.layer}" SELECT i, ST_SetSRID(ST_MakePoint(134.3 + i * 1e-5, '
+            f"34.8), 4326), '避難所' || (i - 1), i % 1000, i * 1.5, i % 2 = 1 "
+            f"FROM generate_series(2, {n}) i"))
+        conn.execute(text(f'ANALYZE "{v.layer}"'))
+    return v, engine
+
+
+def _like(pattern):
+    from ogcapi import cql
+    return cql.parse(json.dumps({"op": "like", "args": [{"property": "名称"}, pattern]}),
+                     "cql2-json")
+
+
 def test_a_filtered_count_costs_no_more_than_its_page(tmp_path):
     """With a generous configured budget, a count that would take longer than the page it
     comes with is cancelled and numberMatched omitted (paging goes on by `more`); asked for
     alone (resulttype=hits) the same count has the whole budget and is exact."""
     from ogcapi.postgis import PostGISProvider, TableRegistry
     n = 150_000
-    v = versions.write_version(_points(["避難所0"]), tmp_path, "many", 1)
-    engine = features_pg.engine_for(tmp_path)
-    with engine.begin() as conn:   # the rest in SQL: the writer would take 10 s over them
-        conn.execute(text(
-            f'INSERT INTO "{v.layer}" SELECT i, ST_SetSRID(ST_MakePoint(134.3 + i * 1e-5, '
-            f"34.8), 4326), '避難所' || (i - 1), i % 1000, i * 1.5, i % 2 = 1 "
-            f"FROM generate_series(2, {n}) i"))
-        conn.execute(text(f'ANALYZE "{v.layer}"'))
-    from ogcapi import cql
-    flt = cql.parse(json.dumps({"op": "like", "args": [{"property": "名称"}, "%9%"]}),
-                    "cql2-json")
+    v, engine = _many(tmp_path, n)
+    flt = _like("%9%")
 
     def provider():
         return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
@@ -394,3 +405,51 @@ def test_a_filtered_count_costs_no_more_than_its_page(tmp_path):
     assert p.more is True
     expected = sum("9" in f"避難所{i}" for i in range(n))
     assert provider().query(filterq=flt, resulttype="hits")["numberMatched"] == expected
+
+
+def test_a_count_shape_out_of_budget_is_skipped_for_a_while(tmp_path):
+    """Once a count ran out of its budget, counts of the same SQL with other values (a filter
+    tweaked, a map panned) are given up without running, DEAR_SKIPS times; then tried again.
+    A count of another shape is still tried."""
+    from contextlib import contextmanager
+    from ogcapi.postgis import DEAR_SKIPS, PostGISProvider, TableRegistry
+    v, engine = _many(tmp_path, 150_000)
+    counted = []
+
+    class Cursor:   # records the counts the provider asks PostgreSQL for
+        def __init__(self, cur):
+            self._cur = cur
+
+        def execute(self, sql, params=None):
+            if sql.startswith("SELECT count(*)"):
+                counted.append(sql)
+            return self._cur.execute(sql, params)
+
+        def __getattr__(self, name):
+            return getattr(self._cur, name)
+
+    class Recorded(TableRegistry):
+        @contextmanager
+        def transaction(self, statements=2):
+            with super().transaction(statements) as cur:
+                yield Cursor(cur)
+
+    registry = Recorded(engine, count_budget_ms=60_000)
+
+    def page(flt):
+        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
+                                "renkei_tables": registry}).query(filterq=flt, limit=10)
+    assert "numberMatched" not in page(_like("%9%"))   # over the page's budget
+    assert len(counted) == 1
+    for i in range(DEAR_SKIPS):
+        assert "numberMatched" not in page(_like(f"%{i}1%"))
+    assert len(counted) == 1   # none of these ran a count
+    page(_like("%77%"))
+    assert len(counted) == 2   # tried again
+    assert "numberMatched" in page(_like("避難所12345"))   # 1 row: the last page says so
+    from ogcapi import cql
+    other = cql.parse(json.dumps({"op": "<", "args": [{"property": "収容人数"}, 3]}),
+                      "cql2-json")
+    counted.clear()
+    page(other)
+    assert len(counted) == 1
