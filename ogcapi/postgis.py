@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -63,6 +64,9 @@ class Table:
             raise ProviderConnectionError(f'no feature table postgis:{table}')
         self.table, self.fid, self.geom = table, 'fid', 'geom'
         self.fields = {}
+        # Point columns (not MultiPoint): a bbox test is then exact on the coordinates.
+        self.points = any(n == self.geom and re.match(r'geometry\(PointZ?M?,', t)
+                          for n, t in cols)
         for name, sql_type in cols:
             if name in (self.fid, self.geom):
                 continue
@@ -319,7 +323,13 @@ class PostGISProvider(BaseProvider):
             # the bbox. A candidate whose box lies inside the bbox shrunk by INNER_MARGIN (well
             # over float32's rounding at ±180) is inside for certain and skips ST_Intersects:
             # at 50,000 points in a 1 % bbox the exact test was half the scan's time.
-            if maxx - minx > 2 * INNER_MARGIN and maxy - miny > 2 * INNER_MARGIN:
+            if lyr.points:
+                # Exact on the coordinates themselves, one bitmap scan of the GiST index (the
+                # inner box below costs points a second one): 47 -> 34 ms for 50,000 points.
+                where.append(f'({t}.geom && {env} AND ST_X({t}.geom) BETWEEN %s AND %s '
+                             f'AND ST_Y({t}.geom) BETWEEN %s AND %s)')
+                params += [minx, miny, maxx, maxy, minx, maxx, miny, maxy]
+            elif maxx - minx > 2 * INNER_MARGIN and maxy - miny > 2 * INNER_MARGIN:
                 where.append(f'({t}.geom && {env} AND ({t}.geom @ {env} '
                              f'OR ST_Intersects({t}.geom, {env})))')
                 m = INNER_MARGIN
