@@ -97,10 +97,11 @@ def child_pregen(gpkg: str, out: str) -> None:
     t = start = clock()
     with tempfile.TemporaryDirectory(prefix="renkei-tiles-", dir=out.parent) as tmp:
         features, id_property = tiles.export_features(gpkg, "features", Path(tmp))
-        t = stage(f"export ({features.suffix[1:]})", t)
+        t = stage(f"export ({features[0].suffix[1:]} ×{len(features)})", t)
         raw = Path(tmp) / "raw.mbtiles"
         tiles.run_tippecanoe(features, raw, name="bench-a31", id_property=id_property)
-        features.unlink()
+        for path in features:
+            path.unlink()
         t = stage("tippecanoe", t)
         tiles.pack(raw, out)
         t = stage("pack", t)

@@ -40,6 +40,10 @@ EXTENT = 4096
 BUFFER = 64               # pixels (of EXTENT) around a tile, so strokes do not stop at its edge
 WEB_MERCATOR_HALF = 20037508.342789244
 _CHUNK = 10_000           # features per Arrow batch on the way to tippecanoe (memory)
+# Arrow bytes per FlatGeobuf file given to tippecanoe: it maps each input file whole and its
+# RSS keeps every page it has read until the file is done (one 1.4 GB file of 7.4M points
+# took it to 1.9 GB), so the features go as several files, read one after the other.
+_PART_BYTES = 32 * 1024 ** 2
 
 
 def pregen_min_features() -> int:
@@ -142,23 +146,25 @@ def tippecanoe_binary() -> str:
 
 def pregenerate(gpkg: Path | str, layer: str, out: Path | str, *, name: str,
                 maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None,
-                chunk: int = _CHUNK) -> dict:
+                chunk: int = _CHUNK, part_bytes: int = _PART_BYTES) -> dict:
     """Write the tile pyramid (z0..maxzoom) of one GeoPackage layer to ``out`` (MBTiles).
 
-    Three steps, each one pass: the features leave the GeoPackage as one file tippecanoe
-    reads (``export_features``), tippecanoe tiles them raw into a scratch MBTiles, and
-    ``pack`` writes ``out`` from it with every tile gzipped. The MVT layer is called ``name``
+    Three steps, each one pass: the features leave the GeoPackage as files tippecanoe
+    reads one after the other (``export_features``), tippecanoe tiles them raw into a
+    scratch MBTiles, and ``pack`` writes ``out`` from it with every tile gzipped. The MVT layer is called ``name``
     (the collection id); the fid becomes the MVT feature id. Returns what tippecanoe recorded
     (its metadata table).
     """
     out = Path(out)
     out.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="renkei-tiles-", dir=out.parent) as tmp:
-        features, id_property = export_features(gpkg, layer, Path(tmp), chunk=chunk)
+        features, id_property = export_features(gpkg, layer, Path(tmp), chunk=chunk,
+                                                part_bytes=part_bytes)
         raw = Path(tmp) / "raw.mbtiles"
         run_tippecanoe(features, raw, name=name, id_property=id_property, maxzoom=maxzoom,
                        threads=threads)
-        features.unlink()
+        for path in features:
+            path.unlink()
         pack(raw, out)
     return read_metadata(out)
 
@@ -167,38 +173,42 @@ class _NotFlat(Exception):
     """A layer FlatGeobuf cannot carry to tippecanoe unchanged (see export_features)."""
 
 
-def export_features(gpkg: Path | str, layer: str, folder: Path, *,
-                    chunk: int = _CHUNK) -> tuple[Path, str]:
-    """The layer as one file for tippecanoe, written by GDAL from its Arrow stream of the
-    GeoPackage (one pass in C, memory of one batch): (path, name of the fid property).
+def export_features(gpkg: Path | str, layer: str, folder: Path, *, chunk: int = _CHUNK,
+                    part_bytes: int = _PART_BYTES) -> tuple[list[Path], str]:
+    """The layer as files for tippecanoe, written by GDAL from its Arrow stream of the
+    GeoPackage (one pass in C, memory of one batch): (paths, name of the fid property).
 
     FlatGeobuf when the layer allows it: binary, it is written about ten times faster than
     GeoJSON text (0.8 s against 9 s for 200,000 polygons) and tippecanoe does not parse text.
     tippecanoe 2.72 reads FlatGeobuf integers as strings, so integer properties travel as
     doubles (exact below 2**53, and tippecanoe writes an integral double as an MVT integer,
     as it does a GeoJSON integer) and the fid is turned back into a number
-    (``--convert-stringified-ids-to-numbers``). A layer with other kinds of columns (dates,
-    times, binary) or an integer beyond 2**53 goes as GeoJSON text sequences, as before.
+    (``--convert-stringified-ids-to-numbers``). FlatGeobuf files are of about ``part_bytes``
+    (Arrow size) each: tippecanoe maps an input file whole (see _PART_BYTES). A layer with
+    other kinds of columns (dates, times, binary) or an integer beyond 2**53 goes as one
+    GeoJSON text sequence, as before (tippecanoe reads that as a stream).
     """
     import pyogrio
-    fgb = folder / "features.fgb"
+    written: list[Path] = []
     refused: list = []
     try:
         with pyogrio.open_arrow(gpkg, layer=layer, use_pyarrow=True, return_fids=True,
                                 batch_size=chunk) as (meta, reader):
             id_property = meta.get("fid_column") or "OGC_FID"
             geometry = meta.get("geometry_name") or "geom"
-            pyogrio.write_arrow(_flat_batches(reader, geometry, id_property, refused), fgb,
-                                driver="FlatGeobuf", geometry_name=geometry,
-                                geometry_type="Unknown", crs=meta.get("crs"),
-                                SPATIAL_INDEX="NO")
-        return fgb, id_property
+            flat = _flat_batches(reader, geometry, id_property, refused)
+            for part in _parts(flat, part_bytes):
+                written.append(folder / f"features-{len(written):04d}.fgb")
+                pyogrio.write_arrow(part, written[-1], driver="FlatGeobuf",
+                                    geometry_name=geometry, geometry_type="Unknown",
+                                    crs=meta.get("crs"), SPATIAL_INDEX="NO")
+        return written, id_property
     except _NotFlat:
-        fgb.unlink(missing_ok=True)
+        _unlink(written)
     except RuntimeError:
         # Raised inside the stream, _NotFlat reaches us as GDAL's "error while accessing
         # batch from stream"; anything else is a real failure.
-        fgb.unlink(missing_ok=True)
+        _unlink(written)
         if not refused:
             raise
     seq = folder / "features.geojsons"
@@ -208,7 +218,30 @@ def export_features(gpkg: Path | str, layer: str, folder: Path, *,
         pyogrio.write_arrow(reader, seq, driver="GeoJSONSeq",
                             geometry_name=meta.get("geometry_name") or "geom",
                             geometry_type="Unknown", crs=meta.get("crs"), RS="NO")
-    return seq, id_property
+    return [seq], id_property
+
+
+def _unlink(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _parts(reader, part_bytes: int):
+    """Consecutive RecordBatchReaders over ``reader``'s batches, each of about ``part_bytes``
+    (at least one batch, none empty). Each must be consumed before the next is asked for."""
+    import pyarrow as pa
+    batches = iter(reader)
+    head = [next(batches, None)]
+
+    def part():
+        size = 0
+        while head[0] is not None and (size == 0 or size + head[0].nbytes <= part_bytes):
+            size += head[0].nbytes
+            yield head[0]
+            head[0] = next(batches, None)
+
+    while head[0] is not None:
+        yield pa.RecordBatchReader.from_batches(reader.schema, part())
 
 
 def _flat_batches(reader, geometry: str, id_property: str, refused: list):
@@ -245,11 +278,12 @@ def _flat_batches(reader, geometry: str, id_property: str, refused: list):
     return pa.RecordBatchReader.from_batches(flat, batches())
 
 
-def run_tippecanoe(features: Path, out: Path, *, name: str, id_property: str,
+def run_tippecanoe(features: Path | list[Path], out: Path, *, name: str, id_property: str,
                    maxzoom: int = PREGEN_MAXZOOM, threads: int | None = None) -> None:
-    """tippecanoe over ``features`` (FlatGeobuf, or a GeoJSON text sequence) into the MBTiles
-    ``out``, tiles raw. ``id_property`` becomes the MVT feature id and is left out of the
-    properties."""
+    """tippecanoe over ``features`` (FlatGeobuf files, or a GeoJSON text sequence; one layer)
+    into the MBTiles ``out``, tiles raw. ``id_property`` becomes the MVT feature id and is
+    left out of the properties."""
+    features = [features] if isinstance(features, (str, Path)) else list(features)
     env = dict(os.environ, TIPPECANOE_MAX_THREADS=str(threads or os.cpu_count() or 2))
     # Memory: no --read-parallel. With it tippecanoe maps the whole input file and every page
     # it has read stays in its RSS (410 MB for a 300 MB sequence of 1.5M points, against 174
@@ -258,7 +292,7 @@ def run_tippecanoe(features: Path, out: Path, *, name: str, id_property: str,
     # a RAM disk).
     cmd = [tippecanoe_binary(), "--quiet", "--force", "-o", str(out), "-l", name,
            "-n", name, "-Z0", f"-z{maxzoom}",
-           f"--temporary-directory={Path(features).parent}",
+           f"--temporary-directory={Path(features[0]).parent}",
            f"--use-attribute-for-id={id_property}", "--convert-stringified-ids-to-numbers",
            f"--exclude={id_property}",
            # Low zooms: drop the densest features until the tile fits; a flood layer of
@@ -266,7 +300,7 @@ def run_tippecanoe(features: Path, out: Path, *, name: str, id_property: str,
            "--drop-densest-as-needed", f"--maximum-tile-bytes={MAX_TILE_BYTES}",
            # Written raw, so the limit is on the tile itself; pack gzips them.
            "--no-tile-compression",
-           "--no-progress-indicator", str(features)]
+           "--no-progress-indicator", *map(str, features)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         Path(out).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from store import features_pg, spatial_index, tiles, tiles_pg
+from store import features_pg, memory, spatial_index, tiles, tiles_pg
 from store.written import WrittenVersion, field_types  # noqa: F401 (callers import them here)
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class VersionWriter:
     def commit(self) -> WrittenVersion:
         import pyogrio
         if self.deferred_index and self.unindexed.exists():
+            memory.give_back()    # the translation's freed chunks, before the index copy
             spatial_index.copy_with_index(self.unindexed, self.tmp, LAYER)
             self.unindexed.unlink()
         if not self.tmp.exists():
@@ -109,6 +110,7 @@ class VersionWriter:
         served, tiled per request: slower, never wrong, so a failure is logged, not raised."""
         if self.count < tiles.pregen_min_features():
             return
+        memory.give_back()        # tippecanoe runs beside this process: both count
         try:
             tiles.pregenerate(self.tmp, LAYER, self.tiles_tmp, name=self.collection_id)
             with open(self.tiles_tmp, "rb") as fh:

@@ -196,7 +196,8 @@ def test_pyramid_removed_with_its_version(tmp_path):
 
 
 def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
-    """Features reach tippecanoe a chunk at a time: ids and attributes survive every chunk."""
+    """Features reach tippecanoe a chunk at a time and as several files (one for about two
+    chunks here): ids and attributes survive every chunk and every file, in one layer."""
     import geopandas as gpd
     import pyogrio as po
     frame = gpd.GeoDataFrame({"n": list(range(23)), "label": [f"区域{i}" for i in range(23)]},
@@ -205,8 +206,14 @@ def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
     gpkg = tmp_path / "v1.gpkg"
     po.write_dataframe(frame, gpkg, layer="features", driver="GPKG")
     out = tmp_path / "v1.mbtiles"
-    meta = store_tiles.pregenerate(gpkg, "features", out, name="chunks", chunk=5)
+    (tmp_path / "parts").mkdir()
+    parts, _ = store_tiles.export_features(gpkg, "features", tmp_path / "parts", chunk=5,
+                                           part_bytes=700)
+    assert len(parts) >= 3 and all(p.suffix == ".fgb" for p in parts)
+    meta = store_tiles.pregenerate(gpkg, "features", out, name="chunks", chunk=5,
+                                   part_bytes=700)
     assert meta["json"]["tilestats"]["layers"][0]["count"] == 23
+    assert [layer["id"] for layer in meta["json"]["vector_layers"]] == ["chunks"]
     archive = store_tiles.TileArchive(out)
     found = {}
     for z, x, tms_y, data in archive._con().execute(
@@ -215,6 +222,31 @@ def test_pyramid_written_in_several_chunks_keeps_every_id(tmp_path):
         for f in decode(gzip.decompress(data))["chunks"]["features"]:
             found[f["id"]] = f["properties"]
     assert found == {i + 1: {"n": i, "label": f"区域{i}"} for i in range(23)}
+
+
+def test_tippecanoe_never_maps_more_than_a_part_of_a_large_layer(tmp_path):
+    """tippecanoe maps each FlatGeobuf input whole and keeps every page it read until the
+    file is done (a 1.4 GB file of 7.4M points took it to 1.9 GB): the export's files stay
+    within the part budget (plus one batch) however many features the layer has, and
+    together hold every feature once, in fid order."""
+    import geopandas as gpd
+    import pyogrio as po
+    sizes = {}
+    for n in (400, 1600):
+        frame = gpd.GeoDataFrame(
+            {"label": [f"観測点{i}" for i in range(n)]},
+            geometry=shapely.points(134.2 + np.arange(n) * 1e-4, np.full(n, 34.7)),
+            crs="EPSG:4326")
+        gpkg = tmp_path / f"{n}.gpkg"
+        po.write_dataframe(frame, gpkg, layer="features", driver="GPKG")
+        (tmp_path / str(n)).mkdir()
+        paths, fid = store_tiles.export_features(gpkg, "features", tmp_path / str(n),
+                                                 chunk=50, part_bytes=8_000)
+        sizes[n] = [p.stat().st_size for p in paths]
+        ids = [i for p in paths for i in po.read_dataframe(p, columns=[fid])[fid]]
+        assert ids == list(range(1, n + 1))
+    assert max(sizes[1600]) <= 1.5 * max(sizes[400]) < 30_000
+    assert len(sizes[1600]) >= 3.5 * len(sizes[400])
 
 
 def test_features_reach_tippecanoe_as_flatgeobuf_with_their_types(tmp_path):
@@ -234,8 +266,8 @@ def test_features_reach_tippecanoe_as_flatgeobuf_with_their_types(tmp_path):
     gpkg = tmp_path / "v1.gpkg"
     po.write_dataframe(frame, gpkg, layer="features", driver="GPKG")
     (tmp_path / "x").mkdir()
-    path, fid = store_tiles.export_features(gpkg, "features", tmp_path / "x")
-    assert path.suffix == ".fgb" and fid == "fid"
+    paths, fid = store_tiles.export_features(gpkg, "features", tmp_path / "x")
+    assert [p.suffix for p in paths] == [".fgb"] and fid == "fid"
     out = tmp_path / "v1.mbtiles"
     store_tiles.pregenerate(gpkg, "features", out, name="typed")
     found = {}
@@ -253,9 +285,10 @@ def test_features_reach_tippecanoe_as_flatgeobuf_with_their_types(tmp_path):
         po.write_dataframe(frame.assign(**{name: column}), other, layer="features",
                            driver="GPKG")
         (tmp_path / name).mkdir()
-        path, fid = store_tiles.export_features(other, "features", tmp_path / name)
-        assert path.suffix == ".geojsons" and fid == "fid", name
-        assert list(path.parent.iterdir()) == [path]       # no half-written FlatGeobuf left
+        paths, fid = store_tiles.export_features(other, "features", tmp_path / name,
+                                                 chunk=5, part_bytes=1)
+        assert [p.suffix for p in paths] == [".geojsons"] and fid == "fid", name
+        assert list(paths[0].parent.iterdir()) == paths    # no half-written FlatGeobuf left
 
 
 def test_tile_routes_described_in_the_ogc_api_document(site, hazard_dir):
