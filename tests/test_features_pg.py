@@ -227,17 +227,12 @@ def test_superseded_tables_are_swept_without_a_publish(tmp_path, monkeypatch):
     assert _tables(tmp_path, "w") == [v4.layer]
 
 
-def test_a_page_end_signed_by_another_server_pages_by_key(tmp_path):
-    """The next link's `keyset` lets a server that never saw the previous page skip OFFSET:
-    accepted under the same secret (servers sharing RENKEI_SECRET_KEY), ignored under another,
-    and either way the page is the same."""
+def _recording(executed, engine, **kwargs):
+    """A TableRegistry whose cursors append every statement the provider runs to `executed`."""
     from contextlib import contextmanager
-    from ogcapi.postgis import PostGISProvider, TableRegistry
-    v = versions.write_version(_points([f"地点{i}" for i in range(30)]), tmp_path, "k", 1)
-    engine = features_pg.engine_for(tmp_path)
-    executed = []
+    from ogcapi.postgis import TableRegistry
 
-    class Cursor:   # records what the provider asks PostgreSQL
+    class Cursor:
         def __init__(self, cur):
             self._cur = cur
 
@@ -253,10 +248,22 @@ def test_a_page_end_signed_by_another_server_pages_by_key(tmp_path):
         def transaction(self, statements=2):
             with super().transaction(statements) as cur:
                 yield Cursor(cur)
+    return Recorded(engine, **kwargs)
+
+
+def test_a_page_end_signed_by_another_server_pages_by_key(tmp_path):
+    """The next link's `keyset` lets a server that never saw the previous page skip OFFSET:
+    accepted under the same secret (servers sharing RENKEI_SECRET_KEY), ignored under another,
+    and either way the page is the same."""
+    from ogcapi.postgis import PostGISProvider
+    v = versions.write_version(_points([f"地点{i}" for i in range(30)]), tmp_path, "k", 1)
+    engine = features_pg.engine_for(tmp_path)
+    executed = []
 
     def provider(secret):
         return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
-                                "renkei_tables": Recorded(engine, keyset_secret=secret)})
+                                "renkei_tables": _recording(executed, engine,
+                                                           keyset_secret=secret)})
 
     first = provider(b"shared")
     page = first.query(q="地点1", limit=4)
@@ -411,45 +418,28 @@ def test_a_count_shape_out_of_budget_is_skipped_for_a_while(tmp_path):
     """Once a count ran out of its budget, counts of the same SQL with other values (a filter
     tweaked, a map panned) are given up without running, DEAR_SKIPS times; then tried again.
     A count of another shape is still tried."""
-    from contextlib import contextmanager
-    from ogcapi.postgis import DEAR_SKIPS, PostGISProvider, TableRegistry
+    from ogcapi.postgis import DEAR_SKIPS, PostGISProvider
     v, engine = _many(tmp_path, 150_000)
-    counted = []
+    executed = []
+    registry = _recording(executed, engine, count_budget_ms=60_000)
 
-    class Cursor:   # records the counts the provider asks PostgreSQL for
-        def __init__(self, cur):
-            self._cur = cur
-
-        def execute(self, sql, params=None):
-            if sql.startswith("SELECT count(*)"):
-                counted.append(sql)
-            return self._cur.execute(sql, params)
-
-        def __getattr__(self, name):
-            return getattr(self._cur, name)
-
-    class Recorded(TableRegistry):
-        @contextmanager
-        def transaction(self, statements=2):
-            with super().transaction(statements) as cur:
-                yield Cursor(cur)
-
-    registry = Recorded(engine, count_budget_ms=60_000)
+    def counted():
+        return [s for s in executed if s.startswith("SELECT count(*)")]
 
     def page(flt):
         return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
                                 "renkei_tables": registry}).query(filterq=flt, limit=10)
     assert "numberMatched" not in page(_like("%9%"))   # over the page's budget
-    assert len(counted) == 1
+    assert len(counted()) == 1
     for i in range(DEAR_SKIPS):
         assert "numberMatched" not in page(_like(f"%{i}1%"))
-    assert len(counted) == 1   # none of these ran a count
+    assert len(counted()) == 1   # none of these ran a count
     page(_like("%77%"))
-    assert len(counted) == 2   # tried again
+    assert len(counted()) == 2   # tried again
     assert "numberMatched" in page(_like("避難所12345"))   # 1 row: the last page says so
     from ogcapi import cql
     other = cql.parse(json.dumps({"op": "<", "args": [{"property": "収容人数"}, 3]}),
                       "cql2-json")
-    counted.clear()
+    executed.clear()
     page(other)
-    assert len(counted) == 1
+    assert len(counted()) == 1
