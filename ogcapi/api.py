@@ -378,7 +378,9 @@ NUMBER_MATCHED_DOC = (
     'precedes it and what it holds) and otherwise when the count takes less than a small time '
     'budget (25 ms by default, and no longer than the page itself took, 5 ms at least), and '
     'omitted otherwise, as OGC API - Features allows, so that counting never costs more than '
-    'the page. Page through results with the '
+    'the page. Once a count of one filter ran out of that budget, the next pages of the same '
+    'filter with other values may omit it without trying (PostgreSQL-backed collections). '
+    'Page through results with the '
     '`next` link: it is present exactly when more items follow, with or without '
     '`numberMatched`.')
 
