@@ -58,6 +58,7 @@ class SearchCache:
     def __init__(self, index):
         self.index = index
         self._lock = threading.Lock()
+        self._applying = False   # a thread holds _lock to apply changes (not to swap)
         self._state: tuple[Arrays | None, int] = (None, -1)
         self._terms: OrderedDict[tuple, _Match] = OrderedDict()
         self._term_positions = 0
@@ -85,9 +86,12 @@ class SearchCache:
         # the newer arrays serve it (documents it cannot see in FTS simply do not match).
         if arrays is not None and have >= gen:
             return arrays, have == gen
-        # Another thread is applying a change set: answer from the snapshot before it.
-        if not self._lock.acquire(blocking=arrays is None):
+        # Another thread is applying a change set: answer from the snapshot before it. The
+        # compactor's swap also holds the lock, for an instant: that one is waited for, or a
+        # search right after a publish would answer from before it with nobody applying.
+        if not self._lock.acquire(blocking=arrays is None or not self._applying):
             return arrays, False
+        self._applying = True
         try:
             arrays, have = self._state
             if arrays is not None and have >= gen:
@@ -106,6 +110,7 @@ class SearchCache:
                 self._compact_later(updated)
             return updated, True
         finally:
+            self._applying = False
             self._lock.release()
 
     def _compact_later(self, arrays: Arrays) -> None:
