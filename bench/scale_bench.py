@@ -109,7 +109,7 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
     The backend doing it runs at nice 19 when it is on this machine (a measurement under the
     bench lock keeps the cores)."""
     import psycopg
-    from store.features_pg import table_name, write_version_table
+    from store.features_pg import staging_table, table_name, write_version_table
     tables = {}
     with psycopg.connect(db_url(server, db), autocommit=True) as con:
         try:
@@ -131,8 +131,8 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
             con.execute('SET max_parallel_workers_per_gather = 0')   # one random() sequence
             con.execute('SELECT setseed(0.14)')
             with con.transaction():
-                con.execute(_generate_sql(kind, 'load_' + table, n))
-                write_version_table(con.execute, 'load_' + table, table)
+                con.execute(_generate_sql(kind, staging_table(table), n))
+                write_version_table(con.execute, staging_table(table), table)
             print(f'generated {kind}: {n:,} rows in PostgreSQL ({table}) in '
                   f'{time.perf_counter() - t:.0f} s', flush=True)
             tables[kind] = table

@@ -40,6 +40,21 @@ DEFAULT_COUNT_BUDGET_MS = 25
 # ... and for no longer than the page it goes with took, but at least this long (both modes): a
 # count over a small collection (a few ms) is always worth it, even beside a page of 0.2 ms.
 COUNT_FLOOR_MS = 5
+
+
+def page_bounded(budget_ms, page_ms):
+    """A count's budget beside a page that took `page_ms`: no longer than the page, nor
+    shorter than COUNT_FLOOR_MS (unchanged without a budget or a page)."""
+    if budget_ms is None or page_ms is None:
+        return budget_ms
+    return min(budget_ms, max(COUNT_FLOOR_MS, page_ms))
+
+
+def last_page_count(offset, limit, returned):
+    """numberMatched a results page states without counting: when no row follows it (it
+    holds at most `limit` of the limit + 1 rows asked for) and it is not an empty page past
+    the end, what precedes it and what it holds is every match; else None."""
+    return offset + returned if returned <= limit and (returned or not offset) else None
 # SQLite virtual-machine steps between two looks at the clock (~0.1 ms of work).
 _PROGRESS_STEPS = 2000
 _MAX_FILTER_GEOMS = 64
@@ -382,9 +397,7 @@ class GpkgFile:
             if key in self._counts:
                 self._counts.move_to_end(key)
                 return self._counts[key]
-        budget = self.count_budget_ms if budgeted else None
-        if budget is not None and page_ms is not None:
-            budget = min(budget, max(page_ms, COUNT_FLOOR_MS))
+        budget = page_bounded(self.count_budget_ms if budgeted else None, page_ms)
         if budget is not None and budget <= 0:
             n = None
         elif budget is None:

@@ -27,8 +27,8 @@ from pygeoapi.provider.base import (
 from ogcapi import cql, query_params
 from ogcapi.cql import pg_quote_ident as _q
 from ogcapi.errors import QueryError
-from ogcapi.gpkg_read import COUNT_FLOOR_MS, CRS84, DEFAULT_COUNT_BUDGET_MS, \
-    SQLITE_INT_RANGE as _INT64, crs_from_uri
+from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
+    crs_from_uri, last_page_count, page_bounded
 from store.features_pg import table_of
 
 __all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
@@ -190,9 +190,7 @@ class TableRegistry:
         with self._lock:
             if key in self._counts:
                 return self._counts[key]
-        budget = self.count_budget_ms if budgeted else None
-        if budget is not None and page_ms is not None:
-            budget = min(budget, max(COUNT_FLOOR_MS, page_ms))
+        budget = page_bounded(self.count_budget_ms if budgeted else None, page_ms)
         shape = (table, sql)
         if budget is not None and self._skip_dear(shape):
             return None   # not cached: after its skips, this query may be counted again
@@ -370,11 +368,8 @@ class PostGISProvider(BaseProvider):
                 if together:
                     features, matched = features
                     self._tables.remember_count(lyr.table, count_sql, params, matched)
-                elif not known and page_ms is not None and len(features) <= limit \
-                        and (features or not offset):
-                    # The last page: what precedes it and what it holds is every match.
-                    matched = offset + len(features)
-                elif not known:
+                elif not known and (page_ms is None or
+                                    last_page_count(offset, limit, len(features)) is None):
                     # After the page, so that its budget can be what the page cost.
                     matched = self._tables.count(cur, lyr.table, count_sql, params,
                                                  budgeted=not bbox_only, page_ms=page_ms)
@@ -383,9 +378,9 @@ class PostGISProvider(BaseProvider):
         except Exception as err:
             raise self._error(err) from err
         self.more = len(features) > limit if resulttype == 'results' else None
-        if matched is None and self.more is False and (features or not offset):
-            # The last page of a count known to be too dear: still known here.
-            matched = offset + len(features)
+        if matched is None and resulttype == 'results':
+            # The last page states its count, whether uncounted or known to be too dear.
+            matched = last_page_count(offset, limit, len(features))
         features = features[:limit]
         if not raw_json:
             features = [json.loads(f) for f in features]

@@ -23,7 +23,8 @@ from pygeoapi.provider.base import (
 from ogcapi import cql, feature_text, query_params
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
-                              decode, geometries_to_geojson, point_coordinates,
+                              decode, geometries_to_geojson, last_page_count,
+                              point_coordinates,
                               quote_ident as _quote_ident, transformer)
 from ogcapi.postgis import RawFeatures
 
@@ -130,10 +131,9 @@ class GPKGProvider(BaseProvider):
                         rows, names, skip_geometry, crs_transform_spec)
                     page_ms = (time.perf_counter() - started) * 1000
                 if where:
-                    if page_ms is not None and len(rows) <= int(limit) and (rows or not offset):
-                        # The last page: what precedes it and what it holds is every match.
-                        matched = int(offset) + len(rows)
-                    else:
+                    matched = None if page_ms is None else \
+                        last_page_count(int(offset), int(limit), len(rows))
+                    if matched is None:
                         matched = self._file.count(con, f'SELECT COUNT(*) FROM {from_}{cond}',
                                                    params, page_ms=page_ms)
             except sqlite3.Error as err:

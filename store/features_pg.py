@@ -131,7 +131,7 @@ class PostGISWriter:
         self._conn = None
         self._raw = None
         self._committed = False
-        self._staging = "load_" + self.table
+        self._staging = staging_table(self.table)
 
     def __enter__(self) -> "PostGISWriter":
         return self
@@ -237,6 +237,11 @@ class PostGISWriter:
                  float(b[:, 3].max())] if len(self._bounds) and np.isfinite(b).all() else None)
         return WrittenVersion(PREFIX + self.table, self.table, self.count, bbox,
                               self.fields or {})
+
+
+def staging_table(table: str) -> str:
+    """The temporary table a version's rows arrive in before write_version_table."""
+    return "load_" + table
 
 
 def write_version_table(execute, staging: str, table: str) -> None:

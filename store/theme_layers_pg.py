@@ -15,7 +15,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from geo.themes import THEMES, merged_fields
-from store.features_pg import PREFIX, table_name, write_version_table
+from store.features_pg import PREFIX, staging_table, table_name, write_version_table
 from store.tiles_pg import columns, quote_ident
 from store.versions import WrittenVersion
 
@@ -59,9 +59,9 @@ def merge_areas(engine, theme: str, member_tables: list[str], collection_id: str
     names = [f.name for f in fields]
     cols = ", ".join(f"{quote_ident(f.name)} {SQL_TYPES[f.type]}" for f in fields)
     count = 0
-    staging = quote_ident("load_" + table)
+    staging = staging_table(table)
     with engine.begin() as conn:
-        conn.execute(text(f"CREATE TEMPORARY TABLE {staging} (fid bigint,"
+        conn.execute(text(f"CREATE TEMPORARY TABLE {quote_ident(staging)} (fid bigint,"
                           f" geom geometry(MultiPolygon, 4326), {cols}) ON COMMIT DROP"))
         for member in member_tables:
             types = dict(columns(conn, member))
@@ -72,12 +72,12 @@ def merge_areas(engine, theme: str, member_tables: list[str], collection_id: str
                        + _cast("source_dataset", types.get("source_dataset"), "string")
                        + ", '')")
             inserted = conn.execute(text(
-                f"INSERT INTO {staging} (fid, geom, {', '.join(map(quote_ident, names))})"
+                f"INSERT INTO {quote_ident(staging)} (fid, geom, {', '.join(map(quote_ident, names))})"
                 f" SELECT :offset + row_number() OVER (ORDER BY m.fid),"
                 f" ST_Multi(ST_CollectionExtract(m.geom, 3)), {', '.join(values)}, {sources}"
                 f" FROM {quote_ident(member)} m"), {"offset": count}).rowcount
             count += inserted
-        write_version_table(lambda sql: conn.execute(text(sql)), "load_" + table, table)
+        write_version_table(lambda sql: conn.execute(text(sql)), staging, table)
         box = conn.execute(text(
             f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e)"
             f" FROM (SELECT ST_Extent(geom) AS e FROM {t}) x")).one()
