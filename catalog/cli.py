@@ -70,15 +70,27 @@ def main(argv: list[str] | None = None) -> int:
                                              "keys (申請窓口)").add_subparsers(dest="action",
                                                                             required=True)
     al = ap.add_parser("list", help="applications, newest first")
-    al.add_argument("--status", choices=("pending", "accepted", "refused", "canceled"))
-    for verb in ("approve", "refuse"):
-        a = ap.add_parser(verb, help=f"{verb} a pending application (mails the applicant)")
+    al.add_argument("--status", choices=("pending", "accepted", "refused", "canceled",
+                                         "retired"))
+    verbs = {"approve": "approve a pending application (mails the applicant)",
+             "refuse": "refuse a pending application (mails the applicant)",
+             "retire": "stop harvesting an accepted source (removes its sources.d file in the "
+                       "embedded mode; mails the organization that proposed it). What it "
+                       "published stays published until withdrawn from the dataset's page"}
+    for verb, text in verbs.items():
+        a = ap.add_parser(verb, help=text, description=text)
         a.add_argument("app_id", type=int, metavar="ID")
         a.add_argument("--base-url", default=os.environ.get("RENKEI_BASE_URL",
                                                             "http://127.0.0.1:8000"),
                        help="the site's address, for links in mails ($RENKEI_BASE_URL)")
         if verb == "refuse":
             a.add_argument("--reason", required=True, help="why (sent to the applicant)")
+        elif verb == "approve":
+            a.add_argument("--allow-private-networks", action="store_true",
+                           help="a source on an intranet: let its harvest reach loopback and "
+                                "private addresses (allow_private_networks of sources.yaml)")
+        elif verb == "retire":
+            a.add_argument("--reason", help="why (recorded, and sent to the organization)")
     us = sub.add_parser("usage", help="usage of the open APIs and fees (利用料)").add_subparsers(
         dest="action", required=True)
     ur = us.add_parser("report", help="one row per organization: every input and the fee")
@@ -131,7 +143,8 @@ def _dispatch(args) -> int:
         return cmd_db_upgrade(args)
     if args.command == "applications":
         return {"list": cmd_applications_list, "approve": cmd_applications_decide,
-                "refuse": cmd_applications_decide}[args.action](args)
+                "refuse": cmd_applications_decide,
+                "retire": cmd_applications_decide}[args.action](args)
     if args.command == "usage":
         return cmd_usage_report(args)
     if args.command in ("user", "org", "token"):
@@ -298,7 +311,11 @@ def cmd_applications_decide(args) -> int:
         with store.session() as s, s.begin():
             if args.action == "approve":
                 notices = apps.accept(s, args.app_id, by="cli", base_url=base,
-                                      data_dir=store.data_dir)
+                                      data_dir=store.data_dir,
+                                      allow_private_networks=args.allow_private_networks)
+            elif args.action == "retire":
+                notices = apps.retire(s, args.app_id, by="cli", reason=args.reason,
+                                      base_url=base, data_dir=store.data_dir)
             else:
                 notices = apps.refuse(s, args.app_id, by="cli", reason=args.reason,
                                       base_url=base)
@@ -310,7 +327,8 @@ def cmd_applications_decide(args) -> int:
         print(f"renkei: {exc}", file=sys.stderr)
         return 2
     outcomes = mail.deliver(store, mail_ids)
-    verb = "approved" if args.action == "approve" else "refused"
+    verb = {"approve": "approved", "refuse": "refused",
+            "retire": "retired (its datasets stay published until withdrawn)"}[args.action]
     print(f"application {args.app_id} {verb}; {mail.summary(outcomes)}", file=sys.stderr)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 

@@ -3,7 +3,8 @@
 Kinds: `organization` (a body joins the platform), `membership` (a person joins an existing
 organization), `api_key` (a data user asks for a key to `members` data), `invitation` (an
 organization admin — or the acceptance of an organization — invites a person by e-mail).
-States: pending → accepted | refused (a reason is required) | canceled (by the applicant).
+States: pending → accepted | refused (a reason is required) | canceled (by the applicant);
+an accepted source → retired (the operator stops harvesting it; what it published stays).
 
 Each application has a private link (an unguessable token; only its SHA-256 is stored) at which
 the applicant sees its status; an invitation's link is where the invitee sets a password.
@@ -33,7 +34,7 @@ from store.db import Organization
 KINDS = ("organization", "membership", "api_key", "invitation", "source")
 SOURCE_TYPES = ("ckan", "ngsi-v2", "ngsi-ld", "ogcapi")   # remote sources; `files` are local
 VALIDATED_DIR = "sources.d"   # accepted sources, one sources.yaml document each (harvest reads)
-STATES = ("pending", "accepted", "refused", "canceled")
+STATES = ("pending", "accepted", "refused", "canceled", "retired")
 ORG_KINDS = ("prefecture", "municipality", "partner", "company")
 CODE_KINDS = ("prefecture", "municipality")   # bodies that have a 全国地方公共団体コード
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{1,99}")
@@ -51,7 +52,7 @@ class Application(Base):
     payload: Mapped[dict] = mapped_column(JSON, default=dict)    # kind-specific fields
     terms_version: Mapped[str | None] = mapped_column(String(40))
     link_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    reason: Mapped[str | None] = mapped_column(Text)             # why refused
+    reason: Mapped[str | None] = mapped_column(Text)             # why refused, or retired
     handled_by: Mapped[str | None] = mapped_column(String(320))
     handled_at: Mapped[datetime | None] = mapped_column(DateTime)
     token_id: Mapped[int | None] = mapped_column(Integer)        # api_key: the key issued
@@ -212,8 +213,11 @@ def propose_source(session, *, organization_id: str, email: str, name: str, type
 def source_document(app: Application) -> dict:
     """An accepted source as a sources.yaml document of its own (harvest checks it as any)."""
     p = app.payload
-    return {"sources": [{"name": p["name"], "type": p["type"], "url": p["url"],
-                         "organization": app.organization_id}]}
+    entry = {"name": p["name"], "type": p["type"], "url": p["url"],
+             "organization": app.organization_id}
+    if p.get("allow_private_networks"):   # the operator's choice when accepting, never the form's
+        entry["allow_private_networks"] = True
+    return {"sources": [entry]}
 
 
 def validated_sources(session) -> list[tuple[str, dict]]:
@@ -237,6 +241,17 @@ def write_validated_source(data_dir, app: Application) -> Path:
                    encoding="utf-8")
     tmp.rename(path)
     return path
+
+
+def remove_validated_source(data_dir, name: str) -> bool:
+    """The embedded mode: the accepted source's file gone (an operator may have removed it
+    by hand already); True if there was one."""
+    path = Path(data_dir) / VALIDATED_DIR / f"{name}.yaml"
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def find_by_link(session, raw: str) -> Application | None:
@@ -293,13 +308,21 @@ def _ensure_member(session, email: str, organization_id: str, role: str) -> None
                                         role=role))
 
 
-def accept(session, app_id: int, *, by: str, base_url: str, data_dir=None) -> list[Notice]:
+def accept(session, app_id: int, *, by: str, base_url: str, data_dir=None,
+           allow_private_networks: bool = False) -> list[Notice]:
     """Accept one pending application; the notices to mail (the invitation link included).
     A source is written to `data_dir`/sources.d in the embedded mode; in PostgreSQL mode its
-    accepted application is what harvests read (a web server has no data dir)."""
+    accepted application is what harvests read (a web server has no data dir).
+    `allow_private_networks` validates a source on an intranet (the harvest's SSRF guard
+    otherwise refuses its address)."""
     app = session.get(Application, app_id)
     if app is None or app.kind == "invitation":
         raise ApplicationError(f"申請 {app_id} はありません / no application {app_id}")
+    if allow_private_networks:
+        if app.kind != "source":
+            raise ApplicationError(f"application {app_id} is not a source: "
+                                   "--allow-private-networks is for sources")
+        app.payload = {**app.payload, "allow_private_networks": True}
     _mark(app, "accepted", by)
     notices = [_decided_notice(app, base_url)]
     if app.kind == "organization":
@@ -345,6 +368,31 @@ def refuse(session, app_id: int, *, by: str, reason: str, base_url: str) -> list
     if app is None or app.kind == "invitation":
         raise ApplicationError(f"申請 {app_id} はありません / no application {app_id}")
     _mark(app, "refused", by, reason)
+    return [_decided_notice(app, base_url)]
+
+
+def retire(session, app_id: int, *, by: str, reason: str | None, base_url: str,
+           data_dir=None) -> list[Notice]:
+    """Stop harvesting an accepted source: its application becomes `retired` (who, when, why in
+    the decision's columns; who accepted it and when move to its payload), and the embedded
+    mode's sources.d file goes in the same step, so the next harvest has neither. What the
+    source published stays published until the operator withdraws it."""
+    app = session.get(Application, app_id)
+    if app is None or app.kind != "source" or app.status != "accepted":
+        raise ApplicationError(f"申請 {app_id} は承認済みの収集元ではありません / application "
+                               f"{app_id} is not an accepted source")
+    on_disk = session.get_bind().dialect.name != "postgresql"
+    if on_disk and data_dir is None:
+        raise ApplicationError("a source is retired where its data dir is known")
+    # A new dict: the JSON column sees an assignment, not an in-place change.
+    app.payload = {**app.payload, "accepted_by": app.handled_by,
+                   "accepted_at": f"{app.handled_at:%Y-%m-%dT%H:%M:%S}Z"
+                   if app.handled_at else None}
+    app.status, app.handled_by, app.handled_at = "retired", by, utcnow()
+    app.reason = (reason or "").strip() or None
+    session.flush()
+    if on_disk:   # last: a failure above leaves the file, and the source, as they were
+        remove_validated_source(data_dir, app.payload["name"])
     return [_decided_notice(app, base_url)]
 
 
@@ -415,6 +463,17 @@ def _decided_notice(app: Application, base_url: str) -> Notice:
         if app.kind == "api_key":
             body += "Collect your API key at the private link we sent when you applied.\n"
         return Notice(app.email, f"【renkei】{ja}は承認されました / {en} accepted", body)
+    if app.status == "retired":
+        why_ja = f"理由：{app.reason}\n" if app.reason else ""
+        why_en = f"Reason: {app.reason}\n" if app.reason else ""
+        name = app.payload["name"]
+        return Notice(app.email, f"【renkei】収集元 {name} の収集を終了しました / harvest source "
+                                 f"{name} retired",
+                      f"{ja}（受付番号 {app.id}、{name}）からの収集を終了しました。\n{why_ja}"
+                      f"これまでに公開したデータは、取り下げるまで公開されたままです。\n\n"
+                      f"The platform no longer harvests your {en} {name} (number {app.id}).\n"
+                      f"{why_en}What it already published stays published until it is "
+                      f"withdrawn.\n")
     return Notice(app.email, f"【renkei】{ja}の審査結果 / decision on your {en}",
                   f"{ja}（受付番号 {app.id}）は承認されませんでした。\n理由：{app.reason}\n\n"
                   f"Your {en} (number {app.id}) was refused.\nReason: {app.reason}\n")

@@ -497,6 +497,77 @@ def test_a_proposed_source_runs_only_once_validated(site, world, tmp_path):
     assert "kako-ckan" in cli(world, "jobs", "--source", "kako-ckan").stdout
 
 
+def test_a_retired_source_is_no_longer_harvested(world, tmp_path):
+    """The operator stops harvesting an accepted source, in either mode, with one command: the
+    next harvest does not fetch it; what it published stays; the organization is told."""
+    from store.db import Dataset, Store
+    from tests.servers import TEST_DATA, FakeCKAN, package
+    site = FakeCKAN([package("evac", "加古川市 指定避難所（提案）",
+                             [("gsi_evacuation_282103.json", "GeoJSON")])],
+                    {"gsi_evacuation_282103.json": TEST_DATA / "geojson/gsi_evacuation_282103.json"})
+    store = Store(world)
+    config = tmp_path / "sources.yaml"
+    config.write_text("sources: []\n", encoding="utf-8")
+
+    def jobs_of(source):
+        return cli(world, "jobs", "--source", source).stdout.splitlines()[1:]
+
+    with site.running() as url:
+        with store.session() as s, s.begin():
+            app_id = str(apps.propose_source(
+                s, organization_id="kakogawa-city", email="gis@city.kakogawa.example",
+                name="kako-intranet", type_="ckan", url=url + "/",
+                terms_version="2026-04").application.id)
+        # An intranet source: without the operator's consent the SSRF guard refuses 127.0.0.1.
+        assert cli(world, "applications", "approve", app_id,
+                   "--allow-private-networks").returncode == 0
+        first = cli(world, "harvest", "--config", str(config), "--source", "kako-intranet")
+        assert first.returncode == 0, first.stderr
+        fetched = len(site.calls)
+        assert fetched and site.downloads["gsi_evacuation_282103.json"] == 1
+        with store.session() as s:
+            assert s.get(Dataset, "kako-intranet--evac").status == "active"
+
+        done = cli(world, "applications", "retire", app_id, "--reason", "庁内サーバーの廃止")
+        assert done.returncode == 0, done.stderr
+        assert "retired" in done.stderr and "stay published until withdrawn" in done.stderr
+        assert not (world / "sources.d" / "kako-intranet.yaml").exists()
+        # Every validated source (another test's proposal may fail: exit 1), not this one.
+        again = cli(world, "harvest", "--config", str(config))
+        assert again.returncode in (0, 1), again.stderr
+        assert len(site.calls) == fetched                          # not asked again
+        assert len(jobs_of("kako-intranet")) == 1
+        assert site.downloads["gsi_evacuation_282103.json"] == 1
+        only = cli(world, "harvest", "--config", str(config), "--source", "kako-intranet")
+        assert only.returncode == 2 and "no such source" in only.stderr
+    with store.session() as s:
+        app = s.get(apps.Application, int(app_id))
+        assert (app.status, app.handled_by, app.reason) == ("retired", "cli", "庁内サーバーの廃止")
+        assert app.handled_at is not None and app.payload["accepted_by"] == "cli"
+        # Published data stays until the operator withdraws it (its dataset page).
+        assert s.get(Dataset, "kako-intranet--evac").status == "active"
+    mail = mail_to(world, "gis@city.kakogawa.example")[-1]
+    assert "kako-intranet" in mail["Subject"] and "retired" in mail["Subject"]
+    assert "庁内サーバーの廃止" in mail.get_body(("plain",)).get_content()
+    listed = cli(world, "applications", "list", "--status", "retired").stdout
+    assert f"{app_id:>5} source       retired" in listed
+    # Only an accepted source can be retired: one line, exit 2, nothing changed.
+    for wrong in (app_id, "999999"):
+        refused = cli(world, "applications", "retire", wrong)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+        assert "is not an accepted source" in refused.stderr
+    with store.session() as s, s.begin():
+        member = apps.apply_membership(s, organization_id="kakogawa-city",
+                                       email="someone@example.org", name="x", comment="y",
+                                       terms_version="2026-04").application.id
+    assert cli(world, "applications", "retire", str(member)).returncode == 2
+    # The name is free again for a new proposal.
+    with store.session() as s, s.begin():
+        apps.propose_source(s, organization_id="kakogawa-city", email="gis@city.kakogawa.example",
+                            name="kako-intranet", type_="ckan", url="https://ckan.example/",
+                            terms_version="2026-04")
+
+
 def test_an_invitation_is_not_a_password_reset(site, world):
     base, _app = site
     from store.db import Store

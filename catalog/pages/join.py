@@ -26,7 +26,8 @@ KIND_CHOICES = [SelectChoice("municipality", lazy_gettext("市町村")),
                 SelectChoice("partner", lazy_gettext("関係団体")),
                 SelectChoice("company", lazy_gettext("事業者"))]
 STATUS_LABELS = {"pending": lazy_gettext("審査中"), "accepted": lazy_gettext("承認"),
-                 "refused": lazy_gettext("不承認"), "canceled": lazy_gettext("取り下げ")}
+                 "refused": lazy_gettext("不承認"), "canceled": lazy_gettext("取り下げ"),
+                 "retired": lazy_gettext("収集終了")}
 KIND_LABELS = {"organization": lazy_gettext("参加申請（団体）"),
                "membership": lazy_gettext("組織への加入申請"),
                "api_key": lazy_gettext("APIキーの申請"), "invitation": lazy_gettext("招待"),
