@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ms = ml.add_parser("send", help="deliver the queued and failed messages through "
                                     "RENKEI_SMTP_URL; exit 1 if any fails (it stays queued)")
     ms.add_argument("--limit", type=int, help="at most this many, oldest first")
+    mp = ml.add_parser("purge", help="delete the outbox rows of messages delivered more than "
+                                     "DAYS ago (never a queued or failed one); the embedded "
+                                     "mode's outbox/*.eml files are delivered mail and stay")
+    mp.add_argument("--older-than", type=int, default=90, metavar="DAYS",
+                    help="days since delivery (default 90)")
     te = sub.add_parser("terms", help="versions of the terms of use (要綱)").add_subparsers(
         dest="action", required=True)
     te.add_parser("list", help="every version, oldest first; * marks the one in force")

@@ -72,6 +72,19 @@ def cmd_mail_send(args) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+def cmd_mail_purge(args) -> int:
+    from datetime import timedelta
+
+    from store import outbox
+    if args.older_than < 0:
+        print("renkei: --older-than is a number of days, 0 or more", file=sys.stderr)
+        return 2
+    store = _store(args)
+    purged = outbox.purge_sent(store.engine, timedelta(days=args.older_than))
+    print(f"delivered messages purged (sent more than {args.older_than} days ago): {purged}")
+    return 0
+
+
 def cmd_terms_list(args) -> int:
     from store import terms
     store = _store(args)

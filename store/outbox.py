@@ -9,13 +9,15 @@ one conditional UPDATE, so two servers (or a server and the operator's `mail sen
 deliver one row twice; a claim older than STALE_CLAIM (its process died mid-send) may be taken
 again. Once delivered, a row keeps its envelope (recipient, subject, when, where) but not its
 body: the links in it (status pages, invitations) are secrets the database otherwise keeps only
-hashed.
+hashed. Delivered rows go when the operator purges them (`purge_sent`); a queued or failed row
+is never purged, whatever its age: it is mail nobody has had yet.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import DateTime, Integer, LargeBinary, String, Text, or_, select, update
+from sqlalchemy import (DateTime, Integer, LargeBinary, String, Text, delete, or_, select,
+                        update)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base, utcnow
@@ -92,3 +94,11 @@ def listing(session, status: str | None = None, limit: int = 50) -> list[MailMes
     if status:
         stmt = stmt.where(MailMessage.status == status)
     return list(session.scalars(stmt))
+
+
+def purge_sent(engine, older_than: timedelta) -> int:
+    """Delete the rows delivered longer ago than `older_than`; how many went."""
+    with engine.begin() as conn:
+        return conn.execute(delete(MailMessage).where(
+            MailMessage.status == "sent",
+            MailMessage.sent_at < utcnow() - older_than)).rowcount

@@ -145,3 +145,42 @@ def test_without_smtp_postgresql_mode_keeps_mail_for_the_operator(tmp_path):
     assert _rows(store)[0].status == "queued"
     assert cli(tmp_path, "mail", "show", "999").returncode == 2
 
+
+
+def test_purge_deletes_only_delivered_mail_older_than_asked(tmp_path, monkeypatch):
+    """`renkei mail purge`: the outbox does not grow forever, and mail nobody has had yet
+    (queued, failed) stays whatever its age."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from store.base import utcnow
+    store = Store(tmp_path)
+    with smtp_server() as (url, _inbox):
+        monkeypatch.setenv("RENKEI_SMTP_URL", url)
+        for to in ("old@example.jp", "recent@example.jp", "fresh@example.jp"):
+            assert mail.send(store, to, "件名", "本文")[0].status == "sent"
+    monkeypatch.setenv("RENKEI_SMTP_URL", f"smtp://127.0.0.1:{free_port()}")   # down
+    assert mail.send(store, "failed@example.jp", "件名", "本文")[0].status == "failed"
+    with store.session() as s, s.begin():
+        queued = mail.queue(s, "queued@example.jp", "件名", "本文")
+    ids = {r.recipient: r.id for r in _rows(store)}
+    long_ago = utcnow() - timedelta(days=400)
+    with store.engine.begin() as conn:   # what a year of use leaves: old rows in every state
+        for who, age in (("old", 400), ("recent", 40), ("failed", 400), ("queued", 400)):
+            conn.execute(update(MailMessage).where(MailMessage.id == ids[f"{who}@example.jp"])
+                         .values(created_at=long_ago,
+                                 sent_at=utcnow() - timedelta(days=age)
+                                 if who in ("old", "recent") else None))
+    done = cli(tmp_path, "mail", "purge")                     # 90 days by default
+    assert done.returncode == 0 and done.stdout.strip().endswith(": 1"), done
+    assert {r.recipient for r in _rows(store)} == {
+        "recent@example.jp", "fresh@example.jp", "failed@example.jp", "queued@example.jp"}
+    assert cli(tmp_path, "mail", "purge", "--older-than", "30").stdout.strip().endswith(": 1")
+    assert cli(tmp_path, "mail", "purge", "--older-than", "0").stdout.strip().endswith(": 1")
+    left = {r.recipient: r.status for r in _rows(store)}
+    assert left == {"failed@example.jp": "failed", "queued@example.jp": "queued"}
+    assert ids["queued@example.jp"] == queued
+    assert cli(tmp_path, "mail", "purge", "--older-than", "-1").returncode == 2
+    # `db sweep` is about feature tables: it leaves the outbox alone.
+    assert cli(tmp_path, "db", "sweep").returncode == 0 and len(_rows(store)) == 2
