@@ -6,7 +6,7 @@ A file is a row of `upload_original` (its name and size) and its bytes in `uploa
 rows of CHUNK bytes, written in one transaction: a replacement is whole or not at all, and the
 previous file serves until it commits. A download reads inside one REPEATABLE READ
 transaction, so a replacement committing mid-stream does not tear it (the old rows stay
-visible to that snapshot).
+visible to that snapshot); a byte range reads only the chunks it overlaps.
 """
 from __future__ import annotations
 
@@ -66,35 +66,50 @@ def _delete(conn, resource_id: str) -> None:
 
 
 class Original:
-    """One stored file, opened for a download: `filename`, `size`, then `chunks()` once (it
-    ends the transaction; `close()` does if the response is never sent)."""
+    """One stored file, opened for a download: `filename`, `size`, `stored_at`, then read as a
+    binary file (`read`, `seek`, `tell`), so a byte range costs the chunks it overlaps and no
+    others. `close()` ends the snapshot; the download's response calls it when it is done (or
+    never sent)."""
 
     def __init__(self, engine, resource_id: str):
         self.resource_id = resource_id
+        self._pos, self._seq, self._data = 0, None, b""   # the chunk read last, and its seq
         self._conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
         try:
-            row = self._conn.execute(select(UploadOriginal.filename, UploadOriginal.size)
+            row = self._conn.execute(select(UploadOriginal.filename, UploadOriginal.size,
+                                            UploadOriginal.stored_at)
                                      .where(UploadOriginal.resource_id == resource_id)).first()
             if row is None:
                 raise LookupError(resource_id)
-            self.filename, self.size = row
+            self.filename, self.size, self.stored_at = row
         except BaseException:
             self.close()
             raise
 
-    def chunks(self):
-        try:
-            seq = 0
-            while True:
-                data = self._conn.execute(select(UploadChunk.data).where(
-                    UploadChunk.resource_id == self.resource_id, UploadChunk.seq == seq)
-                ).scalar()
-                if data is None:
-                    return
-                yield bytes(data)
-                seq += 1
-        finally:
-            self.close()
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        """At most `n` bytes from the position, and never past the end of its chunk (a short
+        read, as a socket's: callers loop until b"")."""
+        if self._pos >= self.size:
+            return b""
+        seq, at = divmod(self._pos, CHUNK)
+        if seq != self._seq:
+            data = self._conn.execute(select(UploadChunk.data).where(
+                UploadChunk.resource_id == self.resource_id, UploadChunk.seq == seq)).scalar()
+            self._seq, self._data = seq, bytes(data or b"")
+        out = self._data[at:] if n is None or n < 0 else self._data[at:at + n]
+        self._pos += len(out)
+        return out
 
     def close(self) -> None:
         if self._conn is not None:

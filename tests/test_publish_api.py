@@ -350,3 +350,87 @@ def test_an_organization_admin_manages_its_members(site):
     assert requests.get(url + "/organizations/kasai/members", timeout=10,
                         headers={"Authorization": tokens["editor@city.kasai.example"]}
                         ).status_code == 404
+
+
+def _reference_file_server(path: Path):
+    """What the embedded mode answers for a kept original: Flask's send_file of the file."""
+    from flask import Flask, send_file
+    app = Flask("reference")
+
+    @app.route("/file")
+    def file():
+        return send_file(path, as_attachment=True, download_name=path.name, conditional=True)
+    return live_server(app)
+
+
+def test_an_original_answers_byte_ranges_as_a_file_does(site, tmp_path):
+    """A member's original (in PostgreSQL mode: 1 MB chunks in the database) answers single
+    byte ranges exactly as Werkzeug's send_file answers them for the same file, which is how
+    the embedded mode sends its kept copy: the same status, Content-Range, Content-Length and
+    bytes, across chunk boundaries, at the ends, and 416 past them. Several ranges get the
+    whole file (200) in both. A dataset the caller may not read stays 404, Range or not."""
+    from store.originals import CHUNK
+    url, _, tokens = site
+    header, *rows = SHELTERS.read_text(encoding="utf-8").splitlines()
+    # Long notes make a real shelter list span three chunks with few rows to translate.
+    lines = [header] + [f"{i},{row.split(',', 1)[1]}{'避難経路の補足説明。' * 70}"   # 備考
+                        for i, row in enumerate(rows * 36, start=1)]
+    big = tmp_path / "ranges.csv"
+    big.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    data = big.read_bytes()
+    size = len(data)
+    assert 2 * CHUNK < size < 3 * CHUNK
+    ckan = client(site, "editor@city.yabu.example")
+    ckan.action.package_create(name="yabu-ranges", title="養父市 範囲取得テスト",
+                               owner_org="yabu", access_level="members")
+    with big.open("rb") as fh:
+        res = ckan.action.resource_create(package_id="yabu-ranges", upload=fh)
+    ours = here(url, res["url"])
+    key = {"Authorization": tokens["editor@city.yabu.example"]}
+    # Not to be seen: 404 whatever the Range.
+    for anonymous in ({}, {"Range": "bytes=0-99"}, {"Range": f"bytes={size}-"}):
+        assert requests.get(ours, headers=anonymous, timeout=30).status_code == 404
+    ranges = [None, "bytes=0-99", "bytes=100-", "bytes=-500", f"bytes={CHUNK - 10}-{CHUNK + 9}",
+              f"bytes={CHUNK}-{2 * CHUNK - 1}", f"bytes={2 * CHUNK + 5}-", f"bytes={size - 1}-",
+              f"bytes={size - 5}-{size + 100}", f"bytes=0-{size - 1}", f"bytes={size}-",
+              f"bytes={size + 10}-{size + 20}", "bytes=5-2", "bytes=0-0,5-9"]
+    with _reference_file_server(big) as ref:
+        for rng in ranges:
+            extra = {"Range": rng} if rng else {}
+            got = requests.get(ours, headers={**key, **extra}, timeout=60)
+            # Several ranges: renkei answers as to no Range (bare send_file would say 416).
+            want = requests.get(ref + "/file", headers={} if "," in (rng or "") else extra,
+                                timeout=60)
+            assert got.status_code == want.status_code, (rng, got.status_code, want.status_code)
+            for name in ("Content-Range", "Accept-Ranges", "Content-Type"):
+                assert got.headers.get(name) == want.headers.get(name), (rng, name)
+            if got.status_code in (200, 206):
+                assert got.headers["Content-Length"] == want.headers["Content-Length"], rng
+                assert got.content == want.content, rng
+        # A resumed download: If-Range with the ETag it got answers the range; any other
+        # validator (a replaced file) answers the whole file.
+        etag = requests.head(ours, headers=key, timeout=30).headers["ETag"]
+        resumed = requests.get(ours, headers={**key, "Range": "bytes=1000-", "If-Range": etag},
+                               timeout=60)
+        assert resumed.status_code == 206 and resumed.content == data[1000:]
+        stale = requests.get(ours, headers={**key, "Range": "bytes=1000-",
+                                            "If-Range": '"not-this-file"'}, timeout=60)
+        assert stale.status_code == 200 and stale.content == data
+    expected = {None: (200, None), "bytes=0-99": (206, f"bytes 0-99/{size}"),
+                "bytes=-500": (206, f"bytes {size - 500}-{size - 1}/{size}"),
+                f"bytes={size}-": (416, f"bytes */{size}"), "bytes=0-0,5-9": (200, None)}
+    for rng, (status, content_range) in expected.items():
+        got = requests.get(ours, headers={**key, **({"Range": rng} if rng else {})}, timeout=60)
+        assert (got.status_code, got.headers.get("Content-Range")) == (status, content_range)
+        if status != 416:
+            assert got.headers["Accept-Ranges"] == "bytes"
+    if pg_mode.active():   # a range reads only its chunks: the first two gone, the third serves
+        from sqlalchemy import delete
+
+        from store.originals import UploadChunk
+        with Store(site[1]).engine.begin() as conn:
+            conn.execute(delete(UploadChunk).where(UploadChunk.resource_id == res["id"],
+                                                   UploadChunk.seq < 2))
+        tail = requests.get(ours, headers={**key, "Range": f"bytes={2 * CHUNK + 5}-"},
+                            timeout=60)
+        assert tail.status_code == 206 and tail.content == data[2 * CHUNK + 5:]

@@ -14,6 +14,7 @@ log.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -31,8 +32,10 @@ from urllib.parse import quote
 import pandas as pd
 import pyogrio
 import shapely
-from flask import (Blueprint, Response, abort, current_app, render_template, send_file,
-                   stream_with_context)
+from flask import (Blueprint, Response, abort, current_app, render_template, request,
+                   send_file, stream_with_context)
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.wsgi import FileWrapper
 
 from catalog import auth
 from catalog.i18n import _
@@ -198,6 +201,7 @@ def original(dataset_id: str, resource_id: str, filename: str):
         if not auth.may_read(ds) or ds.status != "active" or res is None \
                 or res.dataset_id != dataset_id:
             abort(404)
+    _whole_for_several_ranges()
     if store.postgresql:
         return _stored_original(store, resource_id)
     path = original_file(store, resource_id)
@@ -206,21 +210,43 @@ def original(dataset_id: str, resource_id: str, filename: str):
     return send_file(path, as_attachment=True, download_name=path.name, conditional=True)
 
 
+def _whole_for_several_ranges() -> None:
+    """A Range of several ranges gets the whole file (200), as RFC 9110 lets a server answer:
+    Werkzeug's conditional responses would refuse it with 416, and our stored originals answer
+    single ranges only, as Werkzeug does."""
+    if "," in request.headers.get("Range", ""):
+        request.environ.pop("HTTP_RANGE", None)
+
+
 def _stored_original(store, resource_id: str):
-    """PostgreSQL mode: the file from the database, streamed from one snapshot (no ranges)."""
+    """PostgreSQL mode: the file from the database, from one snapshot. Werkzeug's conditional
+    response (as send_file makes for the embedded mode's file) decides 200, 206 with
+    Content-Range, 304 or 416; the body reads only the chunks of the range it sends."""
     from harvesters.upload import stored_original
+    from store.originals import CHUNK
     blob = stored_original(store, resource_id)
     if blob is None:
         abort(404)
     ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", unicodedata.normalize(
         "NFKD", blob.filename).encode("ascii", "ignore").decode("ascii")).strip("_") or "download"
-    resp = Response(blob.chunks(), mimetype=mimetypes.guess_type(blob.filename)[0]
-                    or "application/octet-stream")
+    # A FileWrapper is seekable, so a range starts with a seek rather than a read from byte 0.
+    resp = current_app.response_class(
+        FileWrapper(blob, CHUNK), direct_passthrough=True,
+        mimetype=mimetypes.guess_type(blob.filename)[0] or "application/octet-stream")
     resp.call_on_close(blob.close)   # a client gone before the body: the snapshot ends
-    resp.headers["Content-Length"] = str(blob.size)
     resp.headers["Content-Disposition"] = (f'attachment; filename="{ascii_name}"; '
                                            f"filename*=UTF-8''{quote(blob.filename, safe='')}")
-    return resp
+    resp.content_length = blob.size
+    resp.last_modified = blob.stored_at
+    resp.cache_control.no_cache = True
+    # Changes when the file is replaced, so a resumed download (If-Range) never splices two.
+    resp.set_etag(hashlib.sha256(f"{resource_id}\0{blob.size}\0{blob.stored_at.isoformat()}"
+                                 .encode()).hexdigest()[:32])
+    try:
+        return resp.make_conditional(request, accept_ranges=True, complete_length=blob.size)
+    except RequestedRangeNotSatisfiable:
+        blob.close()
+        raise
 
 
 @bp.route("/datasets/<dataset_id>/collections/<collection_id>.<any(geojson, csv, gpkg):ext>")
