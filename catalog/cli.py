@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     tl.add_argument("email")
     tr = t.add_parser("revoke", help="revoke a token by its id (see token list)")
     tr.add_argument("token_id", type=int)
-    ap = sub.add_parser("applications", help="applications to join, for membership and for API "
-                                             "keys (申請窓口)").add_subparsers(dest="action",
-                                                                            required=True)
+    ap = sub.add_parser("applications", help="applications to join, for membership, for API "
+                                             "keys, and proposed harvest sources (申請窓口)"
+                        ).add_subparsers(dest="action", required=True)
     al = ap.add_parser("list", help="applications, newest first")
     al.add_argument("--status", choices=("pending", "accepted", "refused", "canceled",
                                          "retired"))
@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ms = ml.add_parser("send", help="deliver the queued and failed messages through "
                                     "RENKEI_SMTP_URL; exit 1 if any fails (it stays queued)")
     ms.add_argument("--limit", type=int, help="at most this many, oldest first")
-    mp = ml.add_parser("purge", help="delete the outbox rows of messages delivered more than "
-                                     "DAYS ago (never a queued or failed one); the embedded "
-                                     "mode's outbox/*.eml files are delivered mail and stay")
+    purge = ("delete the outbox rows of messages delivered more than DAYS ago (never a queued "
+             "or failed one) and print how many; the embedded mode's outbox/*.eml files are "
+             "delivered mail and stay")
+    mp = ml.add_parser("purge", help=purge, description=purge)
     mp.add_argument("--older-than", type=int, default=90, metavar="DAYS",
                     help="days since delivery (default 90)")
     te = sub.add_parser("terms", help="versions of the terms of use (要綱)").add_subparsers(

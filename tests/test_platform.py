@@ -502,9 +502,9 @@ def test_a_retired_source_is_no_longer_harvested(world, tmp_path):
     next harvest does not fetch it; what it published stays; the organization is told."""
     from store.db import Dataset, Store
     from tests.servers import TEST_DATA, FakeCKAN, package
-    site = FakeCKAN([package("evac", "加古川市 指定避難所（提案）",
-                             [("gsi_evacuation_282103.json", "GeoJSON")])],
-                    {"gsi_evacuation_282103.json": TEST_DATA / "geojson/gsi_evacuation_282103.json"})
+    name = "gsi_evacuation_282103.json"
+    site = FakeCKAN([package("evac", "加古川市 指定避難所（提案）", [(name, "GeoJSON")])],
+                    {name: TEST_DATA / "geojson" / name})
     store = Store(world)
     config = tmp_path / "sources.yaml"
     config.write_text("sources: []\n", encoding="utf-8")
@@ -524,7 +524,7 @@ def test_a_retired_source_is_no_longer_harvested(world, tmp_path):
         first = cli(world, "harvest", "--config", str(config), "--source", "kako-intranet")
         assert first.returncode == 0, first.stderr
         fetched = len(site.calls)
-        assert fetched and site.downloads["gsi_evacuation_282103.json"] == 1
+        assert fetched and site.downloads[name] == 1
         with store.session() as s:
             assert s.get(Dataset, "kako-intranet--evac").status == "active"
 
@@ -537,7 +537,7 @@ def test_a_retired_source_is_no_longer_harvested(world, tmp_path):
         assert again.returncode in (0, 1), again.stderr
         assert len(site.calls) == fetched                          # not asked again
         assert len(jobs_of("kako-intranet")) == 1
-        assert site.downloads["gsi_evacuation_282103.json"] == 1
+        assert site.downloads[name] == 1
         only = cli(world, "harvest", "--config", str(config), "--source", "kako-intranet")
         assert only.returncode == 2 and "no such source" in only.stderr
     with store.session() as s:
