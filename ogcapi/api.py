@@ -43,6 +43,7 @@ from pygeoapi.util import (CrsTransformSpec, json_serial, render_j2_template, st
                            to_json)
 
 from ogcapi import cql
+from ogcapi.feature_text import FeatureBytes
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import DEFAULT_COUNT_BUDGET_MS, FileRegistry, transform_bbox
 from ogcapi.postgis import TABLES_KEY, PostGISProvider, RawFeatures, TableRegistry
@@ -683,18 +684,22 @@ def get_items(api: API, request, dataset: str, params=None) -> tuple:
             api.tpl_config, api.get_dataset_templates(dataset),
             'collections/items/index.html', content, request.locale)
     features = content['features']
-    if isinstance(features, RawFeatures):
+    if isinstance(features, (RawFeatures, FeatureBytes)):
         content['features'] = []
         rest = json.dumps(content, ensure_ascii=False, separators=(',', ':'),
                           default=json_serial)
         head, tail = rest.split('"features":[]', 1)
         # One join: each + of a megabyte-long page would copy it again.
-        body = ''.join((head, '"features":[', ','.join(features), ']', tail))
+        if isinstance(features, FeatureBytes):   # UTF-8 already
+            body = b''.join((head.encode('utf-8'), b'"features":[', features.body, b']',
+                             tail.encode('utf-8')))
+        else:
+            body = ''.join((head, '"features":[', ','.join(features), ']', tail)).encode()
     else:
         body = json.dumps(content, ensure_ascii=False, separators=(',', ':'),
-                          default=json_serial)
+                          default=json_serial).encode('utf-8')
     headers['Content-Type'] = GEOJSON   # Features Part 1 /req/geojson/content
-    return headers, HTTPStatus.OK, body.encode('utf-8')
+    return headers, HTTPStatus.OK, body
 
 
 def get_item(api: API, request, dataset: str, identifier: str) -> tuple:

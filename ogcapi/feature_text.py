@@ -22,6 +22,7 @@ with repr, as fast at that size.
 
 import json
 import math
+import re
 import threading
 
 import numpy as np
@@ -79,9 +80,86 @@ def features(fids, geometries, columns, names) -> list[str]:
     return list(map(template(names).__mod__, zip(fids, geometries, *columns)))
 
 
+class FeatureBytes:
+    """The Features of a page as one UTF-8 text, separated by commas: the items view puts it
+    between the brackets of "features" as it is. ``body`` is a bytes-like view of Arrow's
+    buffer (copied once, into the response)."""
+
+    __slots__ = ('body', 'count')
+
+    def __init__(self, body, count):
+        self.body, self.count = body, count
+
+    def __len__(self):
+        return self.count
+
+
+def page(fids, geoms, columns, names, booleans=()):
+    """The Features of a page: ``fids`` and each of ``columns`` (one per name) as values,
+    ``geoms`` as texts. When Arrow wrote the geometries (an Arrow array: a page worth it),
+    every other part is written by Arrow too and the page comes back as FeatureBytes, with no
+    Python string per Feature; else as features() writes it, a list of texts."""
+    if isinstance(geoms, list):
+        values = [column(c, n in booleans) for c, n in zip(columns, names)]
+        return features(column(fids), geoms, values, names)
+    pc = _ARROW[1]
+    parts = ['{"type":"Feature","id":', _arrow_column(fids), ',"geometry":', geoms,
+             ',"properties":{']
+    for i, (name, values) in enumerate(zip(names, columns)):
+        parts += [(',' if i else '') + _STR(name) + ':', _arrow_column(values, name in booleans)]
+    parts.append('}},')   # the last comma is cut off below
+    merged = []
+    for p in parts:   # adjacent literals as one
+        if isinstance(p, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += p
+        else:
+            merged.append(p)
+    texts = pc.binary_join_element_wise(*merged, '')
+    if not len(texts):
+        return FeatureBytes(b'', 0)
+    _, offsets, data = texts.buffers()
+    ends = np.frombuffer(offsets, dtype=np.int32)[[texts.offset, texts.offset + len(texts)]]
+    return FeatureBytes(memoryview(data)[int(ends[0]):int(ends[1]) - 1], len(texts))
+
+
+# Python's JSON string encoder (encode_basestring) escapes these and nothing else. Searched for
+# in Python over the column's text joined: an Arrow regex is compiled anew on every call.
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _arrow_column(values, boolean=False):
+    """What column() writes for ``values``, as an Arrow string array: str, int and finite
+    float columns (and 0/1 booleans) by Arrow, anything else by column()."""
+    pa, pc = _ARROW
+    kinds = set(map(type, values))
+    kinds.discard(_NONE)
+    try:
+        if boolean:
+            if kinds <= {int}:
+                flags = pc.not_equal(pa.array(values, pa.int64()), 0)
+                return pc.fill_null(pc.if_else(flags, 'true', 'false'), 'null')
+        elif kinds <= {str}:
+            if not _NEEDS_ESCAPE.search(''.join(filter(None, values))):
+                texts = pa.array(values, pa.string())
+                return pc.fill_null(pc.binary_join_element_wise('"', texts, '"', ''), 'null')
+        elif kinds <= {int}:
+            return pc.fill_null(pc.cast(pa.array(values, pa.int64()), pa.string()), 'null')
+        elif kinds <= {float} and None not in values and _plain_numbers(values):
+            return float_texts(np.array(values, dtype=np.float64))
+    except (pa.ArrowInvalid, OverflowError):
+        pass
+    return pa.array(column(values, boolean), pa.string())
+
+
 def points(xs, ys) -> list[str] | None:
     """Point geometry texts for coordinates (lists or float arrays); None when one is not
     finite (the caller then encodes the geometry dicts as before)."""
+    return _as_list(point_texts(xs, ys))
+
+
+def point_texts(xs, ys):
+    """What points() writes, as an Arrow string array when Arrow wrote it (page() then
+    assembles the Features without leaving Arrow), else a list."""
     xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
     if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         return None
@@ -90,8 +168,11 @@ def points(xs, ys) -> list[str] | None:
         return list(map('{"type":"Point","coordinates":[%r,%r]}'.__mod__,
                         zip(xs.tolist(), ys.tolist())))
     return arrow[1].binary_join_element_wise(
-        '{"type":"Point","coordinates":[', float_texts(xs), ',', float_texts(ys), ']}',
-        '').to_pylist()
+        '{"type":"Point","coordinates":[', float_texts(xs), ',', float_texts(ys), ']}', '')
+
+
+def _as_list(texts):
+    return texts if texts is None or isinstance(texts, list) else texts.to_pylist()
 
 
 def arrow_for(n_floats):
@@ -118,10 +199,13 @@ def float_texts(values: np.ndarray, arrow=None):
     texts = pc.cast(pa.array(values, type=pa.float64()), pa.string())
     mag = np.abs(values)
     # repr is positional from 1e-4 up to 1e16; within that, Arrow's text must have a '.' and
-    # no exponent (integral values and large ones are written otherwise by Arrow).
-    odd = (mag < 1e-4) | (mag >= 1e16)
-    odd |= pc.match_substring(texts, 'e').to_numpy(zero_copy_only=False)
-    odd |= ~pc.match_substring(texts, '.').to_numpy(zero_copy_only=False)
+    # no exponent. Integral values (no '.' from Arrow) are told from the values; exponents
+    # (Arrow writes some 17-digit values so) by one look at all the text first: a search
+    # per value costs ~30 ns, and coordinates hardly ever have one.
+    odd = (mag < 1e-4) | (mag >= 1e16) | (values == np.trunc(values))
+    data = texts.buffers()[2]
+    if data is not None and (np.frombuffer(data, dtype=np.uint8) == ord('e')).any():
+        odd |= pc.match_substring(texts, 'e').to_numpy(zero_copy_only=False)
     if odd.any():
         idx = odd.nonzero()[0]
         texts = pc.replace_with_mask(texts, pa.array(odd), pa.array(
@@ -138,7 +222,8 @@ def _arrow_agrees(arrow) -> bool:
         rng.integers(0, 2 ** 63, 300, dtype=np.uint64).view(np.float64),
         [0.1 + 0.2, 1 / 3, 2 / 3, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
          9007199254740993.0, 1e16, 1e15, 123456789012345.6, 1e-4, 9.999999999999999e-05,
-         0.0001, 1.0, 0.0, -0.0, 100.0, 134.9, 34.65, 0.5, 5e-5, 2.0 ** -20, 2.0 ** 60]])
+         0.0001, 1.0, 0.0, -0.0, 100.0, 134.9, 34.65, 0.5, 5e-5, 2.0 ** -20, 2.0 ** 60,
+         0.00012345, 0.00099999, 1234567890123456.5, 4503599627370495.5, 999999999999999.9]])
     sample = np.concatenate([sample, -sample])
     sample = sample[np.isfinite(sample)]
     try:
@@ -192,8 +277,9 @@ _HEADS = {_POLYGON: '{"type":"Polygon","coordinates":[',
           _MULTIPOLYGON: '{"type":"MultiPolygon","coordinates":['}
 
 
-def _arrow_shapes(kind, coords, offsets) -> list[str] | None:
-    """Texts of one kind of geometry from shapely's ragged arrays, joined by Arrow; None when
+def _arrow_shapes(kind, coords, offsets):
+    """Texts of one kind of geometry from shapely's ragged arrays, joined by Arrow (an Arrow
+    string array); None when
     Arrow is not worth it or off, or a ring or part is empty (an empty join would read as one
     empty element)."""
     arrow = arrow_for(coords.size)
@@ -203,12 +289,21 @@ def _arrow_shapes(kind, coords, offsets) -> list[str] | None:
                                            ',')
     if kind == 0:
         return arrow[1].binary_join_element_wise('{"type":"Point","coordinates":[', xy, ']}',
-                                                 '').to_pylist()
+                                                 '')
     # Points of a ring: [[x,y],[x,y]]; rings of a polygon: [ring,ring].
     parts = _joined(xy, offsets[0], '],[', '[[', ']]')
     if kind == _MULTIPOLYGON:
         parts = _joined(parts, offsets[1], ',', '[', ']')
-    return _joined(parts, offsets[-1], ',', _HEADS[kind], ']}').to_pylist()
+    return _joined(parts, offsets[-1], ',', _HEADS[kind], ']}')
+
+
+def polygon_texts(coords, offsets):
+    """Texts of 2D polygons given as shapely.to_ragged_array's coordinates and offsets (what
+    shapes() writes for them), or None when a coordinate is not finite."""
+    if not np.isfinite(coords).all():
+        return None
+    texts = _arrow_shapes(_POLYGON, coords, offsets)
+    return texts if texts is not None else _python_shapes(_POLYGON, coords, offsets)
 
 
 def shapes(geoms) -> list[str]:
@@ -216,6 +311,12 @@ def shapes(geoms) -> list[str]:
     __geo_interface__ (null for None or empty). 2D points, polygons and multipolygons are
     written from their coordinate arrays in one pass each (shapely's __geo_interface__ costs
     ~25 us per polygon); other kinds, Z and non-finite coordinates go through the encoder."""
+    return _as_list(shape_texts(geoms))
+
+
+def shape_texts(geoms):
+    """What shapes() writes, as the Arrow string array Arrow wrote when one kind written by
+    Arrow is the whole page (page() then stays in Arrow), else a list."""
     out = ['null'] * len(geoms)
     kind = shapely.get_type_id(geoms)
     plain = ~shapely.is_empty(geoms) & ~shapely.has_z(geoms) & (kind >= 0)
@@ -228,9 +329,11 @@ def shapes(geoms) -> list[str]:
         if not np.isfinite(coords).all():
             continue
         texts = _arrow_shapes(k, coords, offsets)
+        if texts is not None and len(idx) == len(geoms):
+            return texts
         if texts is None:
             texts = _python_shapes(k, coords, offsets)
-        for i, t in zip(idx.tolist(), texts):
+        for i, t in zip(idx.tolist(), _as_list(texts)):
             out[i] = t
         done[idx] = True
     for i in (~done & (kind >= 0) & ~shapely.is_empty(geoms)).nonzero()[0].tolist():

@@ -170,6 +170,52 @@ def point_coordinates(blobs):
     return xy[:, 0], xy[:, 1]
 
 
+_ENVELOPES = np.array([_ENVELOPE_BYTES.get(i, -1) for i in range(8)], dtype=np.int64)
+# WKB of a 2D polygon of one ring, little endian: byte order 1, type 3, 1 ring.
+_POLYGON_HEAD = np.frombuffer(b'\x01\x03\x00\x00\x00\x01\x00\x00\x00', dtype=np.uint8)
+
+
+def polygon_coordinates(blobs):
+    """(coords, (ring offsets, polygon offsets)) as shapely.to_ragged_array gives them, read
+    with numpy when every blob is a little-endian 2D polygon of one closed ring of 4 points
+    or more (parcels, buildings: what our data mostly holds); else None and the caller
+    decodes with shapely, whose errors and special cases then apply as before."""
+    if not blobs or None in blobs:
+        return None
+    try:
+        joined = b''.join(blobs)
+    except TypeError:
+        return None
+    n = len(blobs)
+    raw = np.frombuffer(joined, dtype=np.uint8)
+    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
+    if (sizes < 8 + 13).any():
+        return None
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    flags = raw[starts + 3]
+    env = _ENVELOPES[(flags >> 1) & 7]
+    if ((raw[starts] != 0x47) | (raw[starts + 1] != 0x50) | (flags & 0x30 != 0)
+            | (env < 0)).any():
+        return None   # not GP, empty or extended, or an unknown envelope
+    head = starts + 8 + env   # where the WKB starts
+    if (head + 13 > starts + sizes).any():
+        return None
+    if not (raw[head[:, None] + np.arange(9)] == _POLYGON_HEAD).all():
+        return None
+    npts = raw[head[:, None] + np.arange(9, 13)].astype(np.int64) @ (1 << np.arange(0, 32, 8))
+    if (npts < 4).any() or (head + 13 + 16 * npts != starts + sizes).any():
+        return None
+    skip = (head - starts + 13).tolist()
+    coords = np.frombuffer(b''.join([b[k:] for b, k in zip(blobs, skip)]),
+                           dtype='<f8').reshape(-1, 2)
+    rings = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(npts, out=rings[1:])
+    if not (coords[rings[:-1]] == coords[rings[1:] - 1]).all():
+        return None   # a ring that is not closed: shapely says what then
+    return coords, (rings, np.arange(n + 1, dtype=np.int64))
+
+
 def decode(blobs, transformer=None):
     """Shapely geometries of GPKG blobs (None for NULL or empty), transformed if asked."""
     geoms = shapely.from_wkb([wkb(b) for b in blobs])
@@ -228,6 +274,27 @@ def _sql_intersects_box(blob, minx, miny, maxx, maxy):
     if xy is not None:
         return int(minx <= xy[0] <= maxx and miny <= xy[1] <= maxy)
     return int(shapely.intersects(shapely.from_wkb(w), _box(minx, miny, maxx, maxy)))
+
+
+def intersects_box(blobs, minx, miny, maxx, maxy):
+    """_sql_intersects_box of each blob, as a bool array: points tested as there, the other
+    geometries by shapely in one call rather than one SQLite callback and one shapely call
+    each (~10 us per edge candidate, ~100 of them in a 1% bbox of small polygons)."""
+    out = np.zeros(len(blobs), dtype=bool)
+    rest, where = [], []
+    for i, blob in enumerate(blobs):
+        w = _wkb_or_none(blob)
+        if w is None:
+            continue
+        xy = _point_xy(w)
+        if xy is not None:
+            out[i] = minx <= xy[0] <= maxx and miny <= xy[1] <= maxy
+        else:
+            rest.append(w)
+            where.append(i)
+    if rest:
+        out[where] = shapely.intersects(shapely.from_wkb(rest), _box(minx, miny, maxx, maxy))
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -341,6 +408,12 @@ class GpkgFile:
             raise ProviderConnectionError(f'cannot open {self.path}: {err}')
         # CQL2 LIKE is case-sensitive; q uses instr(lower()) and is not affected.
         con.execute('PRAGMA case_sensitive_like = ON')
+        # Pages read in place from the OS page cache, not copied into SQLite's by a pread
+        # each: a bbox page reads ~1,000 rows scattered over the file, and a map pan reads
+        # other pages every time (measured 6.4 -> 3.1 ms CPU for one page of 1,000 polygons).
+        # Safe because a published file is never written again (immutable=1 rests on that
+        # too); mapped pages are the page cache's, shared between workers and reclaimable.
+        con.execute(f'PRAGMA mmap_size = {int(self.identity[2]) if self.identity else 0}')
         con.create_function('renkei_intersects', 5, _sql_intersects_box, deterministic=True)
         con.create_function('renkei_intersects_geom', 2, _sql_intersects_geom,
                             deterministic=True)

@@ -23,8 +23,8 @@ from pygeoapi.provider.base import (
 from ogcapi import cql, feature_text, query_params
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import (SQLITE_INT_RANGE as _INT64, STANDALONE_FILES,
-                              decode, geometries_to_geojson, last_page_count,
-                              point_coordinates,
+                              decode, geometries_to_geojson, intersects_box, last_page_count,
+                              point_coordinates, polygon_coordinates,
                               quote_ident as _quote_ident, transformer)
 from ogcapi.postgis import RawFeatures
 
@@ -32,6 +32,11 @@ __all__ = ['FILES_KEY', 'GPKGProvider', 'geometries_to_geojson']
 
 # Provider definition key of the ogcapi.gpkg_read.FileRegistry the provider reads through.
 FILES_KEY = 'renkei_files'
+
+
+def _ids(text):
+    """Integers of a group_concat (None: none)."""
+    return np.fromstring(text, dtype=np.int64, sep=',') if text else np.zeros(0, np.int64)
 
 
 class GPKGProvider(BaseProvider):
@@ -122,28 +127,30 @@ class GPKGProvider(BaseProvider):
                     page_fids = fids[int(offset):int(offset) + int(limit) + 1]
                 else:   # counted after the page, which may answer it or bounds its cost
                     matched = lyr.count if not where else None
+                returned = 0
                 if resulttype == 'results':
                     started = time.perf_counter()
                     rows, names = self._select(con, from_, cond, params, offset,
                                                limit, sortby, select_properties,
                                                skip_geometry, page_fids)
+                    # One row past the page tells whether a next page exists, with or
+                    # without a count (ogcapi.api's items view reads self.more; pygeoapi's
+                    # own views link on a full page).
+                    returned, rows = len(rows), rows[:int(limit)]
                     features = (self._texts if raw_json else self._features)(
                         rows, names, skip_geometry, crs_transform_spec)
                     page_ms = (time.perf_counter() - started) * 1000
                 if where:
                     matched = None if page_ms is None else \
-                        last_page_count(int(offset), int(limit), len(rows))
+                        last_page_count(int(offset), int(limit), returned)
                     if matched is None:
                         matched = self._file.count(con, f'SELECT COUNT(*) FROM {from_}{cond}',
                                                    params, page_ms=page_ms)
             except sqlite3.Error as err:
                 # The path is for the log (the traceback names it); clients see user_msg.
                 raise ProviderQueryError(f'{self.data}: {err}', user_msg='query failed') from err
-        # One row past the page tells whether a next page exists, with or without a count
-        # (ogcapi.api's items view reads it; pygeoapi's own views link on a full page).
-        self.more = len(features) > int(limit) if resulttype == 'results' else None
-        features = features[:int(limit)]
-        if raw_json:
+        self.more = returned > int(limit) if resulttype == 'results' else None
+        if raw_json and isinstance(features, list):
             features = RawFeatures(features)
         out = {'type': 'FeatureCollection', 'features': features,
                'numberReturned': len(features)}
@@ -156,28 +163,34 @@ class GPKGProvider(BaseProvider):
     def _box(self, bbox):
         return query_params.box(bbox)
 
-    def _rtree_where(self, box):
-        """R-tree entries meeting the bbox, exactly: boxes inside it are accepted as they are
-        (float32 boxes are rounded outwards, so "inside" is safe); edge candidates read their
-        geometry for the exact test. For points the R-tree box is the point, so that is only
-        the few points within float32 rounding of an edge."""
+    def _rtree_fids(self, con, box):
+        """Sorted fids of the features meeting the bbox, exactly, from the R-tree: boxes
+        inside the bbox are accepted as they are (float32 boxes are rounded outwards, so
+        "inside" is safe); the geometries of the others (edge candidates) are read in one
+        query and tested together (gpkg_read.intersects_box). For points the R-tree box is
+        the point, so that is only the few points within float32 rounding of an edge.
+        group_concat: one string for ~10k ids, parsed by numpy, rather than ~10k row tuples."""
         minx, miny, maxx, maxy = box
         lyr, t = self._layer, _quote_ident(self._layer.table)
-        geom = (f'(SELECT {t}.{_quote_ident(lyr.geom)} FROM {t} '
-                f'WHERE {t}.{_quote_ident(lyr.fid)} = r.id)')
-        sql = ('r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ? AND '
-               '((r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?) '
-               f'OR renkei_intersects({geom}, ?, ?, ?, ?))')
-        return sql, [maxx, minx, maxy, miny, minx, maxx, miny, maxy, minx, miny, maxx, maxy]
-
-    def _rtree_fids(self, con, box):
-        """Sorted fids of the features meeting the bbox, from the R-tree alone (the table is
-        read only for edge candidates). group_concat: one string for ~10k ids, parsed by numpy,
-        rather than ~10k row tuples."""
-        rtree_where, params = self._rtree_where(box)
-        s = con.execute(f'SELECT group_concat(r.id) FROM {_quote_ident(self._layer.rtree)} r '
-                        f'WHERE {rtree_where}', params).fetchone()[0]
-        return np.sort(np.fromstring(s, dtype=np.int64, sep=',')) if s else np.zeros(0, np.int64)
+        inside, edge = con.execute(
+            'SELECT group_concat(r.id) FILTER (WHERE r.minx >= ? AND r.maxx <= ? AND '
+            'r.miny >= ? AND r.maxy <= ?), group_concat(r.id) FILTER (WHERE NOT ('
+            'r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?)) '
+            f'FROM {_quote_ident(lyr.rtree)} r '
+            'WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?',
+            [minx, maxx, miny, maxy] * 2 + [maxx, minx, maxy, miny]).fetchone()
+        fids = _ids(inside)
+        if edge:
+            fid = _quote_ident(lyr.fid)
+            rows = con.execute(f'SELECT {fid}, {_quote_ident(lyr.geom)} FROM {t} '
+                               f'WHERE {fid} IN ({edge})').fetchall()
+            try:
+                hit = intersects_box([r[1] for r in rows], minx, miny, maxx, maxy)
+            except shapely.errors.ShapelyError as err:
+                raise ProviderQueryError(f'{self.data}: undecodable geometry: {err}',
+                                         user_msg='query failed') from err
+            fids = np.concatenate([fids, np.array([r[0] for r in rows], dtype=np.int64)[hit]])
+        return np.sort(fids)
 
     def _bbox_clause(self, box):
         minx, miny, maxx, maxy = box
@@ -262,26 +275,29 @@ class GPKGProvider(BaseProvider):
 
     def _texts(self, rows, names, skip_geometry, crs_spec):
         """Feature texts of ``rows``, the same bytes the items view writes for the dicts of
-        _features (ogcapi.feature_text), without building those dicts."""
+        _features (ogcapi.feature_text), without building those dicts: a list of texts, or
+        for a page Arrow writes, one feature_text.FeatureBytes."""
         geoms = None
         if skip_geometry:
             geoms = ['null'] * len(rows)
         elif crs_spec is None:
-            xy = point_coordinates([r[-1] for r in rows])
+            blobs = [r[-1] for r in rows]
+            xy = point_coordinates(blobs)
             if xy is not None:
-                geoms = feature_text.points(*xy)
+                geoms = feature_text.point_texts(*xy)
+            elif (ragged := polygon_coordinates(blobs)) is not None:
+                geoms = feature_text.polygon_texts(*ragged)
         if geoms is None:
             tr = (transformer(crs_spec.source_crs_uri, crs_spec.target_crs_uri)
                   if crs_spec is not None else None)
             try:
-                geoms = feature_text.shapes(decode([r[-1] for r in rows], tr))
+                geoms = feature_text.shape_texts(decode([r[-1] for r in rows], tr))
             except (shapely.errors.ShapelyError, IndexError, TypeError) as err:
                 raise ProviderQueryError(f'{self.data}: undecodable geometry: {err}',
                                          user_msg='query failed') from err
         cols = list(zip(*rows)) if rows else [()] * (len(names) + 2)
-        bools = self._layer.booleans
-        values = [feature_text.column(cols[1 + i], n in bools) for i, n in enumerate(names)]
-        return feature_text.features(feature_text.column(cols[0]), geoms, values, names)
+        return feature_text.page(cols[0], geoms, cols[1:1 + len(names)], names,
+                                 self._layer.booleans)
 
     def _geometries(self, rows, crs_spec):
         tr = (transformer(crs_spec.source_crs_uri, crs_spec.target_crs_uri)
