@@ -121,10 +121,9 @@ class GPKGProvider(BaseProvider):
             try:
                 features, page_fids, page_ms = [], None, None
                 if rtree_only:
-                    # One pass over the R-tree gives both the count and the page's fids.
-                    fids = self._rtree_fids(con, box)
-                    matched = len(fids)
-                    page_fids = fids[int(offset):int(offset) + int(limit) + 1]
+                    # The R-tree gives both the count and the page's fids.
+                    matched, page_fids = self._rtree_page(con, box, int(offset),
+                                                          int(limit) + 1)
                 else:   # counted after the page, which may answer it or bounds its cost
                     matched = lyr.count if not where else None
                 returned = 0
@@ -163,23 +162,29 @@ class GPKGProvider(BaseProvider):
     def _box(self, bbox):
         return query_params.box(bbox)
 
-    def _rtree_fids(self, con, box):
-        """Sorted fids of the features meeting the bbox, exactly, from the R-tree: boxes
-        inside the bbox are accepted as they are (float32 boxes are rounded outwards, so
-        "inside" is safe); the geometries of the others (edge candidates) are read in one
-        query and tested together (gpkg_read.intersects_box). For points the R-tree box is
-        the point, so that is only the few points within float32 rounding of an edge.
-        group_concat: one string for ~10k ids, parsed by numpy, rather than ~10k row tuples."""
+    def _rtree_page(self, con, box, offset, size):
+        """(count, sorted fids offset..offset+size) of the features meeting the bbox, exactly,
+        from the R-tree: every entry whose box meets the bbox, less the edge candidates whose
+        geometry does not. Edge candidates (boxes not inside the bbox: float32 boxes are
+        rounded outwards, so "inside" is safe) are searched for in the R-tree as what meets
+        one of the bbox's four edge strips, which is narrow, and their geometries are read in
+        one query and tested together (gpkg_read.intersects_box). For points the R-tree box
+        is the point, so they are only the few points within float32 rounding of an edge.
+        group_concat: one string for ~10k ids, parsed by numpy, rather than ~10k row tuples;
+        no per-entry test in SQL either (reading an R-tree entry's bounds in a
+        FILTER or CASE cost more than the search itself: 2.5 ms against 1 ms at 10k ids)."""
         minx, miny, maxx, maxy = box
         lyr, t = self._layer, _quote_ident(self._layer.table)
-        inside, edge = con.execute(
-            'SELECT group_concat(r.id) FILTER (WHERE r.minx >= ? AND r.maxx <= ? AND '
-            'r.miny >= ? AND r.maxy <= ?), group_concat(r.id) FILTER (WHERE NOT ('
-            'r.minx >= ? AND r.maxx <= ? AND r.miny >= ? AND r.maxy <= ?)) '
-            f'FROM {_quote_ident(lyr.rtree)} r '
-            'WHERE r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?',
-            [minx, maxx, miny, maxy] * 2 + [maxx, minx, maxy, miny]).fetchone()
-        fids = _ids(inside)
+        rtree = _quote_ident(lyr.rtree)
+        meets = 'r.minx <= ? AND r.maxx >= ? AND r.miny <= ? AND r.maxy >= ?'
+        params = [maxx, minx, maxy, miny]
+        fids = _ids(con.execute(f'SELECT group_concat(r.id) FROM {rtree} r WHERE {meets}',
+                                params).fetchone()[0])
+        strips = ' UNION '.join(f'SELECT r.id FROM {rtree} r WHERE {meets} AND r.{side} ?'
+                                for side in ('minx <', 'maxx >', 'miny <', 'maxy >'))
+        edge = con.execute(f'SELECT group_concat(id) FROM ({strips})',
+                           (params + [minx]) + (params + [maxx]) + (params + [miny])
+                           + (params + [maxy])).fetchone()[0]
         if edge:
             fid = _quote_ident(lyr.fid)
             rows = con.execute(f'SELECT {fid}, {_quote_ident(lyr.geom)} FROM {t} '
@@ -189,8 +194,15 @@ class GPKGProvider(BaseProvider):
             except shapely.errors.ShapelyError as err:
                 raise ProviderQueryError(f'{self.data}: undecodable geometry: {err}',
                                          user_msg='query failed') from err
-            fids = np.concatenate([fids, np.array([r[0] for r in rows], dtype=np.int64)[hit]])
-        return np.sort(fids)
+            # Candidates with no row (an R-tree entry left behind) never match either.
+            miss = np.setdiff1d(_ids(edge), np.array([r[0] for r in rows], np.int64)[hit])
+            if len(miss):
+                fids = fids[~np.isin(fids, miss)]
+        end = offset + size
+        if end < len(fids):
+            # Only the page needs sorting: the ids up to its end, picked in linear time.
+            return len(fids), np.sort(np.partition(fids, end - 1)[:end])[offset:]
+        return len(fids), np.sort(fids)[offset:]
 
     def _bbox_clause(self, box):
         minx, miny, maxx, maxy = box
@@ -257,11 +269,17 @@ class GPKGProvider(BaseProvider):
             cond, params, offset = f' WHERE {t}.{_quote_ident(lyr.fid)} > ?', [offset], 0
         fid, order_by = f'{t}.{_quote_ident(lyr.fid)}', ', '.join(order)
         if page_fids is not None:
-            # The page's fids, known already (R-tree): read just those rows, by primary key.
-            # They are integers from numpy, so they are written into the SQL as such.
-            sql = (f'SELECT {", ".join(cols)} FROM {t} WHERE {fid} IN '
-                   f'({",".join(map(str, page_fids.tolist())) or "NULL"}) ORDER BY {fid}')
-            return con.execute(sql).fetchall(), names
+            # The page's fids, known already (R-tree, sorted): read just those rows, by
+            # primary key, in that order (CROSS JOIN: the fids' loop outside). One JSON
+            # parameter rather than an IN list of 1,000 literals for SQLite's parser
+            # (~0.7 ms less a page).
+            wanted = page_fids.tolist()
+            sql = (f'SELECT {", ".join(cols)} FROM json_each(?) j CROSS JOIN {t} '
+                   f'ON {fid} = j.value')
+            rows = con.execute(sql, (f'[{",".join(map(str, wanted))}]',)).fetchall()
+            if [r[0] for r in rows] != wanted:   # a fid with no row (or a planner change)
+                rows.sort(key=lambda r: r[0])
+            return rows, names
         if sortby or from_ != t:  # a bbox join or a sort (never the keyset case)
             # Pick the page's fids first, then read their rows: SQLite then sorts only the
             # keys of every match (~10k for a 1% bbox of 1M points), not whole rows with
