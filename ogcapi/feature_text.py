@@ -17,7 +17,9 @@ a decimal point within repr's own positional range keep it, the others take repr
 first use compares both on tricky values and turns the Arrow path off if they ever disagree.
 pyarrow (~80 MB of a worker's RSS, half of it its shared library's pages) is imported by the
 first page with ARROW_MIN_FLOATS coordinates or more only; items and small pages are written
-with repr, as fast at that size.
+with repr, as fast at that size. Where Arrow wrote the geometries, page() writes the rest of
+the page in Arrow too (ids, properties, the Feature template) and hands over one UTF-8 text
+(FeatureBytes): no Python string per Feature, no join and encode of the whole page.
 """
 
 import json
@@ -115,6 +117,8 @@ def page(fids, geoms, columns, names, booleans=()):
         else:
             merged.append(p)
     texts = pc.binary_join_element_wise(*merged, '')
+    if texts.null_count:   # a part left null would drop its Feature's text: never expected
+        return page(fids, _as_list(geoms), columns, names, booleans)
     if not len(texts):
         return FeatureBytes(b'', 0)
     _, offsets, data = texts.buffers()
