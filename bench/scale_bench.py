@@ -109,6 +109,7 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
     The backend doing it runs at nice 19 when it is on this machine (a measurement under the
     bench lock keeps the cores)."""
     import psycopg
+    from store import point_grid
     from store.features_pg import staging_table, table_name, write_version_table
     tables = {}
     with psycopg.connect(db_url(server, db), autocommit=True) as con:
@@ -123,7 +124,10 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
             if found and con.execute(f'SELECT max(fid) FROM "{table}"').fetchone()[0] == n \
                     and con.execute("SELECT abs(correlation) < 0.5 FROM pg_stats WHERE "
                                     "tablename = %s AND attname = 'fid'",
-                                    (table,)).fetchone() == (True,):
+                                    (table,)).fetchone() == (True,) \
+                    and (kind != 'points' or con.execute(
+                        'SELECT to_regclass(%s)', (f'"{point_grid.companions(table)[1]}"',)
+                    ).fetchone()[0]):
                 tables[kind] = table
                 continue
             t = time.perf_counter()
@@ -133,6 +137,7 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
             with con.transaction():
                 con.execute(_generate_sql(kind, staging_table(table), n))
                 write_version_table(con.execute, staging_table(table), table)
+            point_grid.vacuum(con.execute, table)
             print(f'generated {kind}: {n:,} rows in PostgreSQL ({table}) in '
                   f'{time.perf_counter() - t:.0f} s', flush=True)
             tables[kind] = table

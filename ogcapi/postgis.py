@@ -30,6 +30,7 @@ from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
     crs_from_uri, last_page_count, page_bounded
 from store.features_pg import table_of
+from store.point_grid import Grid
 
 __all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
 
@@ -78,6 +79,8 @@ class Table:
         # fid is 1..n (store.features_pg): the largest is the count, read from the key index.
         cur.execute(f'SELECT coalesce(max(fid), 0) FROM {_q(table)}', [])
         self.count = cur.fetchone()[0]
+        # Large point tables count and page a bbox from their grid (store.point_grid).
+        self.grid = Grid.load(cur, table) if self.points else None
 
 
 class TableRegistry:
@@ -353,20 +356,30 @@ class PostGISProvider(BaseProvider):
         known, matched = (True, lyr.count) if not where else \
             self._tables.known_count(lyr.table, count_sql, params)
         # A bbox alone is counted exactly, from the same scan as its page: the candidates the
-        # GiST index finds are read once, not once for the count and again for the page.
+        # GiST index finds are read once, not once for the count and again for the page. A
+        # large point table counts it from its grid instead, and pages it from the grid's
+        # cells (store.point_grid): neither reads every point inside the bbox.
+        grid = (lyr.grid, (minx, miny, maxx, maxy)) if bbox_only and lyr.grid else None
+        grid_count = grid[0].count_sql(f'{t}.geom', grid[1]) if grid and not known else None
         together = not known and bbox_only and resulttype == 'results' and not sortby
         try:
-            with self._tables.transaction(1 if (known or together) and resulttype == 'results'
-                                          else 2) as cur:
+            with self._tables.transaction(1 if (known or together or grid_count)
+                                          and resulttype == 'results' else 2) as cur:
                 features, page_ms = [], None
                 if resulttype == 'results':
                     started = time.perf_counter()
                     features = self._page(cur, cond, params, offset, limit, sortby,
                                           select_properties, skip_geometry,
-                                          crs_transform_spec, keyset, count=together)
+                                          crs_transform_spec, keyset, count=together,
+                                          grid=grid if not sortby else None,
+                                          grid_count=grid_count)
                     page_ms = (time.perf_counter() - started) * 1000
                 if together:
                     features, matched = features
+                    self._tables.remember_count(lyr.table, count_sql, params, matched)
+                elif grid_count is not None:
+                    cur.execute(*grid_count)
+                    matched = cur.fetchone()[0]
                     self._tables.remember_count(lyr.table, count_sql, params, matched)
                 elif not known and (page_ms is None or
                                     last_page_count(offset, limit, len(features)) is None):
@@ -400,11 +413,12 @@ class PostGISProvider(BaseProvider):
         return ProviderQueryError(f'{self.data}: {err}', user_msg='query failed')
 
     def _page(self, cur, cond, params, offset, limit, sortby, select_properties,
-              skip_geometry, crs_spec, token=None, count=False):
+              skip_geometry, crs_spec, token=None, count=False, grid=None, grid_count=None):
         """The page's Feature texts, plus one more when there is one (the caller trims).
         Sets `next_keyset`: the signed end of this page for the next link (filtered pages).
         With `count` (no sortby): (texts, the number of rows matching `cond`), both from one
-        scan of the matches."""
+        scan of the matches, or from `grid_count` (SQL, params) when given. With `grid`
+        ((Grid, bbox), `cond` being that bbox alone): the page's fids from the grid's cells."""
         lyr, t = self._table, _q(self._table.table)
         params = list(params)
         key = (cond, tuple(map(_hashable, params)))
@@ -421,7 +435,34 @@ class PostGISProvider(BaseProvider):
                     keyset = self._tables.signed_page_end(token, lyr.table, key, offset)
         feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
         sql_offset = 0 if keyset is not None else offset
-        if count:
+        fids = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset) if grid else None
+        if count and grid_count is not None:
+            # The count and the page in one statement: neither reads the whole bbox.
+            csql, cparams = grid_count
+            if fids is not None:
+                fsql, fparams = fids
+                page = (f'SELECT {t}.fid, {feature} AS feature FROM ({fsql}) k, '
+                        f'{self._from(select_properties)} WHERE {t}.fid = k.fid')
+            else:
+                fparams = [*params, *([keyset] if keyset is not None else []),
+                           limit + 1, sql_offset]
+                after = f' AND {t}.fid > %s' if keyset is not None else ''
+                page = (f'SELECT {t}.fid, {feature} AS feature FROM '
+                        f'{self._from(select_properties)}{cond}{after} '
+                        f'ORDER BY {t}.fid LIMIT %s OFFSET %s')
+            cur.execute(f'SELECT n.n, p.fid, p.feature FROM ({csql}) n(n) '
+                        f'LEFT JOIN LATERAL ({page}) p ON true ORDER BY p.fid',
+                        [*cparams, *fparams])
+            got = cur.fetchall()
+            matched = got[0][0]
+            rows = [r[1:] for r in got if r[1] is not None]
+        elif fids is not None and not count:
+            fsql, fparams = fids
+            cur.execute(f'SELECT {t}.fid, {feature} FROM ({fsql}) k, '
+                        f'{self._from(select_properties)} WHERE {t}.fid = k.fid '
+                        f'ORDER BY {t}.fid', fparams)
+            rows = cur.fetchall()
+        elif count:
             # The matches' fids once (MATERIALIZED: one scan), their count, and the page's
             # rows fetched by key; one row with no feature when the page is empty.
             after = ' WHERE m.fid > %s' if keyset is not None else ''

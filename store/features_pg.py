@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from store import point_grid
+
 if TYPE_CHECKING:
     import geopandas as gpd
 
@@ -230,6 +232,13 @@ class PostGISWriter:
             write_version_table(lambda sql: cur.execute(sql), self._staging, self.table)
         self._raw.commit()
         self._committed = True
+        try:
+            self._raw.autocommit = True
+            point_grid.vacuum(self._raw.execute, self.table)
+        except Exception as err:   # the grid still answers, from the heap
+            LOGGER.warning("VACUUM of %s's point grid failed: %s", self.table, err)
+        finally:   # the connection goes back to the pool as it came
+            self._raw.autocommit = False
         if self.on_commit is not None:
             self.on_commit(self)
         b = np.array(self._bounds)
@@ -256,6 +265,7 @@ def write_version_table(execute, staging: str, table: str) -> None:
     execute(f"ALTER TABLE {t} ADD PRIMARY KEY (fid)")
     execute(f"CREATE INDEX {quote_ident(table + '_geom')} ON {t} USING gist (geom)")
     execute(f"ANALYZE {t}")
+    point_grid.build(execute, table)
 
 
 def _values(series, kind: str) -> list:
@@ -362,12 +372,12 @@ def _mark(engine, table: str, since: bool = True) -> bool:
 
 def _drop(engine, table: str, mark: bool = True) -> bool:
     from sqlalchemy import exc, text
-    tiles = "t_" + table[2:]
+    # With the version go its tile pyramid and its point grid.
+    tables = [table, "t_" + table[2:], *point_grid.companions(table)]
     try:
         with engine.begin() as conn:
             conn.execute(text(f"SET LOCAL lock_timeout = '{int(DROP_LOCK_TIMEOUT_MS)}ms'"))
-            conn.execute(text(f"DROP TABLE IF EXISTS {quote_ident(table)}, "
-                              f"{quote_ident(tiles)}"))
+            conn.execute(text(f"DROP TABLE IF EXISTS {', '.join(map(quote_ident, tables))}"))
         return True
     except exc.OperationalError as err:
         if "lock timeout" not in str(err) and "lock_timeout" not in str(err):
