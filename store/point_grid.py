@@ -68,9 +68,12 @@ def build(execute, table: str) -> bool:
         f"WHERE a.attrelid = '{t}'::regclass AND a.attname = 'geom'").fetchone()
     if kind is None or not _POINT_TYPE.match(kind[0]):
         return False
+    # NaN sorts above Infinity in PostgreSQL: these bounds leave out what no bbox can hold.
+    finite = ("geom IS NOT NULL AND ST_X(geom) > '-Infinity' AND ST_X(geom) < 'Infinity' "
+              "AND ST_Y(geom) > '-Infinity' AND ST_Y(geom) < 'Infinity'")
     n, x0, y0, x1, y1 = execute(
         "SELECT count(*), min(ST_X(geom)), min(ST_Y(geom)), max(ST_X(geom)), max(ST_Y(geom)) "
-        f"FROM {t} WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)").fetchone()
+        f"FROM {t} WHERE {finite}").fetchone()
     if n < MIN_ROWS:
         return False
     k = max(1, min(MAX_FINE // COARSE, round(math.sqrt(n / POINTS_PER_CELL) / COARSE)))
@@ -79,8 +82,7 @@ def build(execute, table: str) -> bool:
     h = (y1 - y0) / fine or 1.0
     cells, grid = (_q(c) for c in companions(table))
     cx, cy = _fine_sql("ST_X(geom)", x0, w, fine), _fine_sql("ST_Y(geom)", y0, h, fine)
-    points = (f"SELECT fid, geom, {cx} AS cx, {cy} AS cy FROM {t} "
-              "WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)")
+    points = f"SELECT fid, geom, {cx} AS cx, {cy} AS cy FROM {t} WHERE {finite}"
     execute(f"DROP TABLE IF EXISTS {cells}, {grid}")
     execute(f"CREATE TABLE {cells} AS SELECT (cx / {k} + {COARSE} * (cy / {k}))::smallint "
             f"AS cell, fid, ST_X(geom) AS x, ST_Y(geom) AS y FROM ({points}) s ORDER BY 1, 2")
