@@ -5,6 +5,8 @@ of collection C is the table `f_<sha1(C)[:20]>_v<N>` in the connection's current
 `fid bigint primary key` (1..n in source order, the OGC API id, as the GeoPackage fid), `geom
 geometry(<type>,4326)` under a GiST index, then the properties with the GeoPackage's names and
 order, typed bigint/double precision/boolean/text. `Collection.path` is `postgis:<table>`.
+A point version of store.point_grid.MIN_ROWS rows or more has a counting grid beside it
+(`c_…` and `g_…`, written in the same transaction and dropped with it).
 
 `PostGISWriter` has VersionWriter's interface (append frames, commit) and is chosen by
 store.versions when the store is PostgreSQL, so harvests, uploads and the streaming path write
