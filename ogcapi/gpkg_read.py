@@ -393,7 +393,6 @@ class GpkgFile:
 
     def __init__(self, path, identity, count_budget_ms=DEFAULT_COUNT_BUDGET_MS):
         self.path, self.identity = path, identity
-        self._map_bytes = int(identity[2]) if identity else 0
         self.count_budget_ms = count_budget_ms
         self.retired = False
         self._idle = []
@@ -409,14 +408,9 @@ class GpkgFile:
             raise ProviderConnectionError(f'cannot open {self.path}: {err}')
         # CQL2 LIKE is case-sensitive; q uses instr(lower()) and is not affected.
         con.execute('PRAGMA case_sensitive_like = ON')
-        # Pages read in place from the OS page cache, not copied into SQLite's by a pread
-        # each: a bbox page reads ~1,000 rows scattered over the file, and a map pan reads
-        # other pages every time (~0.5-1 ms of a page's ~11 ms of CPU; 6.4 -> 3.1 ms for the
-        # SQL of a page of 1,000 polygons on a fresh connection). Safe because a published
-        # file is never written again (immutable=1 rests on that too); the mapped pages are
-        # the page cache's, shared between workers and reclaimable, but count in the
-        # worker's RSS once read.
-        con.execute(f'PRAGMA mmap_size = {self._map_bytes}')
+        # No mmap: it saved ~5 % of a bbox page, but every page a worker ever read stayed in
+        # its RSS (707 MiB per worker on the 5M-point bench file, against the < 250 MiB
+        # target of issue 14), and a file cut short under a worker would kill it (SIGBUS).
         con.create_function('renkei_intersects', 5, _sql_intersects_box, deterministic=True)
         con.create_function('renkei_intersects_geom', 2, _sql_intersects_geom,
                             deterministic=True)
@@ -452,13 +446,7 @@ class GpkgFile:
         if lyr is None:
             try:
                 with self.connection() as con:
-                    # Not mapped for the schema's count over every row: the whole file
-                    # would stay in the worker's RSS, read once and never again.
-                    con.execute('PRAGMA mmap_size = 0')
-                    try:
-                        lyr = Layer(con, table)
-                    finally:
-                        con.execute(f'PRAGMA mmap_size = {self._map_bytes}')
+                    lyr = Layer(con, table)
             except sqlite3.Error as err:
                 raise ProviderConnectionError(f'{self.path}: {err}')
             self._layers[table] = lyr
