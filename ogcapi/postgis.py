@@ -436,20 +436,11 @@ class PostGISProvider(BaseProvider):
         feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
         sql_offset = 0 if keyset is not None else offset
         fids = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset) if grid else None
-        if count and grid_count is not None:
+        if count and grid_count is not None and fids is not None:
             # The count and the page in one statement: neither reads the whole bbox.
-            csql, cparams = grid_count
-            if fids is not None:
-                fsql, fparams = fids
-                page = (f'SELECT {t}.fid, {feature} AS feature FROM ({fsql}) k, '
-                        f'{self._from(select_properties)} WHERE {t}.fid = k.fid')
-            else:
-                fparams = [*params, *([keyset] if keyset is not None else []),
-                           limit + 1, sql_offset]
-                after = f' AND {t}.fid > %s' if keyset is not None else ''
-                page = (f'SELECT {t}.fid, {feature} AS feature FROM '
-                        f'{self._from(select_properties)}{cond}{after} '
-                        f'ORDER BY {t}.fid LIMIT %s OFFSET %s')
+            (csql, cparams), (fsql, fparams) = grid_count, fids
+            page = (f'SELECT {t}.fid, {feature} AS feature FROM ({fsql}) k, '
+                    f'{self._from(select_properties)} WHERE {t}.fid = k.fid')
             cur.execute(f'SELECT n.n, p.fid, p.feature FROM ({csql}) n(n) '
                         f'LEFT JOIN LATERAL ({page}) p ON true ORDER BY p.fid',
                         [*cparams, *fparams])
