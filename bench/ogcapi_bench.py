@@ -20,6 +20,17 @@ SpatiaLite and GDAL's bindings (Debian's):
     PYTHONPATH=. python bench/ogcapi_bench.py --stock-venv VENV [--runs 15] [--stock-runs 5]
 
     PYTHONPATH=. python bench/ogcapi_bench.py [--runs 20] [--wrk-seconds 30]
+
+renkei is served as `renkei serve` serves it (--app full, the default): the whole app of
+catalog.app.create_app over a catalogue publishing the two files, so every per-request hook counts
+(sessions, sign-in, CSRF, rate limits (counting, with a limit the bench never reaches),
+metering, security headers, access labels: a `restricted` collection of the same points is
+checked to answer 404); --app bare serves the OGC API blueprint alone, as before issue 17's (d)
+work. The client is a socket writing the request bytes (one(), for every server alike): a client
+library's own CPU, on a machine of 2 cores, was counted into the wall times. --queries d runs
+only (d), e.g. for a quick look at the item path:
+    PYTHONPATH=. python bench/ogcapi_bench.py --stock-venv VENV --queries d --runs 100 \
+        --stock-runs 30 --wrk-seconds 0 --data-dir /somewhere/with/space
 """
 
 import argparse
@@ -98,7 +109,8 @@ def data_files():
 
 
 def bench_app():
-    """App factory for gunicorn: our OGC API over the two files (RENKEI_BENCH_* env)."""
+    """App factory for gunicorn (--app bare): our OGC API blueprint alone over the two files
+    (RENKEI_BENCH_* env), without the rest of the app's per-request work."""
     from flask import Flask
     from ogcapi.blueprint import register_ogcapi
     from ogcapi.api import OGCAPI
@@ -113,6 +125,45 @@ def bench_app():
     # that answers a small constant GeoJSON Feature, measured beside (d).
     ping = json.dumps({'type': 'Feature', 'id': 1, 'geometry': None, 'properties': {}})
     app.add_url_rule('/ping', 'ping', lambda: (ping, 200, {'Content-Type': 'application/geo+json'}))
+    return app
+
+
+def bench_catalogue(data_dir, files):
+    """A data dir whose catalogue (SQLite) publishes the two files as collections `points` and
+    `polygons` (public), and the points once more as `restricted`, a dataset only its
+    organization's members may read, which an anonymous client must get 404 from."""
+    from store.db import Collection, Dataset, Store
+    store = Store(data_dir)
+    with store.session() as s, s.begin():
+        if s.get(Dataset, 'bench-points') is not None:
+            return
+        for cid, path, level in [*((k, p, 'public') for k, p in files.items()),
+                                 ('restricted', files['points'], 'organization')]:
+            s.add(Dataset(id=f'bench-{cid}', source_name='bench', remote_id=cid, name=cid,
+                          title=f'{cid}（ベンチマーク）', organization_id='bench',
+                          access_level=level))
+            s.add(Collection(id=cid, dataset_id=f'bench-{cid}', resource_id=cid,
+                             title=f'{cid}（ベンチマーク）', path=path, layer='features',
+                             feature_count=SETS.get(cid, SETS['points']), bbox=list(HYOGO)))
+        Store.bump_version(s)
+    store.engine.dispose()
+
+
+def full_app():
+    """App factory for gunicorn (--app full, the default): the whole renkei app
+    (catalog.app.create_app: sessions, sign-in, CSRF, rate limits, metering, security headers,
+    access labels) over bench_catalogue's data dir, as `renkei serve` runs it. /bare/ping is a
+    bare Flask app beside it on the same worker: what HTTP itself costs."""
+    from flask import Flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from catalog.app import create_app
+    app = create_app(os.environ['RENKEI_BENCH_DIR'],
+                     base_url=os.environ['RENKEI_BENCH_URL'].rsplit('/', 1)[0])
+    bare = Flask('bare')
+    ping = json.dumps({'type': 'Feature', 'id': 1, 'geometry': None, 'properties': {}})
+    bare.add_url_rule('/ping', 'ping',
+                      lambda: (ping, 200, {'Content-Type': 'application/geo+json'}))
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {'/bare': bare})
     return app
 
 
@@ -159,15 +210,16 @@ def item_id(n):
     return 543210 if n > 543210 else 54321 if n > 54321 else n // 2
 
 
-def queries(n):
+def queries(n, only=None):
     deep = 900_000 if n == 1_000_000 else int(n * 0.9)
-    return {
+    out = {
         '(a) limit=1000': ('items', {'limit': 1000}),
         f'(b) offset={deep}': ('items', {'limit': 1000, 'offset': deep}),
         '(c) bbox ~1%': ('items', {'bbox': BBOX1, 'limit': 1000}),
         '(d) item by id': (f'items/{item_id(n)}', None),
         '(e) CQL2 filter': ('items', {'filter': CQL, 'limit': 1000}),
     }
+    return {k: v for k, v in out.items() if not only or k[1] in only}
 
 
 def cold_params(n, name, path, params, i):
@@ -245,14 +297,41 @@ def stock_server(files, venv, tmp):
     raise RuntimeError('stock pygeoapi did not start')
 
 
+class Answer:
+    def __init__(self, status, head, body):
+        self.status_code, self.head, self.content = status, head, body
+
+    def json(self):
+        return json.loads(self.content)
+
+
 def one(url, params):
-    import requests
+    """One GET on a new connection, as lean a client as HTTP allows (a socket, the request
+    bytes, read to the end): the wall time is the server's answer, not a client library's
+    work (requests spent ~1 ms of this machine's CPU per call, shared with the server it
+    measures, which flattened the ratio of a fast server to a slow one)."""
+    from urllib.parse import urlencode, urlsplit
+    u = urlsplit(url)
+    target = u.path + ('?' + urlencode(params) if params else '')
+    req = (f'GET {target} HTTP/1.0\r\nHost: {u.netloc}\r\n'
+           'Connection: close\r\n\r\n').encode()
+    import socket
     t = time.perf_counter()
-    r = requests.get(url, params=params, headers={'Connection': 'close'}, timeout=600)
-    _ = r.content
+    with socket.create_connection((u.hostname, u.port), timeout=600) as sock:
+        sock.sendall(req)
+        chunks = []
+        while True:
+            b = sock.recv(1 << 20)
+            if not b:
+                break
+            chunks.append(b)
     ms = (time.perf_counter() - t) * 1000
-    r.raise_for_status()
-    return ms, r
+    raw = b''.join(chunks)
+    head, _, body = raw.partition(b'\r\n\r\n')
+    status = int(head.split(b' ', 2)[1])
+    if status >= 400:
+        raise RuntimeError(f'{url} {params}: {status} {body[:200]!r}')
+    return ms, Answer(status, head, body)
 
 
 def worker_pid(master):
@@ -265,16 +344,21 @@ def cpu_ms(pid):
     a request cost the server, whatever else the machine is doing."""
     total = 0
     for task in os.listdir(f'/proc/{pid}/task'):
-        with open(f'/proc/{pid}/task/{task}/schedstat') as fh:
-            total += int(fh.read().split()[0])
+        try:
+            with open(f'/proc/{pid}/task/{task}/schedstat') as fh:
+                total += int(fh.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            # A thread that ended since the listing: what it ran is lost to this sum, so a
+            # server that starts threads per request is under-counted, never over-counted.
+            pass
     return total / 1e6
 
 
-def interleaved(targets, n, runs, stock_runs):
+def interleaved(targets, n, runs, stock_runs, ping_url, only=None):
     """{(target, query, mode): (median ms, last doc, median server CPU ms)}; request by request
     across targets. targets: {name: (base URL, collection id, is stock, worker pid)}."""
     out = {}
-    for name, (path, params) in queries(n).items():
+    for name, (path, params) in queries(n, only).items():
         for mode in ('warm', 'cold'):
             samples = {t: [] for t in targets}
             cpu = {t: [] for t in targets}
@@ -292,7 +376,7 @@ def interleaved(targets, n, runs, stock_runs):
                     docs[t] = r.json()
                     if t == 'renkei' and name.startswith('(d)'):
                         before = cpu_ms(pid)
-                        ms, r = one(base.rsplit('/', 1)[0] + '/ping', None)
+                        ms, r = one(ping_url, None)
                         if i:
                             samples.setdefault('http', []).append(ms)
                             cpu.setdefault('http', []).append(cpu_ms(pid) - before)
@@ -306,7 +390,7 @@ def interleaved(targets, n, runs, stock_runs):
 
 # -- the floor: pyogrio (GDAL, Arrow) read + GeoJSON dicts + json.dumps ----------------------
 
-def floor(path, n, runs):
+def floor(path, n, runs, only=None):
     import pyogrio
     import shapely
     deep = 900_000 if n == 1_000_000 else int(n * 0.9)
@@ -322,6 +406,9 @@ def floor(path, n, runs):
     }
     out = {}
     for name, kw in cases.items():
+        if only and name[1] not in only:
+            continue
+
         def once():
             # pyarrow is not installed here, so the numpy read (same GDAL read path).
             meta, _, wkb, data = pyogrio.raw.read(path, **kw)
@@ -411,6 +498,11 @@ def main():
     ap.add_argument('--data-dir', help='where the generated files live (default bench/out; '
                     'RENKEI_BENCH_DATA too): big files belong outside the worktree')
     ap.add_argument('--only-data', action='store_true', help='generate the files and stop')
+    ap.add_argument('--app', choices=('full', 'bare'), default='full',
+                    help='full: the whole app (create_app) over a catalogue publishing the '
+                    'files, every per-request hook included; bare: the OGC API blueprint alone')
+    ap.add_argument('--queries', default='abcde',
+                    help='which of the queries (a)-(e) to run, e.g. d (default all)')
     args = ap.parse_args()
     global OUT
     OUT = args.data_dir or OUT
@@ -423,11 +515,19 @@ def main():
         filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
     port = free_port()
     base = f'http://127.0.0.1:{port}'
-    env_ours = dict(env, RENKEI_BENCH_FILES=json.dumps(files),
-                    RENKEI_BENCH_SETS=json.dumps(SETS), RENKEI_BENCH_URL=base + '/ogcapi')
-    results = {}
-    proc = gunicorn('bench.ogcapi_bench:bench_app()', port, env_ours)
     tmp = tempfile.mkdtemp(prefix='renkei-bench-')
+    env_ours = dict(env, RENKEI_BENCH_FILES=json.dumps(files),
+                    RENKEI_BENCH_SETS=json.dumps(SETS), RENKEI_BENCH_URL=base + '/ogcapi',
+                    RENKEI_BENCH_DIR=os.path.join(tmp, 'catalogue'),
+                    # Limits still count every request (Flask-Limiter, this process's
+                    # memory as in a `renkei serve` without Redis); the bench must not hit one.
+                    RENKEI_RATE_LIMIT='100000000/hour')
+    if args.app == 'full':
+        bench_catalogue(env_ours['RENKEI_BENCH_DIR'], files)
+    app_spec = f'bench.ogcapi_bench:{args.app}_app()'
+    ping_url = base + ('/bare/ping' if args.app == 'full' else '/ping')
+    results = {}
+    proc = gunicorn(app_spec, port, env_ours)
     stock = stock_server(stock_copies(files), args.stock_venv, tmp) if args.stock_venv else None
     try:
         for kind, n in SETS.items():
@@ -436,7 +536,15 @@ def main():
                 stock_pid = worker_pid(stock[0].pid)
                 targets['SQLiteGPKG'] = (stock[1], f'{kind}-sqlite', True, stock_pid)
                 targets['OGR'] = (stock[1], f'{kind}-ogr', True, stock_pid)
-            res = interleaved(targets, n, args.runs, args.stock_runs)
+            if args.app == 'full':
+                # Authorization on the read path: a dataset the caller may not read is a 404.
+                status = Answer(0, b'', b'')
+                try:
+                    one(f'{base}/ogcapi/collections/restricted/items/{item_id(n)}', None)
+                except RuntimeError as err:
+                    status = err
+                assert ' 404 ' in str(status), f'restricted item answered: {status}'
+            res = interleaved(targets, n, args.runs, args.stock_runs, ping_url, args.queries)
             results.update({(kind, k[1], k[2]): v[0] for k, v in res.items() if k[0] == 'renkei'})
             results[kind] = res
             print(f'\n{kind} ({n:,}), HTTP, 1 gunicorn sync worker each, interleaved; median ms '
@@ -444,7 +552,7 @@ def main():
                   'differs:')
             print(f'  {"query":20} {"renkei warm":>11} {"cold":>8}  {"SQLiteGPKG warm":>15} '
                   f'{"cold":>8}  {"OGR warm":>9} {"cold":>8}  matched (renkei cold)')
-            for name in queries(n):
+            for name in queries(n, args.queries):
                 cells = []
                 for t in ('renkei', 'SQLiteGPKG', 'OGR'):
                     for mode in ('warm', 'cold'):
@@ -461,7 +569,7 @@ def main():
                           f'route on the same worker: {v[0]:.1f} ms (worker CPU {v[2]:.2f} ms)')
             print('  the same requests as worker CPU time (median ms; schedstat of the gunicorn '
                   'worker, so other load on the machine hardly counts):')
-            for name in queries(n):
+            for name in queries(n, args.queries):
                 cells = []
                 for t in ('renkei', 'SQLiteGPKG', 'OGR'):
                     for mode in ('warm', 'cold'):
@@ -482,7 +590,7 @@ def main():
           f'json.dumps, median of {args.runs} (ms); ratios of renkei warm / cold to it, and of '
           'the best stock provider to renkei, warm and cold:')
     for kind, n in SETS.items():
-        for name, ms in floor(files[kind], n, args.runs).items():
+        for name, ms in floor(files[kind], n, args.runs, args.queries).items():
             warm, cold = results[(kind, name, 'warm')], results[(kind, name, 'cold')]
             stock = {mode: [v[0] for (t, q, m), v in results[kind].items()
                             if t in ('SQLiteGPKG', 'OGR') and q == name and m == mode]
@@ -506,7 +614,11 @@ def main():
     port = free_port()
     base = f'http://127.0.0.1:{port}'
     env_ours['RENKEI_BENCH_URL'] = base + '/ogcapi'
-    proc = gunicorn('bench.ogcapi_bench:bench_app()', port, env_ours, workers=2)
+    tmp = tempfile.mkdtemp(prefix='renkei-bench-')
+    env_ours['RENKEI_BENCH_DIR'] = os.path.join(tmp, 'catalogue')
+    if args.app == 'full':
+        bench_catalogue(env_ours['RENKEI_BENCH_DIR'], files)
+    proc = gunicorn(app_spec, port, env_ours, workers=2)
     try:
         out = run_wrk(base, args.wrk_seconds)
         print(f'\nwrk, 2 gunicorn workers, {args.wrk_seconds} s, mix of (a)/(c)/(d) on points:')
@@ -514,6 +626,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == '__main__':
