@@ -412,6 +412,62 @@ def test_map_tiles_have_a_limit_of_their_own(world, monkeypatch):
         assert api.status_code == 200 and api.headers["X-RateLimit-Limit"] == "2"
 
 
+def test_the_api_limit_counts_each_endpoint_in_flask_limiters_keys(world, monkeypatch):
+    """The open APIs' limit is counted by catalog.quotas.ApiLimits under the keys Flask-Limiter
+    used for its default limits (per caller and endpoint), so servers of the previous release
+    sharing the Redis count the same requests; a path no route answers and a page are not
+    counted."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    from catalog.app import create_app
+    prefix = f"renkei-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("RENKEI_REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("RENKEI_RATE_LIMIT_PREFIX", prefix)
+    monkeypatch.setenv("RENKEI_RATE_LIMIT", "5/hour")
+    cid = _collection(world, OPEN).id
+    try:
+        with live_server(create_app(world)) as base:
+            items = [requests.get(f"{base}/ogcapi/collections/{cid}/items/{i}", timeout=30)
+                     for i in (1, 2, 1)]
+            assert [r.status_code for r in items] == [200, 200, 200]
+            assert [r.headers["X-RateLimit-Remaining"] for r in items] == ["4", "3", "2"]
+            page = requests.get(f"{base}/ogcapi/collections/{cid}/items?limit=1", timeout=30)
+            assert page.headers["X-RateLimit-Remaining"] == "4"    # an endpoint of its own
+            assert requests.get(f"{base}/ogcapi/no/such/path", timeout=30).status_code == 404
+            assert requests.get(f"{base}/terms", timeout=30).status_code == 200
+        counts = {k.decode().split(f"LIMITER/{prefix}/", 1)[1]: int(client.get(k))
+                  for k in client.scan_iter(f"*{prefix}*")}
+        assert counts == {"addr:127.0.0.1/ogcapi.item/5/1/hour": 3,
+                          "addr:127.0.0.1/ogcapi.items/5/1/hour": 1}, counts
+    finally:
+        for k in client.scan_iter(f"*{prefix}*"):
+            client.delete(k)
+
+
+def test_counting_in_memory_starts_no_thread_per_request(world, monkeypatch):
+    """Without Redis the counters are this process's (catalog.quotas.ProcessMemoryStorage):
+    limits' own memory storage started a timer thread on any count made 10 ms after the last,
+    one thread per request on an ordinary server (issue 17). The count itself is unchanged."""
+    import threading
+    import time
+    from catalog.app import create_app
+    monkeypatch.delenv("RENKEI_REDIS_URL", raising=False)
+    monkeypatch.setenv("RENKEI_RATE_LIMIT", "3/hour")
+    cid = _collection(world, OPEN).id
+    with live_server(create_app(world)) as base:
+        seen = []
+        for _ in range(4):
+            time.sleep(0.03)   # past limits' 10 ms timer: its storage would start a new one
+            r = requests.get(f"{base}/ogcapi/collections/{cid}/items/1", timeout=30)
+            timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+            seen.append((r.status_code, r.headers.get("X-RateLimit-Remaining"), len(timers)))
+        assert seen == [(200, "2", 0), (200, "1", 0), (200, "0", 0), (429, "0", 0)], seen
+
+
 def test_two_serve_processes_share_the_count_in_redis(world, monkeypatch):
     redis = pytest.importorskip("redis")
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
