@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, current_app, g, json, redirect, render_template,
                    request, session, url_for)
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect
@@ -45,9 +46,20 @@ class SessionUser(UserMixin):
         self.id = str(principal.user_id)
 
 
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building the signer for a request that brings
+    no session cookie (API clients, issue 17): its session is new and empty either way."""
+
+    def open_session(self, app, request):
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app) -> None:
     store = app.extensions["renkei_store"]
     app.secret_key = accounts.session_secret(store.data_dir)
+    app.session_interface = _CookieSessions()
     secure = app.config["RENKEI_BASE_URL"].startswith("https:")
     # Flask's defaults exist (SameSite None, Secure off), so these are set, not defaulted.
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
@@ -102,15 +114,27 @@ def _resolve_principal():
                                 is_sysadmin=holder.is_sysadmin, roles=holder.roles,
                                 via="token", token_id=holder.token_id, scope=holder.scope)
         return None
+    if not request.cookies:
+        # No session and no remember-me cookie: Flask-Login would find nobody, after hashing
+        # the address and user agent for its session protection. API clients send no cookies.
+        g.principal = ANONYMOUS
+        return None
     g.principal = current_user.principal if current_user.is_authenticated else ANONYMOUS
     return None
+
+
+_VARY = ("Authorization", "Cookie", "X-CKAN-API-Key")
+_VARY_TEXT = ", ".join(_VARY)
 
 
 def _no_shared_caching_for_callers(resp: Response) -> Response:
     """An answer depends on who asks, and one to a signed-in caller or a token may hold
     restricted data: no shared cache (proxy, CDN) may keep it or hand the anonymous answer to a
     member. Anonymous answers, public data only, stay cacheable as their views say."""
-    resp.vary.update(("Authorization", "Cookie", "X-CKAN-API-Key"))
+    if "Vary" in resp.headers:
+        resp.vary.update(_VARY)
+    else:   # the usual case, without parsing and re-writing a header set (issue 17)
+        resp.headers["Vary"] = _VARY_TEXT
     if principal().signed_in:
         kept = [d.strip() for d in resp.headers.get("Cache-Control", "").split(",")
                 if d.strip() and d.strip().lower() not in ("public", "private")]

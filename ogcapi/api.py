@@ -743,7 +743,7 @@ def _lean_item(api: API, request, dataset: str, identifier: str) -> tuple | None
         return None
     headers = request.get_response_headers(SYSTEM_LOCALE, **api.api_headers)
     try:
-        p = load_plugin('provider', provider_def)
+        p = _item_reader(api, dataset, provider_def)
         if p.uri_field:   # never set for our providers; pygeoapi's own path knows it
             return None
         headers['Content-Crs'] = f'<{CRS84}>'
@@ -772,4 +772,23 @@ def _lean_item(api: API, request, dataset: str, identifier: str) -> tuple | None
          'href': f'{collections}/{dataset}'}])
     l10n.set_response_language(headers, prv_locale, request.locale)
     headers['Content-Type'] = GEOJSON
-    return headers, HTTPStatus.OK, to_json(content, api.pretty_print)
+    if api.pretty_print:
+        return headers, HTTPStatus.OK, to_json(content, True)
+    # What the web adapter would make of to_json's text (Japanese unescaped, compact), in one
+    # step rather than three.
+    return headers, HTTPStatus.OK, json.dumps(content, ensure_ascii=False,
+                                              separators=(',', ':'), default=json_serial)
+
+
+def _item_reader(api: API, dataset: str, provider_def: dict):
+    """The provider that answers items by id of ``dataset`` in ``api``, built once per API
+    (pygeoapi builds one per request: its set-up cost more than the lookup, issue 17). An API
+    is one catalogue version and one set of access labels, so a new version gets new readers;
+    a GeoPackage replaced under the same path without a publish is still noticed
+    (``is_current``). Our providers' ``get`` keeps no state between calls, so threads share
+    one."""
+    readers = api.__dict__.setdefault('_renkei_item_readers', {})
+    p = readers.get(dataset)
+    if p is None or not p.is_current():
+        p = readers[dataset] = load_plugin('provider', provider_def)
+    return p

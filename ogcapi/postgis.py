@@ -290,6 +290,11 @@ class PostGISProvider(BaseProvider):
         self.more = None
         self.next_keyset = None
 
+    def is_current(self):
+        """Always: a version is a table of its own, never changed once published (see
+        GPKGProvider.is_current)."""
+        return True
+
     def get_fields(self):
         fields = {}
         for name, schema in self._table.fields.items():

@@ -55,8 +55,9 @@ class GPKGProvider(BaseProvider):
         self.table = provider_def.get('layer')
         if not self.table:
             raise ProviderConnectionError('GPKGProvider needs a layer name')
-        files = provider_def.get(FILES_KEY) or STANDALONE_FILES
-        self._file = files.file(os.path.abspath(self.data))
+        self._files = provider_def.get(FILES_KEY) or STANDALONE_FILES
+        self._path = os.path.abspath(self.data)
+        self._file = self._files.file(self._path)
         self._layer = self._file.layer(self.table)
         self.id_field = self._layer.fid
         self._field_info = provider_def.get('field_info') or {}
@@ -64,6 +65,12 @@ class GPKGProvider(BaseProvider):
             self.title_field = 'name'
         self._fields = self.get_fields()
         self.more = None  # set by query(): whether rows follow the page
+        self._get_sql = None   # (names, SQL) of get(), made on first use
+
+    def is_current(self):
+        """Whether the file on disk is still the version this provider reads (a provider
+        kept across requests, ogcapi.api's item readers, asks before each)."""
+        return self._files.file(self._path) is self._file
 
     def get_fields(self):
         # Fresh dicts every time: pygeoapi's schema and OpenAPI code mutate
@@ -347,10 +354,7 @@ class GPKGProvider(BaseProvider):
             fid = None
         if fid is None or not _INT64[0] <= fid <= _INT64[1]:
             raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
-        lyr, t = self._layer, _quote_ident(self._layer.table)
-        names = list(lyr.fields)
-        cols = [_quote_ident(lyr.fid), *map(_quote_ident, names), _quote_ident(lyr.geom)]
-        sql = f'SELECT {", ".join(cols)} FROM {t} WHERE {_quote_ident(lyr.fid)} = ?'
+        names, sql = self._get_sql or self._item_sql()
         with self._file.connection() as con:
             try:
                 row = con.execute(sql, (fid,)).fetchone()
@@ -359,6 +363,15 @@ class GPKGProvider(BaseProvider):
         if row is None:
             raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
         return self._features([row], names, False, crs_transform_spec)[0]
+
+    def _item_sql(self):
+        # Once per provider: ogcapi.api keeps one for items by id across requests.
+        lyr, t = self._layer, _quote_ident(self._layer.table)
+        names = list(lyr.fields)
+        cols = [_quote_ident(lyr.fid), *map(_quote_ident, names), _quote_ident(lyr.geom)]
+        where = f'{_quote_ident(lyr.fid)} = ?'
+        self._get_sql = names, f'SELECT {", ".join(cols)} FROM {t} WHERE {where}'
+        return self._get_sql
 
     def __repr__(self):
         return f'<GPKGProvider> {self.data}#{self.table}'

@@ -17,12 +17,14 @@ second connection; their explicit transactions (`with s.begin()`) are real ones 
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import (JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, create_engine,
-                        event, select, text)
+                        event, select)
 from sqlalchemy.pool import NullPool
 from sqlalchemy.orm import (Mapped, Session, contains_eager, mapped_column, relationship,
                             sessionmaker)
@@ -224,6 +226,9 @@ def make_engine(url: str):
 _reading = ContextVar("renkei_read_replica", default=False)
 
 
+_PUBLISH_SEQ = "SELECT value FROM meta WHERE key = 'publish_seq'"
+
+
 class Store:
     """One per process: the engines, a session factory and the publish counter."""
 
@@ -252,6 +257,9 @@ class Store:
         # each other until they time out.
         self._read_autocommit = (self.replica_engine.execution_options(
             isolation_level="AUTOCOMMIT") if self.postgresql else None)
+        db = self.engine.url.database if not self.postgresql else None
+        self._sqlite_file = db if db and db != ":memory:" and not db.startswith("file:") else None
+        self._per_thread = threading.local()
 
     @property
     def postgresql(self) -> bool:
@@ -279,10 +287,35 @@ class Store:
         return self.Session(bind=self.read_engine())
 
     def publish_version(self) -> str:
-        """A token that changes with every publish: web workers compare it on each request."""
-        with self.read_engine().connect() as conn:
-            value = conn.execute(text("SELECT value FROM meta WHERE key = 'publish_seq'")).scalar()
-        return value or "0"
+        """A token that changes with every publish: web workers compare it on each request.
+        Through the driver's own cursor (SQLite: a connection of this thread's own): every OGC
+        API request asks, and SQLAlchemy's statement and pool machinery around this one-row
+        read cost several times the read (issue 17)."""
+        if self._sqlite_file is not None:
+            row = self._thread_sqlite().execute(_PUBLISH_SEQ).fetchone()
+            return (row[0] if row else None) or "0"
+        con = self.read_engine().raw_connection()
+        try:
+            cur = con.cursor()
+            try:
+                cur.execute(_PUBLISH_SEQ)
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            con.close()
+        return (row[0] if row else None) or "0"
+
+    def _thread_sqlite(self) -> sqlite3.Connection:
+        """This thread's own connection to the SQLite catalogue, for one-statement reads
+        (autocommit: each read sees the last commit, and WAL never blocks it). Opened in the
+        process that uses it, so none crosses a fork (gunicorn workers); it closes with its
+        thread or with this Store."""
+        mine = self._per_thread
+        if getattr(mine, "pid", None) != os.getpid():
+            mine.con = sqlite3.connect(self._sqlite_file, timeout=60, isolation_level=None)
+            mine.pid = os.getpid()
+        return mine.con
 
     @staticmethod
     def bump_version(session: Session) -> None:

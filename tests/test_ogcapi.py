@@ -409,6 +409,22 @@ def test_live_collections_without_restart(data, tmp_path):
         assert get(f'{base}/collections/shelters2/items').json()['numberMatched'] == 60
 
 
+@pytest.mark.embedded_only(reason='a GeoPackage replaced on disk: embedded mode only')
+def test_item_by_id_follows_a_file_replaced_without_a_publish(tmp_path):
+    # Items by id are read through a provider kept for the API's version (ogcapi.api's item
+    # readers); a file replaced under the same path is still a new version to it.
+    path = tmp_path / 'swap.gpkg'
+    make_points(path, 40, 7, prefix='加西市避難所')
+    catalog = FakeCatalog([collection('swap', path, '入替', 40)])
+    with serve(catalog) as (base, _):
+        first = [get(f'{base}/collections/swap/items/2').json() for _ in range(2)]
+        assert [f['properties']['name'] for f in first] == ['加西市避難所00001'] * 2
+        make_points(tmp_path / 'next.gpkg', 40, 8, prefix='宝塚市避難所')
+        os.replace(tmp_path / 'next.gpkg', path)
+        again = get(f'{base}/collections/swap/items/2').json()
+        assert again['properties']['name'] == '宝塚市避難所00001'
+
+
 def open_files():
     out = set()
     for fd in os.listdir('/proc/self/fd'):
