@@ -412,17 +412,23 @@ def test_map_tiles_have_a_limit_of_their_own(world, monkeypatch):
         assert api.status_code == 200 and api.headers["X-RateLimit-Limit"] == "2"
 
 
-def test_the_api_limit_counts_each_endpoint_in_flask_limiters_keys(world, monkeypatch):
-    """The open APIs' limit is counted by catalog.quotas.ApiLimits under the keys Flask-Limiter
-    used for its default limits (per caller and endpoint), so servers of the previous release
-    sharing the Redis count the same requests; a path no route answers and a page are not
-    counted."""
+def _redis_or_skip():
+    """A client of the machine's Redis on 127.0.0.1:6379, or the test is skipped."""
     redis = pytest.importorskip("redis")
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     try:
         client.ping()
     except redis.RedisError:
         pytest.skip("no Redis on 127.0.0.1:6379")
+    return client
+
+
+def test_the_api_limit_counts_each_endpoint_in_flask_limiters_keys(world, monkeypatch):
+    """The open APIs' limit is counted by catalog.quotas.ApiLimits under the keys Flask-Limiter
+    used for its default limits (per caller and endpoint), so servers of the previous release
+    sharing the Redis count the same requests; a path no route answers and a page are not
+    counted."""
+    client = _redis_or_skip()
     from catalog.app import create_app
     prefix = f"renkei-test-{uuid.uuid4().hex}"
     monkeypatch.setenv("RENKEI_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -469,12 +475,7 @@ def test_counting_in_memory_starts_no_thread_per_request(world, monkeypatch):
 
 
 def test_two_serve_processes_share_the_count_in_redis(world, monkeypatch):
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
+    client = _redis_or_skip()
     prefix = f"renkei-test-{uuid.uuid4().hex}"
     monkeypatch.setenv("RENKEI_REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("RENKEI_RATE_LIMIT_PREFIX", prefix)
