@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +29,7 @@ from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
     crs_from_uri, last_page_count, page_bounded
 from store.features_pg import table_of
-from store.point_grid import Grid
+from store.point_grid import POINT_TYPE, Grid
 
 __all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
 
@@ -66,8 +65,7 @@ class Table:
         self.table, self.fid, self.geom = table, 'fid', 'geom'
         self.fields = {}
         # Point columns (not MultiPoint): a bbox test is then exact on the coordinates.
-        self.points = any(n == self.geom and re.match(r'geometry\(PointZ?M?,', t)
-                          for n, t in cols)
+        self.points = any(n == self.geom and POINT_TYPE.match(t) for n, t in cols)
         for name, sql_type in cols:
             if name in (self.fid, self.geom):
                 continue
@@ -365,7 +363,7 @@ class PostGISProvider(BaseProvider):
         # large point table counts it from its grid instead, and pages it from the grid's
         # cells (store.point_grid): neither reads every point inside the bbox.
         grid = (lyr.grid, (minx, miny, maxx, maxy)) if bbox_only and lyr.grid else None
-        grid_count = grid[0].count_sql(f'{t}.geom', grid[1]) if grid and not known else None
+        grid_count = grid[0].count_sql(grid[1]) if grid and not known else None
         together = not known and bbox_only and resulttype == 'results' and not sortby
         try:
             with self._tables.transaction(1 if (known or together or grid_count)
@@ -441,11 +439,14 @@ class PostGISProvider(BaseProvider):
         feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
         sql_offset = 0 if keyset is not None else offset
         fids = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset) if grid else None
-        if count and grid_count is not None and fids is not None:
-            # The count and the page in one statement: neither reads the whole bbox.
-            (csql, cparams), (fsql, fparams) = grid_count, fids
+        if fids is not None:
+            fsql, fparams = fids
+            # The page's rows by key, from the fids the grid's cells give.
             page = (f'SELECT {t}.fid, {feature} AS feature FROM ({fsql}) k, '
                     f'{self._from(select_properties)} WHERE {t}.fid = k.fid')
+        if count and grid_count is not None and fids is not None:
+            # The count and the page in one statement: neither reads the whole bbox.
+            csql, cparams = grid_count
             cur.execute(f'SELECT n.n, p.fid, p.feature FROM ({csql}) n(n) '
                         f'LEFT JOIN LATERAL ({page}) p ON true ORDER BY p.fid',
                         [*cparams, *fparams])
@@ -453,10 +454,7 @@ class PostGISProvider(BaseProvider):
             matched = got[0][0]
             rows = [r[1:] for r in got if r[1] is not None]
         elif fids is not None and not count:
-            fsql, fparams = fids
-            cur.execute(f'SELECT {t}.fid, {feature} FROM ({fsql}) k, '
-                        f'{self._from(select_properties)} WHERE {t}.fid = k.fid '
-                        f'ORDER BY {t}.fid', fparams)
+            cur.execute(f'{page} ORDER BY {t}.fid', fparams)
             rows = cur.fetchall()
         elif count:
             # The matches' fids once (MATERIALIZED: one scan), their count, and the page's

@@ -36,7 +36,8 @@ POINTS_PER_CELL = 8    # fine cells are sized for about this many points each
 # where the prefix sums assume it lies.
 MARGIN = 1e-9
 
-_POINT_TYPE = re.compile(r"geometry\(PointZ?M?,")
+# format_type() of a Point geometry column (not MultiPoint): the tables that get a grid.
+POINT_TYPE = re.compile(r"geometry\(PointZ?M?,")
 
 
 def companions(table: str) -> tuple[str, str]:
@@ -65,7 +66,7 @@ def build(execute, table: str) -> bool:
     kind = execute(
         "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         f"WHERE a.attrelid = '{t}'::regclass AND a.attname = 'geom'").fetchone()
-    if kind is None or not _POINT_TYPE.match(kind[0]):
+    if kind is None or not POINT_TYPE.match(kind[0]):
         return False
     # NaN sorts above Infinity in PostgreSQL: these bounds leave out what no bbox can hold.
     finite = ("geom IS NOT NULL AND ST_X(geom) > '-Infinity' AND ST_X(geom) < 'Infinity' "
@@ -79,13 +80,14 @@ def build(execute, table: str) -> bool:
     fine = COARSE * k
     w = (x1 - x0) / fine or 1.0
     h = (y1 - y0) / fine or 1.0
-    cells, grid = (_q(c) for c in companions(table))
+    names = companions(table)
+    cells, grid = map(_q, names)
     cx, cy = _fine_sql("ST_X(geom)", x0, w, fine), _fine_sql("ST_Y(geom)", y0, h, fine)
     points = f"SELECT fid, geom, {cx} AS cx, {cy} AS cy FROM {t} WHERE {finite}"
     execute(f"DROP TABLE IF EXISTS {cells}, {grid}")
     execute(f"CREATE TABLE {cells} AS SELECT (cx / {k} + {COARSE} * (cy / {k}))::smallint "
             f"AS cell, fid, ST_X(geom) AS x, ST_Y(geom) AS y FROM ({points}) s ORDER BY 1, 2")
-    execute(f"CREATE INDEX {_q(companions(table)[0] + '_cell')} ON {cells} (cell, fid) "
+    execute(f"CREATE INDEX {_q(names[0] + '_cell')} ON {cells} (cell, fid) "
             "INCLUDE (x, y)")
     execute(f"CREATE TABLE {grid} (cy integer PRIMARY KEY, p bigint[], grid float8[])")
     execute(f"INSERT INTO {grid} (cy, grid) VALUES (-1, ARRAY[{_f(x0)}, {_f(y0)}, {_f(w)}, "
@@ -132,11 +134,9 @@ class Grid:
         row = cur.fetchone()
         return cls(table, *row[0]) if row else None
 
-    def _col(self, x: float) -> int:
-        return min(self.fine - 1, max(0, math.floor((x - self.x0) / self.w)))
-
-    def _row(self, y: float) -> int:
-        return min(self.fine - 1, max(0, math.floor((y - self.y0) / self.h)))
+    def _fine(self, v: float, origin: float, step: float) -> int:
+        """The fine column (or row) of coordinate `v`, as _fine_sql computes it."""
+        return min(self.fine - 1, max(0, math.floor((v - origin) / step)))
 
     def _inner(self, lo: float, hi: float, origin: float, step: float) -> tuple[int, int]:
         """The fine cells [a, b] along one axis lying wholly inside [lo, hi] with MARGIN to
@@ -149,10 +149,10 @@ class Grid:
             b -= 1
         return a, b
 
-    def count_sql(self, geom: str, box) -> tuple[str, list] | None:
+    def count_sql(self, box) -> tuple[str, list] | None:
         """SQL (one row, one column) and parameters counting the points of the version table
         in `box` exactly, or None when the box holds no whole cell (then it is small and the
-        GiST scan counts it). `geom` is the version table's qualified geometry column."""
+        GiST scan counts it)."""
         minx, miny, maxx, maxy = box
         a, b = self._inner(minx, maxx, self.x0, self.w)
         c, d = self._inner(miny, maxy, self.y0, self.h)
@@ -169,9 +169,10 @@ class Grid:
         yc, yd = self.y0 + c * self.h + MARGIN, self.y0 + (d + 1) * self.h - MARGIN
         strips = [(sx0, sy0, xa, sy1), (xb, sy0, sx1, sy1),
                   (sx0, sy0, sx1, yc), (sx0, yd, sx1, sy1)]
+        table = _q(self.table)
+        geom = f"{table}.geom"
         fx = _fine_sql(f"ST_X({geom})", self.x0, self.w, self.fine)
         fy = _fine_sql(f"ST_Y({geom})", self.y0, self.h, self.fine)
-        table = geom.rsplit(".", 1)[0]
         sql = (f"SELECT coalesce((SELECT sum(CASE WHEN cy = %s THEN 1 ELSE -1 END "
                f"* (coalesce(p[%s], 0) - coalesce(p[%s], 0))) FROM {_q(self.grid)} "
                f"WHERE cy IN (%s, %s))::bigint, 0) + (SELECT count(*) FROM {table} WHERE ("
@@ -191,8 +192,10 @@ class Grid:
         the index in fid order and merged (all 256 for a box over everything: ~35 ms, where
         a scan in fid order read 1.5M points for 730 ms)."""
         minx, miny, maxx, maxy = box
-        cols = range(self._col(minx) // self.k, self._col(maxx) // self.k + 1)
-        lines = range(self._row(miny) // self.k, self._row(maxy) // self.k + 1)
+        cols = range(self._fine(minx, self.x0, self.w) // self.k,
+                     self._fine(maxx, self.x0, self.w) // self.k + 1)
+        lines = range(self._fine(miny, self.y0, self.h) // self.k,
+                      self._fine(maxy, self.y0, self.h) // self.k + 1)
         after = " AND fid > %s" if keyset is not None else ""
         # Each branch's own LIMIT bounds its read whatever plan the merge gets.
         branch = (f"(SELECT fid FROM {_q(self.cells)} WHERE cell = %s AND x BETWEEN %s AND %s "
