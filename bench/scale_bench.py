@@ -104,13 +104,14 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
     generate_series and random() under a fixed seed: about a minute for 5M points, where
     generating in Python and loading took 23. The rows go into a temporary table in source
     order, then into the version table the way the writer stores them (write_version_table:
-    spatial order, key, GiST index). Kept for the next run while its count matches and it lies
-    in that order (a table of source order has fid perfectly correlated with its storage).
+    spatial order, key, GiST index, grid, and the polygons' stored Feature texts). Kept for
+    the next run while its count matches, it lies in that order (a table of source order has
+    fid perfectly correlated with its storage) and it has its grid.
     The backend doing it runs at nice 19 when it is on this machine (a measurement under the
     bench lock keeps the cores)."""
     import psycopg
     from store import point_grid
-    from store.features_pg import staging_table, table_name, write_version_table
+    from store.features_pg import staging_table, table_name, vacuum, write_version_table
     tables = {}
     with psycopg.connect(db_url(server, db), autocommit=True) as con:
         try:
@@ -125,9 +126,9 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
                     and con.execute("SELECT abs(correlation) < 0.5 FROM pg_stats WHERE "
                                     "tablename = %s AND attname = 'fid'",
                                     (table,)).fetchone() == (True,) \
-                    and (kind != 'points' or con.execute(
+                    and con.execute(   # written with its grid (points, and polygons since)
                         'SELECT to_regclass(%s)', (f'"{point_grid.companions(table)[1]}"',)
-                    ).fetchone()[0]):
+                    ).fetchone()[0]:
                 tables[kind] = table
                 continue
             t = time.perf_counter()
@@ -137,7 +138,7 @@ def generate_tables(server: str, db: str, sizes: dict) -> dict:
             with con.transaction():
                 con.execute(_generate_sql(kind, staging_table(table), n))
                 write_version_table(con.execute, staging_table(table), table)
-            point_grid.vacuum(con.execute, table)
+            vacuum(con.execute, table)
             print(f'generated {kind}: {n:,} rows in PostgreSQL ({table}) in '
                   f'{time.perf_counter() - t:.0f} s', flush=True)
             tables[kind] = table

@@ -5,7 +5,9 @@ EPSG:4326 under a GiST index, then the properties. What this does that pygeoapi'
 PostgreSQL provider does not (reference note A1-A4): pages by key (`fid > last`) rather than
 OFFSET whenever it knows where the previous page ended, counts within a time budget and caches
 the count per version, translates CQL2 with bound parameters only (ogcapi.cql), and has
-PostgreSQL build each Feature's GeoJSON text, which the items view joins without parsing it.
+PostgreSQL build each Feature's GeoJSON text (or read it, stored at publish in the box grid of
+large polygon versions), which the items view joins without parsing it. Large versions count
+and page a bbox from their grid (store.point_grid, store.box_grid).
 
 A request reads its version inside one transaction (ACCESS SHARE on the table), so the
 publisher's DROP of a superseded version waits for it or is retried later, never cuts it.
@@ -28,24 +30,18 @@ from ogcapi.cql import pg_quote_ident as _q
 from ogcapi.errors import QueryError
 from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
     crs_from_uri, last_page_count, page_bounded
+from store import feature_json
 from store.features_pg import table_of
+from store.box_grid import BY_FID, BoxGrid
 from store.point_grid import POINT_TYPE, Grid
 
 __all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
 
 # Provider definition key of the TableRegistry the provider reads through.
 TABLES_KEY = 'renkei_tables'
-_JSON_TYPES = {'bigint': 'integer', 'integer': 'integer', 'smallint': 'integer',
-               'double precision': 'number', 'real': 'number', 'numeric': 'number',
-               'boolean': 'boolean', 'text': 'string', 'character varying': 'string'}
-# The lateral row of a feature's properties (an alias no column name can shadow).
-_PROPS = '_renkei_props'
 _MAX_CACHED = 1024
 # Counts of a shape skipped after one of its values ran out of budget (TableRegistry.count).
 DEAR_SKIPS = 20
-# Digits after the point in GeoJSON coordinates: PostGIS prints the shortest text that reads
-# back to the same double, capped here, so stored coordinates come out as they went in.
-_DIGITS = 15
 # Degrees: a bbox shrunk by this holds only what the bbox holds, whatever float32 rounding
 # PostGIS's boxes carry (2**-16 degrees at most, at ±180).
 INNER_MARGIN = 1e-4
@@ -55,30 +51,23 @@ class Table:
     """Schema and size of one version table, read once (versions are never modified)."""
 
     def __init__(self, cur, table):
-        cur.execute(
-            'SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a '
-            'WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped '
-            'ORDER BY a.attnum', [_q(table)])
-        cols = cur.fetchall()
+        cols = feature_json.columns(cur.execute, table)
         if not cols:
             raise ProviderConnectionError(f'no feature table postgis:{table}')
         self.table, self.fid, self.geom = table, 'fid', 'geom'
-        self.fields = {}
         # Point columns (not MultiPoint): a bbox test is then exact on the coordinates.
         self.points = any(n == self.geom and POINT_TYPE.match(t) for n, t in cols)
-        for name, sql_type in cols:
-            if name in (self.fid, self.geom):
-                continue
-            kind = _JSON_TYPES.get(sql_type.split('(')[0])
-            if kind is not None:
-                self.fields[name] = {'type': kind}
+        self.fields = {n: {'type': k} for n, k in feature_json.properties(cols).items()}
         self.booleans = {k for k, v in self.fields.items() if v['type'] == 'boolean'}
         self.texts = [k for k, v in self.fields.items() if v['type'] == 'string']
         # fid is 1..n (store.features_pg): the largest is the count, read from the key index.
         cur.execute(f'SELECT coalesce(max(fid), 0) FROM {_q(table)}', [])
         self.count = cur.fetchone()[0]
-        # Large point tables count and page a bbox from their grid (store.point_grid).
-        self.grid = Grid.load(cur, table) if self.points else None
+        # Large tables count and page a bbox from their grid (store.point_grid, box_grid).
+        self.grid = Grid.load(cur, table)
+        # Large tables of polygons and lines keep their default Feature texts in their grid's
+        # cells (store.box_grid): the table to read them from.
+        self.stored = self.grid.cells if isinstance(self.grid, BoxGrid) else None
 
 
 class TableRegistry:
@@ -111,19 +100,25 @@ class TableRegistry:
         return f'<TableRegistry of {len(self._tables)} tables>'
 
     @contextmanager
-    def transaction(self, statements=2):
+    def transaction(self, statements=2, serial=False):
         """A psycopg cursor in one read transaction (the version's table stays while held).
 
         ``statements=1``: the caller runs one statement, which is its own transaction anyway;
         it runs without BEGIN and ROLLBACK, two round trips fewer for item-by-id and pages
-        whose count is known.
+        whose count is known. ``serial``: the transaction plans without parallel workers or
+        JIT, for statements whose estimated cost (a grid's count over millions of rows)
+        crosses those thresholds though they run in a few ms: starting a worker took 20-40
+        ms of a 7 ms count (issue 14's polygons). Transaction-local, so safe behind PgBouncer.
         """
         with self.engine.connect() as conn:
-            if statements == 1:
+            if statements == 1 and not serial:
                 conn = conn.execution_options(isolation_level='AUTOCOMMIT')
             raw = conn.connection.driver_connection
             try:
                 with raw.cursor() as cur:
+                    if serial:
+                        cur.execute("SELECT set_config('max_parallel_workers_per_gather', "
+                                    "'0', true), set_config('jit', 'off', true)", [])
                     yield cur
             finally:
                 conn.rollback()
@@ -367,7 +362,8 @@ class PostGISProvider(BaseProvider):
         together = not known and bbox_only and resulttype == 'results' and not sortby
         try:
             with self._tables.transaction(1 if (known or together or grid_count)
-                                          and resulttype == 'results' else 2) as cur:
+                                          and resulttype == 'results' else 2,
+                                          serial=grid_count is not None) as cur:
                 features, page_ms = [], None
                 if resulttype == 'results':
                     started = time.perf_counter()
@@ -436,14 +432,28 @@ class PostGISProvider(BaseProvider):
                 keyset = self._tables.page_end(lyr.table, key, offset)
                 if keyset is None:   # another process served the page before
                     keyset = self._tables.signed_page_end(token, lyr.table, key, offset)
-        feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
+        # The default text of a large polygon version is stored (store.feature_json): read
+        # by key once the page's fids are known. Not under sortby, whose top-N builds only the
+        # page's texts where a join before it would read every row's.
+        stored = not sortby and self._stored(select_properties, skip_geometry, crs_spec)
+        if stored:
+            keyed = _q(lyr.stored)
+            feature, kfid = f'{keyed}.feature', f'{keyed}.fid'
+        else:
+            feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
+            keyed, kfid = self._from(select_properties), f'{t}.fid'
+        # A box grid's page comes with each fid's cell: its text is read through the index
+        # on (cell, fid) the page was found in, not one random key page per row. Other pages
+        # read the texts by fid (BY_FID).
+        by_cell, by_fid = ((f' AND {keyed}.cell = k.cell', f' AND {keyed}.{BY_FID}')
+                           if stored else ('', ''))
         sql_offset = 0 if keyset is not None else offset
         fids = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset) if grid else None
         if fids is not None:
             fsql, fparams = fids
             # The page's rows by key, from the fids the grid's cells give.
-            page = (f'SELECT {t}.fid, {feature} AS feature FROM ({fsql}) k, '
-                    f'{self._from(select_properties)} WHERE {t}.fid = k.fid')
+            page = (f'SELECT {kfid} AS fid, {feature} AS feature FROM ({fsql}) k, '
+                    f'{keyed} WHERE {kfid} = k.fid{by_cell}')
         if count and grid_count is not None and fids is not None:
             # The count and the page in one statement: neither reads the whole bbox.
             csql, cparams = grid_count
@@ -454,7 +464,7 @@ class PostGISProvider(BaseProvider):
             matched = got[0][0]
             rows = [r[1:] for r in got if r[1] is not None]
         elif fids is not None and not count:
-            cur.execute(f'{page} ORDER BY {t}.fid', fparams)
+            cur.execute(f'{page} ORDER BY 1', fparams)
             rows = cur.fetchall()
         elif count:
             # The matches' fids once (MATERIALIZED: one scan), their count, and the page's
@@ -463,8 +473,8 @@ class PostGISProvider(BaseProvider):
             sql = (f'WITH m AS MATERIALIZED (SELECT {t}.fid FROM {t}{cond}), '
                    f'k AS (SELECT m.fid FROM m{after} ORDER BY m.fid LIMIT %s OFFSET %s) '
                    'SELECT n.n, p.fid, p.feature FROM (SELECT count(*) AS n FROM m) n '
-                   f'LEFT JOIN LATERAL (SELECT {t}.fid, {feature} AS feature FROM k, '
-                   f'{self._from(select_properties)} WHERE {t}.fid = k.fid) p ON true '
+                   f'LEFT JOIN LATERAL (SELECT {kfid} AS fid, {feature} AS feature FROM k, '
+                   f'{keyed} WHERE {kfid} = k.fid{by_fid}) p ON true '
                    'ORDER BY p.fid')
             cur.execute(sql, [*params, *([keyset] if keyset is not None else []),
                               limit + 1, sql_offset])
@@ -472,11 +482,20 @@ class PostGISProvider(BaseProvider):
             matched = got[0][0]
             rows = [r[1:] for r in got if r[1] is not None]
         else:
+            unfiltered = not cond
             if keyset is not None:
                 cond = (cond + ' AND ' if cond else ' WHERE ') + f'{t}.fid > %s'
                 params.append(keyset)
-            sql = (f'SELECT {t}.fid, {feature} FROM {self._from(select_properties)}{cond} '
-                   f'ORDER BY {", ".join(order)} LIMIT %s OFFSET %s')
+            if stored and unfiltered:   # the texts alone, by their key
+                after = f' AND {kfid} > %s' if keyset is not None else ''
+                sql = (f'SELECT {kfid}, {feature} FROM {keyed} WHERE {keyed}.{BY_FID}{after} '
+                       'ORDER BY 1 LIMIT %s OFFSET %s')
+            else:
+                # A filtered page builds its texts from the rows its scan has read: stored
+                # ones would cost one more random page each (the cells are in cell order).
+                built = self._feature_sql(select_properties, skip_geometry, crs_spec)
+                sql = (f'SELECT {t}.fid, {built} FROM {self._from(select_properties)}{cond} '
+                       f'ORDER BY {", ".join(order)} LIMIT %s OFFSET %s')
             cur.execute(sql, [*params, limit + 1, sql_offset])
             rows = cur.fetchall()
         if not sortby and len(rows) > limit and limit > 0:
@@ -489,22 +508,22 @@ class PostGISProvider(BaseProvider):
         return (texts, matched) if count else texts
 
     def _feature_sql(self, select_properties, skip_geometry, crs_spec):
-        """One Feature as compact JSON text, built by PostgreSQL: the properties by row_to_json
-        over the lateral `_PROPS` (FROM must add it, see _from), the geometry by ST_AsGeoJSON,
-        joined as text (json_build_object would add spaces, and ::json would parse it again)."""
-        geometry = "'null'" if skip_geometry else (
-            f"coalesce(ST_AsGeoJSON({_geometry_sql(f'{_q(self._table.table)}.geom', crs_spec)}"
-            f", {_DIGITS}), 'null')")
+        """One Feature as compact JSON text, built by PostgreSQL (store.feature_json), for
+        FROM _from(select_properties)."""
         t = _q(self._table.table)
-        return (f"""'{{"type":"Feature","id":' || {t}.fid || ',"geometry":' || {geometry} """
-                f"""|| ',"properties":' || row_to_json({_PROPS})::text || '}}'""")
+        return feature_json.feature_sql(
+            self._table.table, None if skip_geometry else _geometry_sql(f'{t}.geom', crs_spec))
 
     def _from(self, select_properties):
-        """The table and, beside each row, its selected properties as the row `_PROPS`."""
-        lyr, t = self._table, _q(self._table.table)
+        """The table and, beside each row, its selected properties as feature_json.PROPS."""
+        lyr = self._table
         names = [n for n in lyr.fields if not select_properties or n in select_properties]
-        cols = ', '.join(f'{t}.{_q(n)} AS {_q(n)}' for n in names)
-        return f'{t} CROSS JOIN LATERAL (SELECT {cols}) {_PROPS}'
+        return feature_json.from_sql(lyr.table, names)
+
+    def _stored(self, select_properties, skip_geometry, crs_spec):
+        """Whether the asked text is the one stored at publish (the version has them)."""
+        return (self._table.stored is not None and not select_properties and not skip_geometry
+                and _geometry_sql('geom', crs_spec) == 'geom')
 
     def _box(self, bbox):
         return query_params.box(bbox)
@@ -532,8 +551,11 @@ class PostGISProvider(BaseProvider):
         if fid is None or not _INT64[0] <= fid <= _INT64[1]:
             raise ProviderItemNotFoundError(user_msg=f'no item {identifier}')
         t = _q(self._table.table)
-        sql = (f'SELECT {self._feature_sql([], False, crs_transform_spec)} '
-               f'FROM {self._from([])} WHERE {t}.fid = %s')
+        if self._stored([], False, crs_transform_spec):
+            sql = f'SELECT feature FROM {_q(self._table.stored)} WHERE fid = %s AND {BY_FID}'
+        else:
+            sql = (f'SELECT {self._feature_sql([], False, crs_transform_spec)} '
+                   f'FROM {self._from([])} WHERE {t}.fid = %s')
         try:
             with self._tables.transaction(1) as cur:
                 cur.execute(sql, [fid])

@@ -5,8 +5,9 @@ of collection C is the table `f_<sha1(C)[:20]>_v<N>` in the connection's current
 `fid bigint primary key` (1..n in source order, the OGC API id, as the GeoPackage fid), `geom
 geometry(<type>,4326)` under a GiST index, then the properties with the GeoPackage's names and
 order, typed bigint/double precision/boolean/text. `Collection.path` is `postgis:<table>`.
-A point version of store.point_grid.MIN_ROWS rows or more has a counting grid beside it
-(`c_…` and `g_…`, written in the same transaction and dropped with it).
+A version of store.point_grid.MIN_ROWS rows or more has a counting grid beside it (`c_…` and
+`g_…`, written in the same transaction and dropped with it): store.point_grid's for points,
+store.box_grid's for polygons and lines, whose cells also keep each row's Feature text.
 
 `PostGISWriter` has VersionWriter's interface (append frames, commit) and is chosen by
 store.versions when the store is PostgreSQL, so harvests, uploads and the streaming path write
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from store import point_grid
+from store import box_grid, point_grid
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -236,9 +237,9 @@ class PostGISWriter:
         self._committed = True
         try:
             self._raw.autocommit = True
-            point_grid.vacuum(self._raw.execute, self.table)
-        except Exception as err:   # the grid still answers, from the heap
-            LOGGER.warning("VACUUM of %s's point grid failed: %s", self.table, err)
+            vacuum(self._raw.execute, self.table)
+        except Exception as err:   # readers still get the same answers, only slower
+            LOGGER.warning("VACUUM of %s failed: %s", self.table, err)
         finally:   # the connection goes back to the pool as it came
             self._raw.autocommit = False
         if self.on_commit is not None:
@@ -248,6 +249,17 @@ class PostGISWriter:
                  float(b[:, 3].max())] if len(self._bounds) and np.isfinite(b).all() else None)
         return WrittenVersion(PREFIX + self.table, self.table, self.count, bbox,
                               self.fields or {})
+
+
+def vacuum(execute, table: str) -> None:
+    """VACUUM a version table just committed and its grid's cells, outside any transaction
+    (`execute` in autocommit). Sets the visibility map, so that the cells' index and the key
+    answer without the heap, and every row's hint bits, which the first reader of each page
+    would otherwise write: a cold page of 1,000 stored polygon texts read 90 ms before, 26
+    after. Without it answers are the same, only slower until autovacuum gets there."""
+    for name in (table, point_grid.companions(table)[0]):
+        if execute(f"SELECT to_regclass('{quote_ident(name)}')").fetchone()[0] is not None:
+            execute(f"VACUUM {quote_ident(name)}")
 
 
 def staging_table(table: str) -> str:
@@ -267,7 +279,7 @@ def write_version_table(execute, staging: str, table: str) -> None:
     execute(f"ALTER TABLE {t} ADD PRIMARY KEY (fid)")
     execute(f"CREATE INDEX {quote_ident(table + '_geom')} ON {t} USING gist (geom)")
     execute(f"ANALYZE {t}")
-    point_grid.build(execute, table)
+    point_grid.build(execute, table) or box_grid.build(execute, table)
 
 
 def _values(series, kind: str) -> list:
@@ -374,7 +386,7 @@ def _mark(engine, table: str, since: bool = True) -> bool:
 
 def _drop(engine, table: str, mark: bool = True) -> bool:
     from sqlalchemy import exc, text
-    # With the version go its tile pyramid and its point grid.
+    # With the version go its tile pyramid and its grid.
     tables = [table, "t_" + table[2:], *point_grid.companions(table)]
     try:
         with engine.begin() as conn:

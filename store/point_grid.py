@@ -16,7 +16,7 @@ transaction and dropped with it (store.features_pg._drop):
 - c_…: (cell, fid, x, y) of every point, `cell` its coarse cell (16 × 16, each K × K fine
   cells), in (cell, fid) order with a B-tree on (cell, fid) INCLUDE (x, y): one coarse cell's
   points in fid order, coordinates included, from the index alone once VACUUM has set the
-  visibility map (vacuum(), after the commit).
+  visibility map (store.features_pg.vacuum, after the commit).
 
 A point's fine column is least(F-1, greatest(0, floor((x - x0) / w))): IEEE double arithmetic,
 the same in PostgreSQL and in Python, and monotone in x; rows likewise with y0, h.
@@ -89,29 +89,25 @@ def build(execute, table: str) -> bool:
             f"AS cell, fid, ST_X(geom) AS x, ST_Y(geom) AS y FROM ({points}) s ORDER BY 1, 2")
     execute(f"CREATE INDEX {_q(names[0] + '_cell')} ON {cells} (cell, fid) "
             "INCLUDE (x, y)")
+    prefix_sums(execute, grid, points, fine, [x0, y0, w, h, fine, k, x1, y1])
+    execute(f"ANALYZE {cells}")
+    execute(f"ANALYZE {grid}")
+    return True
+
+
+def prefix_sums(execute, grid: str, located: str, fine: int, header: list) -> None:
+    """Write grid table `grid` (quoted): row -1 holds `header` (the grid), row cy the prefix
+    sums over the fine cells (cx, cy) of the rows of query `located` (columns cx, cy)."""
     execute(f"CREATE TABLE {grid} (cy integer PRIMARY KEY, p bigint[], grid float8[])")
-    execute(f"INSERT INTO {grid} (cy, grid) VALUES (-1, ARRAY[{_f(x0)}, {_f(y0)}, {_f(w)}, "
-            f"{_f(h)}, {fine}, {k}, {_f(x1)}, {_f(y1)}])")
+    execute(f"INSERT INTO {grid} (cy, grid) VALUES (-1, ARRAY[{', '.join(map(_f, header))}])")
     execute(f"""INSERT INTO {grid} (cy, p)
-        WITH c AS (SELECT cx, cy, count(*) AS n FROM ({points}) s GROUP BY cx, cy),
+        WITH c AS (SELECT cx, cy, count(*) AS n FROM ({located}) s GROUP BY cx, cy),
         dense AS (SELECT gy, gx, coalesce(c.n, 0) AS n
                   FROM generate_series(0, {fine - 1}) gy CROSS JOIN generate_series(0, {fine - 1}) gx
                   LEFT JOIN c ON c.cx = gx AND c.cy = gy),
         across AS (SELECT gy, gx, sum(n) OVER (PARTITION BY gy ORDER BY gx) AS r FROM dense),
         up AS (SELECT gy, gx, sum(r) OVER (PARTITION BY gx ORDER BY gy) AS p FROM across)
         SELECT gy, array_agg(p::bigint ORDER BY gx) FROM up GROUP BY gy""")
-    execute(f"ANALYZE {cells}")
-    execute(f"ANALYZE {grid}")
-    return True
-
-
-def vacuum(execute, table: str) -> None:
-    """VACUUM the cells table outside any transaction (`execute` in autocommit), so that its
-    index answers without visiting the heap. Without it the page is still right, only slower;
-    autovacuum would get there later."""
-    cells = companions(table)[0]
-    if execute(f"SELECT to_regclass('{_q(cells)}')").fetchone()[0] is not None:
-        execute(f"VACUUM {_q(cells)}")
 
 
 class Grid:
@@ -125,14 +121,20 @@ class Grid:
 
     @classmethod
     def load(cls, cur, table: str) -> "Grid | None":
-        """The grid of `table`, or None (too small, not Points, or written before grids)."""
+        """The grid of `table` (a BoxGrid for polygons and lines), or None (too small, or
+        written before grids)."""
         grid = companions(table)[1]
         cur.execute("SELECT to_regclass(%s)", [_q(grid)])
         if cur.fetchone()[0] is None:
             return None
         cur.execute(f"SELECT grid FROM {_q(grid)} WHERE cy = -1", [])
         row = cur.fetchone()
-        return cls(table, *row[0]) if row else None
+        if not row:
+            return None
+        if len(row[0]) > 8:   # a ninth value: the grid of a table of boxes (store.box_grid)
+            from store.box_grid import BoxGrid
+            return BoxGrid(table, *row[0][:8])
+        return cls(table, *row[0])
 
     def _fine(self, v: float, origin: float, step: float) -> int:
         """The fine column (or row) of coordinate `v`, as _fine_sql computes it."""

@@ -245,8 +245,8 @@ def _recording(executed, engine, **kwargs):
 
     class Recorded(TableRegistry):
         @contextmanager
-        def transaction(self, statements=2):
-            with super().transaction(statements) as cur:
+        def transaction(self, statements=2, **kwargs):
+            with super().transaction(statements, **kwargs) as cur:
                 yield Cursor(cur)
     return Recorded(engine, **kwargs)
 
@@ -445,6 +445,23 @@ def test_a_count_shape_out_of_budget_is_skipped_for_a_while(tmp_path):
     assert len(counted()) == 1
 
 
+def _bbox_pages(provider, box, limit):
+    """The fids of every page of `box`, by OFFSET and by the signed keyset in turn, after
+    checking that `hits` and every page state the same exact count (an int)."""
+    matched = provider().query(bbox=list(box), resulttype="hits")["numberMatched"]
+    ids, offset, keyset = [], 0, None
+    while True:
+        p = provider()
+        page = p.query(bbox=list(box), offset=offset, limit=limit, keyset=keyset)
+        assert type(page["numberMatched"]) is int and page["numberMatched"] == matched, box
+        ids += [f["id"] for f in page["features"]]
+        if len(page["features"]) < limit:
+            break
+        offset, keyset = offset + limit, (p.next_keyset if offset % 2 else None)
+    assert len(ids) == matched, box
+    return ids
+
+
 def test_a_large_point_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, monkeypatch):
     """A point version from point_grid.MIN_ROWS rows on gets a counting grid: a bbox alone is
     then counted from prefix sums plus the points along its edges, and paged from the cells it
@@ -502,17 +519,7 @@ def test_a_large_point_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, mon
     for box in boxes:
         want = expected(box)
         executed.clear()
-        assert provider().query(bbox=list(box), resulttype="hits")["numberMatched"] == len(want)
-        ids, offset, keyset = [], 0, None
-        while True:
-            p = provider()
-            page = p.query(bbox=list(box), offset=offset, limit=97, keyset=keyset)
-            assert type(page["numberMatched"]) is int and page["numberMatched"] == len(want), box
-            ids += [f["id"] for f in page["features"]]
-            if len(page["features"]) < 97:
-                break
-            offset, keyset = offset + 97, (p.next_keyset if offset % 2 else None)
-        assert ids == want, box
+        assert _bbox_pages(provider, box, 97) == want, box
         by_name = provider().query(bbox=list(box), limit=5, sortby=[
             {"property": "名称", "order": "-"}])
         assert by_name["numberMatched"] == len(want)
@@ -526,17 +533,207 @@ def test_a_large_point_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, mon
                             {"a": cells, "b": grid}).scalar() == 0
 
 
-def test_only_large_point_tables_get_a_grid(tmp_path, monkeypatch):
+def test_a_large_polygon_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, monkeypatch):
+    """A polygon version from point_grid.MIN_ROWS rows on gets a grid of its boxes
+    (store.box_grid): a bbox alone is counted from prefix sums over the small features'
+    centres plus the features along its edges and the big ones, and paged from the cells it
+    reaches. The data has small polygons centred on cell edges and a hair either side,
+    concave ones whose box meets a bbox their shape misses, big ones spanning many cells, and
+    rows without a geometry; bboxes lie on, a hair off and between cell edges. The count and
+    every page, by OFFSET and by the signed keyset, are what ST_Intersects says."""
+    import math
+    import random
+    from shapely.affinity import rotate
+    from shapely.geometry import Polygon
+    from ogcapi.postgis import PostGISProvider
+    from store import box_grid, point_grid
+    monkeypatch.setattr(point_grid, "MIN_ROWS", 1000)
+    rng = random.Random(17)
+    x0, y0 = 135.0, 34.75
+    shapes, ells = [], []
+    # Small ones reach up to ~1.3 fine cells across (the grid's cells are ~0.0094°).
+    for _ in range(1500):   # small: 0.002-0.012° across, centred anywhere in 0.3° × 0.3°
+        cx, cy, r = x0 + rng.uniform(0, 0.3), y0 + rng.uniform(0, 0.3), rng.uniform(1e-3, 6e-3)
+        shapes.append(box(cx - r, cy - r * 0.7, cx + r, cy + r * 0.7))
+    # Concave: Ls turned four ways, their box's centre empty, packed where the bboxes' edges
+    # and corners lie: there a box's centre can be inside a bbox that the L itself misses.
+    for i in range(35):
+        for j in range(35):
+            ax, ay, s = x0 + 0.08 + i * 0.004, y0 + 0.08 + j * 0.004, rng.uniform(4e-3, 1.2e-2)
+            if (i + 2 * j) % 4 == 0:   # arms along the left and bottom of its box
+                ells.append((ax, ay, s))
+            shapes.append(rotate(Polygon([(ax, ay), (ax + s, ay), (ax + s, ay + s / 8),
+                                          (ax + s / 8, ay + s / 8), (ax + s / 8, ay + s),
+                                          (ax, ay + s)]),
+                                 90 * ((i + 2 * j) % 4), origin=(ax + s / 2, ay + s / 2)))
+    for _ in range(25):     # big (under 1 %, else the cells would grow to fit them)
+        ax, ay = x0 + rng.uniform(0, 0.25), y0 + rng.uniform(0, 0.25)
+        shapes.append(box(ax, ay, ax + rng.uniform(0.03, 0.1), ay + rng.uniform(0.03, 0.1)))
+    frame = gpd.GeoDataFrame({"名称": [f"面{i}" for i in range(len(shapes) + 5)]},
+                             geometry=[MultiPolygon([g]) for g in shapes] + [None] * 5,
+                             crs="EPSG:4326")
+    frame = frame.sample(frac=1, random_state=3).reset_index(drop=True)   # fids unordered
+    v = versions.write_version(frame, tmp_path, "areas", 1)
+    engine = features_pg.engine_for(tmp_path)
+    cells, grid = point_grid.companions(v.layer)
+    with engine.connect() as conn:
+        head = conn.execute(text(f'SELECT grid FROM "{grid}" WHERE cy = -1')).scalar()
+        big = conn.execute(text(f'SELECT count(*) FROM "{cells}" WHERE cell = :b'),
+                           {"b": box_grid.BIG}).scalar()
+    gx, gy, w, h, fine = head[:5]
+    assert len(head) == 9 and big >= 25
+    with engine.connect() as conn:
+        g = point_grid.Grid.load(conn.connection.driver_connection.cursor(), v.layer)
+    assert isinstance(g, box_grid.BoxGrid)
+
+    def expected(b):
+        with engine.connect() as conn:
+            return conn.execute(text(
+                f'SELECT coalesce(array_agg(fid ORDER BY fid), ARRAY[]::bigint[]) '
+                f'FROM "{v.layer}" WHERE ST_Intersects(geom, ST_MakeEnvelope(:a, :b, :c, :d,'
+                ' 4326))'), dict(zip("abcd", b))).scalar()
+
+    executed = []
+
+    def provider():
+        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
+                                "renkei_tables": _recording(executed, engine)})
+
+    def edge(i, j):
+        return gx + i * w, gy + j * h
+    def cell(x, origin, step):
+        return round((x - origin) / step)
+    boxes = []
+    # Edges on the fine cells nearest 0.1° and 0.2° into the data, a hair or a part of a cell
+    # off them; then random ones. All in the band of Ls.
+    i0, j0 = cell(x0 + 0.1, gx, w), cell(y0 + 0.1, gy, h)
+    i1, j1 = cell(x0 + 0.2, gx, w), cell(y0 + 0.2, gy, h)
+    (a, b), (c, d) = edge(i0, j0), edge(i1, j1)
+    for e in (0.0, 1e-9, -1e-9, 1e-12, w / 2, w / 3, w / 5):
+        boxes += [(a + e, b + e, c - e, d - e), (a - e, b - e, c + e, d + e),
+                  (a + e, b - e, c + e, d - e)]
+    for _ in range(8):
+        a, b = x0 + rng.uniform(0.085, 0.12), y0 + rng.uniform(0.085, 0.12)
+        boxes.append((a, b, x0 + rng.uniform(0.18, 0.215), y0 + rng.uniform(0.18, 0.215)))
+    # A bbox whose lower left corner lies between an L's arms and its box's centre, the centre
+    # in the bbox's first whole cell: the L is centred inside the bbox and misses it.
+    def between(lo, hi, origin, step):
+        edge = origin + (math.floor((lo - origin) / step) + 1) * step
+        return (lo + edge) / 2 if edge < hi - 1e-6 else None
+    for ax, ay, s in ells:
+        lx = between(ax + s / 8 + 1e-6, ax + s / 2, gx, w)
+        ly = between(ay + s / 8 + 1e-6, ay + s / 2, gy, h)
+        if lx is not None and ly is not None and len(boxes) < 50:
+            boxes.append((lx, ly, lx + 0.09, ly + 0.09))
+    assert len(boxes) == 50
+    boxes += [(134.0, 34.0, 136.0, 36.0), (x0 + 0.1, y0 + 0.1, x0 + 0.1 + w, y0 + 0.1 + h)]
+    gridded = 0
+    for b in boxes:
+        executed.clear()
+        assert _bbox_pages(provider, b, 251) == expected(b), b
+        # The grid counts every bbox holding a whole cell besides its ring.
+        uses = g.count_sql(b) is not None
+        assert any(f'"{cells}"' in s and f'"{grid}"' in s for s in executed) == uses, b
+        gridded += uses
+    assert gridded >= 28
+
+    features_pg.drop_table(tmp_path, v.path)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pg_class WHERE relname IN (:a, :b)"),
+                            {"a": cells, "b": grid}).scalar() == 0
+
+
+def test_a_large_polygon_tables_stored_texts_are_the_texts_it_would_build(tmp_path,
+                                                                          monkeypatch):
+    """A polygon version with a grid keeps its default Feature texts in its cells
+    (store.box_grid): pages, filtered and bbox pages and items read from them are byte for byte
+    what the provider builds for the same rows (asked with every property named, which builds
+    them), Japanese text, NULLs, booleans, floats, holes and rows without a geometry included;
+    `properties`, `skipGeometry`, `crs` and `sortby` still build theirs."""
+    from ogcapi.postgis import PostGISProvider
+    from pygeoapi.util import CrsTransformSpec
+    from store import point_grid
+    monkeypatch.setattr(point_grid, "MIN_ROWS", 500)
+    n = 800
+    shapes = [box(135 + (i % 40) * 0.005, 34.8 + (i // 40) * 0.005,
+                  135.003 + (i % 40) * 0.005, 34.803 + (i // 40) * 0.005) for i in range(n)]
+    shapes[7] = shapes[7].difference(shapes[7].centroid.buffer(0.0005))   # a hole
+    frame = gpd.GeoDataFrame({
+        "名称": [None if i % 9 == 0 else f"区域\"{i}\"\n" for i in range(n)],
+        "深さ": [None if i % 7 == 0 else i / 3 for i in range(n)],
+        "ランク": list(range(n)), "開設": [i % 2 == 0 for i in range(n)]},
+        geometry=[None if i in (5, 600) else MultiPolygon([g]) for i, g in enumerate(shapes)],
+        crs="EPSG:4326")
+    v = versions.write_version(frame, tmp_path, "stored", 1)
+    engine = features_pg.engine_for(tmp_path)
+    executed = []
+
+    def provider():
+        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
+                                "renkei_tables": _recording(executed, engine)})
+    names = ["名称", "深さ", "ランク", "開設"]
+    j = f'"c_{v.layer[2:]}".feature'   # the texts, kept in the grid's cells
+    from ogcapi import cql
+    flt = cql.parse(json.dumps({"op": ">", "args": [{"property": "ランク"}, 100]}), "cql2-json")
+    # A filtered page builds its texts from the rows it scanned; the others read them.
+    for kwargs, reads in [(dict(limit=300), True), (dict(limit=300, offset=450), True),
+                          (dict(limit=300, bbox=[135.02, 34.81, 135.11, 34.84]), True),
+                          (dict(limit=300, offset=300, bbox=[135.0, 34.8, 135.2, 34.9]), True),
+                          (dict(limit=200, filterq=flt), False),
+                          (dict(limit=200, offset=300, filterq=flt), False)]:
+        executed.clear()
+        stored = provider().query(raw_json=True, **kwargs)["features"]
+        assert any(j in s for s in executed) == reads, kwargs
+        executed.clear()
+        built = provider().query(raw_json=True, select_properties=names, **kwargs)["features"]
+        assert not any(j in s for s in executed)
+        assert list(stored) == list(built) and len(stored) > 100
+    item = provider().get(8)
+    assert item == json.loads(provider().query(raw_json=True, select_properties=names,
+                                               limit=1, offset=7)["features"][0])
+    assert len(item["geometry"]["coordinates"][0]) == 2   # the hole came through
+    assert provider().get(6)["geometry"] is None   # a row no bbox holds keeps its text too
+    executed.clear()
+    by_rank = provider().query(limit=3, sortby=[{"property": "ランク", "order": "-"}])
+    assert [f["id"] for f in by_rank["features"]] == [n, n - 1, n - 2]
+    assert not any(j in s for s in executed)   # a top-N builds only its page's texts
+    bare = provider().query(limit=2, skip_geometry=True)["features"]
+    assert all(f["geometry"] is None for f in bare)
+    some = provider().query(limit=2, select_properties=["ランク"])["features"]
+    assert all(list(f["properties"]) == ["ランク"] for f in some)
+    spec = CrsTransformSpec("http://www.opengis.net/def/crs/OGC/1.3/CRS84", "",
+                            "http://www.opengis.net/def/crs/EPSG/0/4326", "")
+    flipped = provider().query(limit=1, crs_transform_spec=spec)["features"][0]
+    x, y = flipped["geometry"]["coordinates"][0][0][0]
+    assert 34 < x < 35 and 135 < y < 136   # latitude first, built, not the stored text
+
+
+def test_only_large_tables_get_a_grid(tmp_path, monkeypatch):
+    """From point_grid.MIN_ROWS rows on: points a point grid, polygons a box grid whose cells
+    keep their Feature texts; smaller versions neither."""
     from store import point_grid
     monkeypatch.setattr(point_grid, "MIN_ROWS", 50)
+
+    def areas(n):
+        return gpd.GeoDataFrame({"名称": [f"面{i}" for i in range(n)]}, geometry=[
+            box(135 + i * 0.01, 34.8, 135.005 + i * 0.01, 34.805) for i in range(n)],
+            crs="EPSG:4326")
     small = versions.write_version(_points([f"点{i}" for i in range(49)]), tmp_path, "s", 1)
-    polys = gpd.GeoDataFrame({"名称": [f"面{i}" for i in range(60)]}, geometry=[
-        box(135 + i * 0.01, 34.8, 135.005 + i * 0.01, 34.805) for i in range(60)],
-        crs="EPSG:4326")
-    area = versions.write_version(polys, tmp_path, "a", 1)
+    small_area = versions.write_version(areas(49), tmp_path, "sa", 1)
+    area = versions.write_version(areas(60), tmp_path, "a", 1)
     large = versions.write_version(_points([f"点{i}" for i in range(50)]), tmp_path, "l", 1)
     with features_pg.engine_for(tmp_path).connect() as conn:
-        def has(v):
+        def has(v, table):
             return conn.execute(text("SELECT to_regclass(:g) IS NOT NULL"),
-                                {"g": point_grid.companions(v.layer)[1]}).scalar()
-        assert (has(small), has(area), has(large)) == (False, False, True)
+                                {"g": table}).scalar()
+        grids = [has(v, point_grid.companions(v.layer)[1])
+                 for v in (small, small_area, area, large)]
+        texts = [conn.execute(text("SELECT count(*) FROM pg_attribute WHERE attname = 'feature' "
+                                   "AND attrelid = to_regclass(:c)"),
+                              {"c": f'"{point_grid.companions(v.layer)[0]}"'}).scalar() == 1
+                 for v in (small, small_area, area, large)]
+        assert grids == [False, False, True, True]
+        assert texts == [False, False, True, False]
+        head = conn.execute(text(f'SELECT grid FROM "{point_grid.companions(area.layer)[1]}" '
+                                 "WHERE cy = -1")).scalar()
+        assert len(head) == 9   # a grid of boxes
