@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 
 from store import feature_json, point_grid
-from store.point_grid import COARSE, MARGIN, MAX_FINE, POINT_TYPE, Grid, _f, _fine_sql, _q, \
+from store.point_grid import COARSE, MAX_FINE, POINT_TYPE, Grid, _f, _fine_sql, _q, \
     companions
 
 # Fine cells are sized for about this many features each, and never narrower than half of
@@ -153,12 +153,7 @@ class BoxGrid(Grid):
         env = "ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
         # The ring of the bbox outside D (shrunk by MARGIN: a centre within rounding of D's
         # edge may be stored outside D), clipped to where small features can reach.
-        sx0, sy0 = max(minx, self.x0 - 2 * self.w), max(miny, self.y0 - 2 * self.h)
-        sx1, sy1 = min(maxx, self.x1 + 2 * self.w), min(maxy, self.y1 + 2 * self.h)
-        xa, xb = self.x0 + a * self.w + MARGIN, self.x0 + (b + 1) * self.w - MARGIN
-        yc, yd = self.y0 + c * self.h + MARGIN, self.y0 + (d + 1) * self.h - MARGIN
-        strips = [(sx0, sy0, xa, sy1), (xb, sy0, sx1, sy1),
-                  (sx0, sy0, sx1, yc), (sx0, yd, sx1, sy1)]
+        strips = self._strips(box, (a, b, c, d), 2 * self.w, 2 * self.h)
         table = _q(self.table)
         geom = f"{table}.geom"
         mx, my = _centre("_b.b")

@@ -151,6 +151,19 @@ class Grid:
             b -= 1
         return a, b
 
+    def _strips(self, box, cells, reach_x: float, reach_y: float) -> list[tuple]:
+        """The four strips of `box` around the fine cells `cells` (a, b, c, d: columns a-b,
+        rows c-d) shrunk by MARGIN, ending `reach_x`/`reach_y` past the extent of what the
+        grid places in cells."""
+        minx, miny, maxx, maxy = box
+        a, b, c, d = cells
+        sx0, sy0 = max(minx, self.x0 - reach_x), max(miny, self.y0 - reach_y)
+        sx1, sy1 = min(maxx, self.x1 + reach_x), min(maxy, self.y1 + reach_y)
+        xa, xb = self.x0 + a * self.w + MARGIN, self.x0 + (b + 1) * self.w - MARGIN
+        yc, yd = self.y0 + c * self.h + MARGIN, self.y0 + (d + 1) * self.h - MARGIN
+        return [(sx0, sy0, xa, sy1), (xb, sy0, sx1, sy1),
+                (sx0, sy0, sx1, yc), (sx0, yd, sx1, sy1)]
+
     def count_sql(self, box) -> tuple[str, list] | None:
         """SQL (one row, one column) and parameters counting the points of the version table
         in `box` exactly, or None when the box holds no whole cell (then it is small and the
@@ -165,12 +178,7 @@ class Grid:
         # strips of the bbox (its cell's edge is within rounding of the inner box's). They end
         # at the points' extent: a strip reaching far past it made the GiST scan of a
         # world-wide bbox read 120 ms of index for the few points at the extent's edges.
-        sx0, sy0 = max(minx, self.x0 - MARGIN), max(miny, self.y0 - MARGIN)
-        sx1, sy1 = min(maxx, self.x1 + MARGIN), min(maxy, self.y1 + MARGIN)
-        xa, xb = self.x0 + a * self.w + MARGIN, self.x0 + (b + 1) * self.w - MARGIN
-        yc, yd = self.y0 + c * self.h + MARGIN, self.y0 + (d + 1) * self.h - MARGIN
-        strips = [(sx0, sy0, xa, sy1), (xb, sy0, sx1, sy1),
-                  (sx0, sy0, sx1, yc), (sx0, yd, sx1, sy1)]
+        strips = self._strips(box, (a, b, c, d), MARGIN, MARGIN)
         table = _q(self.table)
         geom = f"{table}.geom"
         fx = _fine_sql(f"ST_X({geom})", self.x0, self.w, self.fine)
