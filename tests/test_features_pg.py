@@ -445,6 +445,22 @@ def test_a_count_shape_out_of_budget_is_skipped_for_a_while(tmp_path):
     assert len(counted()) == 1
 
 
+def _intersecting(engine, table, bbox):
+    """The fids ST_Intersects finds in `bbox`, in order: what a grid must answer."""
+    with engine.connect() as conn:
+        return conn.execute(text(
+            f'SELECT coalesce(array_agg(fid ORDER BY fid), ARRAY[]::bigint[]) '
+            f'FROM "{table}" WHERE ST_Intersects(geom, ST_MakeEnvelope(:a, :b, :c, :d, 4326))'),
+            dict(zip("abcd", bbox))).scalar()
+
+
+def _providers(engine, path, executed):
+    """A maker of providers of `path` whose statements are appended to `executed`."""
+    from ogcapi.postgis import PostGISProvider
+    return lambda: PostGISProvider({"name": "PostGIS", "type": "feature", "data": path,
+                                    "renkei_tables": _recording(executed, engine)})
+
+
 def _bbox_pages(provider, box, limit):
     """The fids of every page of `box`, by OFFSET and by the signed keyset in turn, after
     checking that `hits` and every page state the same exact count (an int)."""
@@ -470,7 +486,6 @@ def test_a_large_point_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, mon
     OFFSET and by the signed keyset, are what ST_Intersects says, and dropping the version
     drops its grid."""
     import random
-    from ogcapi.postgis import PostGISProvider
     from store import point_grid
     monkeypatch.setattr(point_grid, "MIN_ROWS", 1000)
     x0, y0, step, hair = 135.0, 34.75, 1 / 128, 1e-9   # 32 cells of 1/128° each way
@@ -492,18 +507,11 @@ def test_a_large_point_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, mon
         assert conn.execute(text("SELECT relallvisible > 0 FROM pg_class WHERE relname = :t"),
                             {"t": cells}).scalar()
 
-    def expected(box):
-        with engine.connect() as conn:
-            return conn.execute(text(
-                f'SELECT coalesce(array_agg(fid ORDER BY fid), ARRAY[]::bigint[]) '
-                f'FROM "{v.layer}" WHERE ST_Intersects(geom, ST_MakeEnvelope(:a, :b, :c, :d,'
-                ' 4326))'), dict(zip("abcd", box))).scalar()
+    def expected(bbox):
+        return _intersecting(engine, v.layer, bbox)
 
     executed = []
-
-    def provider():
-        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
-                                "renkei_tables": _recording(executed, engine)})
+    provider = _providers(engine, v.path, executed)
 
     # Edges on fine cells (odd indexes) and on coarse cells (even: 2 × 2 fine cells each).
     boxes = [(x0 + 3 * step, y0 + 5 * step, x0 + 9 * step, y0 + 12 * step),
@@ -545,7 +553,6 @@ def test_a_large_polygon_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, m
     import random
     from shapely.affinity import rotate
     from shapely.geometry import Polygon
-    from ogcapi.postgis import PostGISProvider
     from store import box_grid, point_grid
     monkeypatch.setattr(point_grid, "MIN_ROWS", 1000)
     rng = random.Random(17)
@@ -586,18 +593,11 @@ def test_a_large_polygon_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, m
         g = point_grid.Grid.load(conn.connection.driver_connection.cursor(), v.layer)
     assert isinstance(g, box_grid.BoxGrid)
 
-    def expected(b):
-        with engine.connect() as conn:
-            return conn.execute(text(
-                f'SELECT coalesce(array_agg(fid ORDER BY fid), ARRAY[]::bigint[]) '
-                f'FROM "{v.layer}" WHERE ST_Intersects(geom, ST_MakeEnvelope(:a, :b, :c, :d,'
-                ' 4326))'), dict(zip("abcd", b))).scalar()
+    def expected(bbox):
+        return _intersecting(engine, v.layer, bbox)
 
     executed = []
-
-    def provider():
-        return PostGISProvider({"name": "PostGIS", "type": "feature", "data": v.path,
-                                "renkei_tables": _recording(executed, engine)})
+    provider = _providers(engine, v.path, executed)
 
     def edge(i, j):
         return gx + i * w, gy + j * h
