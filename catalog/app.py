@@ -1,6 +1,8 @@
 """The application factory: one Flask app serving the catalogue, the open APIs and the OGC API."""
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from pathlib import Path
 
@@ -14,9 +16,23 @@ from store.db import Dataset, Store
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
+class _App(Flask):
+    """Flask, asking once per function whether it is a coroutine function: Flask asks for
+    every hook and view on every request (a dozen times per OGC API item, more than a tenth
+    of its Python calls, issue 17), and a function never changes kind."""
+
+    def ensure_sync(self, func):
+        return self.async_to_sync(func) if _is_async(func) else func
+
+
+@functools.lru_cache(maxsize=1024)   # bounded: per-request closures (after_this_request) pass
+def _is_async(func) -> bool:
+    return inspect.iscoroutinefunction(func)
+
+
 def create_app(data_dir: Path | str, *, base_url: str = "http://127.0.0.1:8000",
                config: dict | None = None, make_dir: bool = True) -> Flask:
-    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app = _App(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config.update(RENKEI_DATA=str(data_dir), RENKEI_BASE_URL=base_url.rstrip("/"),
                       JSON_AS_ASCII=False,
                       # The whole request; each organization's own file limit is checked

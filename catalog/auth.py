@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, current_app, g, json, redirect, render_template,
                    request, session, url_for)
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
@@ -24,6 +25,7 @@ from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
 from catalog.i18n import _, lazy_gettext
+from catalog.response_headers import header
 from store import accounts
 from store import access
 from store.access import ANONYMOUS, Principal
@@ -51,9 +53,17 @@ class _CookieSessions(SecureCookieSessionInterface):
     no session cookie (API clients, issue 17): its session is new and empty either way."""
 
     def open_session(self, app, request):
-        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+        # No Cookie header at all (API clients): no cookie to parse for it (issue 17).
+        if app.secret_key and (not request.environ.get("HTTP_COOKIE")
+                               or not request.cookies.get(self.get_cookie_name(app))):
             return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        # Flask's own steps do nothing for a session nobody read or wrote that is empty (no
+        # cookie, no Vary: Cookie), after working out every cookie attribute.
+        if session or session.accessed or session.modified:
+            super().save_session(app, session, response)
 
 
 def init_app(app) -> None:
@@ -68,6 +78,8 @@ def init_app(app) -> None:
                       WTF_CSRF_TIME_LIMIT=3600 * 8)
     app.extensions["renkei_token_secret"] = accounts.token_secret(store.data_dir)
     login_manager.init_app(app)
+    hooks = app.after_request_funcs.setdefault(None, [])
+    hooks[:] = [_remember_me if f == login_manager._update_remember_cookie else f for f in hooks]
     login_manager.login_view = "auth.login"
     login_manager.login_message = lazy_gettext("このページを見るにはログインしてください。")
     csrf.init_app(app)
@@ -93,7 +105,10 @@ def _load_user(user_id: str):
 
 
 def _presented_token() -> str | None:
-    raw = request.headers.get("X-CKAN-API-Key") or request.headers.get("Authorization")
+    # The WSGI environ's keys for these headers, as werkzeug's request.headers reads them,
+    # without the exception a missing header costs it (issue 17).
+    environ = request.environ
+    raw = environ.get("HTTP_X_CKAN_API_KEY") or environ.get("HTTP_AUTHORIZATION")
     if raw is None:
         return None
     raw = raw.strip()
@@ -114,13 +129,26 @@ def _resolve_principal():
                                 is_sysadmin=holder.is_sysadmin, roles=holder.roles,
                                 via="token", token_id=holder.token_id, scope=holder.scope)
         return None
-    if not request.cookies:
+    if not request.environ.get("HTTP_COOKIE") or not request.cookies:
         # No session and no remember-me cookie: Flask-Login would find nobody, after hashing
         # the address and user agent for its session protection. API clients send no cookies.
         g.principal = ANONYMOUS
         return None
     g.principal = current_user.principal if current_user.is_authenticated else ANONYMOUS
     return None
+
+
+def _remember_me(resp: Response) -> Response:
+    """Flask-Login's remember-me step (_update_remember_cookie), unless this request never
+    touched a session that is empty: then there is nothing to remember or clear, and Flask-Login
+    reading it would mark it accessed (Flask 3.1), so that saving it (Vary: Cookie, which
+    _no_shared_caching_for_callers sends anyway) cost an API request as much as its hooks
+    (issue 17)."""
+    ctx_session = getattr(request_ctx._get_current_object(), "_session", None)
+    if ctx_session is not None and not ctx_session and not ctx_session.accessed \
+            and not current_app.config.get("REMEMBER_COOKIE_REFRESH_EACH_REQUEST"):
+        return resp
+    return login_manager._update_remember_cookie(resp)
 
 
 _VARY = ("Authorization", "Cookie", "X-CKAN-API-Key")
@@ -131,10 +159,11 @@ def _no_shared_caching_for_callers(resp: Response) -> Response:
     """An answer depends on who asks, and one to a signed-in caller or a token may hold
     restricted data: no shared cache (proxy, CDN) may keep it or hand the anonymous answer to a
     member. Anonymous answers, public data only, stay cacheable as their views say."""
-    if "Vary" in resp.headers:
+    h = resp.headers
+    if header(h, "vary") is not None:
         resp.vary.update(_VARY)
     else:   # the usual case, without parsing and re-writing a header set (issue 17)
-        resp.headers["Vary"] = _VARY_TEXT
+        h.add("Vary", _VARY_TEXT)
     if principal().signed_in:
         kept = [d.strip() for d in resp.headers.get("Cache-Control", "").split(",")
                 if d.strip() and d.strip().lower() not in ("public", "private")]

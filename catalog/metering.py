@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from flask import g, request
 from sqlalchemy import select
 
+from catalog.response_headers import header
 from store import terms as terms_store
 from store import usage
 from store.accounts import ApiToken, User
@@ -82,6 +83,15 @@ def _ckan_id() -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _content_length(resp) -> int | None:
+    """resp.content_length, without werkzeug's two header lookups (``in``, then the value)."""
+    value = header(resp.headers, "content-length")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
 class Meter:
     def __init__(self, app, store, *, batch: int = 500, interval: float = 1.0):
         self.app, self.store = app, store
@@ -101,18 +111,19 @@ class Meter:
             g._meter_t0 = time.perf_counter()
 
     def after(self, resp):
-        t0 = g.pop("_meter_t0", None)
+        ctx_g = g._get_current_object()   # one proxy lookup, not one per use
+        t0 = ctx_g.pop("_meter_t0", None)
         if t0 is None:
             return resp
         path = request.path
-        p = g.get("principal")
+        p = ctx_g.get("principal")
         ident = (p.token_id, p.user_id, tuple(p.roles)) if p is not None and p.signed_in \
             else (None, None, ())
         status = resp.status_code
         features = 0
         key = _ckan_id() if path[1] == "a" else None   # CKAN: package/resource id
-        if resp.content_length is not None or not resp.is_streamed:
-            size = resp.content_length
+        size = _content_length(resp)
+        if size is not None or not resp.is_streamed:
             if size is None:
                 size = len(resp.get_data())
             if status == 200 and path.endswith("/items"):

@@ -24,6 +24,7 @@ from limits.storage import MemoryStorage
 from werkzeug.http import parse_date
 
 from catalog.metering import interface
+from catalog.response_headers import header
 from store import terms as terms_store
 
 DEFAULT_RATE = "1000/hour"
@@ -33,6 +34,8 @@ DEFAULT_TILE_RATE = "30000/hour"
 # How often the in-process counters drop the windows that have ended (their memory only: a
 # window's end is checked on every read, so counting never depends on it).
 PURGE_EVERY = 60.0
+# How many (caller, endpoint) pairs' limit keys ApiLimits keeps built (a few MB at most).
+KEYS_KEPT = 10_000
 
 
 class ProcessMemoryStorage(MemoryStorage):
@@ -87,32 +90,44 @@ class ApiLimits:
         # Parsed once; in the order Flask-Limiter tries them (the shortest window first).
         self.api, self.tiles = sorted(parse_many(api_limit)), sorted(parse_many(tiles_limit))
         self.prefix = [prefix] if prefix else []
+        self._keys: dict = {}
 
     def count(self):
         """before_request: count this request against its caller's limit; 429 past it."""
         limiter = self.limiter
         if not limiter.enabled:
             return
-        endpoint = request.endpoint
-        kind = interface(request.path)
+        req = request._get_current_object()   # one proxy lookup, not one per use
+        endpoint = req.endpoint
+        kind = interface(req.path)
         # Not counted, as with Flask-Limiter: pages, no route (a 404), static files.
         if kind is None or not endpoint or endpoint.rsplit(".", 1)[-1] == "static":
             return
         items = self.tiles if kind == "tiles" else self.api
-        args = (*self.prefix, caller_key(), endpoint)
+        keys = self._keys_of(items, caller_key(), endpoint)
         # limits' fixed window (FixedWindowRateLimiter.hit) on the storage itself: the count
         # the increment returns is also what the headers state, so no second read (in Redis,
         # a round trip less per request).
         storage = limiter.limiter.storage
         first = None
-        for item in items:
-            key = item.key_for(*args)
+        for item, key in zip(items, keys):
             count = storage.incr(key, item.get_expiry())
             if count > item.amount:
                 g._renkei_limit = (item, key, count)
                 raise RateLimitExceeded(_Breached(item))
             first = first or (item, key, count)
         g._renkei_limit = first   # the headers state the shortest window, as Flask-Limiter
+
+    def _keys_of(self, items, caller: str, endpoint: str) -> list[str]:
+        """limits' storage keys of ``items`` for this caller and endpoint, built once per
+        (caller, endpoint) rather than on every request (up to KEYS_KEPT pairs)."""
+        found = self._keys.get((id(items), caller, endpoint))
+        if found is None:
+            if len(self._keys) >= KEYS_KEPT:
+                self._keys.clear()
+            args = (*self.prefix, caller, endpoint)
+            found = self._keys[(id(items), caller, endpoint)] = [i.key_for(*args) for i in items]
+        return found
 
     def headers(self, resp):
         """after_request: X-RateLimit-Limit/-Remaining/-Reset and Retry-After, as Flask-Limiter
@@ -124,15 +139,17 @@ class ApiLimits:
         remaining = max(0, item.amount - count)
         reset_at = int(self.limiter.limiter.storage.get_expiry(key) + 1)
         h = resp.headers
+        existing = header(h, "retry-after")
         h.add("X-RateLimit-Limit", str(item.amount))
         h.add("X-RateLimit-Remaining", str(remaining))
         h.add("X-RateLimit-Reset", str(reset_at))
-        existing = h.get("Retry-After")
-        if existing is not None:   # the view's own, in seconds or as an HTTP date
+        if existing is None:
+            h.add("Retry-After", str(int(reset_at - time.time())))
+        else:   # the view's own, in seconds or as an HTTP date
             later = parse_date(existing)
             later = time.time() + int(existing) if later is None else later.timestamp()
             reset_at = max(int(later), reset_at)
-        h.set("Retry-After", str(int(reset_at - time.time())))
+            h.set("Retry-After", str(int(reset_at - time.time())))
         return resp
 
 

@@ -50,7 +50,7 @@ def init_app(app: Flask) -> None:
     def _headers(resp):
         h = resp.headers
         # One pass over the headers a view set (each lookup of werkzeug's Headers is a pass).
-        present = {k.lower() for k in h.keys()}
+        present = {k.lower() for k, _ in h}
         if "x-content-type-options" not in present:
             h.add("X-Content-Type-Options", "nosniff")
         if "referrer-policy" not in present:

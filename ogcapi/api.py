@@ -747,28 +747,33 @@ def _lean_item(api: API, request, dataset: str, identifier: str) -> tuple | None
         if p.uri_field:   # never set for our providers; pygeoapi's own path knows it
             return None
         headers['Content-Crs'] = f'<{CRS84}>'
-        prv_locale = l10n.get_plugin_locale(provider_def, request.raw_locale)
+        # get_plugin_locale answers None for a provider without languages (ours), after
+        # formatting two log lines: asked only of one that has some.
+        prv_locale = l10n.get_plugin_locale(provider_def, request.raw_locale) \
+            if provider_def.get('languages') or provider_def.get('language') else None
         content = p.get(identifier, language=prv_locale, crs_transform_spec=None)
     except ProviderGenericError as err:
         return api.get_exception(err.http_status_code, headers, request.format,
                                  err.ogc_exception_code, err.message)
     collections = api.get_collections_url()
     uri = f'{collections}/{dataset}/items/{identifier}'
-    tr = lambda s: l10n.translate(s, request.locale)  # noqa: E731
+    # pygeoapi passes its own link titles through l10n.translate too, which returns a plain
+    # string as it is: only the collection's title may be a language struct.
     content.setdefault('links', []).extend([
         {'type': FORMAT_TYPES[F_JSON], 'rel': 'root',
-         'title': tr('The landing page of this server as JSON'),
+         'title': 'The landing page of this server as JSON',
          'href': f'{api.base_url}?f={F_JSON}'},
         {'type': FORMAT_TYPES[F_HTML], 'rel': 'root',
-         'title': tr('The landing page of this server as HTML'),
+         'title': 'The landing page of this server as HTML',
          'href': f'{api.base_url}?f={F_HTML}'},
         {'rel': request.get_linkrel(F_JSON), 'type': 'application/geo+json',
-         'title': tr('This document as JSON'), 'href': f'{uri}?f={F_JSON}'},
+         'title': 'This document as JSON', 'href': f'{uri}?f={F_JSON}'},
         {'rel': request.get_linkrel(F_JSONLD), 'type': FORMAT_TYPES[F_JSONLD],
-         'title': tr('This document as RDF (JSON-LD)'), 'href': f'{uri}?f={F_JSONLD}'},
+         'title': 'This document as RDF (JSON-LD)', 'href': f'{uri}?f={F_JSONLD}'},
         {'rel': request.get_linkrel(F_HTML), 'type': FORMAT_TYPES[F_HTML],
-         'title': tr('This document as HTML'), 'href': f'{uri}?f={F_HTML}'},
-        {'rel': 'collection', 'type': FORMAT_TYPES[F_JSON], 'title': tr(res['title']),
+         'title': 'This document as HTML', 'href': f'{uri}?f={F_HTML}'},
+        {'rel': 'collection', 'type': FORMAT_TYPES[F_JSON],
+         'title': l10n.translate(res['title'], request.locale),
          'href': f'{collections}/{dataset}'}])
     l10n.set_response_language(headers, prv_locale, request.locale)
     headers['Content-Type'] = GEOJSON

@@ -6,6 +6,7 @@ import time and holds one fixed API in module globals. Each view here asks
 published by a harvest in another process appear without a restart.
 """
 
+import functools
 import importlib
 import json
 import logging
@@ -57,13 +58,14 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi',
 
     def run(fn, *args, check_format=True):
         api = ogcapi.api(readable())  # one API object for the whole request
-        req = _APIRequest.of(request, api.locales)
+        flask_request = request._get_current_object()   # one proxy lookup, not one per use
+        req = _APIRequest.of(flask_request, api.locales)
         if req.format == F_HTML:
             ogcapi.prepare_html(api)
         if check_format and not req.is_valid():
             headers, status, content = api.get_format_exception(req)
         else:
-            what = f'{request.method} {request.full_path}'
+            what = f'{flask_request.method} {flask_request.full_path}'
             try:
                 headers, status, content = fn(api, req, *args)
             except GenericError as err:
@@ -168,10 +170,44 @@ def register_ogcapi(app, ogcapi: OGCAPI, prefix: str = '/ogcapi',
         return send_from_directory(pkg.BASE_DIR, filename, max_age=86400)
 
     # pygeoapi's cors setting only applies to its own Flask app.
+    hooks = bp.after_request_funcs.setdefault(None, [])
+    before = list(hooks)
     CORS(bp, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'POST', 'OPTIONS'],
          expose_headers=EXPOSED_HEADERS)
+    hooks[:] = [f if f in before else _remembered_cors(f) for f in hooks]
     app.register_blueprint(bp)
     return bp
+
+
+def _remembered_cors(cors_after_request):
+    """flask-cors's after_request hook of this blueprint, its headers computed once per kind of
+    request: they depend only on the method and the request's CORS headers (Origin,
+    Access-Control-Request-*), its options being fixed and its one resource ('/*') matching
+    every path here; flask-cors's own steps cost as much as three other hooks together
+    (issue 17). Each kind is asked of flask-cors itself, on an empty response, so the headers
+    are the ones it writes; a response that already has Access-Control-Allow-Origin is left to
+    it too."""
+
+    @functools.lru_cache(maxsize=256)
+    def headers(method, origin, request_method, request_headers, private_network):
+        probe = Response()
+        known = len(probe.headers)
+        cors_after_request(probe)   # flask-cors only adds
+        return tuple(list(probe.headers)[known:])
+
+    def cors(resp):
+        for key, value in resp.headers:
+            if value and key.lower() == 'access-control-allow-origin':
+                return cors_after_request(resp)
+        env = request.environ
+        for key, value in headers(request.method, env.get('HTTP_ORIGIN'),
+                                  env.get('HTTP_ACCESS_CONTROL_REQUEST_METHOD'),
+                                  env.get('HTTP_ACCESS_CONTROL_REQUEST_HEADERS'),
+                                  env.get('HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK')):
+            resp.headers.add(key, value)
+        return resp
+
+    return cors
 
 
 class _RequestView:
@@ -184,8 +220,24 @@ class _RequestView:
 
     def __init__(self, req):
         self.args = req.args
-        self.headers = dict(req.headers)
+        self.headers = _headers_dict(req.environ)
         self.path_info = req.environ['PATH_INFO'].strip('/')
+
+
+_ENTITY_HEADERS = ('CONTENT_TYPE', 'CONTENT_LENGTH')
+
+
+def _headers_dict(environ) -> dict:
+    """dict(request.headers): the same names and values as werkzeug's EnvironHeaders yields
+    them, in one loop rather than a generator step per header (issue 17)."""
+    out = {}
+    for key, value in environ.items():
+        if key[:5] == 'HTTP_':
+            if key != 'HTTP_CONTENT_TYPE' and key != 'HTTP_CONTENT_LENGTH':
+                out[key[5:].replace('_', '-').title()] = value
+        elif value and key in _ENTITY_HEADERS:
+            out[key.replace('_', '-').title()] = value
+    return out
 
 
 class _APIRequest(APIRequest):

@@ -377,6 +377,56 @@ def test_queryables_schema_html_static_cors(server):
     assert 'Content-Crs' in r.headers['Access-Control-Expose-Headers']
 
 
+@contextmanager
+def _flask_cors_reference():
+    """A plain Flask app with flask-cors as the OGC API blueprint configures it, every answer
+    computed by flask-cors itself: what the blueprint's remembered CORS headers must equal."""
+    from flask_cors import CORS
+    from ogcapi.blueprint import EXPOSED_HEADERS
+    app = Flask('cors-reference')
+    app.add_url_rule('/x', 'x', lambda: 'ok', methods=['GET', 'POST'])
+    CORS(app, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'POST', 'OPTIONS'],
+         expose_headers=EXPOSED_HEADERS)
+    srv = make_server('127.0.0.1', 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{srv.server_port}/x'
+    finally:
+        srv.shutdown()
+        thread.join(5)
+
+
+def test_cors_headers_are_flask_cors_own_for_every_kind_of_request(server):
+    # The blueprint keeps flask-cors's headers per kind of request (issue 17): each kind, asked
+    # twice and between others, gets what flask-cors answers it.
+    base, _ = server
+    kinds = [
+        ('GET', {}),
+        ('GET', {'Origin': 'https://example.org'}),
+        ('GET', {'Origin': 'https://other.example.jp'}),
+        ('OPTIONS', {'Origin': 'https://example.org', 'Access-Control-Request-Method': 'POST',
+                     'Access-Control-Request-Headers': 'Content-Type, X-Custom'}),
+        ('OPTIONS', {'Origin': 'https://example.org', 'Access-Control-Request-Method': 'DELETE'}),
+        ('OPTIONS', {'Origin': 'https://example.org', 'Access-Control-Request-Method': 'GET',
+                     'Access-Control-Request-Private-Network': 'true'}),
+        ('HEAD', {'Origin': 'https://example.org'}),
+    ]
+
+    def cors(r):
+        return sorted((k, v) for k, v in r.headers.items()
+                      if k.lower().startswith('access-control-') or k.lower() == 'vary'
+                      and 'Origin' in v)
+
+    with _flask_cors_reference() as reference:
+        for method, headers in kinds + kinds[::-1]:
+            ours = requests.request(method, f'{base}/collections/schools/items/1',
+                                    headers=headers, timeout=30)
+            theirs = requests.request(method, reference, headers=headers, timeout=30)
+            assert cors(ours) == cors(theirs), (method, headers)
+            assert ours.headers['Access-Control-Allow-Origin'] == '*'
+
+
 def test_live_collections_without_restart(data, tmp_path):
     d = data['dir']
     schools = collection('schools', d / 'schools.gpkg', '学校・避難所', N_SCHOOLS)

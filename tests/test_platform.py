@@ -394,6 +394,29 @@ def test_a_token_over_its_limit_gets_429_with_the_headers(world, monkeypatch):
                    for _ in range(4))
 
 
+def test_an_anonymous_api_answer_opens_no_session_and_a_signed_in_one_keeps_it(site, world):
+    """API clients send no cookie: their answers set none and still say what they vary on,
+    with every hook's headers (issue 17 skips the session's save and Flask-Login's
+    remember-me step for them); a signed-in caller's session still works and is refreshed."""
+    base, _ = site
+    url = f"{base}/ogcapi/collections/{_collection(world, OPEN).id}/items?limit=1"
+    r = requests.get(url, timeout=30)
+    assert r.status_code == 200 and "Set-Cookie" not in r.headers
+    assert r.headers["Vary"] == "Authorization, Cookie, X-CKAN-API-Key"
+    for name in ("X-Content-Type-Options", "Referrer-Policy", "Content-Security-Policy",
+                 "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+                 "Retry-After", "Access-Control-Allow-Origin"):
+        assert name in r.headers, name
+    # A Cookie header that holds no session: anonymous, nothing set.
+    r = requests.get(url, headers={"Cookie": "lang=ja"}, timeout=30)
+    assert r.status_code == 200 and "Set-Cookie" not in r.headers
+    member = sign_in(base, OPERATOR)
+    r = member.get(url, timeout=30)
+    assert r.status_code == 200 and "private" in r.headers.get("Cache-Control", "")
+    assert "Cookie" in r.headers["Vary"]
+    assert member.get(base + "/admin", allow_redirects=False, timeout=30).status_code == 200
+
+
 def test_map_tiles_have_a_limit_of_their_own(world, monkeypatch):
     """A map view asks for dozens of tiles: tiles count against RENKEI_TILE_RATE_LIMIT, never
     against the API's limit, so panning a map does not cut a caller off the API (or back)."""
