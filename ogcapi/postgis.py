@@ -28,6 +28,7 @@ from pygeoapi.provider.base import (
 from ogcapi import cql, query_params
 from ogcapi.cql import pg_quote_ident as _q
 from ogcapi.errors import QueryError
+from ogcapi.feature_text import FeatureBytes
 from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as _INT64, \
     crs_from_uri, last_page_count, page_bounded
 from store import feature_json
@@ -396,6 +397,8 @@ class PostGISProvider(BaseProvider):
         features = features[:limit]
         if not raw_json:
             features = [json.loads(f) for f in features]
+        elif features and isinstance(features[0], bytes):
+            features = FeatureBytes(b','.join(features), len(features))
         else:
             features = RawFeatures(features)
         out = {'type': 'FeatureCollection', 'features': features,
@@ -448,6 +451,7 @@ class PostGISProvider(BaseProvider):
         by_cell, by_fid = ((f' AND {keyed}.cell = k.cell', f' AND {keyed}.{BY_FID}')
                            if stored else ('', ''))
         sql_offset = 0 if keyset is not None else offset
+        _texts_as_utf8(cur)
         fids = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset) if grid else None
         if fids is not None:
             fsql, fparams = fids
@@ -571,6 +575,23 @@ class PostGISProvider(BaseProvider):
 
 
 _AXES = {}
+_UTF8_LOADER = []
+
+
+def _texts_as_utf8(cur):
+    """Have `cur` return text columns as the UTF-8 bytes the server sends, when the
+    connection's encoding is UTF-8: a page's Feature texts then go into the response as they
+    came (FeatureBytes), not decoded and encoded again (~3 ms of a page of 1,000 polygons)."""
+    if cur.connection.info.encoding != 'utf-8':
+        return
+    if not _UTF8_LOADER:
+        from psycopg.adapt import Loader
+
+        class Utf8(Loader):
+            def load(self, data):
+                return bytes(data)
+        _UTF8_LOADER.append(Utf8)
+    cur.adapters.register_loader('text', _UTF8_LOADER[0])
 
 
 def _geometry_sql(column, crs_spec):

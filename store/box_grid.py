@@ -7,13 +7,14 @@ each candidate's geometry tested), ~9 ms of a page that pygeoapi's provider answ
 
 The same two companions as a point grid (written in the version's transaction, dropped with
 it, row -1 of the grid table carrying a ninth value, 1, that says "boxes"):
-- c_…: (cell, fid, x0, y0, x1, y1, feature) of every row: its exact bounding box, `cell` the
-  coarse cell of the box's centre, or -1 for a "big" feature, one whose box is wider or taller
-  than two fine cells, or -2 for a row no bbox holds (no geometry, or not finite); and its
-  default Feature text (store.feature_json). In (cell, fid) order, with a B-tree on (cell,
-  fid) INCLUDE (the box), read without the heap, and a unique one on fid. A bbox page's texts
-  are then read from the few cells it lies in, through the index its fids came from: looked
-  up by fid they were one random index page each, ~800 reads a page once the cache is cold.
+- c_…: (cell, fid, x0, y0, x1, y1, geom, feature) of every row: its exact bounding box,
+  `cell` the coarse cell of the box's centre, or -1 for a "big" feature, one whose box is
+  wider or taller than two fine cells, or -2 for a row no bbox holds (no geometry, or not
+  finite); a copy of its geometry, and its default Feature text (store.feature_json). In
+  (cell, fid) order, with a B-tree on (cell, fid) INCLUDE (the box), read without the heap,
+  and a unique one on fid. A bbox page's exact tests and texts are then read from the few
+  cells it lies in, through the index its fids came from: looked up by fid in the version
+  table they were one random index page each, ~800 reads a page once the cache is cold.
 - g_…: prefix sums over the fine cells of the small features' box centres.
 
 A small feature whose centre lies in fine cell (cx, cy) has its box within cells cx ± 1,
@@ -117,7 +118,7 @@ def build(execute, table: str) -> bool:
     execute(f"CREATE TABLE {cells} AS SELECT (CASE WHEN NOT coalesce({finite}, false) THEN "
             f"{NOWHERE} WHEN {small} THEN {cx} / {k} + {COARSE} * ({cy} / {k}) ELSE {BIG} END)"
             f"::smallint AS cell, {t}.fid, {bx0} AS x0, {by0} AS y0, {bx1} AS x1, {by1} AS y1, "
-            f"{feature_json.feature_sql(table, f'{t}.geom')} AS feature "
+            f"{t}.geom, {feature_json.feature_sql(table, f'{t}.geom')} AS feature "
             f"FROM {feature_json.from_sql(table, props)} {_boxed(t)} ORDER BY 1, 2")
     execute(f"CREATE INDEX {_q(names[0] + '_cell')} ON {cells} (cell, fid) "
             "INCLUDE (x0, y0, x1, y1)")
@@ -169,8 +170,8 @@ class BoxGrid(Grid):
                f"AND NOT ({fx} BETWEEN %s AND %s AND {fy} BETWEEN %s AND %s) AND "
                f"(({bx0} >= %s AND {bx1} <= %s AND {by0} >= %s AND {by1} <= %s) OR "
                f"ST_Intersects({geom}, {env}))) + (SELECT count(*) FROM {_q(self.cells)} b "
-               f"JOIN {table} ON {table}.fid = b.fid WHERE b.cell = {BIG} AND b.x0 <= %s "
-               f"AND b.x1 >= %s AND b.y0 <= %s AND b.y1 >= %s AND {self._exact('b', geom)})")
+               f"WHERE b.cell = {BIG} AND b.x0 <= %s AND b.x1 >= %s AND b.y0 <= %s "
+               f"AND b.y1 >= %s AND {self._exact('b', 'b.geom')})")
         params = [d, b + 1, a, d, c - 1]
         for s in strips:
             params += list(s)
@@ -196,11 +197,13 @@ class BoxGrid(Grid):
         for cell in [BIG] + [col + COARSE * row for row in lines for col in cols]:
             branches.append(branch)
             params += [cell, maxx, minx, maxy, miny, *([keyset] if keyset is not None else [])]
-        table = _q(self.table)
+        cells = _q(self.cells)
         inside = "u.x0 >= %s AND u.x1 <= %s AND u.y0 >= %s AND u.y1 <= %s"
+        # The geometry of a candidate whose box crosses an edge: its own row in the cells,
+        # through the index page just read and beside the texts the page will read.
         sql = ("SELECT u.fid, u.cell FROM (" + " UNION ALL ".join(branches)
                + f") u WHERE ({inside}) "
-               f"OR EXISTS (SELECT 1 FROM {table} WHERE {table}.fid = u.fid AND "
-               f"ST_Intersects({table}.geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))) "
+               f"OR EXISTS (SELECT 1 FROM {cells} e WHERE e.cell = u.cell AND e.fid = u.fid "
+               "AND ST_Intersects(e.geom, ST_MakeEnvelope(%s, %s, %s, %s, 4326))) "
                "ORDER BY u.fid LIMIT %s OFFSET %s")
         return sql, params + [minx, maxx, miny, maxy, minx, miny, maxx, maxy, rows, offset]
