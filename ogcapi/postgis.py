@@ -13,6 +13,7 @@ A request reads its version inside one transaction (ACCESS SHARE on the table), 
 publisher's DROP of a superseded version waits for it or is retried later, never cuts it.
 """
 
+import functools
 import hashlib
 import hmac
 import json
@@ -435,9 +436,9 @@ class PostGISProvider(BaseProvider):
                 keyset = self._tables.page_end(lyr.table, key, offset)
                 if keyset is None:   # another process served the page before
                     keyset = self._tables.signed_page_end(token, lyr.table, key, offset)
-        # The default text of a large polygon version is stored (store.feature_json): read
-        # by key once the page's fids are known. Not under sortby, whose top-N builds only the
-        # page's texts where a join before it would read every row's.
+        # The default text of a large polygon version is stored in its grid's cells
+        # (store.box_grid): read by key once the page's fids are known. Not under sortby, whose
+        # top-N builds only the page's texts where a join before it would read every row's.
         stored = not sortby and self._stored(select_properties, skip_geometry, crs_spec)
         if stored:
             keyed = _q(lyr.stored)
@@ -497,7 +498,8 @@ class PostGISProvider(BaseProvider):
             else:
                 # A filtered page builds its texts from the rows its scan has read: stored
                 # ones would cost one more random page each (the cells are in cell order).
-                built = self._feature_sql(select_properties, skip_geometry, crs_spec)
+                built = self._feature_sql(select_properties, skip_geometry, crs_spec) \
+                    if stored else feature
                 sql = (f'SELECT {t}.fid, {built} FROM {self._from(select_properties)}{cond} '
                        f'ORDER BY {", ".join(order)} LIMIT %s OFFSET %s')
             cur.execute(sql, [*params, limit + 1, sql_offset])
@@ -575,23 +577,25 @@ class PostGISProvider(BaseProvider):
 
 
 _AXES = {}
-_UTF8_LOADER = []
 
 
 def _texts_as_utf8(cur):
     """Have `cur` return text columns as the UTF-8 bytes the server sends, when the
     connection's encoding is UTF-8: a page's Feature texts then go into the response as they
-    came (FeatureBytes), not decoded and encoded again (~3 ms of a page of 1,000 polygons)."""
-    if cur.connection.info.encoding != 'utf-8':
-        return
-    if not _UTF8_LOADER:
-        from psycopg.adapt import Loader
+    came (FeatureBytes), not decoded and encoded again (a page of 1,000 polygons through
+    Flask: 12.1 -> 10.7 ms)."""
+    if cur.connection.info.encoding == 'utf-8':
+        cur.adapters.register_loader('text', _utf8_loader())
 
-        class Utf8(Loader):
-            def load(self, data):
-                return bytes(data)
-        _UTF8_LOADER.append(Utf8)
-    cur.adapters.register_loader('text', _UTF8_LOADER[0])
+
+@functools.cache
+def _utf8_loader():
+    from psycopg.adapt import Loader   # psycopg is imported only in PostgreSQL mode
+
+    class Utf8(Loader):
+        def load(self, data):
+            return bytes(data)
+    return Utf8
 
 
 def _geometry_sql(column, crs_spec):
