@@ -34,8 +34,8 @@ from ogcapi.gpkg_read import CRS84, DEFAULT_COUNT_BUDGET_MS, SQLITE_INT_RANGE as
     crs_from_uri, last_page_count, page_bounded
 from store import feature_json
 from store.features_pg import table_of
-from store.box_grid import BY_FID, BoxGrid
-from store.point_grid import POINT_TYPE, Grid
+from store.box_grid import BY_FID, BoxGrid, grid_of
+from store.point_grid import POINT_TYPE
 
 __all__ = ['TABLES_KEY', 'PostGISProvider', 'TableRegistry']
 
@@ -66,7 +66,7 @@ class Table:
         cur.execute(f'SELECT coalesce(max(fid), 0) FROM {_q(table)}', [])
         self.count = cur.fetchone()[0]
         # Large tables count and page a bbox from their grid (store.point_grid, box_grid).
-        self.grid = Grid.load(cur, table)
+        self.grid = grid_of(cur, table)
         # Large tables of polygons and lines keep their default Feature texts in their grid's
         # cells (store.box_grid): the table to read them from.
         self.stored = self.grid.cells if isinstance(self.grid, BoxGrid) else None

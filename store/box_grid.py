@@ -131,6 +131,15 @@ def build(execute, table: str) -> bool:
     return True
 
 
+def grid_of(cur, table: str) -> Grid | None:
+    """The grid of version table `table`: a BoxGrid (its header's ninth value says boxes), a
+    point Grid, or None (too small, or written before grids)."""
+    header = Grid.header(cur, table)
+    if header is None:
+        return None
+    return BoxGrid(table, *header[:8]) if len(header) > 8 else Grid(table, *header)
+
+
 class BoxGrid(Grid):
     """A version's grid of boxes (polygons, lines), as read from row -1 of its grid table."""
 

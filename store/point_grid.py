@@ -119,22 +119,17 @@ class Grid:
         self.x0, self.y0, self.w, self.h, self.x1, self.y1 = x0, y0, w, h, x1, y1
         self.fine, self.k = int(fine), int(k)
 
-    @classmethod
-    def load(cls, cur, table: str) -> "Grid | None":
-        """The grid of `table` (a BoxGrid for polygons and lines), or None (too small, or
-        written before grids)."""
+    @staticmethod
+    def header(cur, table: str) -> list | None:
+        """Row -1 of `table`'s grid table (the grid's own values), or None (no grid: too
+        small, or written before grids). store.box_grid.grid_of makes the grid of it."""
         grid = companions(table)[1]
         cur.execute("SELECT to_regclass(%s)", [_q(grid)])
         if cur.fetchone()[0] is None:
             return None
         cur.execute(f"SELECT grid FROM {_q(grid)} WHERE cy = -1", [])
         row = cur.fetchone()
-        if not row:
-            return None
-        if len(row[0]) > 8:   # a ninth value: the grid of a table of boxes (store.box_grid)
-            from store.box_grid import BoxGrid
-            return BoxGrid(table, *row[0][:8])
-        return cls(table, *row[0])
+        return row[0] if row else None
 
     def _fine(self, v: float, origin: float, step: float) -> int:
         """The fine column (or row) of coordinate `v`, as _fine_sql computes it."""

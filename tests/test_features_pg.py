@@ -590,7 +590,7 @@ def test_a_large_polygon_tables_grid_counts_and_pages_a_bbox_exactly(tmp_path, m
     gx, gy, w, h, fine = head[:5]
     assert len(head) == 9 and big >= 25
     with engine.connect() as conn:
-        g = point_grid.Grid.load(conn.connection.driver_connection.cursor(), v.layer)
+        g = box_grid.grid_of(conn.connection.driver_connection.cursor(), v.layer)
     assert isinstance(g, box_grid.BoxGrid)
 
     def expected(bbox):
