@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 from ogcapi.blueprint import register_ogcapi
 from ogcapi.api import OGCAPI, build_config
 from tests import pg_features
+from tests.servers import live_server
 
 HYOGO = [134.25, 34.15, 135.47, 35.68]
 CITIES = ['姫路市', '加古川市', '加西市', '養父市', '神戸市']
@@ -387,14 +388,8 @@ def _flask_cors_reference():
     app.add_url_rule('/x', 'x', lambda: 'ok', methods=['GET', 'POST'])
     CORS(app, origins='*', send_wildcard=True, methods=['GET', 'HEAD', 'POST', 'OPTIONS'],
          expose_headers=EXPOSED_HEADERS)
-    srv = make_server('127.0.0.1', 0, app, threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{srv.server_port}/x'
-    finally:
-        srv.shutdown()
-        thread.join(5)
+    with live_server(app) as base:
+        yield f'{base}/x'
 
 
 def test_cors_headers_are_flask_cors_own_for_every_kind_of_request(server):
