@@ -83,12 +83,12 @@ def build(execute, table: str) -> bool:
     transaction) when it holds at least point_grid.MIN_ROWS features that are not points;
     False when it does not need them. `execute` runs one statement (cursor: fetchone)."""
     t = _q(table)
-    kind = execute(
-        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        f"WHERE a.attrelid = '{t}'::regclass AND a.attname = 'geom'").fetchone()
-    if kind is None or POINT_TYPE.match(kind[0]):
+    cols = feature_json.columns(execute, table)
+    kind = dict(cols).get("geom")
+    if kind is None or POINT_TYPE.match(kind):
         return False
-    rows = f"{t} {_boxed(t)} WHERE {_finite(f'{t}.geom', '_b.b')}"
+    finite = _finite(f"{t}.geom", "_b.b")
+    rows = f"{t} {_boxed(t)} WHERE {finite}"
     bx0, by0, bx1, by1 = _box("_b.b")
     mx, my = _centre("_b.b")
     n, x0, y0, x1, y1, bw, bh = execute(
@@ -112,8 +112,7 @@ def build(execute, table: str) -> bool:
     cells, grid = map(_q, names)
     cx, cy = _fine_sql(mx, x0, w, fine), _fine_sql(my, y0, h, fine)
     small = _small("_b.b", w, h)
-    finite = _finite(f"{t}.geom", "_b.b")
-    props = list(feature_json.properties(feature_json.columns(execute, table)))
+    props = list(feature_json.properties(cols))
     execute(f"DROP TABLE IF EXISTS {cells}, {grid}")
     execute(f"CREATE TABLE {cells} AS SELECT (CASE WHEN NOT coalesce({finite}, false) THEN "
             f"{NOWHERE} WHEN {small} THEN {cx} / {k} + {COARSE} * ({cy} / {k}) ELSE {BIG} END)"
