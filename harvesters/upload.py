@@ -55,9 +55,15 @@ class Staged:
 
 def upload_limit(store: Store, organization_id: str) -> int:
     with store.session() as s:
-        org = s.get(Organization, organization_id)
-        return (org.upload_limit if org is not None and org.upload_limit else
-                int(os.environ.get("RENKEI_UPLOAD_LIMIT", DEFAULT_LIMIT)))
+        return session_upload_limit(s, organization_id)
+
+
+def session_upload_limit(s, organization_id: str) -> int:
+    """upload_limit read through a session the caller holds (a second one would need a second
+    connection while the first is held)."""
+    org = s.get(Organization, organization_id)
+    return (org.upload_limit if org is not None and org.upload_limit else
+            int(os.environ.get("RENKEI_UPLOAD_LIMIT", DEFAULT_LIMIT)))
 
 
 def safe_filename(name: str) -> str:

@@ -61,7 +61,7 @@ def test_two_servers_and_harvests_through_pgbouncer_stay_in_its_pool(tmp_path, m
                 assert want["search"] == [DATASET]
                 with ThreadPoolExecutor(8) as pool:
                     seen = list(pool.map(view, [a, b] * 6))
-                    # A republish of the same files meanwhile (unchanged: same answers).
+                    # Then a republish of the same files (unchanged: the same answers).
                     assert harvest(harvester, sources(tmp_path / "src", with_file=True)
                                    ).returncode == 0
                 assert all(v == want for v in seen)

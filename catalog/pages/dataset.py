@@ -72,34 +72,37 @@ def dataset(dataset_id: str):
         org = s.get(Organization, ds.organization_id) if ds.organization_id else None
         source = s.get(Source, ds.source_name)
         collections = [c for c in ds.collections if c.status == "active"]
-        page_url = base_url() + url_for("dataset.dataset", dataset_id=ds.id)
-        try:
-            tpage = max(1, int(request.args.get("table_page") or 1))
-        except ValueError:
-            tpage = 1
-        table = None
-        if collections:
-            first = collections[0]
-            table = table_page(first.path if features_pg.is_postgis(first.path)
-                               else store.data_dir / first.path, first.layer, tpage, TABLE_ROWS,
-                               first.feature_count)
-            table["collection"] = first
-            table["titles"] = column_titles(ds.theme, table["columns"])
-        data_modified = max((c.published_at for c in collections), default=None)
-        return render_template(
-            "dataset.html", ds=ds, org=org, source=source, collections=collections,
-            page_url=page_url, quality=_quality_layers, state_labels=STATE_LABELS,
-            quality_labels=QUALITY_LABELS, jsonld=jsonld(ds, org, page_url, collections),
-            description=render_description(ds.description) if ds.description else None,
-            frequency=update_frequency(ds.raw), table=table, formats=FORMATS,
-            basemap=basemap(), tile_map=_tile_map(ds, collections),
-            flood_legend=FLOOD_LEGEND, landslide_legend=LANDSLIDE_LEGEND,
-            tsunami_legend=TSUNAMI_LEGEND,
-            data_modified=data_modified, theme_label=theme_label,
-            made_here=ds.source_name == THEME_SOURCE,
-            can_edit=ds.source_name == "upload" and
-            access.can_write(auth.principal(), ds.organization_id),
-            confirm_form=ConfirmForm())
+    # The session's connection is back in the pool before the table's rows are read: in
+    # PostgreSQL mode they come through a connection of their own, and a request holding one
+    # while it waits for another can wait on others doing the same until the pool times out.
+    page_url = base_url() + url_for("dataset.dataset", dataset_id=ds.id)
+    try:
+        tpage = max(1, int(request.args.get("table_page") or 1))
+    except ValueError:
+        tpage = 1
+    table = None
+    if collections:
+        first = collections[0]
+        table = table_page(first.path if features_pg.is_postgis(first.path)
+                           else store.data_dir / first.path, first.layer, tpage, TABLE_ROWS,
+                           first.feature_count)
+        table["collection"] = first
+        table["titles"] = column_titles(ds.theme, table["columns"])
+    data_modified = max((c.published_at for c in collections), default=None)
+    return render_template(
+        "dataset.html", ds=ds, org=org, source=source, collections=collections,
+        page_url=page_url, quality=_quality_layers, state_labels=STATE_LABELS,
+        quality_labels=QUALITY_LABELS, jsonld=jsonld(ds, org, page_url, collections),
+        description=render_description(ds.description) if ds.description else None,
+        frequency=update_frequency(ds.raw), table=table, formats=FORMATS,
+        basemap=basemap(), tile_map=_tile_map(ds, collections),
+        flood_legend=FLOOD_LEGEND, landslide_legend=LANDSLIDE_LEGEND,
+        tsunami_legend=TSUNAMI_LEGEND,
+        data_modified=data_modified, theme_label=theme_label,
+        made_here=ds.source_name == THEME_SOURCE,
+        can_edit=ds.source_name == "upload" and
+        access.can_write(auth.principal(), ds.organization_id),
+        confirm_form=ConfirmForm())
 
 
 def _tile_map(ds: Dataset, collections) -> bool:

@@ -75,9 +75,8 @@ def _form(s, ds: Dataset | None = None) -> DatasetForm:
     return form
 
 
-def _limit_text(org_ids) -> str:
-    store = current_app.extensions["renkei_store"]
-    limits = {upload.upload_limit(store, o) for o in org_ids}
+def _limit_text(s, org_ids) -> str:
+    limits = {upload.session_upload_limit(s, o) for o in org_ids}
     return "、".join(f"{n // (1024 * 1024)} MB" for n in sorted(limits))
 
 
@@ -161,6 +160,8 @@ def _submit(form: DatasetForm, ds: Dataset | None):
 @auth.signed_in_required
 def new_dataset():
     store = current_app.extensions["renkei_store"]
+    # The session is closed before _submit, which publishes through sessions of its own: a
+    # request holding one connection while it waits for another can deadlock a full pool.
     with store.session() as s:
         form = _form(s)
         if not form.organization.choices:
@@ -168,32 +169,33 @@ def new_dataset():
                                    message=_("データを公開できるのは、組織の編集者または管理者です。")), 403
         if request.method == "GET" and len(form.organization.choices) == 1:
             form.organization.data = form.organization.choices[0].value
-        error = None
-        if form.validate_on_submit():
-            error, dataset_id = _submit(form, None)
-            if error is None:
-                return redirect(url_for("publish.preview", dataset_id=dataset_id), code=303)
-        return render_template("publish_form.html", form=form, error=error, ds=None,
-                               limit=_limit_text([c.value for c in form.organization.choices]),
-                               heading=_("データを公開する")), 400 if error or form.errors else 200
+        limit = _limit_text(s, [c.value for c in form.organization.choices])
+    error = None
+    if form.validate_on_submit():
+        error, dataset_id = _submit(form, None)
+        if error is None:
+            return redirect(url_for("publish.preview", dataset_id=dataset_id), code=303)
+    return render_template("publish_form.html", form=form, error=error, ds=None, limit=limit,
+                           heading=_("データを公開する")), 400 if error or form.errors else 200
 
 
 @bp.route("/datasets/<dataset_id>/edit", methods=["GET", "POST"])
 @auth.signed_in_required
 def edit_dataset(dataset_id: str):
     store = current_app.extensions["renkei_store"]
-    with store.session() as s:
+    with store.session() as s:   # closed before _submit, as in new_dataset
         ds = _owned(s, dataset_id)
         form = _form(s, ds)
-        error = None
-        if form.validate_on_submit():
-            error, _id = _submit(form, ds)
-            if error is None:
-                target = "publish.preview" if ds.status == "draft" else "dataset.dataset"
-                return redirect(url_for(target, dataset_id=dataset_id), code=303)
-        return render_template("publish_form.html", form=form, error=error, ds=ds,
-                               limit=_limit_text([ds.organization_id]),
-                               heading=_("データセットを編集する")), 400 if error or form.errors else 200
+        limit = _limit_text(s, [ds.organization_id])
+        ds.resources   # loaded here: _submit reads them after the session has closed
+    error = None
+    if form.validate_on_submit():
+        error, _id = _submit(form, ds)
+        if error is None:
+            target = "publish.preview" if ds.status == "draft" else "dataset.dataset"
+            return redirect(url_for(target, dataset_id=dataset_id), code=303)
+    return render_template("publish_form.html", form=form, error=error, ds=ds, limit=limit,
+                           heading=_("データセットを編集する")), 400 if error or form.errors else 200
 
 
 class ConfirmForm(FlaskForm):

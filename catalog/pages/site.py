@@ -39,13 +39,15 @@ def organization(org_id: str):
         page = max(1, int(request.args.get("page") or 1))
     except ValueError:
         abort(400, description=_("ページ番号は数字で指定してください。"))
+    # Searched before the session opens: the search reads through a connection of its own,
+    # and a request holding one while waiting for another can deadlock a full pool.
+    result = store.search.search("", {"organization": [org_id]}, sort="modified",
+                                 page=page, per_page=PER_PAGE, readable=auth.readable())
     with store.session() as s:
         org = s.get(Organization, org_id)
         if org is None:
             return render_template("error.html", status=404, heading=_("組織が見つかりません"),
                                    message=_("「%(id)s」という組織はありません。", id=org_id)), 404
-        result = store.search.search("", {"organization": [org_id]}, sort="modified",
-                                     page=page, per_page=PER_PAGE, readable=auth.readable())
         labels = _value_labels(s)
         items = _datasets_in_order(s, result.ids)
         last = max(1, -(-result.total // PER_PAGE))
