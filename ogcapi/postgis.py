@@ -108,8 +108,8 @@ class TableRegistry:
         ``statements=1``: the caller runs one statement, which is its own transaction anyway;
         it runs without BEGIN and ROLLBACK, two round trips fewer for item-by-id and pages
         whose count is known. ``serial``: the transaction plans without parallel workers or
-        JIT, for statements whose estimated cost (a grid's count over millions of rows)
-        crosses those thresholds though they run in a few ms: starting a worker took 20-40
+        JIT, for statements whose estimated cost (a grid's count or page over millions of
+        rows) crosses those thresholds though they run in a few ms: starting a worker took 20-40
         ms of a 7 ms count (issue 14's polygons). Transaction-local, so safe behind PgBouncer.
         """
         with self.engine.connect() as conn:
@@ -365,7 +365,7 @@ class PostGISProvider(BaseProvider):
         try:
             with self._tables.transaction(1 if (known or together or grid_count)
                                           and resulttype == 'results' else 2,
-                                          serial=grid_count is not None) as cur:
+                                          serial=grid is not None) as cur:
                 features, page_ms = [], None
                 if resulttype == 'results':
                     started = time.perf_counter()
@@ -437,7 +437,8 @@ class PostGISProvider(BaseProvider):
                 if keyset is None:   # another process served the page before
                     keyset = self._tables.signed_page_end(token, lyr.table, key, offset)
         # The default text of a large polygon version is stored in its grid's cells
-        # (store.box_grid): read by key once the page's fids are known. Not under sortby, whose
+        # (store.box_grid): a bbox page reads them with its rows (BoxGrid.page_sql), other
+        # pages by key once their fids are known. Not under sortby, whose
         # top-N builds only the page's texts where a join before it would read every row's.
         stored = not sortby and self._stored(select_properties, skip_geometry, crs_spec)
         if stored:
@@ -446,19 +447,20 @@ class PostGISProvider(BaseProvider):
         else:
             feature = self._feature_sql(select_properties, skip_geometry, crs_spec)
             keyed, kfid = self._from(select_properties), f'{t}.fid'
-        # A box grid's page comes with each fid's cell: its text is read through the index
-        # on (cell, fid) the page was found in, not one random key page per row. Other pages
-        # read the texts by fid (BY_FID).
-        by_cell, by_fid = ((f' AND {keyed}.cell = k.cell', f' AND {keyed}.{BY_FID}')
-                           if stored else ('', ''))
+        # Pages read the kept texts by fid through the index on fid alone (BY_FID).
+        by_fid = f' AND {keyed}.{BY_FID}' if stored else ''
         sql_offset = 0 if keyset is not None else offset
         _texts_as_utf8(cur)
-        fids = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset) if grid else None
-        if fids is not None:
-            fsql, fparams = fids
+        fids = None
+        if grid and stored:   # the texts kept in the cells, read by the scan finding the page
+            fids = psql, fparams = grid[0].page_sql(grid[1], keyset, limit + 1, sql_offset)
+            page = f'SELECT s.fid, s.feature FROM ({psql}) s'
+
+        elif grid:
+            fids = fsql, fparams = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset)
             # The page's rows by key, from the fids the grid's cells give.
             page = (f'SELECT {kfid} AS fid, {feature} AS feature FROM ({fsql}) k, '
-                    f'{keyed} WHERE {kfid} = k.fid{by_cell}')
+                    f'{keyed} WHERE {kfid} = k.fid')
         if count and grid_count is not None and fids is not None:
             # The count and the page in one statement: neither reads the whole bbox.
             csql, cparams = grid_count
