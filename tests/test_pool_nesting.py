@@ -5,9 +5,17 @@ out a second (a feature table, a search) needs two at once. When as many such re
 pool holds arrive together in one worker, each holds one and waits for another, and all of them
 wait until the pool's timeout (30 s by default): behind PgBouncer's small pool the same happens
 with its server connections. A worker whose pool holds exactly one connection turns any such
-path into a failure of every single request that takes it, so this test serves every read path
-of the catalogue, the OGC API and the tiles from such a worker, one request at a time, with a
-pool timeout of 2 s, and requires every answer at once."""
+path into a failure of every single request that takes it. So this test serves, from such a
+worker with a pool timeout of 2 s and one request at a time, the read paths of the catalogue,
+the CKAN and DCAT APIs, the OGC API and its tiles, the hazard lookup and the downloads (to
+anonymous callers and with a member's API token), the staff pages (signed in), and a member's
+publishing through the form (upload, preview, publish, edit, withdraw), and requires every
+answer well inside that timeout.
+
+Found this way (each had made a request wait out the pool's timeout and then answer without
+its data or with a 500): the dataset page read its attribute table, the organization page ran
+its search, and the publish form read the upload limit and published, each while its own
+session still held a connection."""
 from __future__ import annotations
 
 import os
