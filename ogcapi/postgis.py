@@ -47,6 +47,9 @@ DEAR_SKIPS = 20
 # Degrees: a bbox shrunk by this holds only what the bbox holds, whatever float32 rounding
 # PostGIS's boxes carry (2**-16 degrees at most, at ±180).
 INNER_MARGIN = 1e-4
+# Pages a grid statement's bitmap heap scans may ask the kernel for ahead of reading them
+# (effective_io_concurrency; PostgreSQL's default of 1 reads a cold scattered page at a time).
+PREFETCH_PAGES = 64
 
 
 class Table:
@@ -110,7 +113,10 @@ class TableRegistry:
         whose count is known. ``serial``: the transaction plans without parallel workers or
         JIT, for statements whose estimated cost (a grid's count or page over millions of
         rows) crosses those thresholds though they run in a few ms: starting a worker took 20-40
-        ms of a 7 ms count (issue 14's polygons). Transaction-local, so safe behind PgBouncer.
+        ms of a 7 ms count (issue 14's polygons). It also lets a bitmap heap scan (the grid's
+        ring of edge candidates, one scattered page each) ask for PREFETCH_PAGES pages ahead,
+        unless the server is set to more: with the file cache cold, 19-27 -> 12-14 ms a
+        polygon bbox (bench notes, issue 14). Transaction-local, so safe behind PgBouncer.
         """
         with self.engine.connect() as conn:
             if statements == 1 and not serial:
@@ -120,7 +126,10 @@ class TableRegistry:
                 with raw.cursor() as cur:
                     if serial:
                         cur.execute("SELECT set_config('max_parallel_workers_per_gather', "
-                                    "'0', true), set_config('jit', 'off', true)", [])
+                                    "'0', true), set_config('jit', 'off', true), "
+                                    "set_config('effective_io_concurrency', greatest("
+                                    "current_setting('effective_io_concurrency')::int, %s)"
+                                    "::text, true)", [PREFETCH_PAGES])
                     yield cur
             finally:
                 conn.rollback()
