@@ -105,26 +105,29 @@ class TableRegistry:
         return f'<TableRegistry of {len(self._tables)} tables>'
 
     @contextmanager
-    def transaction(self, statements=2, serial=False):
+    def transaction(self, statements=2, scattered=False):
         """A psycopg cursor in one read transaction (the version's table stays while held).
 
         ``statements=1``: the caller runs one statement, which is its own transaction anyway;
         it runs without BEGIN and ROLLBACK, two round trips fewer for item-by-id and pages
-        whose count is known. ``serial``: the transaction plans without parallel workers or
+        whose count is known. ``scattered``, for statements that read rows scattered over a
+        large table (a grid's count or page, kept texts by fid): the transaction plans without
+        parallel workers or
         JIT, for statements whose estimated cost (a grid's count or page over millions of
         rows) crosses those thresholds though they run in a few ms: starting a worker took 20-40
         ms of a 7 ms count (issue 14's polygons). It also lets a bitmap heap scan (the grid's
-        ring of edge candidates, one scattered page each) ask for PREFETCH_PAGES pages ahead,
+        ring of edge candidates, a page of kept texts) ask for PREFETCH_PAGES pages ahead,
         unless the server is set to more: with the file cache cold, 19-27 -> 12-14 ms a
-        polygon bbox (bench notes, issue 14). Transaction-local, so safe behind PgBouncer.
+        polygon bbox, 22 -> 6.5 ms a page of kept texts (issue 14). Transaction-local, so safe
+        behind PgBouncer.
         """
         with self.engine.connect() as conn:
-            if statements == 1 and not serial:
+            if statements == 1 and not scattered:
                 conn = conn.execution_options(isolation_level='AUTOCOMMIT')
             raw = conn.connection.driver_connection
             try:
                 with raw.cursor() as cur:
-                    if serial:
+                    if scattered:
                         cur.execute("SELECT set_config('max_parallel_workers_per_gather', "
                                     "'0', true), set_config('jit', 'off', true), "
                                     "set_config('effective_io_concurrency', greatest("
@@ -371,10 +374,12 @@ class PostGISProvider(BaseProvider):
         grid = (lyr.grid, (minx, miny, maxx, maxy)) if bbox_only and lyr.grid else None
         grid_count = grid[0].count_sql(grid[1]) if grid and not known else None
         together = not known and bbox_only and resulttype == 'results' and not sortby
+        kept_page = not where and not sortby and resulttype == 'results' and \
+            self._stored(select_properties, skip_geometry, crs_transform_spec)
         try:
             with self._tables.transaction(1 if (known or together or grid_count)
                                           and resulttype == 'results' else 2,
-                                          serial=grid is not None) as cur:
+                                          scattered=grid is not None or kept_page) as cur:
                 features, page_ms = [], None
                 if resulttype == 'results':
                     started = time.perf_counter()
@@ -503,9 +508,13 @@ class PostGISProvider(BaseProvider):
                 cond = (cond + ' AND ' if cond else ' WHERE ') + f'{t}.fid > %s'
                 params.append(keyset)
             if stored and unfiltered:   # the texts alone, by their key
+                # fid is the row number: the page is a range of fids, which a bitmap scan
+                # reads in the cells' physical order, prefetching. In fid order, the kept
+                # texts are one random heap page each (the cells are in cell order).
                 after = f' AND {kfid} > %s' if keyset is not None else ''
                 sql = (f'SELECT {kfid}, {feature} FROM {keyed} WHERE {keyed}.{BY_FID}{after} '
-                       'ORDER BY 1 LIMIT %s OFFSET %s')
+                       f'AND {kfid} <= %s ORDER BY 1 LIMIT %s OFFSET %s')
+                params.append((keyset or 0) + sql_offset + limit + 1)
             else:
                 # A filtered page builds its texts from the rows its scan has read: stored
                 # ones would cost one more random page each (the cells are in cell order).
