@@ -111,15 +111,14 @@ class TableRegistry:
         ``statements=1``: the caller runs one statement, which is its own transaction anyway;
         it runs without BEGIN and ROLLBACK, two round trips fewer for item-by-id and pages
         whose count is known. ``scattered``, for statements that read rows scattered over a
-        large table (a grid's count or page, kept texts by fid): the transaction plans without
-        parallel workers or
-        JIT, for statements whose estimated cost (a grid's count or page over millions of
-        rows) crosses those thresholds though they run in a few ms: starting a worker took 20-40
-        ms of a 7 ms count (issue 14's polygons). It also lets a bitmap heap scan (the grid's
-        ring of edge candidates, a page of kept texts) ask for PREFETCH_PAGES pages ahead,
-        unless the server is set to more: with the file cache cold, 19-27 -> 12-14 ms a
-        polygon bbox, 22 -> 6.5 ms a page of kept texts (issue 14). Transaction-local, so safe
-        behind PgBouncer.
+        large table (a grid's count or page, kept texts by fid):
+        - the transaction plans without parallel workers or JIT: the estimated cost of such
+          statements crosses those thresholds though they run in a few ms, and starting a
+          worker took 20-40 ms of a 7 ms count (issue 14's polygons);
+        - its bitmap heap scans (the grid's ring of edge candidates, a page of kept texts) ask
+          for PREFETCH_PAGES pages ahead, unless the server is set to more: with the file
+          cache cold, 19-27 -> 12-14 ms a polygon bbox, 22 -> 6.5 ms a page of kept texts.
+        Both transaction-local, so safe behind PgBouncer.
         """
         with self.engine.connect() as conn:
             if statements == 1 and not scattered:
@@ -469,7 +468,6 @@ class PostGISProvider(BaseProvider):
         if grid and stored:   # the texts kept in the cells, read by the scan finding the page
             fids = psql, fparams = grid[0].page_sql(grid[1], keyset, limit + 1, sql_offset)
             page = f'SELECT s.fid, s.feature FROM ({psql}) s'
-
         elif grid:
             fids = fsql, fparams = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset)
             # The page's rows by key, from the fids the grid's cells give.
