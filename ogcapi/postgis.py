@@ -464,16 +464,16 @@ class PostGISProvider(BaseProvider):
         by_fid = f' AND {keyed}.{BY_FID}' if stored else ''
         sql_offset = 0 if keyset is not None else offset
         _texts_as_utf8(cur)
-        fids = None
+        page = None   # a grid's page: SQL giving (fid, feature), with fparams
         if grid and stored:   # the texts kept in the cells, read by the scan finding the page
-            fids = psql, fparams = grid[0].page_sql(grid[1], keyset, limit + 1, sql_offset)
+            psql, fparams = grid[0].page_sql(grid[1], keyset, limit + 1, sql_offset)
             page = f'SELECT s.fid, s.feature FROM ({psql}) s'
         elif grid:
-            fids = fsql, fparams = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset)
+            fsql, fparams = grid[0].fids_sql(grid[1], keyset, limit + 1, sql_offset)
             # The page's rows by key, from the fids the grid's cells give.
             page = (f'SELECT {kfid} AS fid, {feature} AS feature FROM ({fsql}) k, '
                     f'{keyed} WHERE {kfid} = k.fid')
-        if count and grid_count is not None and fids is not None:
+        if count and grid_count is not None and page is not None:
             # The count and the page in one statement: neither reads the whole bbox.
             csql, cparams = grid_count
             cur.execute(f'SELECT n.n, p.fid, p.feature FROM ({csql}) n(n) '
@@ -482,7 +482,7 @@ class PostGISProvider(BaseProvider):
             got = cur.fetchall()
             matched = got[0][0]
             rows = [r[1:] for r in got if r[1] is not None]
-        elif fids is not None and not count:
+        elif page is not None and not count:
             cur.execute(f'{page} ORDER BY 1', fparams)
             rows = cur.fetchall()
         elif count:
