@@ -287,3 +287,40 @@ def test_polygon_coordinates_are_shapelys_or_none():
            blob(good[0])[:-1]]
     for b in odd:
         assert polygon_coordinates(mixed + [b]) is None, b
+
+
+def test_one_item_geometry_is_shapelys_geo_interface():
+    """An item by id's geometry, read from its blob with struct when it is a little-endian 2D
+    Polygon or MultiPolygon: the same dict as shapely's __geo_interface__ (and the same JSON);
+    anything else goes to shapely, errors included."""
+    import struct
+    import shapely
+    from ogcapi.gpkg_read import _polygonal, geometries_to_geojson
+
+    def blob(g, order='little'):
+        return b'GP\x00\x03\xe6\x10\x00\x00' + struct.pack('<4d', *g.bounds) + \
+            shapely.to_wkb(g, byte_order=int(order == 'little'))
+
+    wkts = ['POLYGON ((0 0, 1 0, 1 1, 0 0))',
+            'POLYGON ((0 0, 2 0, 2 2, 0 2, 0 0), (0.5 0.5, 1 0.5, 1 1, 0.5 0.5))',
+            'POLYGON ((134.90000000000001 34.6, -0 34.6, 1e-7 1.5e15, 134.90000000000001 34.6))',
+            'MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((5 5, 6 5, 6 6, 5 5), (5.1 5.1, 5.2 5.1, '
+            '5.2 5.2, 5.1 5.1)))']
+    for g in shapely.from_wkt(wkts):
+        read = _polygonal(shapely.to_wkb(g, byte_order=1))
+        assert read == g.__geo_interface__, g.wkt
+        assert dumps(geometries_to_geojson([blob(g)])[0]) == dumps(g.__geo_interface__)
+    unclosed = shapely.to_wkb(shapely.from_wkt(wkts[0]), byte_order=1)[:-16] + \
+        struct.pack('<2d', 9, 9)
+    multi = shapely.to_wkb(shapely.from_wkt(wkts[3]), byte_order=1)
+    others = [shapely.to_wkb(shapely.from_wkt(wkts[0]), byte_order=0),     # big-endian
+              shapely.to_wkb(shapely.from_wkt('POLYGON Z ((0 0 1, 1 0 1, 1 1 1, 0 0 1))'),
+                             byte_order=1),
+              shapely.to_wkb(shapely.from_wkt('POLYGON EMPTY'), byte_order=1),
+              shapely.to_wkb(shapely.from_wkt('MULTIPOLYGON EMPTY'), byte_order=1),
+              shapely.to_wkb(shapely.from_wkt('LINESTRING (0 0, 1 1)'), byte_order=1),
+              unclosed, multi[:-1], multi + b'\x00', multi[:20], b'\x01\x03\x00']
+    for w in others:
+        assert _polygonal(w) is None, w
+    with pytest.raises(shapely.errors.ShapelyError):   # shapely's, as before (the provider's 500)
+        geometries_to_geojson([b'GP\x00\x01\xe6\x10\x00\x00' + unclosed])
