@@ -695,3 +695,63 @@ def test_a_small_publish_costs_its_size_not_the_catalogue_s():
     fresh = Arrays(fresh_docs, [r for r in facets if r[0] in kept] + [
         (n + 1 + s, f, v) for s in range(20) for f, v in (("organization", "kobe"), ("tags", "公園"))])
     assert answers(snapshot) == answers(fresh)
+
+
+def test_facet_counts_from_bitmaps_are_the_facet_rows_counts():
+    """store.facet_bits: counts of the common values from their bitmaps and of the rare ones
+    from their positions equal a plain count of the facet rows, for match sets of every size;
+    through publishes (new documents, new versions, new values, a rare value turning common),
+    after a publish that failed half-way left bits behind, and after compaction. The snapshot
+    a publish was applied to still counts as before."""
+    import random
+    import numpy as np
+    rng = random.Random(5)
+    n = 3000
+    docs = [(i + 1, f"d{i:05d}", f"一覧{i}", None) for i in range(n)]
+    rows = {}   # doc id -> its (field, value) pairs
+    for d in docs:
+        pairs = {("organization", rng.choice(["kobe", "himeji", "akashi"])),
+                 ("tags", rng.choice(["防災", "公園"])), ("tags", f"rare{rng.randrange(400)}")}
+        if rng.random() < 0.3:
+            pairs.add(("res_format", "CSV"))
+        rows[d[0]] = pairs
+    arrays = Arrays(docs, [(i, f, v) for i, ps in rows.items() for f, v in ps])
+    assert len(arrays.facet_bits.common) == 6 and arrays.facet_bits.nrare > 2000
+
+    def check(a, alive_rows, rounds=6):
+        ids = sorted(alive_rows)
+        for size in [0, 1, 7, len(ids) // 3, len(ids)][:rounds]:
+            chosen = rng.sample(ids, size)
+            want = {}
+            for i in chosen:
+                for pair in alive_rows[i]:
+                    want[pair] = want.get(pair, 0) + 1
+            idx = a.positions(chosen)
+            counts = a.facet_bits.count(idx, a.n, a.nvalues)
+            got = {a.values[v]: int(c) for v, c in enumerate(counts) if c}
+            assert got == want, size
+            # and the rows' gather, the other way of _count
+            gathered = np.bincount(a.rows[idx].ravel(), minlength=a.nvalues + 1)[1:]
+            assert {a.values[v]: int(c) for v, c in enumerate(gathered) if c} == want
+
+    check(arrays, rows)
+    before = arrays.facet_bits.count(np.arange(n), n, arrays.nvalues)
+    # A publish that failed half-way: bits for positions n, n+1 left in the shared buffers.
+    arrays.facet_bits.added(np.array([n, n + 1, n + 1]), np.array([0, 1, 2]), n, n + 2)
+    snapshot, live, next_id = arrays, dict(rows), n + 1
+    for step in range(100):
+        again = rng.choice(sorted(live))   # a new version of a document: its old position dies
+        new_id, next_id = next_id, next_id + 1
+        pairs = {("organization", "kobe"), ("tags", "rare7"), ("tags", f"new{step % 3}")}
+        snapshot = snapshot.apply([again, new_id], [(new_id, f"v{step}", f"公園{step}", None)],
+                                  [(new_id, f, v) for f, v in pairs])
+        del live[again]
+        live[new_id] = pairs
+        if step % 25 == 24:
+            check(snapshot, live, rounds=4)
+    rare7 = snapshot.value_id[("tags", "rare7")]
+    assert snapshot.facet_bits.slot[rare7] < 0
+    compacted = snapshot.compacted()
+    assert compacted.facet_bits.slot[rare7] >= 0   # common now: a bitmap of its own
+    check(compacted, live)
+    assert (arrays.facet_bits.count(np.arange(n), n, arrays.nvalues) == before).all()
