@@ -264,6 +264,17 @@ def test_item_by_id(server, data):
     assert r.headers['Content-Crs'] == '<http://www.opengis.net/def/crs/OGC/1.3/CRS84>'
 
 
+def test_polygon_item_by_id_is_its_source_geometry(server, data):
+    # Read from its blob without shapely (ogcapi.gpkg_read): vertex for vertex what was written.
+    from shapely.geometry import shape
+    base, _ = server
+    for fid, (name, geom) in enumerate(zip(data['wards'].name, data['wards'].geometry), 1):
+        f = get(f'{base}/collections/kobe.wards/items/{fid}').json()
+        assert f['properties']['name'] == name
+        assert f['geometry']['type'] == 'Polygon'
+        assert shape(f['geometry']).equals_exact(geom, 0)
+
+
 CRS84 = 'http://www.opengis.net/def/crs/OGC/1.3/CRS84'
 
 
