@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from store.facet_bits import FacetBits
+from store.snapshot_buffers import buffer, grown, spare
 
 SORTS = ("relevance", "modified", "title")
 # Facet names are the CKAN / URL parameter names, so views pass request args straight through.
@@ -76,29 +77,6 @@ def _insertion_point(order, comes_before) -> int:
         else:
             hi = mid
     return lo
-
-
-def _spare(n: int) -> int:
-    """Capacity for n items plus room for the publishes to come (see _grown)."""
-    return n + max(1024, n // 8)
-
-
-def _grown(buf: np.ndarray, n: int, k: int) -> np.ndarray:
-    """``buf`` with room for n + k items, the same array while it has room. Only items >= n
-    are written afterwards, and a snapshot never reads past its own n, so snapshots share
-    append-only buffers (doubling: a publish costs no copy of a million rows)."""
-    if n + k <= len(buf):
-        return buf
-    new = np.zeros((max(2 * len(buf), n + k, 64),) + buf.shape[1:], dtype=buf.dtype)
-    new[:n] = buf[:n]
-    return new
-
-
-def _buffer(values: np.ndarray, dtype, fill=0) -> np.ndarray:
-    """``values`` in a fresh append-only buffer with spare room (see _grown)."""
-    out = np.full((_spare(len(values)),) + values.shape[1:], fill, dtype=dtype)
-    out[:len(values)] = values
-    return out
 
 
 def _last_of_each(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -237,8 +215,8 @@ class Arrays:
     A publish does not rebuild it, nor copy any array the size of the catalogue (issue 17: at
     1M datasets that was ~100 MB and 224 ms per publish): ``apply`` returns a new snapshot
     with the changed documents' old positions dead and their new versions appended.
-    - Per-position arrays are append-only buffers shared along the lineage (_grown): a snapshot
-      never reads past its own ``n``. A position dies once: ``died[p]`` is the version of the
+    - Per-position arrays are append-only buffers shared along the lineage
+      (store.snapshot_buffers): a snapshot never reads past its own ``n``. A position dies once: ``died[p]`` is the version of the
       snapshot that killed it, so p is alive in snapshot v while ``died[p] > v``.
     - The sort orders (_Order) and the doc id map (_PosMap) are an immutable base plus a small
       delta that each apply copies; the base is rebuilt when the delta reaches DELTA_LIMIT.
@@ -264,16 +242,16 @@ class Arrays:
         self.lineage = object()
         self.version = 0
         self.n = self.live = n = len(docs)
-        self.died = _buffer(np.full(n, _NEVER, dtype=np.int32), np.int32, _NEVER)
+        self.died = buffer(np.full(n, _NEVER, dtype=np.int32), np.int32, _NEVER)
         doc_of = np.array([d[0] for d in docs], dtype=np.int64)
-        self.doc_of = _buffer(doc_of, np.int64)
+        self.doc_of = buffer(doc_of, np.int64)
         pos_of = np.full(int(doc_of.max()) + 1 if n else 1, -1, dtype=np.int64)
         pos_of[doc_of] = np.arange(n)
         self.pos_of = _PosMap(pos_of)
         self.dataset_ids = [d[1] for d in docs]
         self.titles = titles = [d[2] for d in docs]
         self.modified = [d[3] for d in docs]
-        self.title_len = _buffer(np.array([len(t) for t in titles], dtype=np.int64), np.int64)
+        self.title_len = buffer(np.array([len(t) for t in titles], dtype=np.int64), np.int64)
         # Newest first, undated last; ties by id so pages never overlap.
         ids = self.dataset_ids
         dated = sorted((i for i in range(n) if docs[i][3]), key=ids.__getitem__)
@@ -288,14 +266,14 @@ class Arrays:
         # values); a document without one (indexed before labels existed) is public.
         self.access_names: list[str] = ["public"]
         self.access_id: dict[str, int] = {"public": 0}
-        self.access = _buffer(np.zeros(n, dtype=np.int64), np.int64)
+        self.access = buffer(np.zeros(n, dtype=np.int64), np.int64)
         pos, val = self._pairs(facet_rows)
         gpos, gval = self._group_pairs(facet_groups)
         pos, val = np.concatenate([pos, gpos]), np.concatenate([val, gval])
         self.nvalues = len(self.values)
         per_doc = np.bincount(pos, minlength=n)
         width = int(min(max(int(per_doc.max(initial=0)), 1), ROW_WIDTH_MAX))
-        self.rows = np.zeros((_spare(n), width), dtype=np.int32)
+        self.rows = np.zeros((spare(n), width), dtype=np.int32)
         self.over_pos, self.over_val = _EMPTY, _EMPTY
         self.postings: list[np.ndarray] = []
         self.posting_buf: list[np.ndarray | None] = []
@@ -317,7 +295,7 @@ class Arrays:
         if len(self.pos_of.keys):
             new.pos_of = self.pos_of.updated(_EMPTY, _EMPTY, -1)
         # Values that became common since the last split get their bitmaps.
-        new.facet_bits = FacetBits(self.postings[:self.nvalues], self.n, len(self.rows))
+        new.facet_bits = FacetBits(self.postings, self.n, len(self.rows))
         new._visible = dict(self._visible)
         return new
 
@@ -388,7 +366,7 @@ class Arrays:
             have, add = len(postings[vid]), len(group)
             buf = bufs[vid]
             if buf is None or have + add > len(buf):
-                buf = bufs[vid] = np.empty(_spare(have + add), dtype=np.int32)
+                buf = bufs[vid] = np.empty(spare(have + add), dtype=np.int32)
                 buf[:have] = postings[vid]
             buf[have:have + add] = pos_by_val[group]
             postings[vid] = buf[:have + add]
@@ -421,7 +399,7 @@ class Arrays:
         k = len(docs)
         n = new.n = self.n + k
         new.version = self.version + 1
-        new.died = _grown(self.died, self.n, k)
+        new.died = grown(self.died, self.n, k)
         new.died[self.n:n] = _NEVER
         new.died[old] = new.version  # older snapshots (version < this) still see them alive
         new.live = self.live - len(old) + k
@@ -430,13 +408,13 @@ class Arrays:
         new.pos_of = self.pos_of.updated(
             np.concatenate([touched_arr, np.array([d[0] for d in docs], dtype=np.int64)]),
             np.concatenate([np.full(len(touched_arr), -1, dtype=np.int64), added]), limit)
-        new.doc_of = _grown(self.doc_of, self.n, k)
+        new.doc_of = grown(self.doc_of, self.n, k)
         new.doc_of[self.n:n] = [d[0] for d in docs]
         # Shared lists, appended to: positions < self.n are unchanged for older snapshots.
         new.dataset_ids.extend(d[1] for d in docs)
         new.titles.extend(d[2] for d in docs)
         new.modified.extend(d[3] for d in docs)
-        new.title_len = _grown(self.title_len, self.n, k)
+        new.title_len = grown(self.title_len, self.n, k)
         new.title_len[self.n:n] = [len(d[2]) for d in docs]
         mod_at = [self.mod._place(lambda p, d=d: new._modified_before(p, d[3], d[1]))
                   for d in docs]
@@ -451,18 +429,18 @@ class Arrays:
         new.mod = self.mod.inserted([mod_at[i] for i in by_mod], added[by_mod], limit)
         new.title = self.title.inserted([title_at[i] for i in by_title], added[by_title], limit)
         # value ids and access names are append-only and shared, like the lists.
-        new.access = _grown(self.access, self.n, k)
+        new.access = grown(self.access, self.n, k)
         new.access[self.n:n] = 0
         pos, val = new._pairs(facet_rows)
         new.nvalues = len(new.values)
-        new.rows = _grown(self.rows, self.n, k)
+        new.rows = grown(self.rows, self.n, k)
         new.rows[self.n:n] = 0
         new._add_facets(self.n, pos, val)
         new.facet_bits = self.facet_bits.added(pos, val, self.n, n)
         # What each cached label set sees, by difference: minus the dead, plus the new.
         new._visible = {}
         for key, vis in list(self._visible.items()):
-            readable = _grown(vis.readable, self.n, k)
+            readable = grown(vis.readable, self.n, k)
             readable[self.n:n] = new._readable_mask(key, added)
             added_vis = added[readable[self.n:n]]
             gone = old[readable[old]]
@@ -506,7 +484,7 @@ class Arrays:
             readable = self._readable_mask(key, np.arange(self.n))
             mask = readable & self.alive_at(slice(0, self.n))
             idx = np.flatnonzero(mask)
-            vis = _Visible(_buffer(readable, bool), len(idx), self._count(idx), mask)
+            vis = _Visible(buffer(readable, bool), len(idx), self._count(idx), mask)
             if len(self._visible) >= VISIBLE_SETS:
                 self._visible.pop(next(iter(self._visible), None), None)
             self._visible[key] = vis
