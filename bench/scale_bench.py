@@ -13,6 +13,11 @@ interleaved request by request, and every request different from the others (off
 and filter constant vary) so that no cache answers the same question twice:
   (a) items?limit=1000   (b) a deep page: limit=1000&offset=90 %   (c) bbox holding ~1 %
   (d) one item by id     (e) filter=capacity > N AND name LIKE '%小学校%' (CQL2 text)
+The section first prints PostgreSQL's shared_buffers beside the size of each layer's
+relations: a bbox page reads a few hundred pages at random, so its time depends on where they
+are. --prewarm reads each layer's relations into shared_buffers (pg_prewarm) and its
+GeoPackage into the page cache before its queries, for every system alike; without it, pages
+the machine dropped since they were last read come from the disk.
 Then: the two queries of a hazard lookup (/api/hazards) on these tables, p50/p95 in process;
 search p50/p95 over --search datasets in PostgreSQL (store.search); and wrk on 2 renkei
 PostGIS servers × 2 workers with the peak of PostgreSQL connections against the budget
@@ -560,6 +565,60 @@ def wrk_two_servers(layers, pg, env, server, db, seconds: int) -> None:
 
 # -- main -----------------------------------------------------------------------------------
 
+def _relations(con, table: str) -> list[tuple[str, int]]:
+    """(name, bytes) of a version table, its grid's companions and all their indexes."""
+    from store import point_grid
+    names = [table, *point_grid.companions(table)]
+    return con.execute(
+        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c WHERE c.oid IN ("
+        "SELECT to_regclass(quote_ident(n)) FROM unnest(%s::text[]) n UNION "
+        "SELECT i.indexrelid FROM pg_index i WHERE i.indrelid IN ("
+        "SELECT to_regclass(quote_ident(n)) FROM unnest(%s::text[]) n)) ORDER BY 1",
+        (names, names)).fetchall()
+
+
+def _shared_buffers(con) -> int:
+    return con.execute("SELECT pg_size_bytes(current_setting('shared_buffers'))").fetchone()[0]
+
+
+def memory_report(server: str, db: str, tables: dict) -> dict:
+    """Print PostgreSQL's shared_buffers beside the size of each layer's relations: a bbox
+    page or count reads a few hundred 8 kB pages at random, and what they cost depends on
+    where those pages are (PostgreSQL's buffers, the OS page cache, the disk)."""
+    import psycopg
+    with psycopg.connect(db_url(server, db)) as con:
+        buffers = _shared_buffers(con)
+        sizes = {kind: sum(n for _, n in _relations(con, t)) for kind, t in tables.items()}
+    print(f'\nPostgreSQL shared_buffers {buffers / 2**20:,.0f} MiB; relations of each layer '
+          '(version table, grid companions, indexes): ' +
+          ', '.join(f'{kind} {n / 2**20:,.0f} MiB' for kind, n in sizes.items()))
+    return {'shared_buffers': buffers, **sizes}
+
+
+def prewarm(server: str, db: str, table: str, gpkg: str | None) -> None:
+    """--prewarm: a layer's relations into PostgreSQL's buffers (pg_prewarm, 'buffer') and its
+    GeoPackage into the OS page cache, before its queries, for every system alike. Without
+    it the figures include whatever the machine has evicted since the data was last read
+    (this VM reclaims idle page cache, so a page read after minutes comes from the disk)."""
+    import psycopg
+    with psycopg.connect(db_url(server, db), autocommit=True) as con:
+        con.execute('CREATE EXTENSION IF NOT EXISTS pg_prewarm')
+        rels, buffers = _relations(con, table), _shared_buffers(con)
+        t = time.perf_counter()
+        for name, _ in rels:
+            con.execute("SELECT pg_prewarm(to_regclass(quote_ident(%s)), 'buffer')", (name,))
+        total = sum(n for _, n in rels)
+    if gpkg:
+        with open(gpkg, 'rb') as fh:
+            while fh.read(1 << 24):
+                pass
+    over = ' (more than fit: the rest is in the page cache while the machine keeps it)'
+    print(f'prewarmed {table}: {total / 2**20:,.0f} MiB into shared_buffers of '
+          f'{buffers / 2**20:,.0f} MiB' + (over if total > buffers else '') +
+          (', and its GeoPackage into the page cache' if gpkg else '') +
+          f' in {time.perf_counter() - t:.1f} s', flush=True)
+
+
 def http_section(args, layers: dict, tables: dict, pg: str, env: dict) -> None:
     """(a)–(e) over HTTP on every system, both layers; peak worker RSS of ours."""
     procs = {}
@@ -574,7 +633,10 @@ def http_section(args, layers: dict, tables: dict, pg: str, env: dict) -> None:
         print(f'\nsystems: {", ".join(procs)}' + ('' if args.stock_venv else
               '; pygeoapi stock providers not measured (give --stock-venv)')
               + ('' if args.tipg_venv else '; tipg not measured (give --tipg-venv)'))
+        memory_report(args.server, args.db, tables)
         for kind, layer in layers.items():
+            if args.prewarm:
+                prewarm(args.server, args.db, tables[kind], layer['gpkg'])
             targets = {'renkei/GeoPackage': (procs['renkei/GeoPackage'][1], kind),
                        'renkei/PostGIS': (procs['renkei/PostGIS'][1], kind)}
             if 'pygeoapi' in procs:
@@ -615,6 +677,9 @@ def main() -> int:
     ap.add_argument('--tipg-venv', help='venv with tipg and uvicorn (see above)')
     ap.add_argument('--search', type=int, default=100_000, help='datasets; 0: skip')
     ap.add_argument('--wrk-seconds', type=int, default=30, help='0: skip')
+    ap.add_argument('--prewarm', action='store_true',
+                    help="before each layer's queries, read its PostgreSQL relations into "
+                         "shared_buffers (pg_prewarm) and its GeoPackage into the page cache")
     ap.add_argument('--sections', default='http,hazards,search,wrk',
                     help='which parts to run (comma-separated)')
     args = ap.parse_args()

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--grace", type=float, metavar="SECONDS",
                     help="how long a superseded version stays for readers that chose it "
                          "(default $RENKEI_DROP_GRACE, else 300)")
+    db.add_parser("size", help="what the served feature versions weigh, beside PostgreSQL's "
+                               "shared_buffers (or the GeoPackages in the embedded mode)")
     ml = sub.add_parser("mail", help="the outbox of mail the platform sends").add_subparsers(
         dest="action", required=True)
     mo = ml.add_parser("outbox", help="messages, newest first: queued, sent, failed (and why)")
@@ -141,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.command in ("mail", "terms") or (args.command, getattr(args, "action", None)) == (
-            "db", "sweep"):
+    if args.command in ("mail", "terms") or (args.command, getattr(args, "action", None)) in (
+            ("db", "sweep"), ("db", "size")):
         from catalog import cli_operator
         return getattr(cli_operator, f"cmd_{args.command}_{args.action}")(args)
     if args.command == "db":

@@ -1,7 +1,8 @@
-"""`renkei mail …`, `renkei terms …` and `renkei db sweep`: the operator's view of what lives in
-the catalogue database rather than on a web server's disk (the outbox, the terms versions, the
-superseded feature tables of PostgreSQL mode). None of them needs a data dir in PostgreSQL
-mode, so they run from any machine (or cron) with RENKEI_DATABASE_URL."""
+"""`renkei mail …`, `renkei terms …`, `renkei db sweep` and `renkei db size`: the operator's view
+of what lives in the catalogue database rather than on a web server's disk (the outbox, the
+terms versions, the feature tables of PostgreSQL mode and the memory they ask for). None of
+them needs a data dir in PostgreSQL mode, so they run from any machine (or cron) with
+RENKEI_DATABASE_URL."""
 from __future__ import annotations
 
 import sys
@@ -128,4 +129,58 @@ def cmd_db_sweep(args) -> int:
         return 0
     dropped = features_pg.drop_superseded(store.engine, args.grace)
     print(f"superseded feature tables dropped: {dropped}")
+    return 0
+
+
+# Collections listed by `db size`, largest first.
+SIZE_LISTED = 5
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _versions(n: int) -> str:
+    return f"{n} version" + ("" if n == 1 else "s")
+
+
+def cmd_db_size(args) -> int:
+    """What the served feature versions weigh, beside the memory that keeps them fast: in
+    PostgreSQL mode the version tables with their grids, tile pyramids and indexes against
+    shared_buffers (README, PostgreSQL mode: Memory); in the embedded mode the GeoPackages,
+    which the OS page cache holds."""
+    from store import features_pg
+    store = _store(args)
+    served = {c.path: c for c in store.active_collections()}
+    if not store.postgresql:
+        sizes = []
+        for path, c in served.items():
+            try:
+                sizes.append((Path(store.data_dir, path).stat().st_size, c))
+            except OSError:
+                continue   # a file gone is the harvest's to report, not a size
+        sizes.sort(key=lambda r: (-r[0], r[1].id))
+        print(f"served: {len(sizes)} collections, {_mib(sum(n for n, _ in sizes))} of "
+              "GeoPackages in the data dir (read through the OS page cache)")
+        for n, c in sizes[:SIZE_LISTED]:
+            print(f"  {_mib(n):>14}  {c.id}  {c.title}")
+        return 0
+    versions, buffers = features_pg.footprint(store.engine)
+    by_table = {features_pg.table_of(p): c for p, c in served.items()
+                if features_pg.is_postgis(p)}
+    live = [(n, by_table[t]) for t, n, _ in versions if t in by_table]
+    kept = [n for t, n, marked in versions if t not in by_table and not marked]
+    superseded = [n for t, n, marked in versions if t not in by_table and marked]
+    total = sum(n for n, _ in live)
+    print(f"served: {len(live)} collections, {_mib(total)} (version tables with their grids, "
+          "tile pyramids and indexes)")
+    for n, c in live[:SIZE_LISTED]:
+        print(f"  {_mib(n):>14}  {c.id}  {c.title}")
+    print(f"not served (no collection names it): {_versions(len(kept))}, {_mib(sum(kept))}")
+    print("superseded, dropped by a sweep after the grace period: "
+          f"{_versions(len(superseded))}, {_mib(sum(superseded))}")
+    verdict = "holds what is served" if buffers >= total else (
+        "less than what is served: a bbox page reads the rest from the OS page cache or the "
+        "disk (README, PostgreSQL mode: Memory)")
+    print(f"PostgreSQL shared_buffers: {_mib(buffers)}, {verdict}")
     return 0

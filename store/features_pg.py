@@ -313,6 +313,33 @@ def version_tables(conn, collection_id: str) -> list[str]:
     return [r for r in rows if _TABLE.match(r)]
 
 
+def footprint(engine) -> tuple[list[tuple[str, int, bool]], int]:
+    """Every version table of the current schema as (table, bytes with its grid, tile pyramid
+    and all their indexes, marked superseded?), largest first; and PostgreSQL's
+    shared_buffers in bytes. `renkei db size` compares them: a bbox page of a large version
+    reads a few hundred of its pages at random, fastest from the buffers, slower through the
+    OS page cache, slowest from the disk."""
+    from sqlalchemy import text
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.relname, pg_total_relation_size(c.oid), "
+            "coalesce(obj_description(c.oid, 'pg_class') LIKE :mark, false) FROM pg_class c "
+            "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace "
+            "AND c.relname ~ '^[fctg]_[0-9a-f]{20}_v[0-9]+$'"),
+            {"mark": SUPERSEDED + "%"}).all()
+        buffers = conn.execute(text(
+            "SELECT pg_size_bytes(current_setting('shared_buffers'))")).scalar()
+        conn.rollback()
+    sizes, superseded = {}, {}
+    for name, size, marked in rows:
+        table = "f_" + name[2:]   # a companion counts with its version
+        sizes[table] = sizes.get(table, 0) + size
+        if name == table:
+            superseded[table] = bool(marked)
+    out = [(t, n, superseded.get(t, False)) for t, n in sizes.items()]
+    return sorted(out, key=lambda r: (-r[1], r[0])), int(buffers)
+
+
 def grace_seconds() -> float:
     import os
     value = os.environ.get(GRACE_ENV)
