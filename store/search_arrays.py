@@ -216,8 +216,9 @@ class Arrays:
     1M datasets that was ~100 MB and 224 ms per publish): ``apply`` returns a new snapshot
     with the changed documents' old positions dead and their new versions appended.
     - Per-position arrays are append-only buffers shared along the lineage
-      (store.snapshot_buffers): a snapshot never reads past its own ``n``. A position dies once: ``died[p]`` is the version of the
-      snapshot that killed it, so p is alive in snapshot v while ``died[p] > v``.
+      (store.snapshot_buffers): a snapshot never reads past its own ``n``. A position dies
+      once: ``died[p]`` is the version of the snapshot that killed it, so p is alive in
+      snapshot v while ``died[p] > v``.
     - The sort orders (_Order) and the doc id map (_PosMap) are an immutable base plus a small
       delta that each apply copies; the base is rebuilt when the delta reaches DELTA_LIMIT.
     - Posting lists are views of append-only buffers, one per value.
