@@ -31,6 +31,21 @@ library's own CPU, on a machine of 2 cores, was counted into the wall times. --q
 only (d), e.g. for a quick look at the item path:
     PYTHONPATH=. python bench/ogcapi_bench.py --stock-venv VENV --queries d --runs 100 \
         --stock-runs 30 --wrk-seconds 0 --data-dir /somewhere/with/space
+
+Beside each (d) request, two constant answers on renkei's worker say what no item answer can
+beat: "HTTP alone" (a bare Flask route: client, connection, gunicorn, Flask) and, with
+--app full, "platform alone" (the same constant through every hook an item passes: sign-in,
+CSRF, rate limits, metering, security headers, CORS). The floor section prints the best stock
+provider's time over each: the ceiling of (d)'s ratio on this machine and server.
+
+Same interpreter: the stock venv runs Debian's Python (built with PGO and LTO); a Python built
+without them (pyenv's default) runs renkei's Python code slower, and the ratios would count
+that against renkei. The first line printed says which Python each server runs on; for an even
+comparison, serve renkei from a venv of the same Python:
+    /usr/bin/python3 -m venv RVENV && RVENV/bin/pip install -e .
+    PYTHONPATH=. python bench/ogcapi_bench.py --stock-venv VENV --renkei-venv RVENV --prewarm
+--prewarm reads each set's files into the page cache first: on a VM that drops idle pages, a
+cold run would otherwise time the disk for whichever server reads a page first.
 """
 
 import argparse
@@ -108,7 +123,7 @@ def data_files():
     return out
 
 
-def bench_app():
+def bare_app():
     """App factory for gunicorn (--app bare): our OGC API blueprint alone over the two files
     (RENKEI_BENCH_* env), without the rest of the app's per-request work."""
     from flask import Flask
@@ -163,12 +178,17 @@ def full_app():
     ping = json.dumps({'type': 'Feature', 'id': 1, 'geometry': None, 'properties': {}})
     bare.add_url_rule('/ping', 'ping',
                       lambda: (ping, 200, {'Content-Type': 'application/geo+json'}))
+    # The same constant through every hook an item goes through (the app's and the OGC API
+    # blueprint's: its endpoint name puts it in that blueprint): what the platform's
+    # per-request work costs beside HTTP alone, with no lookup and no serialisation.
+    app.add_url_rule('/ogcapi/collections/<cid>/constant/<iid>', 'ogcapi.bench_constant',
+                     lambda cid, iid: (ping, 200, {'Content-Type': 'application/geo+json'}))
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {'/bare': bare})
     return app
 
 
-def gunicorn(app, port, env, workers=1):
-    exe = shutil.which('gunicorn', path=os.path.dirname(sys.executable))
+def gunicorn(app, port, env, workers=1, bindir=None):
+    exe = shutil.which('gunicorn', path=bindir or os.path.dirname(sys.executable))
     proc = subprocess.Popen([exe, '-w', str(workers), '-b', f'127.0.0.1:{port}',
                              '--log-level', 'warning', '--timeout', '600', app], env=env)
     import requests
@@ -244,6 +264,37 @@ def cold_params(n, name, path, params, i):
     return path, params
 
 
+def interpreters(renkei_bin, stock_venv):
+    """Which Python each server runs on. The stock providers need Debian's (its sqlite3 loads
+    SpatiaLite, GDAL's bindings are built for it), a build with PGO and LTO; a Python built
+    without them (pyenv's default) runs the same code ~1.2-1.4x slower here, which the ratios
+    would count against renkei. --renkei-venv gives renkei the same interpreter."""
+    def which(python):
+        out = subprocess.run([python, '-c', 'import os, sys; print(sys.version.split()[0], '
+                              'os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'],
+                             capture_output=True, text=True, check=True).stdout.split()
+        return out[0], out[1]
+    ours = which(os.path.join(renkei_bin, 'python') if renkei_bin else sys.executable)
+    line = f'interpreters: renkei Python {ours[0]} ({ours[1]})'
+    if stock_venv:
+        theirs = which(os.path.join(stock_venv, 'bin', 'python'))
+        line += f', stock Python {theirs[0]} ({theirs[1]})'
+        line += (': the same' if ours == theirs else
+                 ': not the same build, the ratios include the interpreters (--renkei-venv)')
+    return line
+
+
+def prewarm(paths) -> int:
+    """Read files whole into the page cache (a VM that drops idle pages would otherwise make
+    the first requests of a run read the disk); returns the bytes read."""
+    total = 0
+    for path in paths:
+        with open(path, 'rb', buffering=0) as fh:
+            while chunk := fh.read(1 << 24):
+                total += len(chunk)
+    return total
+
+
 def stock_copies(files):
     """The files the stock servers read: copies. pygeoapi's SQLiteGPKG provider writes to the
     file it opens (its set-up moves the file's mtime on every request), and to renkei a file
@@ -286,7 +337,9 @@ def stock_server(files, venv, tmp):
     exe = os.path.join(venv, 'bin', 'gunicorn')
     proc = subprocess.Popen([exe, '-w', '1', '-b', f'127.0.0.1:{port}', '--log-level', 'warning',
                              '--timeout', '600', 'pygeoapi.flask_app:APP'], env=env,
-                            stderr=subprocess.DEVNULL)  # GDAL warns on every GPKG 1.4 open
+                            # GDAL warns on every GPKG 1.4 open; pygeoapi logs to stdout, a
+                            # warning for every item the OGR provider answers.
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import requests
     for _ in range(300):
         try:
@@ -354,9 +407,11 @@ def cpu_ms(pid):
     return total / 1e6
 
 
-def interleaved(targets, n, runs, stock_runs, ping_url, only=None):
+def interleaved(targets, n, runs, stock_runs, references, only=None):
     """{(target, query, mode): (median ms, last doc, median server CPU ms)}; request by request
-    across targets. targets: {name: (base URL, collection id, is stock, worker pid)}."""
+    across targets. targets: {name: (base URL, collection id, is stock, worker pid)};
+    references: {name: URL} of constant answers on renkei's worker, each asked after every
+    renkei (d) request (keys 'http' and 'platform' of the result)."""
     out = {}
     for name, (path, params) in queries(n, only).items():
         for mode in ('warm', 'cold'):
@@ -375,12 +430,13 @@ def interleaved(targets, n, runs, stock_runs, ping_url, only=None):
                         cpu[t].append(cpu_ms(pid) - before)
                     docs[t] = r.json()
                     if t == 'renkei' and name.startswith('(d)'):
-                        before = cpu_ms(pid)
-                        ms, r = one(ping_url, None)
-                        if i:
-                            samples.setdefault('http', []).append(ms)
-                            cpu.setdefault('http', []).append(cpu_ms(pid) - before)
-                        docs['http'] = r.json()
+                        for ref, url in references.items():
+                            before = cpu_ms(pid)
+                            ms, r = one(url.format(cid=cid, iid=p.rsplit('/', 1)[1]), None)
+                            if i:
+                                samples.setdefault(ref, []).append(ms)
+                                cpu.setdefault(ref, []).append(cpu_ms(pid) - before)
+                            docs[ref] = r.json()
             for t, v in samples.items():
                 if v:
                     out[(t, name, mode)] = (statistics.median(v), docs[t],
@@ -503,6 +559,13 @@ def main():
                     'files, every per-request hook included; bare: the OGC API blueprint alone')
     ap.add_argument('--queries', default='abcde',
                     help='which of the queries (a)-(e) to run, e.g. d (default all)')
+    ap.add_argument('--renkei-venv', help="a venv with renkei installed to serve it from "
+                    "(default: this Python's): made from the stock venv's Python, both servers "
+                    "run on the same interpreter build")
+    ap.add_argument('--prewarm', action='store_true',
+                    help="read each set's files (renkei's and the stock copy) into the page "
+                    "cache before its queries: cold then means what the issue means, every "
+                    "request different, rather than pages the OS dropped while idle")
     args = ap.parse_args()
     global OUT
     OUT = args.data_dir or OUT
@@ -525,12 +588,20 @@ def main():
     if args.app == 'full':
         bench_catalogue(env_ours['RENKEI_BENCH_DIR'], files)
     app_spec = f'bench.ogcapi_bench:{args.app}_app()'
-    ping_url = base + ('/bare/ping' if args.app == 'full' else '/ping')
+    references = {'http': base + ('/bare/ping' if args.app == 'full' else '/ping')}
+    if args.app == 'full':
+        references['platform'] = base + '/ogcapi/collections/{cid}/constant/{iid}'
+    renkei_bin = os.path.join(args.renkei_venv, 'bin') if args.renkei_venv else None
+    print(interpreters(renkei_bin, args.stock_venv), flush=True)
     results = {}
-    proc = gunicorn(app_spec, port, env_ours)
-    stock = stock_server(stock_copies(files), args.stock_venv, tmp) if args.stock_venv else None
+    proc = gunicorn(app_spec, port, env_ours, bindir=renkei_bin)
+    copies = stock_copies(files) if args.stock_venv else {}
+    stock = stock_server(copies, args.stock_venv, tmp) if args.stock_venv else None
     try:
         for kind, n in SETS.items():
+            if args.prewarm:
+                read = prewarm([files[kind], *filter(None, [copies.get(kind)])])
+                print(f'\n{kind}: {read / 2**20:,.0f} MiB read into the page cache', flush=True)
             targets = {'renkei': (f'{base}/ogcapi', kind, False, worker_pid(proc.pid))}
             if stock:
                 stock_pid = worker_pid(stock[0].pid)
@@ -544,7 +615,8 @@ def main():
                 except RuntimeError as err:
                     status = err
                 assert ' 404 ' in str(status), f'restricted item answered: {status}'
-            res = interleaved(targets, n, args.runs, args.stock_runs, ping_url, args.queries)
+            res = interleaved(targets, n, args.runs, args.stock_runs, references,
+                              args.queries)
             results.update({(kind, k[1], k[2]): v[0] for k, v in res.items() if k[0] == 'renkei'})
             results[kind] = res
             print(f'\n{kind} ({n:,}), HTTP, 1 gunicorn sync worker each, interleaved; median ms '
@@ -557,7 +629,8 @@ def main():
                 for t in ('renkei', 'SQLiteGPKG', 'OGR'):
                     for mode in ('warm', 'cold'):
                         v = res.get((t, name, mode))
-                        cells.append(f'{v[0]:8.1f}' if v else f'{"-":>8}')
+                        # (d) is under a millisecond: a tenth would hide what it is compared on.
+                        cells.append(f'{v[0]:8.{2 if v[0] < 10 else 1}f}' if v else f'{"-":>8}')
                 cold_doc = res[('renkei', name, 'cold')][1]
                 matched = cold_doc.get('numberMatched', 'omitted') if 'features' in cold_doc else ''
                 print(f'  {name:20} {cells[0]:>11} {cells[1]}  {cells[2]:>15} {cells[3]}  '
@@ -565,8 +638,13 @@ def main():
             for mode in ('warm', 'cold'):
                 v = res.get(('http', '(d) item by id', mode))
                 if v:
-                    print(f'  HTTP alone ({mode}, beside (d)): a constant Feature from a bare Flask '
-                          f'route on the same worker: {v[0]:.1f} ms (worker CPU {v[2]:.2f} ms)')
+                    print(f'  HTTP alone ({mode}, beside (d)): a constant Feature from a bare '
+                          f'Flask route on the same worker: {v[0]:.2f} ms (worker CPU '
+                          f'{v[2]:.2f} ms)')
+                v = res.get(('platform', '(d) item by id', mode))
+                if v:
+                    print(f'  platform alone ({mode}, beside (d)): the same constant through every '
+                          f'hook an item passes: {v[0]:.2f} ms (worker CPU {v[2]:.2f} ms)')
             print('  the same requests as worker CPU time (median ms; schedstat of the gunicorn '
                   'worker, so other load on the machine hardly counts):')
             for name in queries(n, args.queries):
@@ -599,6 +677,13 @@ def main():
                     f'{min(stock["cold"]) / cold:6.1f}x cold' if stock['cold'] else '')
             print(f'  {kind:8} {name:20} {ms:8.1f}   warm/floor = {warm / ms:5.2f}   '
                   f'cold/floor = {cold / ms:5.2f}   {best}')
+            for ref, what in (('http', 'HTTP alone'), ('platform', 'platform alone')):
+                answers = [results[kind].get((ref, name, mode)) for mode in ('warm', 'cold')]
+                if stock['cold'] and all(answers):
+                    # No answer of this worker can beat its constant: the most any item can be.
+                    print(f'  {"":8} {"ceiling: " + what:29} best stock / it = '
+                          f'{min(stock["warm"]) / answers[0][0]:6.1f}x warm '
+                          f'{min(stock["cold"]) / answers[1][0]:6.1f}x cold')
 
     if not args.stock_venv:
         print('\npygeoapi stock SQLiteGPKG / OGR: not measured (give --stock-venv, see above)')
@@ -618,7 +703,7 @@ def main():
     env_ours['RENKEI_BENCH_DIR'] = os.path.join(tmp, 'catalogue')
     if args.app == 'full':
         bench_catalogue(env_ours['RENKEI_BENCH_DIR'], files)
-    proc = gunicorn(app_spec, port, env_ours, workers=2)
+    proc = gunicorn(app_spec, port, env_ours, workers=2, bindir=renkei_bin)
     try:
         out = run_wrk(base, args.wrk_seconds)
         print(f'\nwrk, 2 gunicorn workers, {args.wrk_seconds} s, mix of (a)/(c)/(d) on points:')
