@@ -271,7 +271,8 @@ def interpreters(renkei_bin, stock_venv):
     would count against renkei. --renkei-venv gives renkei the same interpreter."""
     def which(python):
         out = subprocess.run([python, '-c', 'import os, sys; print(sys.version.split()[0], '
-                              'os.path.realpath(getattr(sys, "_base_executable", sys.executable)))'],
+                              'os.path.realpath(getattr(sys, "_base_executable", '
+                              'sys.executable)))'],
                              capture_output=True, text=True, check=True).stdout.split()
         return out[0], out[1]
     ours = which(os.path.join(renkei_bin, 'python') if renkei_bin else sys.executable)
@@ -489,6 +490,79 @@ def floor(path, n, runs, only=None):
     return out
 
 
+# -- what each per-request hook adds to (d), in process -------------------------------------
+
+def hook_costs(env, files, n, rounds):
+    """(d) for random ids in this process, through the full app as gunicorn serves it: with
+    every hook, without each of the app's and the OGC API blueprint's before/after-request
+    hooks in turn, and with none; the variants in a new random order each round, so drift and
+    cache effects fall on all alike ('all, again' shows what is left of them). Returns
+    [(variant, median µs)]."""
+    from werkzeug.test import EnvironBuilder
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        bench_catalogue(env['RENKEI_BENCH_DIR'], files)
+        app = full_app()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    flask_app = app   # full_app wraps wsgi_app only: the hooks are this app's
+    registries = {'before': flask_app.before_request_funcs, 'after': flask_app.after_request_funcs}
+    every = {(kind, bp): list(funcs) for kind, reg in registries.items()
+             for bp, funcs in reg.items() if bp in (None, 'ogcapi')}
+
+    def restore():
+        for (kind, bp), funcs in every.items():
+            registries[kind][bp][:] = funcs
+
+    def without(kind, bp, i):
+        def setup():
+            restore()
+            del registries[kind][bp][i]
+        return setup
+
+    def none():
+        for kind, bp in every:
+            registries[kind][bp][:] = []
+
+    variants = [('all', restore)]
+    for (kind, bp), funcs in every.items():
+        for i, f in enumerate(funcs):
+            name = getattr(f, '__qualname__', repr(f)).replace('.<locals>', '')
+            variants.append((f'without {kind} {name}', without(kind, bp, i)))
+    variants += [('none', none), ('all, again', restore)]
+    base = env['RENKEI_BENCH_URL'].rsplit('/', 1)[0]
+    rng = random.Random(17)
+    times = {name: [] for name, _ in variants}
+
+    statuses = {name: set() for name, _ in variants}
+
+    def answer(environ):
+        seen = []
+        body = app(environ, lambda status, headers, exc_info=None: seen.append(status))
+        b''.join(body)
+        getattr(body, 'close', lambda: None)()
+        return seen[0]
+
+    try:
+        for _ in range(rounds):
+            environ = EnvironBuilder(path=f'/ogcapi/collections/points/items/'
+                                          f'{rng.randrange(1, n + 1)}', base_url=base,
+                                     environ_base={'REMOTE_ADDR': '127.0.0.1'}).get_environ()
+            for name, setup in rng.sample(variants, len(variants)):
+                setup()
+                t = time.perf_counter_ns()
+                status = answer(dict(environ))
+                times[name].append(time.perf_counter_ns() - t)
+                statuses[name].add(status)
+    finally:
+        restore()
+    # A hook whose absence breaks the answer (or a later hook) times something else.
+    return [(name, statistics.median(times[name]) / 1000, sorted(statuses[name]))
+            for name, _ in variants]
+
+
 # -- pygeoapi's stock GeoJSON provider on the polygons ---------------------------------------
 
 def stock_geojson(geojson_path, runs, root_env):
@@ -562,6 +636,9 @@ def main():
     ap.add_argument('--renkei-venv', help="a venv with renkei installed to serve it from "
                     "(default: this Python's): made from the stock venv's Python, both servers "
                     "run on the same interpreter build")
+    ap.add_argument('--hook-rounds', type=int, default=1000,
+                    help='--app full: (d) in this process with each per-request hook left out '
+                    'in turn, this many rounds (0: skip)')
     ap.add_argument('--prewarm', action='store_true',
                     help="read each set's files (renkei's and the stock copy) into the page "
                     "cache before its queries: cold then means what the issue means, every "
@@ -684,6 +761,20 @@ def main():
                     print(f'  {"":8} {"ceiling: " + what:29} best stock / it = '
                           f'{min(stock["warm"]) / answers[0][0]:6.1f}x warm '
                           f'{min(stock["cold"]) / answers[1][0]:6.1f}x cold')
+
+    if args.app == 'full' and 'd' in args.queries and args.hook_rounds > 0:
+        env_hooks = dict(env_ours, RENKEI_BENCH_DIR=tempfile.mkdtemp(prefix='renkei-hooks-'))
+        costs = hook_costs(env_hooks, files, SETS['points'], args.hook_rounds)
+        print(f'\n(d) on points in this process ({sys.implementation.name} '
+              f'{sys.version.split()[0]}), through the whole app, median of {args.hook_rounds} '
+              'random ids per variant, variants in random order (µs; what a hook adds is the '
+              'difference to "all"; without a before hook, the after hook that reads its state '
+              'does little too: Meter, ApiLimits):')
+        every = costs[0][1]
+        for name, us, statuses in costs:
+            odd = '' if statuses == ['200 OK'] else f'  answered {", ".join(statuses)}'
+            print(f'  {name:60} {us:7.1f}  {every - us:+7.1f}{odd}')
+        shutil.rmtree(env_hooks['RENKEI_BENCH_DIR'], ignore_errors=True)
 
     if not args.stock_venv:
         print('\npygeoapi stock SQLiteGPKG / OGR: not measured (give --stock-venv, see above)')
